@@ -1,0 +1,87 @@
+"""What every certkit command shares: the error boundary, the CA home, secrets, output helpers.
+
+Exit codes (documented in the README):
+
+* 0 -- success
+* 1 -- failure (the request was fine but failed, or a check found errors)
+* 2 -- misuse (bad option, bad input file, wrong passphrase, would overwrite)
+* 3 -- nothing could be reached (probe, preflight)
+* 130 -- interrupted
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from certkit.adapters.fs import read_input
+from certkit.errors import CertkitError, PassphraseError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HOME_ENV = "CERTKIT_HOME"
+CA_PASSPHRASE_ENV = "CERTKIT_CA_PASSPHRASE"
+PFX_PASSWORD_ENV = "CERTKIT_PFX_PASSWORD"
+KEY_PASSPHRASE_ENV = "CERTKIT_KEY_PASSPHRASE"
+
+
+def fail(err: CertkitError) -> None:
+    """Print one line for ``err`` and exit with its code."""
+    click.echo(f"certkit: error: {err}", err=True)
+    sys.exit(err.exit_code)
+
+
+class CertkitGroup(click.Group):
+    """A click group that turns every :class:`CertkitError` into one line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CertkitError as err:
+            fail(err)
+        except KeyboardInterrupt:
+            click.echo("certkit: interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(1)
+        return None
+
+
+def resolve_home(home: str | None) -> Path:
+    """``--home``, else ``$CERTKIT_HOME``, else ``./ca``."""
+    return Path(home or os.environ.get(HOME_ENV) or "ca")
+
+
+def home_option(f: F) -> F:
+    return click.option("--home", "home", type=click.Path(file_okay=False), default=None,
+                        help="CA home folder (default: $CERTKIT_HOME, else ./ca).")(f)
+
+
+def read_secret(*, env: str, file: str | None, prompt: str, confirm: bool = False,
+                what: str = "passphrase") -> bytes:
+    """A secret from ``$ENV``, a file, or an interactive prompt -- never from the command line."""
+    if file:
+        data = read_input(file, what=f"{what} file", limit=64 * 1024)
+        secret = data.splitlines()[0] if data.splitlines() else b""
+        if not secret:
+            raise PassphraseError(f"The {what} file {file} is empty.", f"Write the {what} on its first line.")
+        return secret
+    value = os.environ.get(env)
+    if value:
+        return value.encode("utf-8")
+    if sys.stdin.isatty():
+        entered: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+        if entered:
+            return entered.encode("utf-8")
+    raise PassphraseError(f"No {what} was given.",
+                          f"Set ${env}, use the --{what.replace(' ', '-')}-file option, or run interactively.")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))

@@ -1,0 +1,338 @@
+"""Findings are data: one catalogue of stable codes, each with the words an admin will see.
+
+A :class:`Finding` is one observed problem (or fact) with its evidence. Its :class:`Code` comes from
+:data:`CATALOGUE`, which says for every code: the severity, the side at fault, the RFC 8460 TLS-RPT
+result type, the RFC 3463 enhanced status code, the text an Exchange admin sees, the Postfix
+equivalent, a plain explanation, and the remedy (a certkit command where one exists).
+
+Codes are stable strings: tools that read certkit's JSON may rely on them. Add codes; never rename.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CATALOGUE", "Code", "Finding", "Severity", "Side", "finding", "worst"]
+
+
+class Severity(enum.StrEnum):
+    ERROR = "error"      # blocks Domain Security
+    WARNING = "warning"  # works today, will bite (expiring soon, CRL near nextUpdate)
+    INFO = "info"        # a fact worth knowing
+
+
+class Side(enum.StrEnum):
+    THEIRS = "theirs"                # the partner's certificate or server
+    OURS = "ours"                    # our certificate or configuration as the partner sees it
+    NETWORK = "network"              # connection, DNS, CRL download
+    CONFIGURATION = "configuration"  # a setting on our side (routing, smart host, store)
+
+
+EXCHANGE_WRAP = '451 4.4.0 Primary target IP address responded with: "{inner}."'
+CLASSIC = EXCHANGE_WRAP.format(inner="454 4.7.5 Certificate validation failure")
+
+
+@dataclass(frozen=True)
+class Code:
+    """One entry of the catalogue."""
+
+    code: str
+    severity: Severity
+    side: Side
+    title: str
+    explanation: str
+    remedy: str
+    tlsrpt_result_type: str | None = None
+    enhanced_status: str | None = None
+    exchange_text: str | None = None
+    postfix_text: str | None = None
+
+
+def _c(code: str, severity: str, side: str, title: str, explanation: str, remedy: str, *,
+       tlsrpt: str | None = None, status: str | None = None, exchange: str | None = None,
+       postfix: str | None = None) -> Code:
+    return Code(code, Severity(severity), Side(side), title, explanation, remedy, tlsrpt, status, exchange, postfix)
+
+
+_ENTRIES: tuple[Code, ...] = (
+    # --- certificate validity -------------------------------------------------------------
+    _c("cert.expired", "error", "theirs", "certificate expired",
+       "The certificate's notAfter has passed; no validator accepts it.",
+       "Renew it: certkit ca renew SERIAL (or have the partner renew theirs).",
+       tlsrpt="certificate-expired", status="4.7.5",
+       exchange="The certificate has expired.",
+       postfix="certificate verification failed: certificate has expired"),
+    _c("cert.not-yet-valid", "error", "theirs", "certificate not yet valid",
+       "The certificate's notBefore is in the future: a clock is wrong or it was issued back-dated.",
+       "Check the clocks on both servers, or reissue the certificate.",
+       tlsrpt="validation-failure", status="4.7.5",
+       postfix="certificate verification failed: certificate is not yet valid"),
+    _c("cert.expiring-soon", "warning", "theirs", "certificate expires soon",
+       "The certificate expires within the warning period; Domain Security stops when it does.",
+       "Renew it now: certkit ca renew SERIAL."),
+    # --- chain and trust --------------------------------------------------------------------
+    _c("chain.self-signed", "error", "theirs", "self-signed certificate",
+       "The certificate is signed by itself and is not a trusted anchor here; a self-signed Edge "
+       "certificate (New-ExchangeCertificate's default) is trusted by nobody else.",
+       "Use a CA-signed transport certificate (certkit ca issue FQDN) and send the partner your root, "
+       "or pin this exact certificate: certkit trust add FILE --pin.",
+       tlsrpt="certificate-not-trusted", status="4.7.5",
+       exchange="The certificate is valid but it is selfsigned.",
+       postfix="certificate verification failed: self-signed certificate"),
+    _c("chain.unknown-issuer", "error", "theirs", "issuer not trusted",
+       "The chain ends at a root that is not in the trust store used for validation.",
+       "Import the partner's root: certkit trust add ROOT.crt --partner DOMAIN "
+       "(and on Exchange: Import-Certificate into Cert:\\LocalMachine\\Root).",
+       tlsrpt="certificate-not-trusted", status="4.7.5",
+       exchange="A certificate chain processed, but ended in a root certificate which is not trusted by "
+                "the trust provider.",
+       postfix="certificate verification failed: untrusted issuer"),
+    _c("chain.missing-intermediate", "error", "theirs", "intermediate certificate missing",
+       "The certificate's issuer is an intermediate CA that the server did not send and the store "
+       "does not hold, so no path to a trusted root can be built.",
+       "Configure the server to send the full chain (certkit writes FQDN.chain.pem for that).",
+       tlsrpt="certificate-not-trusted", status="4.7.5",
+       exchange="A certificate chain could not be built to a trusted root authority.",
+       postfix="certificate verification failed: unable to get local issuer certificate"),
+    _c("chain.invalid", "error", "theirs", "chain rejected",
+       "The certificate path violates RFC 5280 (constraints, key usage or a malformed extension).",
+       "Reissue the certificate from a correctly configured CA.",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange="A certificate chain processed, but ended in a root certificate which is not trusted by "
+                "the trust provider.",
+       postfix="certificate verification failed"),
+    _c("chain.pinned-leaf", "info", "theirs", "pinned certificate",
+       "The certificate is trusted because this exact certificate was pinned in the store.",
+       "Nothing to do; replace the pin when the certificate is renewed."),
+    # --- names ------------------------------------------------------------------------------
+    _c("name.domain-mismatch", "error", "theirs", "name does not match the partner domain",
+       "Domain Security requires the certificate to name the partner domain itself or a host within it.",
+       "Reissue with the domain in the SAN: certkit ca issue FQDN --accepted-domain DOMAIN.",
+       tlsrpt="certificate-host-mismatch", status="4.7.5",
+       exchange="Certificate subject does not match the passed value.",
+       postfix="Server certificate not verified (name does not match nexthop/dot-nexthop)"),
+    _c("name.host-mismatch", "error", "theirs", "name does not match the host",
+       "The certificate does not name the host it was reached at.",
+       "Reissue the certificate with the host's FQDN: certkit ca issue FQDN.",
+       tlsrpt="certificate-host-mismatch", status="4.7.5",
+       exchange="Certificate subject does not match the passed value.",
+       postfix="Server certificate not verified (name does not match hostname)"),
+    _c("name.wildcard", "warning", "theirs", "wildcard name",
+       "The certificate carries a wildcard name; Domain Security lists take no wildcards and Exchange "
+       "matches the partner domain, which a wildcard does not name.",
+       "Issue a certificate naming the FQDN and the domains: certkit ca issue FQDN --accepted-domain DOMAIN."),
+    # --- usages -------------------------------------------------------------------------------
+    _c("eku.no-server-auth", "error", "theirs", "certificate lacks serverAuth",
+       "The certificate's Extended Key Usage does not allow TLS server use; inbound SMTP needs it.",
+       "Reissue with the transport profile: certkit ca issue FQDN --profile transport.",
+       tlsrpt="validation-failure", status="4.7.5",
+       postfix="certificate verification failed: unsupported certificate purpose"),
+    _c("eku.no-client-auth", "error", "ours", "certificate lacks clientAuth",
+       "The certificate's Extended Key Usage does not allow TLS client use; the sending Edge presents "
+       "it as a client certificate, and the receiver rejects it.",
+       "Reissue with the transport profile: certkit ca issue FQDN --profile transport.",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange=CLASSIC,
+       postfix="certificate verification failed: not designated for use as a client certificate"),
+    # --- algorithms ------------------------------------------------------------------------------
+    _c("key.weak", "error", "theirs", "weak key",
+       "The key is below current minimums (RSA under 2048 bits).",
+       "Generate a new key and reissue: certkit ca renew SERIAL --rekey.",
+       tlsrpt="validation-failure", status="4.7.5"),
+    _c("key.not-rsa", "warning", "ours", "not an RSA key",
+       "Exchange 2010 supports RSA keys only; an EC certificate may not be usable there.",
+       "For Exchange 2010, issue with --key rsa2048."),
+    _c("key.mismatch", "error", "ours", "key does not match the certificate",
+       "The private key is not the key of the certificate; the TLS handshake fails.",
+       "Use the key that was generated with the certificate, or reissue with --rekey."),
+    _c("sig.sha1", "error", "theirs", "SHA-1 signature",
+       "The certificate is signed with SHA-1, which current validators reject.",
+       "Reissue the certificate: certkit ca renew SERIAL (certkit signs with SHA-256).",
+       tlsrpt="validation-failure", status="4.7.5"),
+    # --- revocation ------------------------------------------------------------------------------
+    _c("revocation.revoked", "error", "theirs", "certificate revoked",
+       "The certificate appears on its issuer's CRL.",
+       "Issue a new certificate: certkit ca issue FQDN, and deploy it.",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange="The certificate has been revoked.",
+       postfix="certificate verification failed: certificate revoked"),
+    _c("revocation.unreachable", "error", "network", "revocation could not be checked",
+       "The CRL named in the certificate's CRL distribution point could not be fetched. Windows treats "
+       "this as RevocationCheckFailure and fails Domain Security (it is not the same as 'revoked').",
+       "Publish the CRL at the CDP URL (certkit ca crl --out FILE) and let the partner's Edge reach it "
+       "over HTTP (WinHTTP proxy: netsh winhttp show proxy).",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange="RevocationCheckFailure"),
+    _c("revocation.crl-stale", "error", "theirs", "CRL expired",
+       "The CRL's nextUpdate has passed; Windows rejects every certificate of this CA until it is republished.",
+       "Publish a fresh CRL: certkit ca crl (and copy it to the CDP URL).",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange="RevocationCheckFailure"),
+    _c("revocation.crl-expiring", "warning", "theirs", "CRL expires soon",
+       "The CRL's nextUpdate is near; if it is not republished in time, every certificate of this CA fails.",
+       "Publish a fresh CRL now: certkit ca crl."),
+    _c("revocation.crl-bad-signature", "error", "theirs", "CRL signature invalid",
+       "The CRL is not signed by the certificate's issuer, so it proves nothing.",
+       "Publish a CRL signed by the issuing CA: certkit ca crl.",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange="RevocationCheckFailure"),
+    _c("revocation.no-cdp", "error", "theirs", "no CRL distribution point",
+       "The CA-signed certificate has no CRL distribution point, so Windows cannot check revocation "
+       "(RevocationCheckFailure) and Domain Security fails.",
+       "Configure a CRL URL (certkit ca init --crl-url URL) and reissue the certificate.",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange="RevocationCheckFailure"),
+    # --- SMTP and TLS -----------------------------------------------------------------------------
+    _c("smtp.no-starttls", "error", "theirs", "STARTTLS not offered",
+       "The server did not offer STARTTLS after EHLO, so no TLS session is possible.",
+       "On Exchange: bind a certificate for the connector's FQDN (Enable-ExchangeCertificate -Services SMTP); "
+       "on Postfix: set smtpd_tls_security_level = may and a certificate.",
+       tlsrpt="starttls-not-supported", status="4.7.4",
+       exchange="451 5.7.3 STARTTLS is required to send mail",
+       postfix="4.7.4 TLS is required, but was not offered by host"),
+    _c("smtp.starttls-refused", "error", "theirs", "STARTTLS refused",
+       "The server offered STARTTLS but refused the command.",
+       "Check the server's TLS configuration (certificate and key).",
+       tlsrpt="starttls-not-supported", status="4.7.0",
+       exchange=EXCHANGE_WRAP.format(inner="454 4.7.0 TLS not available due to local problem"),
+       postfix="454 4.7.0 TLS not available due to local problem"),
+    _c("smtp.starttls-injection", "error", "theirs", "STARTTLS response injection",
+       "The server (or a machine in the path) sent plaintext after its 220 reply to STARTTLS. That data "
+       "was discarded; a client that acted on it would be attackable (CVE-2011-0411 class).",
+       "Fix or replace the server or middlebox that injects data.",
+       tlsrpt="validation-failure", status="4.7.0"),
+    _c("smtp.protocol-error", "error", "theirs", "SMTP protocol error",
+       "The server's replies did not follow SMTP (garbage, overlong lines, or a reply cut short).",
+       "Check the server or any SMTP proxy in front of it.", tlsrpt="validation-failure"),
+    _c("smtp.tls-required", "error", "ours", "server requires STARTTLS first",
+       "The server refused a command because TLS was not started.",
+       "Send with STARTTLS (on Exchange: the Send connector must not ignore STARTTLS).",
+       status="5.7.0", exchange=EXCHANGE_WRAP.format(inner="530 5.7.0 Must issue a STARTTLS command first"),
+       postfix="530 5.7.0 Must issue a STARTTLS command first"),
+    _c("smtp.recipient-refused", "warning", "configuration", "recipient refused",
+       "The server refused the test recipient; this is not a TLS problem.",
+       "Probe with a recipient the server accepts (--rcpt postmaster@DOMAIN)."),
+    _c("tls.handshake-failed", "error", "theirs", "TLS handshake failed",
+       "The TLS handshake did not complete (see the alert).",
+       "Check protocol versions, ciphers and the certificate on the server.",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange=EXCHANGE_WRAP.format(inner="TLS negotiation failed"),
+       postfix="4.7.5 Cannot start TLS: handshake failure"),
+    _c("tls.old-protocol", "warning", "theirs", "old TLS version",
+       "The session used TLS 1.0 or 1.1, which current clients disable.",
+       "Enable TLS 1.2 or 1.3 on the server.", tlsrpt="validation-failure"),
+    # --- our certificate, as refused by the peer after the handshake -------------------------------
+    _c("peer.rejected-no-client-cert", "error", "ours", "we presented no client certificate",
+       "The receiver requires a client certificate (Domain Security) and we sent none.",
+       "Present the transport certificate: certkit probe ... --as FQDN (on Exchange: enable a certificate "
+       "for SMTP with Enable-ExchangeCertificate -Services SMTP).",
+       tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
+       postfix="421 4.7.1 <host> Error: No client certificate presented"),
+    _c("peer.rejected-untrusted", "error", "ours", "they do not trust our certificate",
+       "The receiver completed the handshake and then refused us: it could not validate our certificate "
+       "(most often: it does not trust our root, or our certificate is self-signed).",
+       "Send the partner our root (certkit ca root --out ROOT.crt; certkit config partner-kit) and ask them "
+       "to import it; use a CA-signed certificate rather than a self-signed one.",
+       tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
+       postfix="421 4.7.1 <host> Error: Client certificate not trusted"),
+    _c("peer.rejected-issuer-not-accepted", "error", "ours", "our issuer is not on their list",
+       "The server's list of acceptable client-certificate issuers does not include our issuer, so it "
+       "does not trust our CA.",
+       "Send the partner our root (certkit ca root --out ROOT.crt) and ask them to import it.",
+       tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
+       postfix="421 4.7.1 <host> Error: Client certificate not trusted"),
+    _c("peer.rejected-no-client-auth", "error", "ours", "our certificate lacks clientAuth",
+       "Our certificate's EKU does not allow client use, and the receiver refused it.",
+       "Reissue with both EKUs: certkit ca issue FQDN --profile transport.",
+       tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
+       postfix="421 4.7.1 <host> Error: Client certificate not trusted"),
+    _c("peer.rejected-expired", "error", "ours", "our certificate expired",
+       "Our certificate has expired, and the receiver refused it.",
+       "Renew it: certkit ca renew SERIAL.",
+       tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
+       postfix="421 4.7.1 <host> Error: Client certificate not trusted"),
+    _c("peer.rejected-weak-session", "error", "ours", "the receiver finds the session too weak",
+       "RFC 3207: the server answers 554 to every command because the TLS session is not good enough for it.",
+       "Present a certificate they trust and use TLS 1.2 or later.", tlsrpt="validation-failure", status="5.7.0"),
+    # --- network and DNS ----------------------------------------------------------------------------
+    _c("net.refused", "error", "network", "connection refused",
+       "Nothing listens at the address and port, or a firewall rejects the connection.",
+       "Check the address, the port (25) and the firewall."),
+    _c("net.timeout", "error", "network", "timed out",
+       "The server did not answer in time (connection, a reply, or the handshake).",
+       "Check firewalls and the server's load; raise --timeout if the server is slow."),
+    _c("net.closed", "error", "network", "connection closed",
+       "The server closed the connection in the middle of the dialogue.",
+       "Check the server's logs for why it dropped the session."),
+    _c("dns.failure", "error", "network", "DNS lookup failed",
+       "The name could not be resolved.", "Check the domain name and the DNS server (--nameserver)."),
+    _c("dns.no-mx", "error", "configuration", "no MX records",
+       "The partner domain has no MX records. Domain Security needs DNS (MX) routing.",
+       "Ask the partner to publish MX records, or check the domain name."),
+    _c("route.smart-host", "error", "configuration", "smart host configured",
+       "A Send connector that routes through a smart host cannot use Domain Security.",
+       "Route the partner domain through DNS: Set-SendConnector -DNSRoutingEnabled $true."),
+)
+
+#: Every code certkit can report, by code.
+CATALOGUE: Mapping[str, Code] = {entry.code: entry for entry in _ENTRIES}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation: its catalogue code, what it concerns, and the evidence in plain words."""
+
+    code: str
+    detail: str
+    subject: str | None = None
+    severity: Severity | None = None
+    side: Side | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code not in CATALOGUE:
+            raise KeyError(f"finding code {self.code!r} is not in the catalogue")
+        entry = CATALOGUE[self.code]
+        if self.severity is None:
+            object.__setattr__(self, "severity", entry.severity)
+        if self.side is None:
+            object.__setattr__(self, "side", entry.side)
+
+    @property
+    def entry(self) -> Code:
+        return CATALOGUE[self.code]
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.entry
+        return {
+            "code": self.code,
+            "severity": str(self.severity),
+            "side": str(self.side),
+            "title": e.title,
+            "detail": self.detail,
+            "subject": self.subject,
+            "tlsrpt_result_type": e.tlsrpt_result_type,
+            "enhanced_status": e.enhanced_status,
+            "exchange_text": e.exchange_text,
+            "postfix_text": e.postfix_text,
+            "explanation": e.explanation,
+            "remedy": e.remedy,
+            "evidence": dict(self.evidence),
+        }
+
+
+def finding(code: str, detail: str, **kwargs: Any) -> Finding:
+    """Shorthand for ``Finding(code, detail, ...)``."""
+    return Finding(code, detail, **kwargs)
+
+
+_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def worst(findings: Iterable[Finding]) -> Severity | None:
+    """The most severe severity among ``findings`` (``None`` when there are none)."""
+    found = [f.severity for f in findings if f.severity is not None]
+    return min(found, key=lambda s: _ORDER[s]) if found else None
