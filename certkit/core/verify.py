@@ -1,0 +1,572 @@
+"""Chain verification with explanations: would we accept this partner's certificate, and if not, why?
+
+The verdict on the path comes from ``cryptography.x509.verification`` (path building, signatures,
+validity, basicConstraints, name constraints, key usage, EKU, subjectAltName matching for host names).
+certkit adds what it lacks and explains every failure as :class:`~certkit.core.findings.Finding` data:
+
+* which certificate expired or is not yet valid, and by how long (``cert.expired``, ``cert.not-yet-valid``);
+* self-signed vs issuer not trusted vs intermediate not sent (``chain.self-signed``,
+  ``chain.unknown-issuer``, ``chain.missing-intermediate``), anything else as ``chain.invalid``;
+* name mismatches with the names the certificate does carry (``name.host-mismatch``,
+  ``name.domain-mismatch``), including the Domain Security rule that cryptography cannot express;
+* the wrong EKU for the purpose (``eku.no-server-auth``, ``eku.no-client-auth``);
+* weak keys (RSA < 2048, which cryptography does not check on the leaf) and SHA-1 signatures;
+* pinned leaves (``chain.pinned-leaf``) and revocation against the CRLs given (``revocation.*``).
+
+Nothing here reads the wall clock except ``at=None`` at the API edge, prints, or touches files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import ipaddress
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Subject,
+    VerificationError,
+)
+
+from certkit.clock import aware
+from certkit.core.findings import Finding, Severity
+from certkit.core.formats import sha256_fingerprint
+from certkit.core.names import dns_name, is_ip_address
+from certkit.core.trust import (
+    Anchor,
+    AnchorSet,
+    AnchorSource,
+    as_anchor_set,
+    is_self_signed,
+    is_sha1_signed,
+    organisations_of,
+    weak_key_bits,
+)
+from certkit.errors import UsageError
+
+__all__ = ["Purpose", "VerificationResult", "domain_matches", "host_matches", "verify_chain"]
+
+Purpose = Literal["server", "client"]
+
+_PURPOSE_EKU = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
+_MAX_DIAG_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """The outcome of :func:`verify_chain`.
+
+    ``ok`` is True only when cryptography built a path to an anchor *and* certkit found no error.
+    ``chain`` is the path, leaf first: the one cryptography built when it succeeded, otherwise the
+    best path certkit could assemble for the explanation. ``findings`` lists every problem found
+    (errors, warnings, and facts such as ``chain.pinned-leaf``).
+    """
+
+    ok: bool
+    chain: tuple[x509.Certificate, ...]
+    findings: tuple[Finding, ...]
+    anchor: Anchor | None = None
+    pinned: bool = False
+    purpose: str = "server"
+    at: _dt.datetime | None = None
+    reference: str | None = None
+    rule: str | None = None
+    reason: str | None = None  # cryptography's own message when it rejected the path
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        """The findings of severity error."""
+        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The finding codes, in order."""
+        return tuple(f.code for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain data (``trust verify --json``)."""
+        return {
+            "ok": self.ok,
+            "purpose": self.purpose,
+            "rule": self.rule,
+            "reference": self.reference,
+            "at": self.at.isoformat() if self.at else None,
+            "pinned": self.pinned,
+            "anchor": self.anchor.describe() if self.anchor else None,
+            "chain": [{"subject": c.subject.rfc4514_string(), "issuer": c.issuer.rfc4514_string(),
+                       "fingerprint_sha256": sha256_fingerprint(c),
+                       "not_after": c.not_valid_after_utc.isoformat()} for c in self.chain],
+            "reason": self.reason,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# names
+
+
+def _dns_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)]
+
+
+def _ip_sans(cert: x509.Certificate) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [ip for ip in san.get_values_for_type(x509.IPAddress)
+            if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)]
+
+
+def _common_names(cert: x509.Certificate) -> list[str]:
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def _names_text(cert: x509.Certificate) -> list[str]:
+    names = [f"DNS:{n}" for n in _dns_sans(cert)] + [f"IP:{ip}" for ip in _ip_sans(cert)]
+    return names or [f"CN={cn} (no subjectAltName)" for cn in _common_names(cert)] or ["(no names)"]
+
+
+def _wildcard_covers(pattern: str, host: str) -> bool:
+    # RFC 6125 6.4.3 as browsers and Postfix apply it: '*' is the whole left-most label and stands
+    # for exactly one label; no partial-label wildcards, no wildcard over a bare public suffix.
+    if not pattern.startswith("*.") or pattern.count("*") != 1:
+        return False
+    base = pattern[2:]
+    if base.count(".") < 1:
+        return False
+    head, sep, rest = host.partition(".")
+    return bool(sep) and bool(head) and rest == base
+
+
+def host_matches(cert: x509.Certificate, host: str) -> bool:
+    """The host-name rule (Postfix ``verify``): a DNS SAN equal to ``host`` or a wildcard covering it;
+    an IP literal matches an IP SAN. With no SAN at all the CN is not consulted (RFC 6125, and what
+    cryptography enforces)."""
+    if is_ip_address(host):
+        want = ipaddress.ip_address(host.strip("[]"))
+        return any(ip == want for ip in _ip_sans(cert))
+    h = host.lower().rstrip(".")
+    return any(n == h or _wildcard_covers(n, h) for n in _dns_sans(cert))
+
+
+def domain_matches(cert: x509.Certificate, domain: str) -> str | None:
+    """The Domain Security rule; returns the DNS SAN that satisfied it, or ``None``.
+
+    The certificate must carry a DNS subjectAltName that is the partner domain ``D`` itself, or a
+    host within it (a name ending in ``.D``, at any depth) -- Postfix ``secure`` with
+    ``match=D:.D``, the closest analogue of Exchange's rule. A wildcard SAN ``*.D`` or ``*.sub.D``
+    counts as naming a host within ``D`` (with a ``name.wildcard`` warning: Exchange's own lists take
+    no wildcards). Comparison is case-insensitive on A-labels; the CN is not consulted; a name
+    that merely ends in ``D`` without the dot (``evilfabrikam.com``) does not match.
+    """
+    d = domain.lower().rstrip(".")
+    sans = _dns_sans(cert)
+    for n in sans:
+        if n == d:
+            return n
+    for n in sans:
+        if n.endswith("." + d) and not n.startswith("*."):
+            return n
+    for n in sans:
+        if n.startswith("*.") and (n[2:] == d or n[2:].endswith("." + d)):
+            return n
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# time
+
+
+def _span(delta: _dt.timedelta) -> str:
+    secs = int(abs(delta.total_seconds()))
+    days, rem = divmod(secs, 86400)
+    hours, rem = divmod(rem, 3600)
+    minutes, seconds = divmod(rem, 60)
+    parts: list[str] = []
+    if days:
+        parts.append(f"{days} day{'s' if days != 1 else ''}")
+    if hours:
+        parts.append(f"{hours} hour{'s' if hours != 1 else ''}")
+    if minutes and not days:
+        parts.append(f"{minutes} minute{'s' if minutes != 1 else ''}")
+    if seconds and not days and not hours:
+        parts.append(f"{seconds} second{'s' if seconds != 1 else ''}")
+    return " ".join(parts) or "less than a second"
+
+
+def _when(t: _dt.datetime) -> str:
+    return t.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _who(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+# ---------------------------------------------------------------------------------------------
+# path assembly for explanations
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool | None:
+    """True/False when the signature could be checked; None when the algorithm is not supported."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    except InvalidSignature:
+        return False
+    return True
+
+
+@dataclass
+class _Path:
+    certs: list[x509.Certificate]
+    end: Literal["anchor", "self-signed", "missing"]
+    anchor: Anchor | None = None
+
+
+def _assemble(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], anchors: AnchorSet) -> _Path:
+    """A best-effort path from ``leaf`` towards an anchor, preferring signature-verified issuers.
+
+    Only used to explain a failure (or to find the anchor of a success); the verdict is cryptography's.
+    """
+    path = [leaf]
+    seen = {sha256_fingerprint(leaf)}
+    current = leaf
+    while len(path) <= _MAX_DIAG_DEPTH:
+        pinned = anchors.find(current)
+        if pinned is not None:
+            return _Path(path, "anchor", pinned)
+        candidates: list[tuple[int, x509.Certificate, Anchor | None]] = []
+        for a in anchors.with_subject(current.issuer):
+            candidates.append((0, a.cert, a))
+        for c in intermediates:
+            if c.subject == current.issuer and sha256_fingerprint(c) not in seen:
+                candidates.append((1, c, None))
+        ranked: list[tuple[int, int, x509.Certificate, Anchor | None]] = []
+        for pref, cand, anchor in candidates:
+            ok = _signed_by(current, cand)
+            if ok is False:
+                continue
+            ranked.append((0 if ok else 1, pref, cand, anchor))
+        if is_self_signed(current) and not any(r[3] is not None for r in ranked):
+            return _Path(path, "self-signed")
+        ranked = [r for r in ranked if sha256_fingerprint(r[2]) not in seen or r[3] is not None]
+        if not ranked:
+            return _Path(path, "missing")
+        ranked.sort(key=lambda r: (r[0], r[1]))
+        _, _, nxt, anchor = ranked[0]
+        if anchor is not None:
+            path.append(nxt)
+            return _Path(path, "anchor", anchor)
+        seen.add(sha256_fingerprint(nxt))
+        path.append(nxt)
+        current = nxt
+    return _Path(path, "missing")
+
+
+# ---------------------------------------------------------------------------------------------
+# revocation
+
+
+def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],
+                  at: _dt.datetime, require: bool) -> list[Finding]:
+    out: list[Finding] = []
+    reported_crls: set[bytes] = set()
+    # Every CA-issued certificate of the path: each but the last (the anchor, or a pinned leaf).
+    for cert, issuer in itertools.pairwise(chain):
+        who = _who(cert)
+        matching = [crl for crl in crls if crl.issuer == issuer.subject]
+        usable: list[x509.CertificateRevocationList] = []
+        for crl in matching:
+            key = crl.fingerprint(hashes.SHA256())
+            try:
+                good = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+            except (TypeError, ValueError, UnsupportedAlgorithm):
+                good = False
+            if not good:
+                if key not in reported_crls:
+                    reported_crls.add(key)
+                    out.append(Finding("revocation.crl-bad-signature",
+                                       f"The CRL from {crl.issuer.rfc4514_string()} is not signed by the key of "
+                                       f"{_who(issuer)}; it was ignored.", subject=_who(issuer),
+                                       evidence={"crl_issuer": crl.issuer.rfc4514_string()}))
+                continue
+            next_update = crl.next_update_utc
+            if next_update is not None and at > next_update:
+                if key not in reported_crls:
+                    reported_crls.add(key)
+                    out.append(Finding("revocation.crl-stale",
+                                       f"The CRL from {_who(issuer)} expired {_span(at - next_update)} ago "
+                                       f"(nextUpdate {_when(next_update)}).", subject=_who(issuer),
+                                       evidence={"next_update": next_update.isoformat()}))
+            else:
+                usable.append(crl)
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if entry is not None:
+                reason = "unspecified"
+                with contextlib.suppress(x509.ExtensionNotFound):
+                    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
+                when = entry.revocation_date_utc
+                out.append(Finding("revocation.revoked",
+                                   f"{who} (serial {cert.serial_number:X}) was revoked on {_when(when)}, "
+                                   f"reason: {reason}.", subject=who,
+                                   evidence={"serial": f"{cert.serial_number:X}", "revoked_at": when.isoformat(),
+                                             "reason": reason}))
+                break
+        if require:
+            try:
+                cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+                has_cdp = True
+            except x509.ExtensionNotFound:
+                has_cdp = False
+            if not has_cdp:
+                out.append(Finding("revocation.no-cdp", f"{who} has no CRL distribution point, so its revocation "
+                                   "cannot be checked.", subject=who))
+            elif not usable:
+                out.append(Finding("revocation.unreachable", f"No valid, current CRL from {_who(issuer)} was "
+                                   f"available to check {who}.", subject=who))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the call
+
+
+def _client_policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
+    # Client certificates of mail servers often carry only a CN (Postfix and Exchange do not require
+    # a SAN on the client side); cryptography's client default requires one, so certkit relaxes that.
+    ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    return ExtensionPolicy.webpki_defaults_ca(), ee
+
+
+_CLIENT_POLICIES: tuple[ExtensionPolicy, ExtensionPolicy] | None = None
+
+
+def _subject_for(leaf: x509.Certificate, name: str | None, domain: str | None) -> Subject:
+    if name is not None:
+        if is_ip_address(name):
+            return x509.IPAddress(ipaddress.ip_address(name.strip("[]")))
+        return x509.DNSName(name)
+    if domain is not None:
+        matched = domain_matches(leaf, domain)
+        if matched is None:
+            return x509.DNSName(domain)
+        # A wildcard SAN covers any one label: check the path for a representative host of it.
+        return x509.DNSName(matched.replace("*", "certkit-domain-check", 1))
+    dns = _dns_sans(leaf)
+    if dns:
+        return x509.DNSName(dns[0].replace("*", "certkit-any-host", 1))
+    ips = _ip_sans(leaf)
+    if ips:
+        return x509.IPAddress(ips[0])
+    return x509.DNSName("invalid")  # no SAN: cryptography rejects, certkit explains
+
+
+def _check_args(leaf: object, intermediates: object, name: str | None, domain: str | None, purpose: str,
+                max_depth: int | None) -> None:
+    if not isinstance(leaf, x509.Certificate):
+        raise UsageError(f"verify_chain needs a cryptography x509.Certificate as the leaf, not {type(leaf).__name__}.",
+                         "Load it with certkit.core.formats.load_certificates.")
+    if isinstance(intermediates, x509.Certificate | str | bytes):
+        raise UsageError("intermediates must be a sequence of certificates.", "Wrap a single one in a list.")
+    if purpose not in _PURPOSE_EKU:
+        raise UsageError(f"Unknown purpose {purpose!r}.", "Use 'server' or 'client'.")
+    if name is not None and domain is not None:
+        raise UsageError("Give either a host name or a partner domain, not both.",
+                         "Use name= for the MX host rule or domain= for the Domain Security rule.")
+    if max_depth is not None and (not isinstance(max_depth, int) or max_depth < 0 or max_depth > 255):
+        raise UsageError(f"max_depth {max_depth!r} is not a chain depth.", "Use an integer from 0 to 255.")
+
+
+def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate] = (),
+                 anchors: AnchorSource | Sequence[x509.Certificate | Anchor] | Iterable[x509.Certificate] = (),
+                 *, name: str | None = None, domain: str | None = None, purpose: Purpose | str = "server",
+                 at: _dt.datetime | None = None, max_depth: int | None = None,
+                 crls: Iterable[x509.CertificateRevocationList] = (),
+                 require_revocation: bool = False) -> VerificationResult:
+    """Verify ``leaf`` (with the ``intermediates`` a peer sent, in any order) against ``anchors``.
+
+    ``anchors``: certificates, an :class:`~certkit.core.trust.AnchorSet`, or anything with
+    ``anchor_set()`` (a :class:`~certkit.adapters.truststore.TrustStore`). A pinned certificate (an
+    anchor that is not a CA) validates as exactly itself.
+
+    Name rules (mutually exclusive; neither = no name check):
+
+    * ``name`` -- host rule (Postfix ``verify``, the MX host): a DNS subjectAltName equal to the name
+      (case-insensitive) or a wildcard ``*.rest`` whose ``*`` stands for exactly the first label; an
+      IP literal must equal an IP subjectAltName. The CN is not used.
+    * ``domain`` -- Domain Security rule (Postfix ``secure`` with ``match=D:.D``): a DNS
+      subjectAltName equal to the partner domain ``D`` or ending in ``.D`` (a host within it, any
+      depth); a wildcard ``*.D``/``*.sub.D`` counts, with a ``name.wildcard`` warning. See
+      :func:`domain_matches`.
+
+    ``purpose``: ``"server"`` needs serverAuth, ``"client"`` clientAuth -- when the leaf has an EKU
+    extension at all; a leaf without one is accepted (RFC 5280 4.2.1.12). ``at``: an aware datetime
+    (``None`` = now). ``crls``: CRLs to check every CA-issued certificate of the path against; with
+    ``require_revocation`` (Exchange's behaviour) each such certificate must have a CRL distribution
+    point and a valid, current CRL among ``crls``.
+
+    Never raises for a certificate that fails validation: the answer is ``.ok`` and ``.findings``.
+    Raises :class:`~certkit.errors.UsageError` (or :class:`~certkit.errors.InputError` for a name that
+    is not a host name) only when called wrongly.
+    """
+    _check_args(leaf, intermediates, name, domain, purpose, max_depth)
+    when = _dt.datetime.now(_dt.UTC) if at is None else aware(at)
+    if name is not None and not is_ip_address(name):
+        name = dns_name(name, allow_wildcard=False)
+    if domain is not None:
+        if is_ip_address(domain):
+            raise UsageError(f"{domain!r} is an IP address, not a partner domain.", "Use name= for addresses.")
+        domain = dns_name(domain)
+    inters = list(intermediates)
+    crl_list = list(crls)
+    anchor_set = as_anchor_set(anchors)
+    rule = "host" if name is not None else "domain" if domain is not None else None
+    reference = name if name is not None else domain
+
+    # 1. The verdict on the path, from cryptography.
+    verified: list[x509.Certificate] | None = None
+    reason: str | None = None
+    store = anchor_set.store
+    if store is None:
+        reason = "no trust anchors were given"
+    else:
+        builder = PolicyBuilder().store(store).time(when)
+        if max_depth is not None:
+            builder = builder.max_chain_depth(max_depth)
+        try:
+            if purpose == "server":
+                verified = builder.build_server_verifier(_subject_for(leaf, name, domain)).verify(leaf, inters)
+            else:
+                global _CLIENT_POLICIES
+                if _CLIENT_POLICIES is None:
+                    _CLIENT_POLICIES = _client_policies()
+                ca_policy, ee_policy = _CLIENT_POLICIES
+                builder = builder.extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+                verified = builder.build_client_verifier().verify(leaf, inters).chain
+        except VerificationError as exc:
+            reason = str(exc).removeprefix("validation failed: ")
+        except ValueError as exc:  # e.g. an extension cryptography cannot parse
+            reason = str(exc)
+
+    # 2. The explanation, from certkit: everything that can be named, whatever the verdict.
+    findings: list[Finding] = []
+    if verified is not None:
+        chain = list(verified)
+        anchor = anchor_set.find(chain[-1])
+        end = "anchor"
+    else:
+        path = _assemble(leaf, inters, anchor_set)
+        chain, anchor, end = path.certs, path.anchor, path.end
+    pinned = anchor is not None and len(chain) == 1
+
+    for i, cert in enumerate(chain):
+        is_anchor = anchor is not None and i == len(chain) - 1
+        who = _who(cert)
+        role = "leaf" if i == 0 else "trust anchor" if is_anchor else "intermediate"
+        if when > cert.not_valid_after_utc:
+            findings.append(Finding("cert.expired",
+                                    f"The {role} {who} expired {_span(when - cert.not_valid_after_utc)} ago "
+                                    f"(notAfter {_when(cert.not_valid_after_utc)}).", subject=who,
+                                    evidence={"role": role, "not_after": cert.not_valid_after_utc.isoformat(),
+                                              "seconds": int((when - cert.not_valid_after_utc).total_seconds())}))
+        if when < cert.not_valid_before_utc:
+            findings.append(Finding("cert.not-yet-valid",
+                                    f"The {role} {who} becomes valid only in {_span(cert.not_valid_before_utc - when)} "
+                                    f"(notBefore {_when(cert.not_valid_before_utc)}).", subject=who,
+                                    evidence={"role": role, "not_before": cert.not_valid_before_utc.isoformat(),
+                                              "seconds": int((cert.not_valid_before_utc - when).total_seconds())}))
+        bits = weak_key_bits(cert)
+        if bits is not None:
+            findings.append(Finding("key.weak", f"The {role} {who} has an RSA key of {bits} bits (minimum 2048).",
+                                    subject=who, evidence={"role": role, "bits": bits}))
+        # An anchor's self-signature is never checked (RFC 5280 6.1: trust comes from the store).
+        if is_sha1_signed(cert) and not is_anchor:
+            findings.append(Finding("sig.sha1", f"The {role} {who} is signed with SHA-1.", subject=who,
+                                    evidence={"role": role}))
+
+    if verified is None:
+        last = chain[-1]
+        if end == "self-signed":
+            if len(chain) == 1:
+                findings.append(Finding("chain.self-signed",
+                                        f"{_who(last)} is self-signed and is not a trusted anchor here.",
+                                        subject=_who(last)))
+            else:
+                findings.append(Finding("chain.unknown-issuer",
+                                        f"The chain ends at the root {_who(last)}, which is not trusted here.",
+                                        subject=_who(last), evidence={"root": _who(last)}))
+        elif end == "missing":
+            missing = last.issuer.rfc4514_string()
+            related = set(organisations_of(last.issuer)) & anchor_set.organisations()
+            if related and not is_self_signed(last):
+                findings.append(Finding("chain.missing-intermediate",
+                                        f"The issuer of {_who(last)}, {missing}, was not sent and is not in the "
+                                        "store; a trusted root of the same organisation is, so an intermediate "
+                                        "is probably missing.", subject=_who(last), evidence={"issuer": missing}))
+            else:
+                findings.append(Finding("chain.unknown-issuer",
+                                        f"The issuer of {_who(last)}, {missing}, is not trusted here "
+                                        "(not a trust anchor, and not sent as an intermediate).",
+                                        subject=_who(last), evidence={"issuer": missing}))
+
+    leaf_who = _who(leaf)
+    if rule == "host" and reference is not None and not host_matches(leaf, reference):
+        findings.append(Finding("name.host-mismatch",
+                                f"{leaf_who} does not name {reference}; it names {', '.join(_names_text(leaf))}.",
+                                subject=leaf_who, evidence={"expected": reference, "names": _names_text(leaf)}))
+    if rule == "domain" and reference is not None:
+        matched = domain_matches(leaf, reference)
+        if matched is None:
+            findings.append(Finding("name.domain-mismatch",
+                                    f"{leaf_who} names neither {reference} nor a host within it; it names "
+                                    f"{', '.join(_names_text(leaf))}.", subject=leaf_who,
+                                    evidence={"expected": reference, "names": _names_text(leaf)}))
+        elif matched.startswith("*."):
+            findings.append(Finding("name.wildcard",
+                                    f"{leaf_who} matches {reference} only through the wildcard {matched}.",
+                                    subject=leaf_who, evidence={"wildcard": matched}))
+
+    try:
+        eku: x509.ExtendedKeyUsage | None = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = None
+    except ValueError:
+        eku = None
+    if eku is not None and _PURPOSE_EKU[purpose] not in eku:
+        code = "eku.no-server-auth" if purpose == "server" else "eku.no-client-auth"
+        usages = ", ".join(getattr(o, "_name", o.dotted_string) for o in eku) or "(empty)"
+        findings.append(Finding(code, f"{leaf_who} may be used for {usages}, not as a TLS {purpose}.",
+                                subject=leaf_who, evidence={"eku": [o.dotted_string for o in eku]}))
+
+    if pinned and anchor is not None:
+        findings.append(Finding("chain.pinned-leaf", f"{leaf_who} is trusted as a pinned certificate.",
+                                subject=leaf_who, evidence={"fingerprint_sha256": anchor.fingerprint}))
+
+    if (crl_list or require_revocation) and (verified is not None or end == "anchor"):
+        findings.extend(_crl_findings(chain, crl_list, when, require_revocation))
+
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if verified is None and not errors:
+        # cryptography rejected the path for a reason certkit has no words of its own for.
+        findings.append(Finding("chain.invalid", f"The path was rejected: {reason}.", subject=leaf_who,
+                                evidence={"reason": reason}))
+    ok = verified is not None and not any(f.severity is Severity.ERROR for f in findings)
+    return VerificationResult(ok=ok, chain=tuple(chain), findings=tuple(findings), anchor=anchor, pinned=pinned,
+                              purpose=purpose, at=when, reference=reference, rule=rule,
+                              reason=reason if verified is None else None)
