@@ -1,7 +1,474 @@
-"""``certkit ca ...``, ``certkit selfsigned``, ``certkit inspect``."""
+"""``certkit ca ...``, ``certkit selfsigned``, ``certkit inspect``: the CA as commands."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from certkit.adapters.fs import PUBLIC, atomic_write, read_input
+from certkit.adapters.render import render
+from certkit.ca import CertificateAuthority, IssuedCertificate, IssueRequest, exchange_selfsigned
+from certkit.cli.common import (
+    CA_PASSPHRASE_ENV,
+    KEY_PASSPHRASE_ENV,
+    PFX_PASSWORD_ENV,
+    CertkitGroup,
+    echo_json,
+    home_option,
+    read_secret,
+    resolve_home,
+)
+from certkit.clock import SystemClock
+from certkit.core.describe import describe_certificate, describe_crl, describe_csr
+from certkit.core.formats import Kind, PfxTarget, detect, load_csr, sha1_thumbprint, sha256_fingerprint
+from certkit.core.keys import KeyType
+from certkit.core.profiles import ProfileName
+from certkit.errors import InputError, PassphraseError
+
+KEY_CHOICES = click.Choice([k.value for k in KeyType], case_sensitive=False)
+PROFILE_CHOICES = click.Choice([p.value for p in ProfileName], case_sensitive=False)
+
+
+def _ca_passphrase(file: str | None, *, confirm: bool = False) -> bytes:
+    return read_secret(env=CA_PASSPHRASE_ENV, file=file, prompt="CA passphrase", confirm=confirm,
+                       what="passphrase")
+
+
+def _open(home: str | None, passphrase_file: str | None = None, *, unlock: bool = False) -> CertificateAuthority:
+    ca = CertificateAuthority.open(resolve_home(home), clock=SystemClock())
+    if unlock:
+        ca.unlock(_ca_passphrase(passphrase_file))
+    return ca
+
+
+def passphrase_option(f: Any) -> Any:
+    return click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None,
+                        help=f"File with the CA passphrase (else ${CA_PASSPHRASE_ENV}, else a prompt).")(f)
+
+
+def output_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
+                     help="Folder for <fqdn>.crt, .key, .chain.pem (and .pfx)."),
+        click.option("--pfx", is_flag=True, help="Also write <fqdn>.pfx for Windows/Exchange."),
+        click.option("--pfx-target", type=click.Choice(["legacy", "modern"]), default="legacy", show_default=True,
+                     help="legacy: 3DES/SHA-1 (Exchange 2010, Windows Server 2016 and older); modern: AES-256."),
+        click.option("--pfx-password-file", type=click.Path(dir_okay=False), default=None,
+                     help=f"File with the PFX password (else ${PFX_PASSWORD_ENV}, else a prompt)."),
+        click.option("--key-passphrase-file", type=click.Path(dir_okay=False), default=None,
+                     help=f"Encrypt the written key with this passphrase (or set ${KEY_PASSPHRASE_ENV})."),
+        click.option("--force", is_flag=True, help="Replace existing files in --out."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _write(issued: IssuedCertificate, *, out_dir: str, pfx: bool, pfx_target: str, pfx_password_file: str | None,
+           key_passphrase_file: str | None, force: bool, write_key: bool = True, p7b: bool = False
+           ) -> dict[str, Path]:
+    import os
+
+    key_pass = None
+    if write_key and issued.key is not None and (key_passphrase_file or os.environ.get(KEY_PASSPHRASE_ENV)):
+        key_pass = read_secret(env=KEY_PASSPHRASE_ENV, file=key_passphrase_file, prompt="Key passphrase",
+                               what="key passphrase")
+    pfx_pass = None
+    if pfx:
+        pfx_pass = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password", confirm=True,
+                               what="pfx password")
+    return issued.write_to(out_dir, overwrite=force, key_passphrase=key_pass, pfx_password=pfx_pass,
+                           pfx_target=PfxTarget(pfx_target), write_key=write_key, p7b=p7b)
+
+
+def _preflight_out(names: list[str], out_dir: str, *, pfx: bool, force: bool, write_key: bool = True) -> None:
+    """Refuse before signing anything if files would be overwritten: an issued certificate is never orphaned."""
+    if force:
+        return
+    suffixes = [".crt", ".chain.pem"] + ([".key"] if write_key else []) + ([".pfx"] if pfx else [])
+    for name in names:
+        for suffix in suffixes:
+            path = Path(out_dir) / f"{name}{suffix}"
+            if path.exists():
+                from certkit.errors import AlreadyExistsError
+
+                raise AlreadyExistsError(f"{path} already exists and certkit does not overwrite files.",
+                                         "Move it away, choose another --out folder, or pass --force.")
+
+
+def _report(issued: IssuedCertificate, paths: dict[str, Path]) -> None:
+    cert = issued.certificate
+    click.echo(f"Issued {issued.name}  serial {format(cert.serial_number, 'x')}")
+    click.echo(f"  valid      {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}")
+    click.echo(f"  thumbprint {sha1_thumbprint(cert)}  (SHA-1, as Exchange shows it)")
+    click.echo(f"  sha256     {sha256_fingerprint(cert)}")
+    for path in paths.values():
+        click.echo(f"  wrote      {path}")
+
+
+@click.group(cls=CertkitGroup)
+def ca() -> None:
+    """The internal CA: issue, renew, revoke, publish CRLs."""
+
+
+@ca.command("init")
+@click.option("--name", required=True, help='The CA\'s name, e.g. "Contoso Transport CA".')
+@click.option("--key", "key_type", type=KEY_CHOICES, default="rsa3072", show_default=True)
+@click.option("--days", type=int, default=3650, show_default=True, help="Validity of the root.")
+@click.option("--crl-url", default=None, help="http:// URL where the CRL will be published (the CDP).")
+@click.option("--aia-url", default=None, help="http:// URL of the issuing CA certificate (AIA caIssuers).")
+@click.option("--permit-domain", "permit", multiple=True, help="Name-constrain the CA to this domain (repeatable).")
+@click.option("--intermediate", is_flag=True, help="Create an issuing intermediate under the root.")
+@home_option
+@passphrase_option
+def ca_init(name: str, key_type: str, days: int, crl_url: str | None, aia_url: str | None, permit: tuple[str, ...],
+            intermediate: bool, home: str | None, passphrase_file: str | None) -> None:
+    """Create a CA in the home folder (root key encrypted with the CA passphrase)."""
+    target = resolve_home(home)
+    if (target / "ca.db").exists():
+        from certkit.errors import AlreadyExistsError
+
+        raise AlreadyExistsError(f"{target} already holds a CA.", "Use it, or choose another --home for a new CA.")
+    passphrase = _ca_passphrase(passphrase_file, confirm=True)
+    authority = CertificateAuthority.init(target, name=name, passphrase=passphrase, key_type=key_type, days=days,
+                                          crl_url=crl_url, aia_url=aia_url, permit_domains=permit,
+                                          intermediate=intermediate, clock=SystemClock())
+    click.echo(f"Created CA {name!r} in {target}")
+    click.echo(f"  root       {authority.root.subject.rfc4514_string()}  valid until "
+               f"{authority.root.not_valid_after_utc:%Y-%m-%d}")
+    click.echo(f"  thumbprint {sha1_thumbprint(authority.root)}")
+    click.echo(f"  sha256     {sha256_fingerprint(authority.root)}")
+    if intermediate:
+        click.echo(f"  issuing    {authority.issuer.subject.rfc4514_string()}")
+    if crl_url:
+        click.echo(f"  CRL URL    {crl_url}  (publish with: certkit ca crl, then copy ca.crl there)")
+    else:
+        click.echo("  warning    no --crl-url: Exchange cannot check revocation of these certificates and "
+                   "Domain Security will fail (RevocationCheckFailure).")
+    click.echo(f"Give partners the root: certkit ca root --home {target} --out root.crt")
+
+
+def _read_names_file(path: str) -> list[tuple[str, tuple[str, ...]]]:
+    data = read_input(path, what="names file", limit=8 * 1024 * 1024).decode("utf-8", "replace")
+    out = []
+    for n, line in enumerate(data.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = re.split(r"[\s,]+", line)
+        out.append((parts[0], tuple(parts[1:])))
+        if not parts[0]:
+            raise InputError(f"{path} line {n} has no name.", "Write one FQDN per line, optionally followed by "
+                             "accepted domains.")
+    if not out:
+        raise InputError(f"{path} names no host.", "Write one FQDN per line.")
+    return out
+
+
+@ca.command("issue")
+@click.argument("fqdn", required=False)
+@click.option("--accepted-domain", "domains", multiple=True, help="Accepted domain to put in the SAN (repeatable).")
+@click.option("--san", "sans", multiple=True, help="Extra SAN: DNS:name or IP:address (repeatable).")
+@click.option("--profile", type=PROFILE_CHOICES, default="transport", show_default=True)
+@click.option("--key", "key_type", type=KEY_CHOICES, default="rsa2048", show_default=True)
+@click.option("--days", type=int, default=397, show_default=True)
+@click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None,
+              help="Issue for every line of FILE: 'fqdn [accepted-domain ...]'.")
+@output_options
+@home_option
+@passphrase_option
+def ca_issue(fqdn: str | None, domains: tuple[str, ...], sans: tuple[str, ...], profile: str, key_type: str,
+             days: int, from_file: str | None, out_dir: str, pfx: bool, pfx_target: str, pfx_password_file: str | None,
+             key_passphrase_file: str | None, force: bool, home: str | None, passphrase_file: str | None) -> None:
+    """Issue a transport certificate for FQDN (CN = FQDN, SAN = FQDN + accepted domains, both EKUs)."""
+    if (fqdn is None) == (from_file is None):
+        raise InputError("Give either an FQDN or --from FILE.", "e.g. certkit ca issue mail.contoso.com")
+    if from_file:
+        lines = _read_names_file(from_file)
+        requests = [IssueRequest(name, extra + domains, sans, profile, key_type, days) for name, extra in lines]
+    else:
+        assert fqdn is not None
+        requests = [IssueRequest(fqdn, domains, sans, profile, key_type, days)]
+    from certkit.core.names import dns_name
+
+    _preflight_out([dns_name(r.fqdn) for r in requests], out_dir, pfx=pfx, force=force)
+    authority = _open(home, passphrase_file, unlock=True)
+    issued = authority.issue_many(requests)
+    if len(issued) == 1:
+        paths = _write(issued[0], out_dir=out_dir, pfx=pfx, pfx_target=pfx_target,
+                       pfx_password_file=pfx_password_file, key_passphrase_file=key_passphrase_file, force=force)
+        authority.record_files(issued[0].serial, paths)
+        _report(issued[0], paths)
+        return
+    _write_batch(authority, issued, out_dir=out_dir, pfx=pfx, pfx_target=pfx_target,
+                 pfx_password_file=pfx_password_file, key_passphrase_file=key_passphrase_file, force=force)
+
+
+def _write_batch(authority: CertificateAuthority, issued: list[IssuedCertificate], *, out_dir: str, pfx: bool,
+                 pfx_target: str, pfx_password_file: str | None, key_passphrase_file: str | None,
+                 force: bool) -> None:
+    import os
+
+    from certkit.adapters.fs import atomic_write_many
+
+    key_pass = (read_secret(env=KEY_PASSPHRASE_ENV, file=key_passphrase_file, prompt="Key passphrase",
+                            what="key passphrase")
+                if key_passphrase_file or os.environ.get(KEY_PASSPHRASE_ENV) else None)
+    pfx_pass = (read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password", confirm=True,
+                            what="pfx password") if pfx else None)
+    files = []
+    for item in issued:
+        files.extend(item.files(out_dir, key_passphrase=key_pass, pfx_password=pfx_pass,
+                                pfx_target=PfxTarget(pfx_target)))
+    atomic_write_many(files, overwrite=force)
+    for item in issued:
+        click.echo(f"{item.name}\t{format(item.serial, 'x')}\t{sha1_thumbprint(item.certificate)}")
+    click.echo(f"Issued {len(issued)} certificates into {out_dir}", err=True)
+
+
+@ca.command("sign")
+@click.argument("csr_file", type=click.Path(dir_okay=False))
+@click.option("--profile", type=PROFILE_CHOICES, default="transport", show_default=True)
+@click.option("--days", type=int, default=397, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True)
+@click.option("--force", is_flag=True, help="Replace existing files in --out.")
+@home_option
+@passphrase_option
+def ca_sign(csr_file: str, profile: str, days: int, out_dir: str, force: bool, home: str | None,
+            passphrase_file: str | None) -> None:
+    """Sign an external PKCS#10 request (PEM, Base64 or DER, e.g. from New-ExchangeCertificate -GenerateRequest).
+
+    The profile decides the extensions, not the request. Writes <fqdn>.crt, <fqdn>.chain.pem and <fqdn>.p7b
+    (complete the pending request on Exchange with Import-ExchangeCertificate).
+    """
+    csr = load_csr(read_input(csr_file, what="certificate request"), source=csr_file)
+    authority = _open(home, passphrase_file, unlock=True)
+    issued = authority.sign_csr(csr, profile=profile, days=days)
+    paths = issued.write_to(out_dir, overwrite=force, write_key=False, p7b=True)
+    authority.record_files(issued.serial, paths)
+    _report(issued, paths)
+
+
+@ca.command("root")
+@click.option("--der", is_flag=True, help="DER instead of PEM.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write to FILE, not stdout.")
+@home_option
+def ca_root(der: bool, out_file: str | None, home: str | None) -> None:
+    """The CA's root certificate: the file a partner imports into their trusted roots."""
+    authority = _open(home)
+    data = authority.root_der() if der or (out_file or "").lower().endswith((".cer", ".der")) else authority.root_pem()
+    if out_file:
+        atomic_write(out_file, data, mode=PUBLIC)
+        click.echo(f"Wrote {out_file}  (SHA-256 {sha256_fingerprint(authority.root)})", err=True)
+    elif der and sys.stdout.isatty():
+        raise InputError("Refusing to write DER to a terminal.", "Use --out FILE or redirect stdout.")
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def _parse_period(text: str) -> dt.timedelta:
+    m = re.fullmatch(r"\s*(\d+)\s*([dhw]?)\s*", text)
+    if not m:
+        raise InputError(f"{text!r} is not a period.", "Write e.g. 30d, 12h or 2w.")
+    n, unit = int(m.group(1)), m.group(2) or "d"
+    return {"d": dt.timedelta(days=n), "h": dt.timedelta(hours=n), "w": dt.timedelta(weeks=n)}[unit]
+
+
+@ca.command("list")
+@click.option("--expiring", default=None, help="Only valid certificates expiring within PERIOD (30d, 12h, 2w).")
+@click.option("--revoked", is_flag=True, help="Only revoked certificates.")
+@click.option("--json", "as_json", is_flag=True)
+@home_option
+def ca_list(expiring: str | None, revoked: bool, as_json: bool, home: str | None) -> None:
+    """Certificates this CA issued."""
+    authority = _open(home)
+    if expiring:
+        records = authority.records(expiring_within=_parse_period(expiring))
+    else:
+        records = authority.records(revoked=True if revoked else None)
+    if as_json:
+        echo_json([r.to_dict() for r in records])
+        return
+    if not records:
+        click.echo("No certificates.")
+        return
+    click.echo(f"{'SERIAL':<40} {'STATUS':<8} {'NOT AFTER':<10} {'PROFILE':<9} NAME")
+    for r in records:
+        click.echo(f"{r.serial_hex:<40} {r.status:<8} {r.not_after:%Y-%m-%d} {r.profile:<9} {r.common_name}")
+
+
+@ca.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@home_option
+def ca_show(ref: str, as_json: bool, home: str | None) -> None:
+    """One certificate, by serial or name."""
+    authority = _open(home)
+    rec = authority.get(ref)
+    info = rec.to_dict()
+    info["certificate"] = describe_certificate(rec.certificate, at=authority.clock.now())
+    if as_json:
+        echo_json(info)
+        return
+    for key in ("serial", "common_name", "profile", "status", "not_before", "not_after", "issued_at",
+                "sha1_thumbprint", "sha256_fingerprint"):
+        click.echo(f"{key:<20} {info[key]}")
+    click.echo(f"{'names':<20} {', '.join(info['names'])}")
+    if rec.status == "revoked":
+        click.echo(f"{'revoked_at':<20} {info['revoked_at']}  ({info['reason']})")
+    for key in ("renewed_from", "renewed_by"):
+        if info[key]:
+            click.echo(f"{key:<20} {info[key]}")
+    for kind, path in rec.files.items():
+        click.echo(f"{'file ' + kind:<20} {path}")
+
+
+@ca.command("renew")
+@click.argument("ref")
+@click.option("--rekey", is_flag=True, help="Generate a new key (default: keep the key).")
+@click.option("--days", type=int, default=None, help="Validity (default: that of the old certificate).")
+@output_options
+@home_option
+@passphrase_option
+def ca_renew(ref: str, rekey: bool, days: int | None, out_dir: str, pfx: bool, pfx_target: str,
+             pfx_password_file: str | None, key_passphrase_file: str | None, force: bool, home: str | None,
+             passphrase_file: str | None) -> None:
+    """A new certificate for the same names (same key unless --rekey), linked to the old one.
+
+    Without --rekey no key file is written (keep using the old one); a PFX then needs the old key, so --pfx
+    requires --rekey.
+    """
+    if pfx and not rekey:
+        raise InputError("A PFX needs the private key, which certkit does not keep.",
+                         "Use --rekey, or build the PFX where the key lives.")
+    authority = _open(home, passphrase_file, unlock=True)
+    old = authority.get(ref)
+    _preflight_out([old.common_name], out_dir, pfx=pfx, force=force, write_key=rekey)
+    issued = authority.renew(ref, rekey=rekey, days=days)
+    paths = _write(issued, out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
+                   key_passphrase_file=key_passphrase_file, force=force, write_key=rekey)
+    authority.record_files(issued.serial, paths)
+    _report(issued, paths)
+    click.echo(f"  renews     {old.serial_hex} ({'new key' if rekey else 'same key'})")
+    click.echo("  note       a Send connector that pins TlsCertificateName needs the new issuer/subject string; "
+               "Enable-ExchangeCertificate the new thumbprint.")
+
+
+@ca.command("revoke")
+@click.argument("ref")
+@click.option("--reason", default="unspecified", show_default=True,
+              help="keyCompromise, superseded, cessationOfOperation, affiliationChanged, certificateHold, ...")
+@home_option
+@passphrase_option
+def ca_revoke(ref: str, reason: str, home: str | None, passphrase_file: str | None) -> None:
+    """Revoke a certificate; it is listed on the next CRL (certkit ca crl)."""
+    authority = _open(home, passphrase_file, unlock=True)
+    rec = authority.revoke(ref, reason=reason)
+    click.echo(f"Revoked {rec.common_name} (serial {rec.serial_hex}), reason {rec.reason}.")
+    click.echo("Publish the CRL now so partners see it: certkit ca crl")
+
+
+@ca.command("crl")
+@click.option("--days", type=int, default=7, show_default=True, help="Until nextUpdate.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write a copy (DER if FILE ends in .crl, else PEM).")
+@home_option
+@passphrase_option
+def ca_crl(days: int, out_file: str | None, home: str | None, passphrase_file: str | None) -> None:
+    """Sign and publish fresh CRLs into the home (ca.crl is what the CDP URL must serve)."""
+    authority = _open(home, passphrase_file, unlock=True)
+    infos = authority.publish_crl(days=days)
+    for info in infos:
+        click.echo(f"CRL #{info.number} ({info.issuer}) next update {info.next_update:%Y-%m-%d %H:%M}Z -> "
+                   f"{info.der_path}" + (f"  (serve at {info.url})" if info.url else ""))
+    if out_file:
+        main = infos[0]
+        data = main.der_path.read_bytes() if out_file.lower().endswith(".crl") else main.pem_path.read_bytes()
+        atomic_write(out_file, data, overwrite=True)
+        click.echo(f"Wrote {out_file}")
+
+
+@ca.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--expiring", default="30d", show_default=True, help="Warn about certificates expiring within PERIOD.")
+@home_option
+def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
+    """CA validity, certificates expiring soon, and the CRL's nextUpdate. Exit 1 when something has lapsed."""
+    authority = _open(home)
+    st = authority.status(warn_within=_parse_period(expiring))
+    if as_json:
+        echo_json({"name": st.name, "root_not_after": st.root_not_after, "issuer_not_after": st.issuer_not_after,
+                   "certificates": st.certificates, "revoked": st.revoked,
+                   "crls": [{"issuer": c.issuer, "number": c.number, "next_update": c.next_update, "url": c.url}
+                            for c in st.crls],
+                   "findings": [f.to_dict() for f in st.findings], "ok": st.ok})
+    else:
+        click.echo(f"CA {st.name!r}: root valid until {st.root_not_after:%Y-%m-%d}, "
+                   f"{st.certificates} certificates ({st.revoked} revoked)")
+        for c in st.crls:
+            click.echo(f"  CRL #{c.number} ({c.issuer}) next update {c.next_update:%Y-%m-%d %H:%M}Z")
+        if not st.crls:
+            click.echo("  no CRL published yet")
+        for f in st.findings:
+            click.echo(f"  {str(f.severity).upper():<7} {f.detail}  -> {f.entry.remedy}")
+        if not st.findings:
+            click.echo("  OK")
+    sys.exit(0 if st.ok else 1)
+
+
+@click.command("selfsigned")
+@click.argument("fqdn")
+@click.option("--days", type=int, default=5 * 365, show_default=True)
+@output_options
+def selfsigned(fqdn: str, days: int, out_dir: str, pfx: bool, pfx_target: str, pfx_password_file: str | None,
+               key_passphrase_file: str | None, force: bool) -> None:
+    """What New-ExchangeCertificate makes by default: self-signed, CN = short name, SAN = short name + FQDN,
+    RSA 2048, five years, serverAuth + clientAuth. For reproducing the self-signed failure in a lab."""
+    issued = exchange_selfsigned(fqdn, days=days, clock=SystemClock())
+    _preflight_out([issued.name], out_dir, pfx=pfx, force=force)
+    paths = _write(issued, out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
+                   key_passphrase_file=key_passphrase_file, force=force)
+    _report(issued, paths)
+
+
+@click.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+              help=f"PFX password file (else ${PFX_PASSWORD_ENV}, else a prompt).")
+@click.option("--json", "as_json", is_flag=True)
+def inspect(file: str, password_file: str | None, as_json: bool) -> None:
+    """Read any certificate, chain, CSR, CRL or PFX and lint it for Domain Security. Exit 1 on lint errors."""
+    data = read_input(file, what="certificate file")
+    try:
+        loaded = detect(data, source=file)
+    except PassphraseError:
+        password = read_secret(env=PFX_PASSWORD_ENV, file=password_file, prompt="PFX password", what="pfx password")
+        loaded = detect(data, source=file, password=password)
+    now = SystemClock().now()
+    certs = []
+    for i, cert in enumerate(loaded.certificates):
+        role = "certificate" if i == 0 else "chain certificate"
+        certs.append(describe_certificate(cert, at=now, role=role, lint=(i == 0)))
+    context: dict[str, Any] = {
+        "source": file,
+        "kind": {Kind.CERTIFICATES: f"{len(certs)} certificate(s)", Kind.PFX: "PFX (PKCS#12)",
+                 Kind.CSR: "certificate request (PKCS#10)", Kind.CRL: "certificate revocation list",
+                 Kind.PRIVATE_KEY: "private key (not shown)"}[loaded.kind],
+        "certs": certs,
+        "csr": describe_csr(loaded.csr) if loaded.csr else None,
+        "crl": describe_crl(loaded.crl, at=now) if loaded.crl else None,
+    }
+    if as_json:
+        echo_json(context)
+    else:
+        click.echo(render("inspect.txt.j2", **context).rstrip("\n"))
+    errors = [f for c in certs for f in (c["lint"] or []) if f["severity"] == "error"]
+    sys.exit(1 if errors else 0)
+
+
+COMMANDS: list[click.Command] = [ca, selfsigned, inspect]

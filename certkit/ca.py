@@ -1,0 +1,550 @@
+"""The internal CA: :class:`CertificateAuthority` joins the pure issuance core to the CA home on disk.
+
+A CA home holds::
+
+    ca.db             the index (SQLite): every certificate issued, revocations, CRLs, settings
+    root.crt          the root certificate (what partners import), PEM
+    root.key          the root key, PKCS#8 PEM encrypted with the CA passphrase, 0600
+    issuing.crt/.key  the issuing intermediate, when the CA was created with an intermediate
+    ca.crl, ca.crl.pem      the issuing CA's latest CRL (DER is what is served at the CDP URL)
+    root.crl, root.crl.pem  the root's CRL (only with an intermediate)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+from certkit.adapters.castore import CAIndex, CertRecord, DuplicateSerial, serial_hex
+from certkit.adapters.fs import PRIVATE, PUBLIC, atomic_write, atomic_write_many, file_lock
+from certkit.clock import Clock, SystemClock
+from certkit.core.findings import Finding, Side
+from certkit.core.formats import PfxTarget, cert_der, cert_pem, pfx_bytes
+from certkit.core.issuance import (
+    BACKDATE,
+    LeafRequest,
+    RevokedEntry,
+    build_ca,
+    build_crl,
+    build_exchange_selfsigned,
+    build_leaf,
+    random_serial,
+)
+from certkit.core.keys import KeyType, PrivateKey, PublicKey, check_key_strength, generate_key, load_private_key
+from certkit.core.keys import private_key_pem as _key_pem
+from certkit.core.names import dns_name, general_name, parse_san
+from certkit.core.profiles import ProfileName
+from certkit.errors import AlreadyExistsError, InputError, PassphraseError, PolicyError, StoreError
+
+__all__ = ["CAStatus", "CertificateAuthority", "CrlInfo", "IssueRequest", "IssuedCertificate", "exchange_selfsigned"]
+
+REASONS = {r.name: r for r in x509.ReasonFlags if r not in (x509.ReasonFlags.remove_from_crl,)}
+
+
+def _key_type_of(key: PublicKey) -> KeyType:
+    if isinstance(key, rsa.RSAPublicKey):
+        return KeyType.parse(f"rsa{key.key_size}") if key.key_size in (2048, 3072, 4096) else KeyType.RSA2048
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp384r1":
+        return KeyType.EC_P384
+    return KeyType.EC_P256
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    """A certificate fresh from the CA, with its key (unless it came from a CSR or kept its key) and chain."""
+
+    certificate: x509.Certificate
+    key: PrivateKey | None
+    #: Intermediates between the certificate and the root (empty for a CA without an intermediate).
+    intermediates: tuple[x509.Certificate, ...] = ()
+    root: x509.Certificate | None = None
+    renewed_from: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The file stem: the certificate's common name (its FQDN)."""
+        attrs = self.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return str(attrs[0].value) if attrs else serial_hex(self.certificate.serial_number)
+
+    @property
+    def serial(self) -> int:
+        return self.certificate.serial_number
+
+    def cert_pem(self) -> bytes:
+        return cert_pem(self.certificate)
+
+    def chain_pem(self) -> bytes:
+        """The certificate followed by the intermediates: what a server sends (``smtpd_tls_cert_file``)."""
+        return cert_pem(self.certificate, *self.intermediates)
+
+    def key_pem(self, passphrase: bytes | None = None) -> bytes:
+        if self.key is None:
+            raise InputError(f"certkit does not hold the key of {self.name}.",
+                             "The key stays where it was generated (the CSR's origin or the previous files).")
+        return _key_pem(self.key, passphrase)
+
+    def pfx(self, password: bytes, target: PfxTarget | str = PfxTarget.LEGACY) -> bytes:
+        if self.key is None:
+            raise InputError(f"A PFX needs the private key, and certkit does not hold the key of {self.name}.",
+                             "Build the PFX where the key is, or reissue with --rekey.")
+        extra = list(self.intermediates) + ([self.root] if self.root is not None else [])
+        return pfx_bytes(self.key, self.certificate, extra, password, target=target, friendly_name=self.name)
+
+    def p7b(self) -> bytes:
+        """A PKCS#7 with the certificate and its chain (what Import-ExchangeCertificate completes a request with)."""
+        certs = [self.certificate, *self.intermediates] + ([self.root] if self.root is not None else [])
+        return pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+
+    def files(self, out_dir: str | Path, *, key_passphrase: bytes | None = None, pfx_password: bytes | None = None,
+              pfx_target: PfxTarget | str = PfxTarget.LEGACY, write_key: bool = True, p7b: bool = False
+              ) -> list[tuple[Path, bytes, int]]:
+        """The files :meth:`write_to` writes: ``<fqdn>.crt``, ``.key`` (0600), ``.chain.pem``, and ``.pfx``."""
+        out = Path(out_dir)
+        stem = self.name.replace("*", "_wildcard")
+        files = [(out / f"{stem}.crt", self.cert_pem(), PUBLIC), (out / f"{stem}.chain.pem", self.chain_pem(), PUBLIC)]
+        if write_key and self.key is not None:
+            files.append((out / f"{stem}.key", self.key_pem(key_passphrase), PRIVATE))
+        if pfx_password is not None:
+            files.append((out / f"{stem}.pfx", self.pfx(pfx_password, pfx_target), PRIVATE))
+        if p7b:
+            files.append((out / f"{stem}.p7b", self.p7b(), PUBLIC))
+        return files
+
+    def write_to(self, out_dir: str | Path, *, overwrite: bool = False, **kwargs: Any) -> dict[str, Path]:
+        """Write the files atomically (keys 0600); refuse to replace existing files unless ``overwrite``."""
+        files = self.files(out_dir, **kwargs)
+        paths = atomic_write_many(files, overwrite=overwrite)
+        return {p.name.removeprefix(self.name.replace("*", "_wildcard")).lstrip("."): p for p in paths}
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    """One certificate to issue (what a line of ``certkit ca issue --from FILE`` says)."""
+
+    fqdn: str
+    accepted_domains: tuple[str, ...] = ()
+    sans: tuple[str, ...] = ()
+    profile: ProfileName | str = ProfileName.TRANSPORT
+    key_type: KeyType | str = KeyType.RSA2048
+    days: int = 397
+
+
+@dataclass(frozen=True)
+class CrlInfo:
+    issuer: str
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    der_path: Path
+    pem_path: Path
+    url: str | None
+
+
+@dataclass(frozen=True)
+class CAStatus:
+    name: str
+    root_not_after: dt.datetime
+    issuer_not_after: dt.datetime
+    certificates: int
+    revoked: int
+    expiring: tuple[CertRecord, ...]
+    crls: tuple[CrlInfo, ...]
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+
+class CertificateAuthority:
+    """A CA in a home folder. Create one with :meth:`init`, open one with :meth:`open`.
+
+    Reading (listing, the root, status) needs no passphrase; issuing, revoking and publishing CRLs
+    do: pass ``passphrase`` to :meth:`open` or call :meth:`unlock`.
+    """
+
+    INDEX = "ca.db"
+
+    def __init__(self, home: Path, index: CAIndex, *, clock: Clock | None = None) -> None:
+        self.home = home
+        self.index = index
+        self.clock: Clock = clock or SystemClock()
+        meta = index.meta()
+        self.name = meta.get("name", "")
+        self.crl_url = meta.get("crl_url") or None
+        self.aia_url = meta.get("aia_url") or None
+        self.root_crl_url = meta.get("root_crl_url") or None
+        self.permitted_domains: tuple[str, ...] = tuple(json.loads(meta.get("permitted", "[]")))
+        self.has_intermediate = meta.get("intermediate") == "1"
+        self.root = x509.load_pem_x509_certificate((home / "root.crt").read_bytes())
+        self.issuer = (x509.load_pem_x509_certificate((home / "issuing.crt").read_bytes())
+                       if self.has_intermediate else self.root)
+        self._issuer_key: PrivateKey | None = None
+        self._root_key: PrivateKey | None = None
+
+    # --- life cycle -----------------------------------------------------------------------------
+    @classmethod
+    def init(cls, home: str | Path, *, name: str, passphrase: bytes, key_type: KeyType | str = KeyType.RSA3072,
+             days: int = 3650, crl_url: str | None = None, aia_url: str | None = None,
+             permit_domains: Sequence[str] = (), intermediate: bool = False,
+             clock: Clock | None = None) -> CertificateAuthority:
+        """Create a CA: a root (and an issuing intermediate), keys encrypted at rest with ``passphrase``."""
+        home = Path(home)
+        clock = clock or SystemClock()
+        if not name.strip():
+            raise InputError("The CA needs a name.", 'Give --name "Contoso Transport CA".')
+        if not passphrase:
+            raise PassphraseError("The CA key needs a passphrase.", "Set $CERTKIT_CA_PASSPHRASE or --passphrase-file.")
+        if days < 1 or days > 36500:
+            raise InputError(f"--days {days} is not a sensible CA lifetime.", "Use 1 to 36500 days (default 3650).")
+        for url in (crl_url, aia_url):
+            if url and not url.startswith("http://"):
+                raise InputError(f"{url} is not an http:// URL.",
+                                 "CRL and AIA URLs must be plain HTTP (RFC 5280; Windows fetches them without TLS).")
+        domains = [dns_name(d) for d in permit_domains]
+        existing = [p for p in ("ca.db", "root.key", "root.crt", "issuing.key") if (home / p).exists()]
+        if existing:
+            raise AlreadyExistsError(f"{home} already holds a CA ({', '.join(existing)}).",
+                                     "Use it, or choose another --home for a new CA.")
+        home.mkdir(parents=True, exist_ok=True)
+        with file_lock(home / ".lock"):
+            if (home / "ca.db").exists():
+                raise AlreadyExistsError(f"{home} already holds a CA.", "Choose another --home.")
+            now = clock.now()
+            nb, na = now - BACKDATE, now + dt.timedelta(days=days)
+            root_key = generate_key(key_type)
+            root_crl_url = None
+            if intermediate and crl_url:
+                stem, dot, ext = crl_url.rpartition(".")
+                root_crl_url = f"{stem}-root.{ext}" if dot and "/" not in ext else crl_url + "-root"
+            root = build_ca(common_name=f"{name} Root" if intermediate else name, key=root_key,
+                            serial=random_serial(), not_before=nb, not_after=na, permitted_domains=domains)
+            files = [(home / "root.crt", cert_pem(root), PUBLIC), (home / "root.key", _key_pem(root_key, passphrase),
+                                                                    PRIVATE)]
+            if intermediate:
+                ikey = generate_key(key_type)
+                inter = build_ca(common_name=name, key=ikey, serial=random_serial(), not_before=nb,
+                                 not_after=na - dt.timedelta(days=1), issuer_cert=root, issuer_key=root_key,
+                                 permitted_domains=domains, path_length=0, crl_url=root_crl_url, aia_url=None)
+                files += [(home / "issuing.crt", cert_pem(inter), PUBLIC),
+                          (home / "issuing.key", _key_pem(ikey, passphrase), PRIVATE)]
+            atomic_write_many(files)
+            # The index is created last, under a temporary name: its presence is what makes the home a CA.
+            tmp = home / ".ca.db.init"
+            tmp.unlink(missing_ok=True)
+            index = CAIndex.create(tmp, {
+                "name": name, "key_type": str(KeyType.parse(key_type)), "crl_url": crl_url or "",
+                "aia_url": aia_url or "", "root_crl_url": root_crl_url or "", "permitted": json.dumps(domains),
+                "intermediate": "1" if intermediate else "0", "created_at": now.isoformat(),
+            })
+            index.close()
+            for suffix in ("-wal", "-shm"):
+                (home / f".ca.db.init{suffix}").unlink(missing_ok=True)
+            tmp.rename(home / cls.INDEX)
+        ca = cls.open(home, passphrase=passphrase, clock=clock)
+        return ca
+
+    @classmethod
+    def open(cls, home: str | Path, *, passphrase: bytes | None = None,
+             clock: Clock | None = None) -> CertificateAuthority:
+        home = Path(home)
+        index = CAIndex.open(home / cls.INDEX)
+        for needed in ("root.crt",):
+            if not (home / needed).is_file():
+                raise StoreError(f"The CA home {home} has an index but no {needed}.",
+                                 "Restore the CA home from a backup.")
+        ca = cls(home, index, clock=clock)
+        if passphrase is not None:
+            ca.unlock(passphrase)
+        return ca
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> CertificateAuthority:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def unlock(self, passphrase: bytes) -> None:
+        """Decrypt the signing keys with ``passphrase`` (wrong passphrase: :class:`PassphraseError`)."""
+        key_file = "issuing.key" if self.has_intermediate else "root.key"
+        self._issuer_key = load_private_key((self.home / key_file).read_bytes(), passphrase,
+                                            source=f"the CA key {self.home / key_file}")
+        if self.has_intermediate:
+            self._root_key = load_private_key((self.home / "root.key").read_bytes(), passphrase,
+                                              source=f"the CA key {self.home / 'root.key'}")
+        else:
+            self._root_key = self._issuer_key
+
+    def _signing_key(self) -> PrivateKey:
+        if self._issuer_key is None:
+            raise PassphraseError("The CA key is locked.",
+                                  "Give the CA passphrase ($CERTKIT_CA_PASSPHRASE or --passphrase-file).")
+        return self._issuer_key
+
+    @property
+    def intermediates(self) -> tuple[x509.Certificate, ...]:
+        return (self.issuer,) if self.has_intermediate else ()
+
+    # --- issuing --------------------------------------------------------------------------------
+    def _validity(self, days: int) -> tuple[dt.datetime, dt.datetime]:
+        if days < 1:
+            raise InputError(f"--days {days} is not a validity.", "Give a positive number of days (default 397).")
+        now = self.clock.now()
+        return now - BACKDATE, now + dt.timedelta(days=days)
+
+    def _commit(self, certs: Sequence[tuple[x509.Certificate, str, int | None]]) -> None:
+        with self.index.transaction() as db:
+            for cert, profile, renewed_from in certs:
+                self.index.insert(db, cert, profile=profile, issued_at=self.clock.now(), renewed_from=renewed_from)
+
+    def _sign(self, request: LeafRequest, public_key: PublicKey) -> x509.Certificate:
+        return build_leaf(request, public_key=public_key, serial=random_serial(), issuer_cert=self.issuer,
+                          issuer_key=self._signing_key(), crl_url=self.crl_url, aia_url=self.aia_url)
+
+    def _issue_and_record(self, items: Sequence[tuple[LeafRequest, PublicKey, int | None]]
+                          ) -> list[x509.Certificate]:
+        """Sign and record in one transaction; on a (vanishingly rare) serial collision, sign again."""
+        for _attempt in range(5):
+            certs = [self._sign(req, pub) for req, pub, _ in items]
+            try:
+                self._commit([(c, str(req.profile), prev) for c, (req, _, prev) in zip(certs, items, strict=True)])
+            except DuplicateSerial:
+                continue
+            return certs
+        raise StoreError("Could not allocate unique serial numbers after 5 attempts.",
+                         "The CA index may be damaged: check it with certkit ca status.")
+
+    def issue(self, fqdn: str, *, accepted_domains: Iterable[str] = (), sans: Iterable[str] = (),
+              profile: ProfileName | str = ProfileName.TRANSPORT, key_type: KeyType | str = KeyType.RSA2048,
+              days: int = 397, key: PrivateKey | None = None) -> IssuedCertificate:
+        """Issue and record a certificate for ``fqdn`` (transport profile: CN = FQDN, SAN = FQDN + domains)."""
+        return self.issue_many([IssueRequest(fqdn, tuple(accepted_domains), tuple(sans), profile, key_type, days)],
+                               keys=[key])[0]
+
+    def issue_many(self, requests: Sequence[IssueRequest], *, keys: Sequence[PrivateKey | None] | None = None
+                   ) -> list[IssuedCertificate]:
+        """Issue several certificates and record them all in one transaction (all or none)."""
+        self._signing_key()
+        prepared: list[tuple[LeafRequest, PrivateKey]] = []
+        for i, r in enumerate(requests):
+            nb, na = self._validity(r.days)
+            leaf = LeafRequest.for_host(r.fqdn, accepted_domains=r.accepted_domains,
+                                        extra_sans=[parse_san(s) for s in r.sans], profile=r.profile,
+                                        not_before=nb, not_after=na)
+            key = (keys[i] if keys else None) or generate_key(r.key_type)
+            check_key_strength(key)
+            prepared.append((leaf, key))
+        certs = self._issue_and_record([(leaf, key.public_key(), None) for leaf, key in prepared])
+        return [IssuedCertificate(c, k, self.intermediates, self.root)
+                for c, (_, k) in zip(certs, prepared, strict=True)]
+
+    def sign_csr(self, csr: x509.CertificateSigningRequest, *, profile: ProfileName | str = ProfileName.TRANSPORT,
+                 days: int = 397) -> IssuedCertificate:
+        """Sign an external PKCS#10 request: the CSR gives names and key, the profile gives the extensions."""
+        if not csr.is_signature_valid:
+            raise InputError("The request's signature does not verify.", "Generate the request again.")
+        public_key = csr.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise PolicyError("The request's key is neither RSA nor EC.", "Generate an RSA 2048 request.")
+        check_key_strength(public_key, what="The request's key")
+        names: list[x509.GeneralName] = []
+        cn_attrs = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        cn = str(cn_attrs[0].value) if cn_attrs else ""
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            for entry in san:
+                if isinstance(entry, x509.DNSName):
+                    names.append(x509.DNSName(dns_name(entry.value)))
+                elif isinstance(entry, x509.IPAddress):
+                    names.append(entry)
+        except x509.ExtensionNotFound:
+            pass
+        if cn:
+            cn_name = general_name(cn)
+            if cn_name not in names:
+                names.insert(0, cn_name)
+        if not names:
+            raise InputError("The request names no host (no CN, no SAN).",
+                             "Generate the request with the Edge's FQDN as subject.")
+        first = names[0]
+        fqdn = first.value if isinstance(first, x509.DNSName) else str(first.value)
+        nb, na = self._validity(days)
+        leaf = LeafRequest(fqdn, tuple(names), ProfileName.parse(profile), nb, na)
+        cert = self._issue_and_record([(leaf, public_key, None)])[0]
+        return IssuedCertificate(cert, None, self.intermediates, self.root)
+
+    def renew(self, ref: str | int, *, rekey: bool = False, days: int | None = None,
+              key_type: KeyType | str | None = None) -> IssuedCertificate:
+        """A new certificate for the same names and profile; the same key unless ``rekey``."""
+        old = self.get(ref)
+        old_cert = old.certificate
+        validity = days or max(1, (old.not_after - old.not_before).days)
+        nb, na = self._validity(validity)
+        san = old_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        leaf = LeafRequest(old.common_name, tuple(san), ProfileName.parse(old.profile), nb, na)
+        old_public = old_cert.public_key()
+        if not isinstance(old_public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise PolicyError("The certificate's key is neither RSA nor EC.", "Renew with --rekey.")
+        if not rekey and old.status == "revoked" and old.reason == "keyCompromise":
+            raise PolicyError(f"{old.common_name} was revoked for keyCompromise; its key must not be reused.",
+                              "Renew with --rekey.")
+        new_key = generate_key(key_type or _key_type_of(old_public)) if rekey else None
+        if not rekey:
+            check_key_strength(old_public, what=f"The key of {old.common_name}")
+        public: PublicKey = new_key.public_key() if new_key else old_public
+        cert = self._issue_and_record([(leaf, public, old.serial)])[0]
+        return IssuedCertificate(cert, new_key, self.intermediates, self.root, renewed_from=old.serial)
+
+    def record_files(self, serial: int, files: dict[str, Path]) -> None:
+        """Remember where a certificate's files were written (shown by ``certkit ca show``)."""
+        self.index.set_files(serial, {k: str(Path(v).resolve()) for k, v in files.items()})
+
+    # --- revocation -----------------------------------------------------------------------------
+    def revoke(self, ref: str | int, *, reason: str = "unspecified") -> CertRecord:
+        """Mark a certificate revoked; it appears on the next CRL (:meth:`publish_crl`)."""
+        canonical = reason.replace("-", "_")
+        lookup = {k.lower().replace("_", ""): k for k in REASONS}
+        key = lookup.get(canonical.lower().replace("_", ""))
+        if key is None:
+            raise InputError(f"Unknown revocation reason {reason!r}.",
+                             "Choose one of: " + ", ".join(sorted(_camel(k) for k in REASONS)) + ".")
+        self._signing_key()
+        rec = self.get(ref)
+        return self.index.revoke(rec.serial, at=self.clock.now(), reason=_camel(key))
+
+    def publish_crl(self, *, days: int = 7) -> list[CrlInfo]:
+        """Sign fresh CRLs (the issuing CA's, and the root's when there is an intermediate) into the home."""
+        if days < 1 or days > 366:
+            raise InputError(f"--days {days} is not a sensible CRL lifetime.", "Use 1 to 366 (default 7).")
+        issuer_key = self._signing_key()
+        now = self.clock.now()
+        next_update = now + dt.timedelta(days=days)
+        if next_update > self.issuer.not_valid_after_utc:
+            next_update = self.issuer.not_valid_after_utc
+        entries = [RevokedEntry(s, t, REASONS.get(_snake(r or "unspecified"))) for s, t, r in
+                   self.index.revoked_entries()]
+        jobs: list[tuple[str, x509.Certificate, PrivateKey, list[RevokedEntry], str | None]] = [
+            ("ca", self.issuer, issuer_key, entries, self.crl_url)]
+        if self.has_intermediate:
+            assert self._root_key is not None
+            jobs.append(("root", self.root, self._root_key, [], self.root_crl_url))
+        out: list[CrlInfo] = []
+        with file_lock(self.home / ".lock"), self.index.transaction() as db:
+            for stem, cert, key, revoked, url in jobs:
+                number = self.index.next_crl_number(db)
+                crl = build_crl(issuer_cert=cert, issuer_key=key, revoked=revoked, number=number,
+                                this_update=now - BACKDATE, next_update=next_update)
+                self.index.record_crl(db, crl, number, stem)
+                der_path = atomic_write(self.home / f"{stem}.crl", crl.public_bytes(serialization.Encoding.DER),
+                                        overwrite=True)
+                pem_path = atomic_write(self.home / f"{stem}.crl.pem", crl.public_bytes(serialization.Encoding.PEM),
+                                        overwrite=True)
+                out.append(CrlInfo(stem, number, crl.last_update_utc, next_update, der_path, pem_path, url))
+        return out
+
+    def crl_info(self) -> list[CrlInfo]:
+        infos = []
+        for row in self.index.latest_crls():
+            stem = row["issuer"]
+            url = self.crl_url if stem == "ca" else self.root_crl_url
+            infos.append(CrlInfo(stem, int(row["number"]), _p(row["this_update"]), _p(row["next_update"]),
+                                 self.home / f"{stem}.crl", self.home / f"{stem}.crl.pem", url))
+        return infos
+
+    # --- reading --------------------------------------------------------------------------------
+    def get(self, ref: str | int) -> CertRecord:
+        return self.index.get(ref) if isinstance(ref, int) else self.index.find(ref)
+
+    def records(self, *, revoked: bool | None = None, expiring_within: dt.timedelta | None = None
+                ) -> list[CertRecord]:
+        now = self.clock.now()
+        if expiring_within is not None:
+            return self.index.records(revoked=False, expiring_before=now + expiring_within, after=now)
+        return self.index.records(revoked=revoked)
+
+    def root_pem(self) -> bytes:
+        return cert_pem(self.root)
+
+    def root_der(self) -> bytes:
+        return cert_der(self.root)
+
+    def status(self, *, warn_within: dt.timedelta = dt.timedelta(days=30)) -> CAStatus:
+        """CA validity, certificates expiring soon, and the CRLs' nextUpdate with warnings before they lapse.
+
+        A CRL warns once less than half of its lifetime (and at most two days) remains: an expired CRL
+        makes every partner's revocation check, and so Domain Security, fail.
+        """
+        now = self.clock.now()
+        findings: list[Finding] = []
+        for ca_cert, label in ((self.root, "root"), (self.issuer, "issuing CA")):
+            left = ca_cert.not_valid_after_utc - now
+            if left <= dt.timedelta(0):
+                findings.append(Finding("cert.expired", f"The {label} certificate expired on "
+                                        f"{ca_cert.not_valid_after_utc:%Y-%m-%d}.", subject=label, side=Side.OURS))
+            elif left < dt.timedelta(days=90):
+                findings.append(Finding("cert.expiring-soon", f"The {label} certificate expires in {left.days} days.",
+                                        subject=label, side=Side.OURS))
+        crls = self.crl_info()
+        if self.crl_url and not crls:
+            findings.append(Finding("revocation.unreachable", "No CRL has been published yet, but certificates name "
+                                    f"{self.crl_url}: run certkit ca crl and publish ca.crl there.",
+                                    subject="CRL", side=Side.OURS))
+        for info in crls:
+            left = info.next_update - now
+            lifetime = info.next_update - info.this_update
+            if left <= dt.timedelta(0):
+                findings.append(Finding("revocation.crl-stale", f"The {info.issuer} CRL #{info.number} expired on "
+                                        f"{info.next_update:%Y-%m-%d %H:%M}Z.", subject=f"{info.issuer} CRL",
+                                        side=Side.OURS))
+            elif left < max(lifetime / 2, dt.timedelta(days=2)):
+                findings.append(Finding("revocation.crl-expiring",
+                                        f"The {info.issuer} CRL #{info.number} expires in {_human(left)} "
+                                        f"({info.next_update:%Y-%m-%d %H:%M}Z).", subject=f"{info.issuer} CRL",
+                                        side=Side.OURS))
+        expiring = tuple(self.records(expiring_within=warn_within))
+        for rec in expiring:
+            findings.append(Finding("cert.expiring-soon", f"{rec.common_name} (serial {rec.serial_hex}) expires on "
+                                    f"{rec.not_after:%Y-%m-%d}.", subject=rec.common_name, side=Side.OURS))
+        all_records = self.index.records()
+        return CAStatus(self.name, self.root.not_valid_after_utc, self.issuer.not_valid_after_utc, len(all_records),
+                        sum(1 for r in all_records if r.status == "revoked"), expiring, tuple(crls), tuple(findings))
+
+
+def exchange_selfsigned(fqdn: str, *, key_type: KeyType | str = KeyType.RSA2048, days: int = 5 * 365,
+                        clock: Clock | None = None) -> IssuedCertificate:
+    """A certificate like ``New-ExchangeCertificate``'s default: self-signed, RSA 2048, five years."""
+    now = (clock or SystemClock()).now()
+    key = generate_key(key_type)
+    cert = build_exchange_selfsigned(fqdn, key, serial=random_serial(), not_before=now - BACKDATE, days=days)
+    return IssuedCertificate(cert, key, (), None)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def _snake(camel: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
+
+
+def _p(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+def _human(delta: dt.timedelta) -> str:
+    if delta >= dt.timedelta(days=2):
+        return f"{delta.days} days"
+    return f"{int(delta.total_seconds() // 3600)} hours"

@@ -1,0 +1,270 @@
+"""Building and signing certificates and CRLs: pure functions over ``cryptography`` objects.
+
+No files, no index, no clock: the caller passes the time and the serial. :mod:`certkit.ca` puts
+these together with the CA home.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+from certkit.core.keys import PrivateKey, PublicKey, check_key_strength
+from certkit.core.names import dns_name
+from certkit.core.profiles import PROFILES, ProfileName
+from certkit.errors import InputError, PolicyError
+
+__all__ = [
+    "BACKDATE",
+    "LeafRequest",
+    "RevokedEntry",
+    "build_ca",
+    "build_crl",
+    "build_exchange_selfsigned",
+    "build_leaf",
+    "check_name_constraints",
+    "random_serial",
+]
+
+#: notBefore is set this far in the past, so a partner whose clock is a little behind accepts it.
+BACKDATE = dt.timedelta(minutes=5)
+
+
+def random_serial() -> int:
+    """A positive serial with 159 random bits: at least 64 bits of entropy (CA/B BR 7.1), at most 20 octets."""
+    while True:
+        serial = secrets.randbits(159)
+        if serial >= 1 << 64:
+            return serial
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def _ski(public_key: PublicKey) -> x509.SubjectKeyIdentifier:
+    return x509.SubjectKeyIdentifier.from_public_key(public_key)
+
+
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+
+
+def _cdp(url: str) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints(
+        [x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)])
+
+
+def _aia(url: str) -> x509.AuthorityInformationAccess:
+    return x509.AuthorityInformationAccess(
+        [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url))])
+
+
+def build_ca(*, common_name: str, key: PrivateKey, serial: int, not_before: dt.datetime, not_after: dt.datetime,
+             issuer_cert: x509.Certificate | None = None, issuer_key: PrivateKey | None = None,
+             permitted_domains: Sequence[str] = (), path_length: int | None = None,
+             crl_url: str | None = None, aia_url: str | None = None) -> x509.Certificate:
+    """A root (self-signed when ``issuer_cert`` is None) or an intermediate CA certificate."""
+    check_key_strength(key, what="The CA key")
+    subject = _name(common_name)
+    signer_key = issuer_key or key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        # keyCertSign and cRLSign: this key signs certificates and the CRLs that revoke them.
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(_ski(key.public_key()), critical=False)
+    )
+    if issuer_cert is not None:
+        builder = builder.add_extension(_aki(issuer_cert), critical=False)
+        if crl_url:
+            builder = builder.add_extension(_cdp(crl_url), critical=False)
+        if aia_url:
+            builder = builder.add_extension(_aia(aia_url), critical=False)
+    if permitted_domains:
+        # RFC 5280 4.2.1.10: a DNS constraint "contoso.com" permits contoso.com and every name below it.
+        builder = builder.add_extension(
+            x509.NameConstraints(permitted_subtrees=[x509.DNSName(dns_name(d)) for d in permitted_domains],
+                                 excluded_subtrees=None),
+            critical=True,
+        )
+    return builder.sign(signer_key, hashes.SHA256())
+
+
+@dataclass(frozen=True)
+class LeafRequest:
+    """What a leaf certificate should say: its names, profile and validity. Immutable."""
+
+    common_name: str
+    sans: tuple[x509.GeneralName, ...]
+    profile: ProfileName = ProfileName.TRANSPORT
+    not_before: dt.datetime = field(default_factory=lambda: dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
+    not_after: dt.datetime = field(default_factory=lambda: dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
+
+    @staticmethod
+    def for_host(fqdn: str, *, accepted_domains: Iterable[str] = (), extra_sans: Iterable[x509.GeneralName] = (),
+                 profile: ProfileName | str = ProfileName.TRANSPORT, not_before: dt.datetime,
+                 not_after: dt.datetime) -> LeafRequest:
+        """The Domain Security layout: CN = the FQDN; SAN = the FQDN, every accepted domain, then extras."""
+        host = dns_name(fqdn)
+        if "." not in host:
+            raise InputError(f"{fqdn!r} is not a fully qualified name.",
+                             "Give the Edge's public FQDN, e.g. mail.contoso.com.")
+        sans: list[x509.GeneralName] = [x509.DNSName(host)]
+        for domain in accepted_domains:
+            entry = x509.DNSName(dns_name(domain))
+            if entry not in sans:
+                sans.append(entry)
+        for extra in extra_sans:
+            if extra not in sans:
+                sans.append(extra)
+        return LeafRequest(host, tuple(sans), ProfileName.parse(profile), not_before, not_after)
+
+
+def check_name_constraints(ca_cert: x509.Certificate, sans: Iterable[x509.GeneralName]) -> None:
+    """Refuse to issue a name the CA's own name constraints forbid (the partner would reject it anyway)."""
+    try:
+        nc = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return
+    permitted = [g.value.lower() for g in (nc.permitted_subtrees or []) if isinstance(g, x509.DNSName)]
+    if not permitted:
+        return
+    for san in sans:
+        if isinstance(san, x509.DNSName):
+            name = san.value.lower()
+            if not any(name == p or name.endswith("." + p) for p in permitted):
+                raise PolicyError(
+                    f"{name} is outside the CA's name constraints (permitted: {', '.join(permitted)}).",
+                    "Issue only names within the permitted domains, or use a CA without --permit-domain.",
+                )
+
+
+def build_leaf(request: LeafRequest, *, public_key: PublicKey, serial: int, issuer_cert: x509.Certificate,
+               issuer_key: PrivateKey, crl_url: str | None = None, aia_url: str | None = None) -> x509.Certificate:
+    """An end-entity certificate for ``request``, signed by the issuing CA with SHA-256."""
+    check_key_strength(public_key)
+    if request.not_after > issuer_cert.not_valid_after_utc:
+        raise PolicyError(
+            f"The certificate would be valid until {request.not_after:%Y-%m-%d}, after the CA itself expires "
+            f"({issuer_cert.not_valid_after_utc:%Y-%m-%d}).",
+            "Choose fewer --days, or renew the CA first.",
+        )
+    check_name_constraints(issuer_cert, request.sans)
+    profile = PROFILES[request.profile]
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(request.common_name))
+        .issuer_name(issuer_cert.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(request.not_before)
+        .not_valid_after(request.not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # digitalSignature for (EC)DHE handshakes; keyEncipherment only for RSA, where TLS 1.2 RSA key
+        # transport still exists (and old Windows stacks expect it on RSA certificates).
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(profile.eku)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(list(request.sans)), critical=False)
+        .add_extension(_ski(public_key), critical=False)
+        .add_extension(_aki(issuer_cert), critical=False)
+    )
+    if crl_url:
+        builder = builder.add_extension(_cdp(crl_url), critical=False)
+    if aia_url:
+        builder = builder.add_extension(_aia(aia_url), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def build_exchange_selfsigned(fqdn: str, key: PrivateKey, *, serial: int, not_before: dt.datetime,
+                              days: int = 5 * 365) -> x509.Certificate:
+    """What ``New-ExchangeCertificate`` makes by default: CN = the server's short name, SAN = short name + FQDN,
+    serverAuth + clientAuth, five years, signed by its own key."""
+    host = dns_name(fqdn)
+    short = host.split(".")[0]
+    sans: list[x509.GeneralName] = [x509.DNSName(short)]
+    if host != short:
+        sans.append(x509.DNSName(host))
+    subject = _name(short)
+    is_rsa = isinstance(key, rsa.RSAPrivateKey)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + dt.timedelta(days=days))
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=is_rsa,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(_ski(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+@dataclass(frozen=True)
+class RevokedEntry:
+    serial: int
+    revoked_at: dt.datetime
+    reason: x509.ReasonFlags | None = None
+
+
+def build_crl(*, issuer_cert: x509.Certificate, issuer_key: PrivateKey, revoked: Iterable[RevokedEntry],
+              number: int, this_update: dt.datetime, next_update: dt.datetime) -> x509.CertificateRevocationList:
+    """A CRL with the CRL number and AKI extensions (RFC 5280 5.2: both required for conforming CAs)."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer_cert.subject)
+        .last_update(this_update)
+        .next_update(next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(_aki(issuer_cert), critical=False)
+    )
+    for entry in revoked:
+        rb = x509.RevokedCertificateBuilder().serial_number(entry.serial).revocation_date(entry.revoked_at)
+        if entry.reason is not None and entry.reason is not x509.ReasonFlags.unspecified:
+            rb = rb.add_extension(x509.CRLReason(entry.reason), critical=False)
+        builder = builder.add_revoked_certificate(rb.build())
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def san_names(cert: x509.Certificate) -> list[str]:
+    """The DNS and IP names in a certificate's SAN, as text."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    out: list[str] = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    out += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return out
+
+

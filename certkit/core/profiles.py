@@ -1,0 +1,51 @@
+"""Certificate profiles as data: which usages a certificate gets, and why.
+
+A profile decides the extensions; a request (a CSR, a name on the command line) decides only the
+names and the key. That is how ``certkit ca sign`` can accept a CSR from ``New-ExchangeCertificate``
+without trusting whatever extensions it asks for.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+
+from certkit.errors import InputError
+
+__all__ = ["PROFILES", "Profile", "ProfileName"]
+
+
+class ProfileName(enum.StrEnum):
+    TRANSPORT = "transport"
+    SERVER = "server"
+    CLIENT = "client"
+
+    @classmethod
+    def parse(cls, value: str | ProfileName) -> ProfileName:
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise InputError(f"Unknown profile {value!r}.", "Choose transport, server or client.") from None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: ProfileName
+    #: Extended key usages, in the order they appear in the certificate.
+    eku: tuple[ObjectIdentifier, ...]
+    description: str
+
+
+PROFILES: dict[ProfileName, Profile] = {
+    # An Edge is a TLS server for inbound mail and a TLS client for outbound mail, and Domain
+    # Security validates the certificate in both roles: it needs both EKUs.
+    ProfileName.TRANSPORT: Profile(
+        ProfileName.TRANSPORT,
+        (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+        "SMTP transport (Domain Security): serverAuth + clientAuth",
+    ),
+    ProfileName.SERVER: Profile(ProfileName.SERVER, (ExtendedKeyUsageOID.SERVER_AUTH,), "TLS server only"),
+    ProfileName.CLIENT: Profile(ProfileName.CLIENT, (ExtendedKeyUsageOID.CLIENT_AUTH,), "TLS client only"),
+}
