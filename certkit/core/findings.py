@@ -275,6 +275,12 @@ _ENTRIES: tuple[Code, ...] = (
     _c("route.smart-host", "error", "configuration", "smart host configured",
        "A Send connector that routes through a smart host cannot use Domain Security.",
        "Route the partner domain through DNS: Set-SendConnector -DNSRoutingEnabled $true."),
+    _c("revocation.crl-invalid", "error", "theirs", "CRL not usable",
+       "The CRL is malformed (no CRL number, thisUpdate in the future) or its issuer may not sign CRLs "
+       "(keyUsage without cRLSign), so it proves nothing (RFC 5280 5.1, 4.2.1.3).",
+       "Publish a correct CRL from the issuing CA: certkit ca crl.",
+       tlsrpt="validation-failure", status="4.7.5",
+       exchange="RevocationCheckFailure"),
 )
 
 #: Every code certkit can report, by code.

@@ -283,6 +283,23 @@ def _assemble(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
 # revocation
 
 
+def _crl_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate, at: _dt.datetime) -> str | None:
+    """Why a correctly signed CRL still cannot be used, or ``None``."""
+    try:
+        ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.crl_sign:
+            return "is signed by a CA whose keyUsage does not allow CRL signing (no cRLSign)"
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        crl.extensions.get_extension_for_class(x509.CRLNumber)
+    except x509.ExtensionNotFound:
+        return "has no CRL number (RFC 5280 5.2.3 requires one)"
+    if crl.last_update_utc > at:
+        return f"is dated in the future (thisUpdate {_when(crl.last_update_utc)})"
+    return None
+
+
 def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],
                   at: _dt.datetime, require: bool) -> list[Finding]:
     out: list[Finding] = []
@@ -305,6 +322,13 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
                                        f"The CRL from {crl.issuer.rfc4514_string()} is not signed by the key of "
                                        f"{_who(issuer)}; it was ignored.", subject=_who(issuer),
                                        evidence={"crl_issuer": crl.issuer.rfc4514_string()}))
+                continue
+            problem = _crl_problem(crl, issuer, at)
+            if problem is not None:
+                if key not in reported_crls:
+                    reported_crls.add(key)
+                    out.append(Finding("revocation.crl-invalid", f"The CRL from {_who(issuer)} {problem}; it was "
+                                       "ignored.", subject=_who(issuer), evidence={"problem": problem}))
                 continue
             next_update = crl.next_update_utc
             if next_update is not None and at > next_update:
@@ -475,17 +499,19 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
         chain, anchor, end = path.certs, path.anchor, path.end
     pinned = anchor is not None and len(chain) == 1
 
+    # Certificate times have whole seconds (RFC 5280 4.1.2.5); like cryptography, compare at that grain.
+    now_s = when.replace(microsecond=0)
     for i, cert in enumerate(chain):
         is_anchor = anchor is not None and i == len(chain) - 1
         who = _who(cert)
         role = "leaf" if i == 0 else "trust anchor" if is_anchor else "intermediate"
-        if when > cert.not_valid_after_utc:
+        if now_s > cert.not_valid_after_utc:
             findings.append(Finding("cert.expired",
                                     f"The {role} {who} expired {_span(when - cert.not_valid_after_utc)} ago "
                                     f"(notAfter {_when(cert.not_valid_after_utc)}).", subject=who,
                                     evidence={"role": role, "not_after": cert.not_valid_after_utc.isoformat(),
                                               "seconds": int((when - cert.not_valid_after_utc).total_seconds())}))
-        if when < cert.not_valid_before_utc:
+        if now_s < cert.not_valid_before_utc:
             findings.append(Finding("cert.not-yet-valid",
                                     f"The {role} {who} becomes valid only in {_span(cert.not_valid_before_utc - when)} "
                                     f"(notBefore {_when(cert.not_valid_before_utc)}).", subject=who,
