@@ -1,0 +1,48 @@
+"""Fixtures and helpers for the network tests: in-test SMTP servers, the loopback DNS server, Postfix.
+
+Import what you need in a test module: ``from tests.fixtures_net import smtp_server, require_tool``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.smtp_servers import Handler, SmtpTestServer
+
+__all__ = ["in_ci", "require_tool", "smtp_server"]
+
+
+def in_ci() -> bool:
+    """True when running under CI (``CI=true``): missing peers are failures there, not skips."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str, *, paths: tuple[str, ...] = ("/usr/sbin", "/usr/bin", "/sbin")) -> str:
+    """The path of the program ``name``; skip the test when it is missing (fail under ``CI=true``)."""
+    found = shutil.which(name) or next((os.path.join(p, name) for p in paths
+                                        if os.access(os.path.join(p, name), os.X_OK)), None)
+    if found:
+        return found
+    message = f"{name} is not installed (Debian: see .ci/run)"
+    if in_ci():
+        pytest.fail(f"{message}; CI must provide it")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[[Handler], SmtpTestServer]]:
+    """A factory: ``smtp_server(handler)`` starts a loopback server, closed after the test."""
+    servers: list[SmtpTestServer] = []
+
+    def start(handler: Handler) -> SmtpTestServer:
+        srv = SmtpTestServer(handler)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.close()
