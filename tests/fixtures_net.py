@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.dnsserver import DnsServer
 from tests.smtp_servers import Handler, SmtpTestServer
 
-__all__ = ["in_ci", "require_tool", "smtp_server"]
+__all__ = ["ZONES", "dns_server", "in_ci", "require_tool", "smtp_server"]
 
 
 def in_ci() -> bool:
@@ -46,3 +47,23 @@ def smtp_server() -> Iterator[Callable[[Handler], SmtpTestServer]]:
     yield start
     for srv in servers:
         srv.close()
+
+
+#: Test zones served by :func:`dns_server`.
+ZONES = {
+    "fabrikam.test": {"MX": ["20 mx2.fabrikam.test.", "10 mx1.fabrikam.test."]},
+    "mx1.fabrikam.test": {"A": ["127.0.0.1"], "AAAA": ["::1"]},
+    "mx2.fabrikam.test": {"A": ["127.0.0.2", "127.0.0.3"]},
+    "nomx.test": {"A": ["127.0.0.4"]},
+    "nothing.test": {"TXT": ['"v=spf1 -all"']},
+    "nullmx.test": {"MX": ["0 ."]},
+    "dangling.test": {"MX": ["10 gone.dangling.test."]},
+    "slowmx.test": {"MX": ["10 slow.test."]},
+}
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """A loopback DNS server serving :data:`ZONES` (``slow.test`` never answers, ``broken.test`` SERVFAILs)."""
+    with DnsServer(ZONES, silent=["slow.test"], servfail=["broken.test"]) as srv:
+        yield srv

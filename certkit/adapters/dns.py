@@ -1,0 +1,194 @@
+"""Mail routing through DNS, the way an MTA does it (RFC 5321 5.1). The only module importing dnspython.
+
+:func:`resolve_mail_domain` returns a :class:`MailRoute`: the MX hosts by preference, each with every
+A and AAAA address; a domain without MX records is its own implicit MX (RFC 5321 5.1); a null MX
+(``0 .``, RFC 7505) means the domain accepts no mail. Failures are data (:class:`DnsFailure`, whose
+``code`` is a finding code: ``dns.failure`` or ``dns.no-mx``), never exceptions, except for a
+malformed ``nameserver`` argument, which is the caller's mistake (:class:`~certkit.errors.InputError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import dns.exception
+import dns.name
+import dns.resolver
+
+from certkit.errors import InputError
+
+__all__ = [
+    "DnsFailure",
+    "HostAddresses",
+    "MailHost",
+    "MailRoute",
+    "make_resolver",
+    "parse_nameserver",
+    "resolve_host",
+    "resolve_mail_domain",
+]
+
+
+@dataclass(frozen=True)
+class DnsFailure:
+    """Why a lookup gave nothing usable. ``code`` is ``dns.failure`` or ``dns.no-mx``."""
+
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class HostAddresses:
+    """The A and AAAA addresses of one name (IPv4 first), or why there are none."""
+
+    name: str
+    addresses: tuple[str, ...]
+    failure: DnsFailure | None = None
+
+
+@dataclass(frozen=True)
+class MailHost:
+    """One mail exchanger: its name, MX preference (``None`` for the implicit MX) and addresses."""
+
+    name: str
+    preference: int | None
+    addresses: tuple[str, ...]
+    failure: DnsFailure | None = None
+
+
+@dataclass(frozen=True)
+class MailRoute:
+    """Where mail for ``domain`` goes.
+
+    ``implicit`` is true when the domain has no MX records and its own address is used (RFC 5321 5.1);
+    ``null_mx`` when it publishes ``MX 0 .`` (RFC 7505). ``failure`` is set when no address at all
+    could be found.
+    """
+
+    domain: str
+    hosts: tuple[MailHost, ...]
+    implicit: bool = False
+    null_mx: bool = False
+    failure: DnsFailure | None = None
+
+    @property
+    def targets(self) -> list[tuple[str, str]]:
+        """``(host name, address)`` pairs in delivery order, one per address."""
+        return [(h.name, a) for h in self.hosts for a in h.addresses]
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``"192.0.2.1"``, ``"192.0.2.1:5353"``, ``"[2001:db8::1]:53"`` or ``"2001:db8::1"`` -> ``(ip, port)``."""
+    host, port = text.strip(), 53
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            raise InputError(f"Bad name server {text!r}.", "Write IPv6 as [ADDRESS]:PORT.")
+        rest = host[end + 1:]
+        host = host[1:end]
+        if rest:
+            if not rest.startswith(":"):
+                raise InputError(f"Bad name server {text!r}.", "Write IP or IP:PORT.")
+            port = _port(rest[1:], text)
+    elif host.count(":") == 1:
+        host, p = host.split(":")
+        port = _port(p, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise InputError(f"The name server {text!r} is not an IP address.",
+                         "Give the server as IP or IP:PORT, e.g. 127.0.0.1:5353.") from None
+    return host, port
+
+
+def _port(text: str, original: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise InputError(f"Bad port in name server {original!r}.", "The port must be 1 to 65535.")
+    return int(text)
+
+
+def make_resolver(nameserver: str | None = None, timeout: float = 5.0) -> dns.resolver.Resolver:
+    """A resolver asking ``nameserver`` (IP[:PORT]) or the system's servers, each query bounded by ``timeout``."""
+    if nameserver is not None:
+        ip, port = parse_nameserver(nameserver)
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [ip]
+        resolver.port = port
+    else:
+        resolver = dns.resolver.Resolver()
+    resolver.timeout = timeout
+    resolver.lifetime = timeout
+    resolver.cache = None
+    return resolver
+
+
+def _describe(err: Exception, qname: str, rdtype: str) -> DnsFailure:
+    if isinstance(err, dns.resolver.NXDOMAIN):
+        return DnsFailure("dns.failure", f"{qname} does not exist (NXDOMAIN)")
+    if isinstance(err, dns.resolver.LifetimeTimeout | dns.exception.Timeout):
+        return DnsFailure("dns.failure", f"no DNS answer for {qname} {rdtype} in time")
+    if isinstance(err, dns.resolver.NoNameservers):
+        return DnsFailure("dns.failure", f"every name server failed for {qname} {rdtype} (SERVFAIL or refused)")
+    return DnsFailure("dns.failure", f"DNS lookup of {qname} {rdtype} failed: {err}")
+
+
+def _query(resolver: dns.resolver.Resolver, qname: str, rdtype: str) -> tuple[list[object], DnsFailure | None]:
+    try:
+        answer = resolver.resolve(qname, rdtype, search=False)
+    except dns.resolver.NoAnswer:
+        return [], None
+    except (dns.exception.DNSException, OSError) as e:
+        return [], _describe(e, qname, rdtype)
+    return list(answer), None
+
+
+def resolve_host(name: str, *, nameserver: str | None = None, timeout: float = 5.0,
+                 resolver: dns.resolver.Resolver | None = None) -> HostAddresses:
+    """Every A then AAAA address of ``name``."""
+    r = resolver or make_resolver(nameserver, timeout)
+    addresses: list[str] = []
+    failures: list[DnsFailure] = []
+    for rdtype in ("A", "AAAA"):
+        records, failure = _query(r, name, rdtype)
+        # Sorted for reproducible reports (an MTA would shuffle equal records; order carries no meaning).
+        addresses.extend(sorted((str(rec) for rec in records), key=ipaddress.ip_address))
+        if failure is not None:
+            failures.append(failure)
+    if addresses:
+        return HostAddresses(name, tuple(addresses))
+    return HostAddresses(name, (), failures[0] if failures else DnsFailure("dns.failure", f"{name} has no address"))
+
+
+def resolve_mail_domain(domain: str, *, nameserver: str | None = None, timeout: float = 5.0) -> MailRoute:
+    """The MX hosts of ``domain`` by preference, with their addresses (see :class:`MailRoute`)."""
+    try:
+        domain = dns.name.from_text(domain).to_text(omit_final_dot=True)
+    except dns.exception.DNSException as e:
+        return MailRoute(domain, (), failure=DnsFailure("dns.failure", f"{domain!r} is not a domain name: {e}"))
+    r = make_resolver(nameserver, timeout)
+    records, failure = _query(r, domain, "MX")
+    if failure is not None:
+        return MailRoute(domain, (), failure=failure)
+    mx = sorted(((int(rec.preference), rec.exchange.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
+                 for rec in records), key=lambda p: (p[0], p[1].lower()))
+    if not mx:
+        own = resolve_host(domain, resolver=r)
+        host = MailHost(domain, None, own.addresses, own.failure)
+        fail = None if own.addresses else DnsFailure(
+            "dns.no-mx", f"{domain} has no MX records and no address of its own")
+        return MailRoute(domain, (host,), implicit=True, failure=fail)
+    if len(mx) == 1 and mx[0][1] in ("", "."):
+        null = DnsFailure("dns.no-mx", f"{domain} publishes a null MX: it accepts no mail (RFC 7505)")
+        return MailRoute(domain, (), null_mx=True, failure=null)
+    hosts = []
+    for pref, name in mx:
+        if name in ("", "."):
+            continue
+        found = resolve_host(name, resolver=r)
+        hosts.append(MailHost(name, pref, found.addresses, found.failure))
+    fail = None
+    if not any(h.addresses for h in hosts):
+        reasons = "; ".join(h.failure.detail for h in hosts if h.failure) or "no addresses"
+        fail = DnsFailure("dns.failure", f"no MX host of {domain} has an address: {reasons}")
+    return MailRoute(domain, tuple(hosts), failure=fail)
