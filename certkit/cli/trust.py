@@ -1,7 +1,246 @@
-"""``certkit trust ...`` (the trust-store issue fills this in)."""
+"""``certkit trust ...``: the managed trust store and the chain verifier.
+
+Exit codes: 0 success (``verify``: the certificate is accepted), 1 failure (``verify``: it is not; or
+the store is damaged), 2 misuse (bad option, unreadable file, refused anchor).
+"""
 
 from __future__ import annotations
 
-import click
+import datetime as _dt
+import sys
+from pathlib import Path
+from typing import Any
 
-COMMANDS: list[click.Command] = []
+import click
+from cryptography import x509
+
+from certkit.adapters.fs import read_input
+from certkit.adapters.roots import certifi_version, public_roots
+from certkit.adapters.truststore import TrustStore, default_store_path
+from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, F, echo_json, home_option, read_secret, resolve_home
+from certkit.clock import aware
+from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, sha256_fingerprint
+from certkit.core.trust import is_ca
+from certkit.core.verify import verify_chain
+from certkit.errors import InputError, PassphraseError, UsageError
+
+__all__ = ["COMMANDS", "trust"]
+
+
+def _store_option(f: F) -> F:
+    return click.option("--store", "store", type=click.Path(file_okay=False), default=None,
+                        help="Trust store folder (default: <home>/trust).")(f)
+
+
+def _pfx_option(f: F) -> F:
+    return click.option("--pfx-password-file", "pfx_password_file", type=click.Path(dir_okay=False), default=None,
+                        help=f"File holding the PFX password (else ${PFX_PASSWORD_ENV} or a prompt).")(f)
+
+
+def _store_path(home: str | None, store: str | None) -> Path:
+    return Path(store) if store else default_store_path(resolve_home(home))
+
+
+def _open(home: str | None, store: str | None, *, check: bool = True) -> TrustStore:
+    return TrustStore(_store_path(home, store), check=check)
+
+
+def _read_certs(path: str, pfx_password_file: str | None) -> list[x509.Certificate]:
+    data = read_input(path, what="certificate file")
+    try:
+        return load_certificates(data, source=path)
+    except PassphraseError:
+        password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt=f"Password for {path}",
+                               what="PFX password")
+        return load_certificates(data, source=path, password=password)
+
+
+def _validity(cert: x509.Certificate) -> str:
+    return f"{cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}"
+
+
+@click.group("trust", cls=CertkitGroup)
+def trust() -> None:
+    """The managed trust store (partner roots, pinned certificates) and the chain verifier."""
+
+
+@trust.command("add")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--label", default=None, help="A name for the anchor(s), e.g. fabrikam.")
+@click.option("--partner", "partners", multiple=True, help="Partner domain this anchor is for (repeatable).")
+@click.option("--pin", is_flag=True, help="Trust exactly this non-CA certificate (a partner's self-signed Edge).")
+@click.option("--force", is_flag=True, help="Accept an expired, weak-key (RSA < 2048) or SHA-1-signed anchor.")
+@_pfx_option
+@home_option
+@_store_option
+def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...], pin: bool, force: bool,
+            pfx_password_file: str | None, home: str | None, store: str | None) -> None:
+    """Trust the certificates in FILE... (PEM, DER, PKCS#7 .p7b/.p7c, or the certificates inside a PFX)."""
+    certs: list[x509.Certificate] = []
+    sources: list[str | None] = []
+    for f in files:  # read everything first: one bad file adds nothing
+        for cert in _read_certs(f, pfx_password_file):
+            certs.append(cert)
+            sources.append(str(Path(f).resolve()))
+    ts = _open(home, store)
+    results = ts.add_many(certs, label=label, partners=partners, pin=pin, force=force, sources=sources)
+    for r in results:
+        c = r.anchor.cert
+        state = "added" if r.added else "already trusted"
+        kind = "CA" if is_ca(c) else "pinned (not a CA)"
+        click.echo(f"{state}: {c.subject.rfc4514_string()}")
+        click.echo(f"  SHA-256 {sha256_fingerprint(c)}")
+        click.echo(f"  SHA-1   {sha1_thumbprint(c)}")
+        click.echo(f"  valid   {_validity(c)}   {kind}")
+        for refusal in r.overridden:
+            click.echo(f"  accepted with {refusal.override}: {refusal.reason}")
+    click.echo(f"store: {ts.path} ({len(ts)} anchors)")
+
+
+@trust.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@home_option
+@_store_option
+def list_cmd(as_json: bool, home: str | None, store: str | None) -> None:
+    """List the managed anchors, and say which certifi (Mozilla) root bundle is also trusted."""
+    ts = _open(home, store)
+    entries = ts.entries()
+    roots = len(public_roots())
+    if as_json:
+        echo_json({"store": str(ts.path), "anchors": entries, "stray_files": [str(p) for p in ts.stray],
+                   "certifi": {"version": certifi_version(), "roots": roots}})
+        return
+    if not entries:
+        click.echo(f"No managed anchors in {ts.path}.")
+    for e in entries:
+        kind = "CA" if e.get("is_ca") else "pinned"
+        partners = ",".join(e.get("partners") or []) or "-"
+        click.echo(f"{e['fingerprint_sha256'][:16]}  {kind:<6}  {e['not_after'][:10]}  {e.get('label') or '-':<12}  "
+                   f"{partners:<20}  {e['subject']}")
+    for p in ts.stray:
+        click.echo(f"warning: {p} is not in the index and is not trusted", err=True)
+    click.echo(f"Public roots: certifi {certifi_version()} ({roots} Mozilla roots), used unless --managed-only.")
+
+
+@trust.command("show")
+@click.argument("ref")
+@home_option
+@_store_option
+def show_cmd(ref: str, home: str | None, store: str | None) -> None:
+    """Show one anchor (by fingerprint, fingerprint prefix, SHA-1 thumbprint or label)."""
+    ts = _open(home, store)
+    entry = ts.get(ref)
+    ts.certificate(entry["fingerprint_sha256"])  # integrity check: never show a changed file as trusted
+    for key, value in entry.items():
+        if key in ("file_size", "file_sha256"):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "-"
+        click.echo(f"{key:<20} {value if value not in (None, '') else '-'}")
+
+
+@trust.command("remove")
+@click.argument("ref")
+@home_option
+@_store_option
+def remove_cmd(ref: str, home: str | None, store: str | None) -> None:
+    """Stop trusting one anchor (by fingerprint, prefix, thumbprint or label)."""
+    ts = _open(home, store, check=False)
+    entry = ts.remove(ref)
+    click.echo(f"removed: {entry['subject']} ({entry['fingerprint_sha256']})")
+
+
+@trust.command("export")
+@click.option("--format", "fmt", type=click.Choice(["pem", "p7b", "der-dir"]), default="pem", show_default=True,
+              help="pem: bundle for Postfix smtp(d)_tls_CAfile / OpenSSL; p7b: PKCS#7 for Windows; "
+                   "der-dir: a folder of .cer files for certutil / the MMC.")
+@click.option("--out", type=click.Path(), default=None, help="Where to write (pem: default stdout).")
+@click.option("--include-public", is_flag=True, help="Include certifi's Mozilla roots too.")
+@home_option
+@_store_option
+def export_cmd(fmt: str, out: str | None, include_public: bool, home: str | None, store: str | None) -> None:
+    """Export the anchors for Postfix, OpenSSL or Windows."""
+    ts = _open(home, store)
+    if fmt == "p7b" and out is None:
+        raise UsageError("--format p7b writes binary data and needs --out FILE.", "Add --out anchors.p7b.")
+    result = ts.export(fmt, Path(out) if out else None, include_public=include_public)
+    if isinstance(result, bytes):
+        click.echo(result.decode("ascii"), nl=False)
+        return
+    click.echo(f"wrote {len(result)} file(s): {result[0].parent if fmt == 'der-dir' else result[0]}", err=True)
+
+
+def _parse_at(value: str | None) -> _dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--at {value!r} is not an ISO 8601 time.", "Write e.g. 2027-01-01T00:00:00Z.") from None
+    if parsed.tzinfo is None:
+        raise InputError(f"--at {value!r} has no time zone.", "Add Z (UTC) or an offset such as +01:00.")
+    return aware(parsed)
+
+
+@trust.command("verify")
+@click.argument("cert", type=click.Path(dir_okay=False))
+@click.option("--chain", "chain_files", multiple=True, type=click.Path(dir_okay=False),
+              help="File with intermediates the peer sends (repeatable).")
+@click.option("--name", default=None, help="Host-name rule (Postfix verify): the MX host, e.g. mx.fabrikam.com.")
+@click.option("--domain", default=None, help="Domain Security rule (Postfix secure): the partner domain.")
+@click.option("--purpose", type=click.Choice(["server", "client"]), default="server", show_default=True)
+@click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")
+@click.option("--validator", type=click.Choice(["postfix", "exchange"]), default="postfix", show_default=True,
+              help="exchange: also require a CRL distribution point and a current CRL (--crl) per CA-issued cert.")
+@click.option("--crl", "crl_files", multiple=True, type=click.Path(dir_okay=False), help="CRL file (repeatable).")
+@click.option("--at", "at_text", default=None, help="Validate at this time (ISO 8601 with zone), not now.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_pfx_option
+@home_option
+@_store_option
+def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain: str | None, purpose: str,
+               managed_only: bool, validator: str, crl_files: tuple[str, ...], at_text: str | None, as_json: bool,
+               pfx_password_file: str | None, home: str | None, store: str | None) -> None:
+    """Would we accept CERT? Exit 0 if yes, 1 if not (with every reason), 2 on misuse.
+
+    CERT may hold the whole chain the peer sends (leaf first).
+    """
+    if name is not None and domain is not None:
+        raise UsageError("--name and --domain are mutually exclusive.",
+                         "Use --name for the MX host rule or --domain for the Domain Security rule.")
+    at = _parse_at(at_text)
+    certs = _read_certs(cert, pfx_password_file)
+    leaf, intermediates = certs[0], certs[1:]
+    for f in chain_files:
+        intermediates.extend(_read_certs(f, pfx_password_file))
+    crls = [load_crl(read_input(f, what="CRL"), source=f) for f in crl_files]
+    ts = _open(home, store)
+    anchors = ts.anchor_set(managed_only=managed_only)
+    result = verify_chain(leaf, intermediates, anchors, name=name, domain=domain, purpose=purpose, at=at,
+                          crls=crls, require_revocation=validator == "exchange")
+    if as_json:
+        data: dict[str, Any] = result.to_dict()
+        data["validator"] = validator
+        data["managed_only"] = managed_only
+        data["certifi_version"] = None if managed_only else certifi_version()
+        echo_json(data)
+    else:
+        what = f"as a TLS {purpose}"
+        if result.rule == "host":
+            what += f" for host {result.reference}"
+        elif result.rule == "domain":
+            what += f" for domain {result.reference}"
+        verdict = "ACCEPTED" if result.ok else "REJECTED"
+        click.echo(f"{verdict}: {leaf.subject.rfc4514_string()} {what}")
+        for i, c in enumerate(result.chain):
+            click.echo(f"  {'chain' if i == 0 else '     '} {i}: {c.subject.rfc4514_string()}")
+        if result.anchor is not None:
+            a = result.anchor
+            src = "certifi" if a.origin == "certifi" else f"store{' label ' + a.label if a.label else ''}"
+            click.echo(f"  anchor: {a.fingerprint[:16]} ({src})")
+        for finding in result.findings:
+            click.echo(f"  {finding.severity}: {finding.code}: {finding.detail}")
+    sys.exit(0 if result.ok else 1)
+
+
+COMMANDS: list[click.Command] = [trust]

@@ -1,0 +1,403 @@
+"""The managed trust store on disk: a folder of PEM files named by fingerprint, plus an index.
+
+Layout of a store folder (default ``<home>/trust/``)::
+
+    index.json          {"format": "certkit-trust-store", "version": 1, "anchors": [...]}
+    <SHA256>.pem        one certificate per file, named by its SHA-256 fingerprint (64 hex digits)
+    .lock               flock(2) target serialising writers
+
+Each index entry holds the provenance (label, partner domains, source, when added, pinned) and what
+``list`` shows (subject, validity, CA or not) together with the file's size and SHA-256, so that
+opening a store reads one JSON file and stats the PEM files; nothing is parsed until the anchors
+are used. That keeps opening 10,000 anchors well under a second.
+
+Integrity: opening checks that every indexed file exists with its recorded size; the first use of
+the anchors checks every file's SHA-256 and that the certificate inside has the fingerprint its name
+says. Any difference raises :class:`~certkit.errors.StoreError` (exit 1) naming the file -- a file
+changed behind certkit's back is never used. PEM files the index does not list (a crash between
+writing a PEM and the index, or a file dropped in by hand) are ignored and listed in
+:attr:`TrustStore.stray`.
+
+Updates take the lock, re-read the index, write the PEM files atomically, then replace the index
+atomically: two processes adding at once both succeed, and a crash leaves the old index intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many, file_lock
+from certkit.clock import Clock, SystemClock
+from certkit.core.formats import cert_der, cert_pem, sha1_thumbprint, sha256_fingerprint
+from certkit.core.names import dns_name
+from certkit.core.trust import Anchor, AnchorSet, Refusal, anchor_refusals, is_ca, is_self_signed
+from certkit.errors import InputError, NotFoundError, PolicyError, StoreError, UsageError
+
+__all__ = ["FORMAT", "INDEX", "AddResult", "TrustStore", "default_store_path"]
+
+FORMAT = "certkit-trust-store"
+VERSION = 1
+INDEX = "index.json"
+LOCK = ".lock"
+_FP_FILE = re.compile(r"^[0-9A-F]{64}\.pem$")
+_HEX = re.compile(r"^[0-9A-Fa-f:]+$")
+
+
+def default_store_path(home: Path) -> Path:
+    """Where the trust store of a certkit home lives."""
+    return home / "trust"
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What :meth:`TrustStore.add` did with one certificate."""
+
+    anchor: Anchor
+    added: bool  # False: it was already in the store (provenance merged)
+    overridden: tuple[Refusal, ...] = ()  # refusals accepted because of --pin/--force
+
+
+@dataclass
+class _Entry:
+    data: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.data["fingerprint_sha256"])
+
+    @property
+    def file(self) -> str:
+        return f"{self.fingerprint}.pem"
+
+
+@dataclass
+class _State:
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+
+class TrustStore:
+    """A folder of trusted certificates with provenance. See the module docstring for the format.
+
+    ``TrustStore(path)`` opens an existing store or an empty/missing folder (created on first add).
+    ``anchor_set()`` is what :func:`certkit.verify_chain` takes: the managed anchors plus Mozilla's roots
+    from certifi, or only the managed ones with ``managed_only=True``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None, check: bool = True) -> None:
+        self.path = Path(path)
+        self.clock: Clock = clock or SystemClock()
+        self._check = check
+        self._state = self._read_index()
+        self.problems: list[str] = []
+        self.stray: list[Path] = []
+        self._anchors: tuple[Anchor, ...] | None = None
+        self._sets: dict[bool, AnchorSet] = {}
+        self._scan()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _read_index(self) -> _State:
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise StoreError(f"{p} is a file, not a trust store folder.", "Give a folder with --store.")
+        index = p / INDEX
+        if not index.exists():
+            if p.is_dir() and any(child.name not in (LOCK,) for child in p.iterdir()):
+                raise StoreError(f"{p} is not a certkit trust store (it has files but no {INDEX}).",
+                                 "Give the right --store folder, or an empty or new folder to start a store.")
+            return _State()
+        try:
+            data = json.loads(index.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise StoreError(f"The trust store index {index} cannot be read ({exc}).",
+                             "Restore it from a backup; certkit does not guess at a damaged index.") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise StoreError(f"{index} is not a certkit trust store index.",
+                             "Give the right --store folder.")
+        if data.get("version") != VERSION:
+            raise StoreError(f"{index} has store format version {data.get('version')!r}; this certkit reads "
+                             f"version {VERSION}.", "Use the certkit version that wrote the store.")
+        entries: dict[str, _Entry] = {}
+        for item in data.get("anchors", []):
+            if not isinstance(item, dict) or not isinstance(item.get("fingerprint_sha256"), str):
+                raise StoreError(f"{index} has a malformed entry.", "Restore the index from a backup.")
+            entry = _Entry(item)
+            entries[entry.fingerprint] = entry
+        return _State(entries)
+
+    def _scan(self) -> None:
+        """Cheap integrity check on open: every indexed file exists with its recorded size."""
+        problems: list[str] = []
+        names: set[str] = set()
+        if self.path.is_dir():
+            names = {n for n in os.listdir(self.path) if _FP_FILE.match(n)}
+        for fp, entry in self._state.entries.items():
+            f = self.path / entry.file
+            try:
+                size = f.stat().st_size
+            except FileNotFoundError:
+                problems.append(f"{f} is missing")
+                continue
+            if size != entry.data.get("file_size"):
+                problems.append(f"{f} was changed behind certkit's back (size {size}, recorded "
+                                f"{entry.data.get('file_size')})")
+            names.discard(f"{fp}.pem")
+        self.stray = sorted(self.path / n for n in names)
+        self.problems = problems
+        if problems and self._check:
+            raise StoreError(f"The trust store {self.path} is damaged: {problems[0]}"
+                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "") + ".",
+                             "Restore the file, or drop the anchor with certkit trust remove FP and add it again.")
+
+    def __len__(self) -> int:
+        return len(self._state.entries)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The index entries (provenance and summary), without parsing any certificate."""
+        return [dict(e.data) for e in self._state.entries.values()]
+
+    def _load(self, entry: _Entry) -> x509.Certificate:
+        f = self.path / entry.file
+        try:
+            data = f.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"{f} is missing from the trust store.",
+                             "Restore it, or drop the anchor with certkit trust remove FP.") from None
+        if hashlib.sha256(data).hexdigest() != entry.data.get("file_sha256"):
+            raise StoreError(f"{f} was changed behind certkit's back (its SHA-256 differs from the index).",
+                             "Restore the file, or drop the anchor with certkit trust remove FP and add it again.")
+        try:
+            cert = x509.load_pem_x509_certificate(data)
+        except ValueError:
+            raise StoreError(f"{f} no longer holds a readable certificate.",
+                             "Restore the file, or drop the anchor with certkit trust remove FP.") from None
+        if sha256_fingerprint(cert) != entry.fingerprint:
+            raise StoreError(f"{f} holds a certificate whose fingerprint does not match its name.",
+                             "Restore the file, or drop the anchor with certkit trust remove FP.")
+        return cert
+
+    @staticmethod
+    def _anchor(entry: _Entry, cert: x509.Certificate) -> Anchor:
+        d = entry.data
+        added = d.get("added_at")
+        return Anchor(cert=cert, label=d.get("label"), partners=tuple(d.get("partners") or ()),
+                      source=d.get("source"), added_at=_dt.datetime.fromisoformat(added) if added else None,
+                      pinned=bool(d.get("pinned")), origin="managed")
+
+    def anchors(self) -> tuple[Anchor, ...]:
+        """The managed anchors, loaded and integrity-checked on first use."""
+        if self._anchors is None:
+            self._anchors = tuple(self._anchor(e, self._load(e)) for e in self._state.entries.values())
+        return self._anchors
+
+    def anchor_set(self, *, managed_only: bool = False) -> AnchorSet:
+        """Anchors for :func:`~certkit.core.verify.verify_chain`: managed + certifi roots, or managed only."""
+        if managed_only not in self._sets:
+            managed = AnchorSet(self.anchors())
+            if managed_only:
+                self._sets[True] = managed
+            else:
+                from certkit.adapters.roots import public_roots
+
+                self._sets[False] = managed.union(public_roots())
+        return self._sets[managed_only]
+
+    def managed(self) -> AnchorSet:
+        """Only the managed anchors (same as ``anchor_set(managed_only=True)``)."""
+        return self.anchor_set(managed_only=True)
+
+    def find(self, ref: str) -> list[dict[str, Any]]:
+        """Entries matching ``ref``: a label (exact), a SHA-256 fingerprint or SHA-1 thumbprint, or a
+        fingerprint prefix of at least 8 hex digits (colons allowed)."""
+        entries = list(self._state.entries.values())
+        by_label = [e for e in entries if e.data.get("label") == ref]
+        if by_label:
+            return [dict(e.data) for e in by_label]
+        if _HEX.match(ref):
+            h = ref.replace(":", "").upper()
+            if len(h) >= 8:
+                return [dict(e.data) for e in entries
+                        if e.fingerprint.startswith(h) or str(e.data.get("thumbprint_sha1", "")) == h]
+        return []
+
+    def get(self, ref: str) -> dict[str, Any]:
+        """The one entry ``ref`` names; NotFoundError or UsageError (ambiguous) otherwise."""
+        found = self.find(ref)
+        if not found:
+            raise NotFoundError(f"No anchor in {self.path} matches {ref!r}.",
+                                "Run certkit trust list to see fingerprints and labels.")
+        if len(found) > 1:
+            raise UsageError(f"{ref!r} matches {len(found)} anchors.", "Give more of the fingerprint.")
+        return found[0]
+
+    def certificate(self, fingerprint: str) -> x509.Certificate:
+        """The certificate stored under ``fingerprint`` (integrity-checked)."""
+        entry = self._state.entries.get(fingerprint)
+        if entry is None:
+            raise NotFoundError(f"No anchor {fingerprint} in {self.path}.", "Run certkit trust list.")
+        return self._load(entry)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _write_index(self, state: _State) -> None:
+        doc = {"format": FORMAT, "version": VERSION,
+               "anchors": [e.data for e in sorted(state.entries.values(), key=lambda e: e.fingerprint)]}
+        atomic_write(self.path / INDEX, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode(), mode=PUBLIC,
+                     overwrite=True)
+
+    def _reload(self) -> None:
+        self._state = self._read_index()
+        self._anchors = None
+        self._sets = {}
+
+    def add(self, cert: x509.Certificate, *, label: str | None = None, partners: Sequence[str] = (),
+            source: str | None = None, pin: bool = False, force: bool = False) -> AddResult:
+        """Add one certificate; see :meth:`add_many`."""
+        return self.add_many([cert], label=label, partners=partners, source=source, pin=pin, force=force)[0]
+
+    def add_many(self, certs: Iterable[x509.Certificate], *, label: str | None = None, partners: Sequence[str] = (),
+                 source: str | None = None, pin: bool = False, force: bool = False,
+                 check_time: _dt.datetime | None = None, sources: Sequence[str | None] | None = None
+                 ) -> list[AddResult]:
+        """Add certificates as anchors in one locked, atomic update.
+
+        A certificate that is not a CA is refused unless ``pin`` (trust exactly it); an expired, not yet
+        valid, weak-key or SHA-1-signed one unless ``force``. Every certificate is checked before anything
+        is written: one refusal writes nothing (:class:`~certkit.errors.PolicyError`, exit 2). ``sources``
+        gives a source per certificate (else ``source`` for all). Adding a
+        certificate already present is harmless: its label is kept (or set) and partners are merged.
+        """
+        certs = list(certs)
+        srcs = list(sources) if sources is not None else [source] * len(certs)
+        if len(srcs) != len(certs):
+            raise UsageError("add_many needs one source per certificate.")
+        now = self.clock.now()
+        at = check_time or now
+        parts = tuple(dns_name(p) for p in partners)
+        if label is not None and (not label.strip() or (_HEX.match(label) and len(label) >= 8)):
+            raise InputError(f"The label {label!r} is empty or looks like a fingerprint.",
+                             "Use a name such as fabrikam.")
+        plan: list[tuple[x509.Certificate, tuple[Refusal, ...]]] = []
+        for cert in certs:
+            refusals = anchor_refusals(cert, at=at)
+            blocking = [r for r in refusals if not ((r.override == "--pin" and pin) or (r.override == "--force"
+                                                                                      and force))]
+            if blocking:
+                why = "; ".join(f"{r.reason} (use {r.override} to accept)" for r in blocking)
+                raise PolicyError(f"Refusing to trust {cert.subject.rfc4514_string()}: {why}.",
+                                  "Nothing was added.")
+            plan.append((cert, tuple(refusals)))
+        results: list[AddResult] = []
+        with file_lock(self.path / LOCK):
+            self._reload()
+            state = self._state
+            files: list[tuple[Path, bytes, int]] = []
+            for (cert, accepted), src in zip(plan, srcs, strict=True):
+                fp = sha256_fingerprint(cert)
+                existing = state.entries.get(fp)
+                if existing is not None:
+                    d = existing.data
+                    if label and not d.get("label"):
+                        d["label"] = label
+                    d["partners"] = sorted(set(d.get("partners") or ()) | set(parts))
+                    d["pinned"] = bool(d.get("pinned")) or (pin and not is_ca(cert))
+                    results.append(AddResult(self._anchor(existing, cert), added=False, overridden=accepted))
+                    continue
+                pem = cert_pem(cert)
+                entry = _Entry({
+                    "fingerprint_sha256": fp,
+                    "thumbprint_sha1": sha1_thumbprint(cert),
+                    "subject": cert.subject.rfc4514_string(),
+                    "issuer": cert.issuer.rfc4514_string(),
+                    "serial": f"{cert.serial_number:X}",
+                    "not_before": cert.not_valid_before_utc.isoformat(),
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                    "is_ca": is_ca(cert),
+                    "self_signed": is_self_signed(cert),
+                    "pinned": not is_ca(cert),
+                    "label": label,
+                    "partners": sorted(set(parts)),
+                    "source": src,
+                    "added_at": now.isoformat(),
+                    "forced": [r.reason for r in accepted if r.override == "--force"],
+                    "file_size": len(pem),
+                    "file_sha256": hashlib.sha256(pem).hexdigest(),
+                })
+                state.entries[fp] = entry
+                target = self.path / entry.file
+                if not (target.exists() and target.read_bytes() == pem):
+                    files.append((target, pem, PUBLIC))
+                results.append(AddResult(self._anchor(entry, cert), added=True, overridden=accepted))
+            if files:
+                atomic_write_many(files, overwrite=True)
+            self._write_index(state)
+        self._reload()
+        self._scan()
+        return results
+
+    def remove(self, ref: str) -> dict[str, Any]:
+        """Remove the anchor ``ref`` names (works on a damaged anchor too); returns its index entry."""
+        with file_lock(self.path / LOCK):
+            self._reload()
+            entry = self.get(ref)
+            fp = entry["fingerprint_sha256"]
+            del self._state.entries[fp]
+            self._write_index(self._state)
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / f"{fp}.pem").unlink()
+        self._reload()
+        self._scan()
+        return entry
+
+    # --- export -------------------------------------------------------------------------------
+
+    def export_certificates(self, *, include_public: bool = False) -> list[x509.Certificate]:
+        """The certificates to export: managed anchors (and certifi's roots with ``include_public``)."""
+        return list(self.anchor_set(managed_only=not include_public).certificates)
+
+    def export(self, fmt: str, out: Path | None, *, include_public: bool = False) -> bytes | list[Path]:
+        """``pem``: a bundle (Postfix ``smtp_tls_CAfile``, OpenSSL); ``p7b``: PKCS#7 DER (Windows);
+        ``der-dir``: a folder of ``.cer`` files (certutil -addstore, the certificates MMC snap-in).
+
+        Returns the bytes (pem/p7b without ``out``) or the written paths.
+        """
+        certs = self.export_certificates(include_public=include_public)
+        if fmt == "pem":
+            data = cert_pem(*certs)
+        elif fmt == "p7b":
+            if not certs:
+                raise UsageError("The store has no anchors to export.", "Add some with certkit trust add.")
+            data = pkcs7.serialize_certificates(certs, Encoding.DER)
+        elif fmt == "der-dir":
+            if out is None:
+                raise UsageError("--format der-dir needs --out FOLDER.", "Name a folder to write the .cer files to.")
+            if out.exists() and not out.is_dir():
+                raise UsageError(f"{out} is a file, not a folder.", "Name a new or empty folder.")
+            anchors = {a.fingerprint: a for a in self.anchor_set(managed_only=not include_public)}
+            files = []
+            for fp, a in anchors.items():
+                stem = re.sub(r"[^A-Za-z0-9._-]+", "_", a.label or _cn(a.cert) or "anchor").strip("_")[:40]
+                files.append((out / f"{stem}-{fp[:16]}.cer", cert_der(a.cert), PUBLIC))
+            return atomic_write_many(files)
+        else:
+            raise UsageError(f"Unknown export format {fmt!r}.", "Use pem, p7b or der-dir.")
+        if out is None:
+            return data
+        return [atomic_write(out, data)]
+
+
+def _cn(cert: x509.Certificate) -> str:
+    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else ""
