@@ -1,0 +1,128 @@
+"""CRL downloads from a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from certkit.adapters.crlfetch import CrlCache, fetch_crl
+from tests.pki import make_crl, make_root
+
+ROOT = make_root()
+CRL = make_crl(ROOT, revoked=[1234])
+DER = CRL.public_bytes(serialization.Encoding.DER)
+PEM = CRL.public_bytes(serialization.Encoding.PEM)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    hits: dict[str, int] = {}  # noqa: RUF012
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        _Handler.hits[self.path] = _Handler.hits.get(self.path, 0) + 1
+        if self.path == "/root.crl":
+            self._send(DER)
+        elif self.path == "/root.pem":
+            self._send(PEM)
+        elif self.path == "/big.crl":
+            self._send(b"x" * 5000)
+        elif self.path == "/junk.crl":
+            self._send(b"<html>not a crl</html>")
+        elif self.path == "/moved.crl":
+            self.send_response(302)
+            self.send_header("Location", "http://elsewhere.test/root.crl")
+            self.end_headers()
+        elif self.path == "/slow.crl":
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(50):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        else:
+            self.send_error(404)
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/pkix-crl")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def http_base() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_der_crl_is_fetched_and_parsed(http_base: str) -> None:
+    r = fetch_crl(f"{http_base}/root.crl", timeout=2)
+    assert r.ok and r.error is None and r.status == 200
+    assert r.crl is not None and r.crl.get_revoked_certificate_by_serial_number(1234) is not None
+
+
+def test_pem_crl_is_accepted(http_base: str) -> None:
+    assert fetch_crl(f"{http_base}/root.pem", timeout=2).ok
+
+
+def test_http_error_is_data(http_base: str) -> None:
+    r = fetch_crl(f"{http_base}/missing.crl", timeout=2)
+    assert not r.ok and r.status == 404 and r.error is not None and "404" in r.error
+
+
+def test_redirects_are_not_followed(http_base: str) -> None:
+    r = fetch_crl(f"{http_base}/moved.crl", timeout=2)
+    assert not r.ok and r.error is not None and "not followed" in r.error
+
+
+def test_size_limit(http_base: str) -> None:
+    r = fetch_crl(f"{http_base}/big.crl", timeout=2, max_bytes=1000)
+    assert not r.ok and r.error is not None and "limit" in r.error
+
+
+def test_not_a_crl(http_base: str) -> None:
+    r = fetch_crl(f"{http_base}/junk.crl", timeout=2)
+    assert not r.ok and r.error is not None and "not a CRL" in r.error
+
+
+def test_slow_download_times_out(http_base: str) -> None:
+    t0 = time.monotonic()
+    r = fetch_crl(f"{http_base}/slow.crl", timeout=0.5)
+    assert time.monotonic() - t0 < 2
+    assert not r.ok and r.error is not None
+
+
+def test_unreachable_is_data() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = fetch_crl(f"http://127.0.0.1:{port}/root.crl", timeout=1)
+    assert not r.ok and r.error is not None and "refused" in r.error
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1/x.crl", "ldap://dc.example/CN=x", "file:///etc/passwd", "http://"])
+def test_only_http_urls(url: str) -> None:
+    r = fetch_crl(url, timeout=1)
+    assert not r.ok and r.error is not None
+
+
+def test_cache_fetches_once(http_base: str) -> None:
+    cache = CrlCache(timeout=2)
+    before = _Handler.hits.get("/root.pem", 0)
+    assert cache.get(f"{http_base}/root.pem").ok
+    assert cache.get(f"{http_base}/root.pem").ok
+    assert _Handler.hits["/root.pem"] == before + 1
