@@ -169,8 +169,10 @@ def _sign(builder: x509.CertificateBuilder, key: PrivateKey, sha1: bool) -> x509
 
 
 def _window(not_before: dt.datetime | None, not_after: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
-    nb = not_before if not_before is not None else NOW - DAY
-    na = not_after if not_after is not None else NOW + 365 * DAY
+    # A window given on one side only keeps the other side sensible (an already expired certificate
+    # starts a year before it ends; a not-yet-valid one lasts a year).
+    nb = not_before if not_before is not None else min(NOW - DAY, (not_after or NOW) - 365 * DAY)
+    na = not_after if not_after is not None else max(NOW + 365 * DAY, nb + 365 * DAY)
     return nb, na
 
 
