@@ -460,8 +460,8 @@ def inspect(file: str, password_file: str | None, as_json: bool) -> None:
                  Kind.CSR: "certificate request (PKCS#10)", Kind.CRL: "certificate revocation list",
                  Kind.PRIVATE_KEY: "private key (not shown)"}[loaded.kind],
         "certs": certs,
-        "csr": describe_csr(loaded.csr) if loaded.csr else None,
-        "crl": describe_crl(loaded.crl, at=now) if loaded.crl else None,
+        "csr": describe_csr(loaded.csr) if loaded.csr is not None else None,
+        "crl": describe_crl(loaded.crl, at=now) if loaded.crl is not None else None,
     }
     if as_json:
         echo_json(context)

@@ -19,12 +19,16 @@ __all__ = ["CATALOGUE", "Code", "Finding", "Severity", "Side", "finding", "worst
 
 
 class Severity(enum.StrEnum):
+    """How much a finding matters: error blocks Domain Security, warning will bite later, info is a fact."""
+
     ERROR = "error"      # blocks Domain Security
     WARNING = "warning"  # works today, will bite (expiring soon, CRL near nextUpdate)
     INFO = "info"        # a fact worth knowing
 
 
 class Side(enum.StrEnum):
+    """Whose problem a finding is: the partner's, ours, the network's, or our configuration's."""
+
     THEIRS = "theirs"                # the partner's certificate or server
     OURS = "ours"                    # our certificate or configuration as the partner sees it
     NETWORK = "network"              # connection, DNS, CRL download

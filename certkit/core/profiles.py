@@ -18,6 +18,8 @@ __all__ = ["PROFILES", "Profile", "ProfileName"]
 
 
 class ProfileName(enum.StrEnum):
+    """The certificate profiles ``certkit ca issue --profile`` offers."""
+
     TRANSPORT = "transport"
     SERVER = "server"
     CLIENT = "client"
@@ -32,6 +34,8 @@ class ProfileName(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Profile:
+    """A profile: its name, its extended key usages, and what it is for."""
+
     name: ProfileName
     #: Extended key usages, in the order they appear in the certificate.
     eku: tuple[ObjectIdentifier, ...]

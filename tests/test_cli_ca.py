@@ -1,0 +1,236 @@
+"""The CA commands, in-process (click's runner) and through the installed ``certkit`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from certkit.cli import main
+from certkit.core.keys import generate_key
+
+ENV = {"CERTKIT_CA_PASSPHRASE": "ca-secret", "CERTKIT_PFX_PASSWORD": "pfx-secret"}
+
+
+def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), env={**ENV, **(env or {})}, input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    code, out, err = run("ca", "init", "--home", str(h), "--name", "Contoso Transport CA", "--key", "ec-p256",
+                         "--crl-url", "http://127.0.0.1:1/contoso.crl")
+    assert code == 0, err
+    assert "Created CA 'Contoso Transport CA'" in out
+    return h
+
+
+def test_issue_writes_the_named_files_and_prints_both_fingerprints(home: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    code, out, err = run("ca", "issue", "mail.contoso.com", "--accepted-domain", "contoso.com", "--home", str(home),
+                         "--out", str(out_dir), "--pfx", "--key", "ec-p256")
+    assert code == 0, err
+    cert = x509.load_pem_x509_certificate((out_dir / "mail.contoso.com.crt").read_bytes())
+    assert cert.fingerprint(hashes.SHA1()).hex().upper() in out
+    assert cert.fingerprint(hashes.SHA256()).hex().upper() in out
+    assert stat.S_IMODE((out_dir / "mail.contoso.com.key").stat().st_mode) == 0o600
+    assert (out_dir / "mail.contoso.com.pfx").exists()
+    assert len(x509.load_pem_x509_certificates((out_dir / "mail.contoso.com.chain.pem").read_bytes())) == 1
+
+
+def test_issue_refuses_to_overwrite_before_signing_anything(home: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    first = run("ca", "issue", "mail.contoso.com", "--home", str(home), "--out", str(out_dir), "--key", "ec-p256")
+    assert first[0] == 0
+    before = (out_dir / "mail.contoso.com.key").read_bytes()
+    code, _, err = run("ca", "issue", "mail.contoso.com", "--home", str(home), "--out", str(out_dir))
+    assert code == 2
+    assert "already exists" in err and "--force" in err
+    assert (out_dir / "mail.contoso.com.key").read_bytes() == before
+    code, out, _ = run("ca", "list", "--home", str(home), "--json")
+    assert len(json.loads(out)) == 1  # nothing was issued by the refused run
+
+
+def test_batch_issue_from_file(home: Path, tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("# edge servers\nedge1.contoso.com contoso.com\nedge2.contoso.com\n\n")
+    code, out, err = run("ca", "issue", "--from", str(names), "--home", str(home), "--out", str(tmp_path / "o"),
+                         "--key", "ec-p256")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "edge1.contoso.com.chain.pem", "edge1.contoso.com.crt", "edge1.contoso.com.key",
+        "edge2.contoso.com.chain.pem", "edge2.contoso.com.crt", "edge2.contoso.com.key"]
+    assert out.count("\n") == 2
+
+
+def test_list_show_renew_revoke_crl_status(home: Path, tmp_path: Path) -> None:
+    h = ["--home", str(home)]
+    run("ca", "issue", "mail.contoso.com", *h, "--out", str(tmp_path / "a"), "--key", "ec-p256")
+    code, out, _ = run("ca", "show", "mail.contoso.com", *h, "--json")
+    first = json.loads(out)
+    assert first["status"] == "valid" and first["files"]["key"].endswith("mail.contoso.com.key")
+    code, out, err = run("ca", "renew", "mail.contoso.com", *h, "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert not (tmp_path / "b" / "mail.contoso.com.key").exists()  # same key: no key file
+    code, out, _ = run("ca", "show", first["serial"], *h, "--json")
+    assert json.loads(out)["renewed_by"] is not None
+    code, out, err = run("ca", "revoke", first["serial"], "--reason", "superseded", *h)
+    assert code == 0 and "Revoked" in out
+    code, out, _ = run("ca", "list", "--revoked", *h, "--json")
+    assert [r["serial"] for r in json.loads(out)] == [first["serial"]]
+    crl_copy = tmp_path / "contoso.crl"
+    code, out, err = run("ca", "crl", *h, "--out", str(crl_copy))
+    assert code == 0, err
+    crl = x509.load_der_x509_crl(crl_copy.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(int(first["serial"], 16)) is not None
+    code, out, _ = run("ca", "status", *h)
+    assert code == 0 and "CRL #1" in out
+    code, out, _ = run("ca", "list", "--expiring", "500d", *h, "--json")
+    assert len(json.loads(out)) == 1  # only the renewed one: the revoked one is excluded
+
+
+def test_sign_csr_from_exchange_writes_crt_chain_and_p7b(home: Path, tmp_path: Path) -> None:
+    key = generate_key("rsa2048")
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge.contoso.com")]))
+           .sign(key, hashes.SHA256()))
+    req = tmp_path / "edge.req"
+    req.write_bytes(csr.public_bytes(serialization.Encoding.PEM).replace(b"CERTIFICATE REQUEST",
+                                                                        b"NEW CERTIFICATE REQUEST"))
+    code, out, err = run("ca", "sign", str(req), "--home", str(home), "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "edge.contoso.com.chain.pem", "edge.contoso.com.crt", "edge.contoso.com.p7b"]
+
+
+def test_root_to_stdout_and_der_file(home: Path, tmp_path: Path) -> None:
+    code, out, _ = run("ca", "root", "--home", str(home))
+    root = x509.load_pem_x509_certificate(out.encode())
+    assert run("ca", "root", "--home", str(home), "--out", str(tmp_path / "root.cer"))[0] == 0
+    assert x509.load_der_x509_certificate((tmp_path / "root.cer").read_bytes()) == root
+
+
+def test_selfsigned_is_like_new_exchange_certificate(tmp_path: Path) -> None:
+    code, out, err = run("selfsigned", "edge01.contoso.com", "--out", str(tmp_path))
+    assert code == 0, err
+    cert = x509.load_pem_x509_certificate((tmp_path / "edge01.crt").read_bytes())
+    assert cert.subject == cert.issuer
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "edge01"
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["edge01", "edge01.contoso.com"]
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 5 * 365
+    assert cert.public_key().key_size == 2048  # type: ignore[union-attr]
+
+
+def test_inspect_lints_a_self_signed_ec_server_only_certificate(home: Path, tmp_path: Path) -> None:
+    run("ca", "issue", "mail.contoso.com", "--home", str(home), "--out", str(tmp_path), "--profile", "server",
+        "--key", "ec-p256")
+    code, out, _ = run("inspect", str(tmp_path / "mail.contoso.com.crt"))
+    assert code == 1
+    assert "eku.no-client-auth" in out and "key.not-rsa" in out
+    assert "eku.no-server-auth" not in out
+    code, out, _ = run("inspect", str(tmp_path / "mail.contoso.com.crt"), "--json")
+    codes = {f["code"] for f in json.loads(out)["certs"][0]["lint"]}
+    assert codes == {"eku.no-client-auth", "key.not-rsa"}
+
+
+def test_inspect_reads_pfx_with_password_csr_and_crl(home: Path, tmp_path: Path) -> None:
+    run("ca", "issue", "mail.contoso.com", "--home", str(home), "--out", str(tmp_path), "--pfx")
+    code, out, _ = run("inspect", str(tmp_path / "mail.contoso.com.pfx"))
+    assert code == 0 and "PFX" in out and "OK (no problems found)" in out
+    code, out, err = run("inspect", str(tmp_path / "mail.contoso.com.pfx"), env={"CERTKIT_PFX_PASSWORD": "wrong"})
+    assert code == 2 and "wrong" in err
+    run("ca", "crl", "--home", str(home))
+    code, out, _ = run("inspect", str(home / "ca.crl"))
+    assert code == 0 and "Next update" in out
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "is empty"),
+    (b"hello world", "not a certificate"),
+    (b"-----BEGIN CERTIFICATE-----\nMIIB!!!!\n-----END CERTIFICATE-----\n", "cannot be decoded"),
+    (b"-----BEGIN CERTIFICATE-----\nMIIBxzCCAW2gAwIBAgIU", "truncated"),
+])
+def test_inspect_malformed_input_is_one_line_exit_2(tmp_path: Path, content: bytes, message: str) -> None:
+    bad = tmp_path / "bad.crt"
+    bad.write_bytes(content)
+    code, out, err = run("inspect", str(bad))
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["ca", "issue", "mail_1.contoso.com"], "underscore"),
+    (["ca", "issue", "mail.contoso.com", "--days", "99999"], "after the CA itself expires"),
+    (["ca", "issue", "mail.contoso.com", "--san", "XX:foo"], "SAN entry"),
+    (["ca", "revoke", "0123456789abcdef"], "No certificate with serial"),
+    (["ca", "sign", "/nonexistent.csr"], "does not exist"),
+    (["ca", "init", "--name", "Again"], "already holds a CA"),
+])
+def test_misuse_is_one_line_exit_2(home: Path, args: list[str], message: str) -> None:
+    code, out, err = run(*args, "--home", str(home))
+    assert code == 2, (out, err)
+    assert message in err
+    assert err.strip().count("\n") == 0
+
+
+def test_wrong_or_missing_ca_passphrase(home: Path) -> None:
+    code, _, err = run("ca", "issue", "x.contoso.com", "--home", str(home), env={"CERTKIT_CA_PASSPHRASE": "nope"})
+    assert code == 2 and "passphrase" in err and "wrong" in err
+    result = CliRunner().invoke(main, ["ca", "issue", "x.contoso.com", "--home", str(home)], env={
+        "CERTKIT_CA_PASSPHRASE": ""})
+    assert result.exit_code == 2 and "No passphrase was given" in result.stderr
+
+
+def test_passphrase_file_and_home_from_environment(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("from-a-file\n")
+    h = tmp_path / "envhome"
+    code, _, err = run("ca", "init", "--name", "Env CA", "--key", "ec-p256", "--passphrase-file", str(pw),
+                       env={"CERTKIT_HOME": str(h), "CERTKIT_CA_PASSPHRASE": ""})
+    assert code == 0, err
+    assert (h / "ca.db").exists()
+    code, _, err = run("ca", "issue", "m.contoso.com", "--passphrase-file", str(pw), "--out", str(tmp_path / "o"),
+                       env={"CERTKIT_HOME": str(h), "CERTKIT_CA_PASSPHRASE": ""})
+    assert code == 0, err
+
+
+# --- the installed command --------------------------------------------------------------------------
+
+def _installed() -> str:
+    exe = shutil.which("certkit", path=os.path.dirname(sys.executable)) or shutil.which("certkit")
+    if exe is None:
+        pytest.skip("the certkit command is not installed in this environment")
+    return exe
+
+
+def test_installed_command_issues_and_reports_errors_without_traceback(tmp_path: Path) -> None:
+    exe = _installed()
+    env = {**os.environ, **ENV, "CERTKIT_HOME": str(tmp_path / "h")}
+    subprocess.run([exe, "ca", "init", "--name", "Sub CA", "--key", "ec-p256"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    done = subprocess.run([exe, "ca", "issue", "mail.contoso.com", "--out", str(tmp_path / "o")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    bad = subprocess.run([exe, "ca", "issue", "bad name.contoso.com"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("certkit: error:") and "Traceback" not in bad.stderr
+    usage = subprocess.run([exe, "ca", "issue", "--days", "many"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr

@@ -1,0 +1,72 @@
+"""The public API is what __all__ says; the core stays pure; errors travel."""
+
+from __future__ import annotations
+
+import ast
+import pickle
+from pathlib import Path
+
+import pytest
+
+import certkit
+from certkit import errors
+
+PKG = Path(certkit.__file__).resolve().parent
+
+
+def test_everything_in_all_is_importable_and_documented() -> None:
+    for name in certkit.__all__:
+        obj = getattr(certkit, name)
+        if callable(obj) and not isinstance(obj, type(certkit.CATALOGUE)):
+            assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_all_lists_the_main_nouns() -> None:
+    for name in ("CertificateAuthority", "IssuedCertificate", "CertkitError", "Finding", "CATALOGUE", "KeyType",
+                 "FixedClock", "lint_certificate", "exchange_selfsigned"):
+        assert name in certkit.__all__
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("layer", ["core", "adapters"])
+def test_core_and_adapters_never_import_the_cli(layer: str) -> None:
+    for path in (PKG / layer).glob("*.py"):
+        assert not [m for m in _imports(path) if m.startswith("certkit.cli") or m == "click"], path
+
+
+def test_core_never_prints_or_touches_sockets_or_files() -> None:
+    for path in (PKG / "core").glob("*.py"):
+        source = path.read_text()
+        tree = ast.parse(source)
+        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert "print" not in calls, path
+        assert "open" not in calls, path
+        assert not {"socket", "sqlite3", "OpenSSL", "jinja2", "dns", "certifi"} & {
+            m.split(".")[0] for m in _imports(path)}, path
+
+
+@pytest.mark.parametrize("lib", ["OpenSSL", "jinja2", "certifi"])
+def test_each_foreign_library_lives_in_one_module(lib: str) -> None:
+    users = [p for p in PKG.rglob("*.py") if any(m.split(".")[0] == lib for m in _imports(p))]
+    assert len(users) <= 1, users
+
+
+def test_errors_pickle_and_print_as_one_line() -> None:
+    err = errors.PolicyError("The key is RSA 1024.", "Generate a new key.")
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is errors.PolicyError
+    assert str(again) == "The key is RSA 1024. Generate a new key."
+    assert again.exit_code == 2
+    assert errors.StoreError("x").exit_code == 1
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.CertkitError)
