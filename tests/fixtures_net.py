@@ -14,7 +14,7 @@ import pytest
 from tests.dnsserver import DnsServer
 from tests.smtp_servers import Handler, SmtpTestServer
 
-__all__ = ["ZONES", "dns_server", "in_ci", "require_tool", "smtp_server"]
+__all__ = ["ZONES", "dns_server", "in_ci", "require_postfix", "require_tool", "smtp_server"]
 
 
 def in_ci() -> bool:
@@ -67,3 +67,17 @@ def dns_server() -> Iterator[DnsServer]:
     """A loopback DNS server serving :data:`ZONES` (``slow.test`` never answers, ``broken.test`` SERVFAILs)."""
     with DnsServer(ZONES, silent=["slow.test"], servfail=["broken.test"]) as srv:
         yield srv
+
+
+def require_postfix() -> str:
+    """Postfix's ``postfix`` command, if a private instance can run here (root and the package)."""
+    path = require_tool("postfix")
+    import pwd
+
+    try:
+        pwd.getpwnam("postfix")
+    except KeyError:
+        (pytest.fail if in_ci() else pytest.skip)("the postfix user does not exist (install the Debian package)")
+    if os.geteuid() != 0:
+        (pytest.fail if in_ci() else pytest.skip)("a private Postfix instance needs root")
+    return path

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from cryptography import x509
 
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session
-from tests.fixtures_net import smtp_server
+from tests.fixtures_net import require_postfix, smtp_server
 from tests.pki import Issued, make_intermediate, make_leaf, make_root, make_self_signed
+from tests.postfix import PostfixInstance
 from tests.smtp_servers import (
     Handler,
     Scripted,
@@ -226,3 +227,83 @@ def test_addresses_with_line_breaks_are_refused_before_sending(smtp_server: Star
     srv = smtp_server(Scripted(identity=SERVER))
     with pytest.raises(LocalProtocolError):
         run_session("127.0.0.1", srv.port, mail_from=bad, timeout=2)
+
+
+# --- real Postfix -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postfix_may() -> Iterator[PostfixInstance]:
+    """Postfix with a CA-signed certificate and opportunistic TLS."""
+    require_postfix()
+    with PostfixInstance(PF_SERVER.cert, PF_SERVER.key, [PF_INTER.cert]) as pf:
+        yield pf
+
+
+@pytest.fixture(scope="module")
+def postfix_req() -> Iterator[PostfixInstance]:
+    """Postfix requiring TLS and a client certificate from PF_ROOT's hierarchy."""
+    require_postfix()
+    with PostfixInstance(PF_SERVER.cert, PF_SERVER.key, [PF_INTER.cert], client_ca=[PF_ROOT.cert, PF_INTER.cert]) as pf:
+        yield pf
+
+
+PF_ROOT = make_root("Fabrikam Root")
+PF_INTER = make_intermediate(PF_ROOT, "Fabrikam Issuing CA")
+PF_SERVER = make_leaf(PF_INTER, ["mx.fabrikam.test", "fabrikam.test"])
+PF_CLIENT = make_leaf(PF_INTER, ["edge.contoso.test"])
+
+
+def probe_postfix(pf: PostfixInstance, identity: Issued | None = None,
+                  chain: tuple[x509.Certificate, ...] = ()) -> SmtpSession:
+    ident = ClientIdentity(identity.cert, identity.key, chain) if identity else None
+    return run_session("127.0.0.1", pf.port, server_name="mx.fabrikam.test", helo_name="edge.contoso.test",
+                       mail_from="probe@contoso.test", rcpt_to="postmaster@fabrikam.test", identity=ident, timeout=5)
+
+
+def test_postfix_may_full_dialogue(postfix_may: PostfixInstance) -> None:
+    s = probe_postfix(postfix_may)
+    assert s.failure is None, s.failure
+    assert s.banner is not None and s.banner.text.startswith("220 mx.fabrikam.test ESMTP")
+    assert s.starttls_offered
+    assert s.tls is not None and s.tls.peer_chain == (PF_SERVER.cert, PF_INTER.cert)
+    assert not s.tls.certificate_requested
+    assert s.after_tls is not None and s.after_tls.code == 250
+    assert s.rcpt is not None and s.rcpt.text == "250 2.1.5 Ok"
+    assert s.rset is not None and s.quit is not None and s.quit.code == 221
+
+
+def test_postfix_may_refuses_relay(postfix_may: PostfixInstance) -> None:
+    s = run_session("127.0.0.1", postfix_may.port, server_name="mx.fabrikam.test", mail_from="probe@contoso.test",
+                    rcpt_to="someone@elsewhere.test", timeout=5)
+    assert s.rcpt is not None and s.rcpt.code == 554 and "Relay access denied" in s.rcpt.text
+
+
+def test_postfix_no_client_certificate_presented(postfix_req: PostfixInstance) -> None:
+    s = probe_postfix(postfix_req)
+    assert s.tls is not None and s.tls.certificate_requested and not s.tls.client_cert_sent
+    assert set(s.tls.client_ca_names) == {PF_ROOT.cert.subject, PF_INTER.cert.subject}
+    assert s.after_tls is not None
+    assert s.after_tls.text == "421 4.7.1 mx.fabrikam.test Error: No client certificate presented"
+    assert s.rejected_after_tls and s.mail is None
+
+
+def test_postfix_client_certificate_not_trusted(postfix_req: PostfixInstance) -> None:
+    s = probe_postfix(postfix_req, FOREIGN)
+    assert s.tls is not None and s.tls.client_cert_sent
+    assert s.after_tls is not None
+    assert s.after_tls.text == "421 4.7.1 mx.fabrikam.test Error: Client certificate not trusted"
+    assert "untrusted issuer" in postfix_req.log()
+
+
+def test_postfix_accepts_a_trusted_client_certificate(postfix_req: PostfixInstance) -> None:
+    s = probe_postfix(postfix_req, PF_CLIENT, (PF_INTER.cert,))
+    assert s.failure is None
+    assert s.after_tls is not None and s.after_tls.code == 250
+    assert s.rcpt is not None and s.rcpt.code == 250
+    assert not s.rejected_after_tls
+
+
+def test_postfix_requires_starttls_before_mail(postfix_req: PostfixInstance) -> None:
+    s = run_session("127.0.0.1", postfix_req.port, mail_from="probe@contoso.test", starttls=False, timeout=5)
+    assert s.mail is not None and s.mail.text == "530 5.7.0 Must issue a STARTTLS command first"
