@@ -9,7 +9,8 @@ from certkit.cli.common import CertkitGroup
 __all__ = ["main"]
 
 
-@click.group(cls=CertkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=CertkitGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="certkit")
 def main() -> None:
     """Certificates and trust for mail servers that use mutual TLS (Exchange Domain Security, Postfix)."""
@@ -17,9 +18,10 @@ def main() -> None:
 
 def _register() -> None:
     from certkit.cli import ca as ca_cli
+    from certkit.cli import demo as demo_cli
     from certkit.cli import trust as trust_cli
 
-    for command in (*ca_cli.COMMANDS, *trust_cli.COMMANDS):
+    for command in (*ca_cli.COMMANDS, *trust_cli.COMMANDS, *demo_cli.COMMANDS):
         main.add_command(command)
 
 
