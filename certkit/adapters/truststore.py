@@ -114,7 +114,10 @@ class TrustStore:
             raise StoreError(f"{p} is a file, not a trust store folder.", "Give a folder with --store.")
         index = p / INDEX
         if not index.exists():
-            if p.is_dir() and any(child.name not in (LOCK,) for child in p.iterdir()):
+            # A new store (or one whose first write was interrupted) holds only certkit's own files:
+            # the lock, fingerprint-named PEMs and hidden temporary files. Anything else: not a store.
+            if p.is_dir() and any(not (child.name.startswith(".") or _FP_FILE.match(child.name))
+                                  for child in p.iterdir()):
                 raise StoreError(f"{p} is not a certkit trust store (it has files but no {INDEX}).",
                                  "Give the right --store folder, or an empty or new folder to start a store.")
             return _State()
