@@ -1,0 +1,364 @@
+"""The STARTTLS probe: talk to a partner's MX as the sending Edge would, and explain what goes wrong.
+
+:func:`probe_sync` (and the coroutine :func:`probe`) resolve each target (a mail domain through MX
+records, or ``host[:port]``/``[ip]:port``), run one SMTP session per address with
+:func:`certkit.adapters.transport.run_session`, verify the presented chain with
+:func:`certkit.core.verify.verify_chain` (fetching the CRLs of its distribution points), and turn what
+was seen into :class:`~certkit.core.findings.Finding` data. Nothing here prints.
+
+Whose rules decide (``validator``): ``exchange`` requires revocation to be checkable (no CDP, an
+unreachable or stale CRL fail, as Windows does for Domain Security); ``postfix`` checks no revocation
+and reports revocation facts as information only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from certkit.adapters.crlfetch import CrlCache
+from certkit.adapters.dns import resolve_mail_domain
+from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session
+from certkit.clock import Clock, SystemClock
+from certkit.core.findings import Finding, Severity
+from certkit.core.verify import VerificationResult, verify_chain
+from certkit.errors import InputError
+
+__all__ = [
+    "AddressResult",
+    "ProbeResult",
+    "Target",
+    "diagnose_session",
+    "exit_code",
+    "parse_target",
+    "probe",
+    "probe_sync",
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed TARGET: a mail domain (to resolve through MX) or a host/address with a port."""
+
+    text: str
+    host: str
+    port: int
+    is_domain: bool
+
+
+def parse_target(text: str, default_port: int = 25) -> Target:
+    """``fabrikam.com`` (a domain), ``mx.fabrikam.com:25``, ``192.0.2.1``, ``[2001:db8::1]:25``.
+
+    A bare name without a port is a mail domain (resolved through MX); a name with a port, or an IP
+    address, is probed directly.
+    """
+    t = text.strip()
+    if not t:
+        raise InputError("An empty target was given.", "Give a domain, host:port or [ip]:port.")
+    if t.startswith("["):
+        end = t.find("]")
+        if end < 0:
+            raise InputError(f"Bad target {text!r}.", "Write IPv6 addresses as [ADDRESS]:PORT.")
+        host, rest = t[1:end], t[end + 1:]
+        port = _port(rest[1:], text) if rest.startswith(":") else default_port
+        if rest and not rest.startswith(":"):
+            raise InputError(f"Bad target {text!r}.", "Write [ADDRESS]:PORT.")
+        return Target(text, host, port, False)
+    if t.count(":") > 1:
+        return Target(text, t, default_port, False)  # a bare IPv6 address
+    if ":" in t:
+        host, p = t.rsplit(":", 1)
+        return Target(text, host, _port(p, text), False)
+    try:
+        ipaddress.ip_address(t)
+        return Target(text, t, default_port, False)
+    except ValueError:
+        return Target(text, t.rstrip(".").lower(), default_port, True)
+
+
+def _port(text: str, original: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise InputError(f"Bad port in target {original!r}.", "The port must be 1 to 65535.")
+    return int(text)
+
+
+@dataclass
+class AddressResult:
+    """One probed address: the session, the verification of their certificate, and the findings."""
+
+    target: str
+    host: str
+    address: str
+    port: int
+    session: SmtpSession | None = None
+    verification: VerificationResult | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def reached(self) -> bool:
+        return self.session is not None and self.session.connected
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+    @property
+    def verdict(self) -> str:
+        if self.ok:
+            return "would deliver with Domain Security"
+        first = next(f for f in self.findings if f.severity is Severity.ERROR)
+        return f"would fail: {first.entry.title}"
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.session
+        tls = s.tls if s else None
+        return {
+            "target": self.target, "host": self.host, "address": self.address, "port": self.port,
+            "reached": self.reached, "ok": self.ok, "verdict": self.verdict,
+            "tls": None if tls is None else {
+                "version": tls.version, "cipher": tls.cipher,
+                "chain": [c.subject.rfc4514_string() for c in tls.peer_chain],
+                "acceptable_client_issuers": [n.rfc4514_string() for n in tls.client_ca_names],
+                "client_certificate_sent": tls.client_cert_sent,
+            },
+            "findings": [f.to_dict() for f in self.findings],
+            "transcript": [{"direction": t.direction, "text": t.text, "elapsed": t.elapsed}
+                           for t in (s.transcript if s else [])],
+            "timings": s.timings if s else {},
+        }
+
+
+@dataclass
+class ProbeResult:
+    """The results of one TARGET: DNS findings (if any) and one :class:`AddressResult` per address."""
+
+    target: str
+    addresses: list[AddressResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def all_findings(self) -> list[Finding]:
+        return [*self.findings, *(f for a in self.addresses for f in a.findings)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "findings": [f.to_dict() for f in self.findings],
+                "addresses": [a.to_dict() for a in self.addresses]}
+
+
+def exit_code(results: Sequence[ProbeResult]) -> int:
+    """0 no error findings, 1 error findings, 3 nothing could be reached."""
+    if not any(a.reached for r in results for a in r.addresses):
+        return 3
+    return 1 if any(f.severity is Severity.ERROR for r in results for f in r.all_findings) else 0
+
+
+# --- diagnosis ---------------------------------------------------------------------------------------
+
+
+def _has_client_auth(cert: x509.Certificate) -> bool:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return ExtendedKeyUsageOID.CLIENT_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
+
+
+def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.datetime) -> list[Finding]:
+    reply = session.after_tls
+    assert reply is not None
+    tls = session.tls
+    ev: dict[str, Any] = {"reply": reply.text}
+    if tls is not None:
+        ev["acceptable_issuers"] = [n.rfc4514_string() for n in tls.client_ca_names]
+    if reply.code == 554:
+        return [Finding("peer.rejected-weak-session", f"They answered '{reply.text}' after the handshake.",
+                        evidence=ev)]
+    if identity is None or tls is None or not tls.client_cert_sent:
+        why = "we have no client certificate" if identity is None else "the server did not ask for one"
+        return [Finding("peer.rejected-no-client-cert",
+                        f"They answered '{reply.text}' after the handshake; we presented no certificate ({why}).",
+                        evidence=ev)]
+    ours = identity.cert
+    who = ours.subject.rfc4514_string()
+    out: list[Finding] = []
+    ours_issuers = {ours.issuer, *(c.subject for c in identity.chain), *(c.issuer for c in identity.chain)}
+    if tls.client_ca_names and not ours_issuers & set(tls.client_ca_names):
+        out.append(Finding("peer.rejected-issuer-not-accepted",
+                           f"They answered '{reply.text}'; our issuer {ours.issuer.rfc4514_string()} is not among "
+                           f"the {len(tls.client_ca_names)} issuer(s) they accept.", subject=who, evidence=ev))
+    if not _has_client_auth(ours):
+        out.append(Finding("peer.rejected-no-client-auth",
+                           f"They answered '{reply.text}'; our certificate has no clientAuth EKU.", subject=who,
+                           evidence=ev))
+    if ours.not_valid_after_utc < at:
+        out.append(Finding("peer.rejected-expired", f"They answered '{reply.text}'; our certificate expired on "
+                           f"{ours.not_valid_after_utc:%Y-%m-%d}.", subject=who, evidence=ev))
+    if not out:
+        out.append(Finding("peer.rejected-untrusted",
+                           f"They answered '{reply.text}' after the handshake: they do not trust our certificate.",
+                           subject=who, evidence=ev))
+    return out
+
+
+def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = None,
+                     at: _dt.datetime) -> list[Finding]:
+    """The SMTP/TLS findings of one session (not the verification of their certificate)."""
+    out: list[Finding] = []
+    s = session
+    where = f"{s.address}:{s.port}"
+    if s.injected:
+        out.append(Finding("smtp.starttls-injection", f"{where} sent {len(s.injected)} octets of plaintext after "
+                           "its 220 to STARTTLS; they were discarded.", subject=where,
+                           evidence={"data": s.injected[:200].decode("latin-1")}))
+    if s.failure is not None:
+        out.append(Finding(s.failure.code, f"{s.failure.detail} (at {s.failure.stage}).", subject=where,
+                           evidence={"stage": s.failure.stage}))
+        if s.failure.stage in ("connect", "banner", "ehlo", "helo", "starttls", "handshake"):
+            return out
+    if s.banner is not None and not s.banner.positive:
+        out.append(Finding("smtp.protocol-error", f"The greeting was negative: '{s.banner.text}'.", subject=where))
+        return out
+    if not s.implicit_tls and s.ehlo is not None and s.ehlo.positive and not s.starttls_offered:
+        out.append(Finding("smtp.no-starttls", f"{where} did not offer STARTTLS after EHLO.", subject=where))
+    if s.starttls is not None and s.starttls.code != 220:
+        out.append(Finding("smtp.starttls-refused", f"STARTTLS was answered '{s.starttls.text}'.", subject=where))
+    if s.tls is not None and s.tls.old_protocol:
+        out.append(Finding("tls.old-protocol", f"The session used {s.tls.version}.", subject=where))
+    if s.rejected_after_tls:
+        out.extend(_our_causes(s, identity, at))
+        return out
+    if s.mail is not None and s.mail.code == 530:
+        out.append(Finding("smtp.tls-required", f"MAIL FROM was answered '{s.mail.text}'.", subject=where))
+    elif s.rcpt is not None and not s.rcpt.positive:
+        out.append(Finding("smtp.recipient-refused", f"RCPT TO was answered '{s.rcpt.text}'.", subject=where))
+    return out
+
+
+def _cdp_urls(certs: Iterable[x509.Certificate]) -> list[str]:
+    urls: list[str] = []
+    for cert in certs:
+        try:
+            cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        except x509.ExtensionNotFound:
+            continue
+        for dp in cdp:
+            for gn in dp.full_name or ():
+                if isinstance(gn, x509.UniformResourceIdentifier) and gn.value.lower().startswith("http://"):
+                    urls.append(gn.value)
+    return list(dict.fromkeys(urls))
+
+
+def _verify(session: SmtpSession, anchors: Any, *, name: str | None, domain: str | None, at: _dt.datetime,
+            validator: str, crl_cache: CrlCache) -> VerificationResult | None:
+    if session.tls is None or not session.tls.peer_chain:
+        return None
+    leaf, *inters = session.tls.peer_chain
+    first = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at)
+    certs = list(dict.fromkeys([*first.chain, *session.tls.peer_chain]))
+    crls = [r.crl for r in (crl_cache.get(u) for u in _cdp_urls(certs)) if r.crl is not None]
+    result = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at, crls=crls,
+                          require_revocation=validator == "exchange")
+    if validator == "postfix":
+        # Postfix checks no revocation: report what was seen as information only.
+        result = replace(result, findings=tuple(
+            replace(f, severity=Severity.INFO) if f.code.startswith("revocation.") else f for f in result.findings))
+    return result
+
+
+def _probe_address(target: str, host: str, address: str, port: int, *, anchors: Any,
+                   identity: ClientIdentity | None, name: str | None, domain: str | None, validator: str,
+                   mail_from: str | None, rcpt_to: str | None, helo_name: str, implicit_tls: bool, timeout: float,
+                   at: _dt.datetime, crl_cache: CrlCache) -> AddressResult:
+    sni = host if host != address else None
+    session = run_session(address, port, server_name=sni, helo_name=helo_name, mail_from=mail_from,
+                          rcpt_to=rcpt_to, identity=identity, implicit_tls=implicit_tls, timeout=timeout)
+    result = AddressResult(target, host, address, port, session)
+    result.findings.extend(diagnose_session(session, identity=identity, at=at))
+    result.verification = _verify(session, anchors, name=name, domain=domain, at=at, validator=validator,
+                                  crl_cache=crl_cache)
+    if result.verification is not None:
+        result.findings.extend(result.verification.findings)
+    return result
+
+
+def probe_sync(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
+               port: int = 25, implicit_tls: bool = False, validator: str = "exchange", domain: str | None = None,
+               name: str | None = None, mail_from: str | None = None, rcpt_to: str | None = None,
+               helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
+               concurrency: int = 50, clock: Clock | None = None) -> list[ProbeResult]:
+    """Probe every target (see the module docstring); results in input order."""
+    return asyncio.run(probe(targets, anchors=anchors, identity=identity, port=port, implicit_tls=implicit_tls,
+                             validator=validator, domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt_to,
+                             helo_name=helo_name, nameserver=nameserver, timeout=timeout,
+                             concurrency=concurrency, clock=clock))
+
+
+async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
+                port: int = 25, implicit_tls: bool = False, validator: str = "exchange", domain: str | None = None,
+                name: str | None = None, mail_from: str | None = None, rcpt_to: str | None = None,
+                helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
+                concurrency: int = 50, clock: Clock | None = None) -> list[ProbeResult]:
+    """The coroutine behind :func:`probe_sync`: blocking sessions run in threads, ``concurrency`` at a time."""
+    if validator not in ("exchange", "postfix"):
+        raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
+    if name is not None and domain is not None:
+        raise InputError("--name and --domain are mutually exclusive.",
+                         "Use --name for the host rule or --domain for the Domain Security rule.")
+    parsed = [parse_target(t, port) for t in targets]
+    at = (clock or SystemClock()).now()
+    sem = asyncio.Semaphore(max(1, concurrency))
+    cache = CrlCache(timeout=timeout)
+    ours = identity.cert if identity else None
+
+    async def one(t: Target) -> ProbeResult:
+        result = ProbeResult(t.text)
+        if t.is_domain:
+            async with sem:
+                route = await asyncio.to_thread(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout)
+            if route.failure is not None:
+                result.findings.append(Finding(route.failure.code, route.failure.detail, subject=t.host))
+            pairs = route.targets
+        else:
+            pairs = [(t.host, t.host)]
+        partner = domain if domain is not None else (t.host if t.is_domain and name is None else None)
+        sender = mail_from if mail_from is not None else (f"probe@{_our_domain(ours)}" if ours else "probe@localhost")
+        rcpt = rcpt_to if rcpt_to is not None else (f"postmaster@{t.host}" if t.is_domain else
+                                                    f"postmaster@{partner}" if partner else None)
+        helo = helo_name or (_our_host(ours) if ours else "localhost")
+
+        async def addr(host: str, address: str) -> AddressResult:
+            async with sem:
+                return await asyncio.to_thread(
+                    _probe_address, t.text, host, address, t.port, anchors=anchors, identity=identity, name=name,
+                    domain=partner, validator=validator, mail_from=sender, rcpt_to=rcpt, helo_name=helo,
+                    implicit_tls=implicit_tls, timeout=timeout, at=at, crl_cache=cache)
+
+        result.addresses = list(await asyncio.gather(*(addr(h, a) for h, a in pairs)))
+        return result
+
+    return list(await asyncio.gather(*(one(t) for t in parsed)))
+
+
+def _dns_names(cert: x509.Certificate) -> list[str]:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except x509.ExtensionNotFound:
+        return []
+
+
+def _our_host(cert: x509.Certificate) -> str:
+    names = [n for n in _dns_names(cert) if "*" not in n]
+    return names[0] if names else "localhost"
+
+
+def _our_domain(cert: x509.Certificate) -> str:
+    host = _our_host(cert)
+    return host.split(".", 1)[1] if host.count(".") >= 2 else host
