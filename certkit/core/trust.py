@@ -24,6 +24,7 @@ from cryptography.x509.verification import Store
 
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.core.keys import MIN_RSA_BITS
+from certkit.errors import MalformedInputError
 
 __all__ = [
     "Anchor",
@@ -31,11 +32,21 @@ __all__ = [
     "AnchorSource",
     "Refusal",
     "anchor_refusals",
+    "extension_problem",
     "is_ca",
     "is_self_signed",
     "is_sha1_signed",
     "weak_key_bits",
 ]
+
+
+def extension_problem(cert: x509.Certificate) -> str | None:
+    """Why the certificate's extensions cannot be parsed, or ``None`` when they can."""
+    try:
+        cert.extensions  # noqa: B018 -- parsing is the check
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def is_ca(cert: x509.Certificate) -> bool:
@@ -89,6 +100,10 @@ def anchor_refusals(cert: x509.Certificate, *, at: _dt.datetime) -> list[Refusal
     A non-CA certificate needs ``--pin`` (trust exactly this certificate); an expired, not yet valid,
     weak-key (RSA < 2048) or SHA-1-signed one needs ``--force``.
     """
+    broken = extension_problem(cert)
+    if broken is not None:
+        raise MalformedInputError(f"The certificate {cert.subject.rfc4514_string()} has an extension that cannot be "
+                                  f"parsed ({broken}).", "It cannot be an anchor; get a correct copy from its owner.")
     out: list[Refusal] = []
     if not is_ca(cert):
         out.append(Refusal("it is not a CA certificate (basicConstraints CA:TRUE is missing), so trusting it "

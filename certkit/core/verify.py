@@ -47,6 +47,7 @@ from certkit.core.trust import (
     AnchorSet,
     AnchorSource,
     as_anchor_set,
+    extension_problem,
     is_self_signed,
     is_sha1_signed,
     organisations_of,
@@ -457,7 +458,14 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
         if is_ip_address(domain):
             raise UsageError(f"{domain!r} is an IP address, not a partner domain.", "Use name= for addresses.")
         domain = dns_name(domain)
-    inters = list(intermediates)
+    broken = extension_problem(leaf)
+    if broken is not None:
+        who = _who(leaf)
+        return VerificationResult(ok=False, chain=(leaf,), purpose=purpose, at=when, reason=broken,
+                                  findings=(Finding("chain.invalid", f"{who} has an extension that cannot be parsed "
+                                                    f"({broken}).", subject=who, evidence={"reason": broken}),))
+    # An intermediate whose extensions cannot be parsed can never be part of a valid path: leave it out.
+    inters = [c for c in intermediates if extension_problem(c) is None]
     crl_list = list(crls)
     anchor_set = as_anchor_set(anchors)
     rule = "host" if name is not None else "domain" if domain is not None else None
@@ -466,10 +474,13 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
     # 1. The verdict on the path, from cryptography.
     verified: list[x509.Certificate] | None = None
     reason: str | None = None
-    store = anchor_set.store
-    if store is None:
-        reason = "no trust anchors were given"
-    else:
+    try:
+        store = anchor_set.store
+        if store is None:
+            reason = "no trust anchors were given"
+    except ValueError as exc:  # an anchor cryptography cannot use
+        store, reason = None, f"the trust anchors cannot be used ({exc})"
+    if store is not None:
         builder = PolicyBuilder().store(store).time(when)
         if max_depth is not None:
             builder = builder.max_chain_depth(max_depth)
