@@ -1,0 +1,79 @@
+"""``certkit probe`` on the command line (in-process), against in-test servers and real Postfix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from certkit.adapters.truststore import TrustStore
+from certkit.cli.probe import probe_cmd
+from tests.fixtures_net import smtp_server
+from tests.pki import make_intermediate, make_leaf, make_root
+from tests.smtp_servers import Handler, Scripted, SmtpTestServer
+
+__all__ = ["smtp_server"]
+
+Start = Callable[[Handler], SmtpTestServer]
+ROOT = make_root("Fabrikam Root")
+INTER = make_intermediate(ROOT, "Fabrikam Issuing CA")
+SERVER = make_leaf(INTER, ["mx1.fabrikam.test", "fabrikam.test"])
+CLIENT = make_leaf(INTER, ["edge.contoso.test"])
+
+
+def _store(tmp_path: Path, *certs: object) -> str:
+    ts = TrustStore(tmp_path / "trust")
+    for c in certs:
+        ts.add(c, label="fabrikam")  # type: ignore[arg-type]
+    return str(tmp_path / "trust")
+
+
+def test_probe_json_good_chain(smtp_server: Start, tmp_path: Path) -> None:
+    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
+    store = _store(tmp_path, ROOT.cert)
+    r = CliRunner().invoke(probe_cmd, [f"127.0.0.1:{srv.port}", "--store", store, "--managed-only",
+                                       "--validator", "postfix", "--domain", "fabrikam.test", "--json",
+                                       "--timeout", "3"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    [addr] = data["results"][0]["addresses"]
+    assert addr["verdict"] == "would deliver with Domain Security"
+    assert addr["tls"]["chain"][0] == "CN=mx1.fabrikam.test"
+
+
+def test_probe_text_rejected_client_cert(smtp_server: Start, tmp_path: Path) -> None:
+    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], trusted=[INTER.cert], exchange=True))
+    store = _store(tmp_path, ROOT.cert)
+    r = CliRunner().invoke(probe_cmd, [f"127.0.0.1:{srv.port}", "--store", store, "--managed-only",
+                                       "--validator", "postfix", "--timeout", "3", "-v"])
+    assert r.exit_code == 1, r.output
+    assert "would fail: we presented no client certificate" in r.output
+    assert 'Exchange shows: 451 4.4.0 Primary target IP address responded with: ' \
+           '"454 4.7.5 Certificate validation failure."' in r.output
+    assert "C: STARTTLS" in r.output
+
+
+def test_probe_client_cert_files(smtp_server: Start, tmp_path: Path) -> None:
+    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], trusted=[INTER.cert]))
+    (tmp_path / "c.pem").write_bytes(CLIENT.pem + INTER.pem)
+    (tmp_path / "c.key").write_bytes(CLIENT.key_pem)
+    store = _store(tmp_path, ROOT.cert)
+    r = CliRunner().invoke(probe_cmd, [f"127.0.0.1:{srv.port}", "--store", store, "--managed-only",
+                                       "--validator", "postfix", "--timeout", "3",
+                                       "--client-cert", str(tmp_path / "c.pem"), "--client-key",
+                                       str(tmp_path / "c.key")])
+    assert r.exit_code == 0, r.output
+
+
+def test_probe_unreachable_exits_3(tmp_path: Path) -> None:
+    r = CliRunner().invoke(probe_cmd, ["127.0.0.1:1", "--store", str(tmp_path / "t"), "--managed-only",
+                                       "--timeout", "1"])
+    assert r.exit_code == 3, r.output
+    assert "net.refused" in r.output
+
+
+def test_probe_without_target_is_usage(tmp_path: Path) -> None:
+    r = CliRunner().invoke(probe_cmd, ["--store", str(tmp_path / "t")])
+    assert r.exit_code != 0
