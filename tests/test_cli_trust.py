@@ -1,0 +1,263 @@
+"""``certkit trust ...`` end to end: exit codes, one-line errors, no tracebacks, no half-written store."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pki
+import pytest
+from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtensionOID
+
+from certkit.adapters.roots import certifi_version
+from certkit.cli import main
+from certkit.core.formats import load_certificates, sha256_fingerprint
+
+NOW = pki.NOW
+# `openssl crl2pkcs7 -nocrl -outform DER`: a PKCS#7 SignedData without certificates.
+EMPTY_P7B = base64.b64decode("MCMGCSqGSIb3DQEHAqAWMBQCAQExADALBgkqhkiG9w0BBwExAA==")
+
+
+@pytest.fixture(scope="module")
+def pkis() -> dict[str, pki.Issued]:
+    root = pki.make_root("Fabrikam Root", org="Fabrikam")
+    inter = pki.make_intermediate(root, "Fabrikam Issuing CA", org="Fabrikam", cdp="http://crl.fabrikam.com/root.crl")
+    leaf = pki.make_leaf(inter, ["mx.fabrikam.com"], cdp="http://crl.fabrikam.com/issuing.crl")
+    return {"root": root, "inter": inter, "leaf": leaf, "edge": pki.make_self_signed(["edge.contoso.com"])}
+
+
+@pytest.fixture
+def files(tmp_path: Path, pkis: dict[str, pki.Issued]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for name, issued in pkis.items():
+        out[name] = tmp_path / f"{name}.pem"
+        out[name].write_bytes(issued.pem)
+    out["chain"] = tmp_path / "chain.pem"
+    out["chain"].write_bytes(pkis["leaf"].pem + pkis["inter"].pem)
+    out["root_der"] = tmp_path / "root.cer"
+    out["root_der"].write_bytes(pkis["root"].der)
+    return out
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
+    return CliRunner(env=env).invoke(main, ["trust", *[str(a) for a in args]], catch_exceptions=False)
+
+
+def one_line_error(result: Result, code: int) -> str:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    err = result.stderr.strip()
+    assert err.startswith("certkit: error: ") and "\n" not in err, err
+    return err
+
+
+def test_add_list_show_remove(files: dict[str, Path], home: Path, pkis: dict[str, pki.Issued]) -> None:
+    r = run("add", files["root_der"], "--label", "fabrikam", "--partner", "fabrikam.com", "--home", home)
+    assert r.exit_code == 0, r.output
+    fp = sha256_fingerprint(pkis["root"].cert)
+    assert "added: CN=Fabrikam Root,O=Fabrikam" in r.output and fp in r.output and "CA" in r.output
+    assert (home / "trust" / f"{fp}.pem").exists()
+    again = run("add", files["root"], "--home", home)
+    assert again.exit_code == 0 and "already trusted" in again.output
+    listed = run("list", "--home", home)
+    assert fp[:16] in listed.output and "fabrikam.com" in listed.output
+    assert f"certifi {certifi_version()}" in listed.output
+    data = json.loads(run("list", "--json", "--home", home).output)
+    assert data["certifi"]["version"] == certifi_version()
+    assert [a["label"] for a in data["anchors"]] == ["fabrikam"]
+    shown = run("show", "fabrikam", "--home", home)
+    assert shown.exit_code == 0 and fp in shown.output
+    removed = run("remove", fp[:10], "--home", home)
+    assert removed.exit_code == 0 and "removed" in removed.output
+    assert json.loads(run("list", "--json", "--home", home).output)["anchors"] == []
+
+
+def test_home_from_environment_and_store_override(files: dict[str, Path], tmp_path: Path) -> None:
+    env_home = tmp_path / "envhome"
+    assert run("add", files["root"], env={"CERTKIT_HOME": str(env_home)}).exit_code == 0
+    assert (env_home / "trust" / "index.json").exists()
+    other = tmp_path / "elsewhere"
+    assert run("add", files["root"], "--store", other).exit_code == 0
+    assert (other / "index.json").exists()
+
+
+def test_leaf_is_refused_unless_pinned(files: dict[str, Path], home: Path) -> None:
+    err = one_line_error(run("add", files["edge"], "--home", home), 2)
+    assert "not a CA certificate" in err and "--pin" in err
+    assert not (home / "trust" / "index.json").exists()
+    r = run("add", files["edge"], "--pin", "--home", home)
+    assert r.exit_code == 0 and "pinned (not a CA)" in r.output
+
+
+def test_expired_anchor_is_refused_unless_forced(tmp_path: Path, home: Path) -> None:
+    old = tmp_path / "old.pem"
+    old.write_bytes(pki.make_root(not_after=NOW - dt.timedelta(days=3)).pem)
+    err = one_line_error(run("add", old, "--home", home), 2)
+    assert "expired" in err and "--force" in err
+    r = run("add", old, "--force", "--home", home)
+    assert r.exit_code == 0 and "accepted with --force" in r.output
+
+
+def test_verify_exit_codes_and_reasons(files: dict[str, Path], home: Path) -> None:
+    run("add", files["root"], "--label", "fabrikam", "--home", home)
+    ok = run("verify", files["chain"], "--domain", "fabrikam.com", "--managed-only", "--home", home)
+    assert ok.exit_code == 0 and ok.output.startswith("ACCEPTED")
+    bad = run("verify", files["leaf"], "--chain", files["inter"], "--name", "mx.contoso.com", "--home", home,
+              "--at", "2099-01-01T00:00:00Z")
+    assert bad.exit_code == 1
+    assert "cert.expired" in bad.output and "name.host-mismatch" in bad.output and "DNS:mx.fabrikam.com" in bad.output
+    missing = run("verify", files["leaf"], "--home", home, "--managed-only")
+    assert missing.exit_code == 1 and "chain.missing-intermediate" in missing.output
+
+
+def test_verify_json_and_client_purpose(files: dict[str, Path], home: Path) -> None:
+    run("add", files["root"], "--home", home)
+    r = run("verify", files["chain"], "--purpose", "client", "--json", "--home", home)
+    assert r.exit_code == 0
+    data = json.loads(r.output)
+    assert data["ok"] is True and data["purpose"] == "client" and len(data["chain"]) == 3
+    assert data["certifi_version"] == certifi_version()
+
+
+def test_verify_exchange_validator_needs_crls(files: dict[str, Path], home: Path, tmp_path: Path,
+                                              pkis: dict[str, pki.Issued]) -> None:
+    run("add", files["root"], "--home", home)
+    r = run("verify", files["chain"], "--validator", "exchange", "--home", home)
+    assert r.exit_code == 1 and "revocation.unreachable" in r.output
+    crls = []
+    for name in ("root", "inter"):
+        p = tmp_path / f"{name}.crl"
+        p.write_bytes(pki.make_crl(pkis[name]).public_bytes(serialization.Encoding.PEM))
+        crls += ["--crl", str(p)]
+    assert run("verify", files["chain"], "--validator", "exchange", *crls, "--home", home).exit_code == 0
+    revoked = tmp_path / "revoked.crl"
+    revoked.write_bytes(pki.make_crl(pkis["inter"], [pkis["leaf"].cert.serial_number]).public_bytes(
+        serialization.Encoding.DER))
+    r = run("verify", files["chain"], "--crl", revoked, "--home", home)
+    assert r.exit_code == 1 and "revocation.revoked" in r.output
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--name", "mx.fabrikam.com", "--domain", "fabrikam.com"], "mutually exclusive"),
+    (["--at", "2027-01-01T00:00:00"], "no time zone"),
+    (["--at", "next tuesday"], "not an ISO 8601 time"),
+    (["--name", "bad name"], "not a valid host name"),
+])
+def test_verify_misuse_is_exit_2(files: dict[str, Path], home: Path, extra: list[str], needle: str) -> None:
+    assert needle in one_line_error(run("verify", files["chain"], *extra, "--home", home), 2)
+
+
+def test_export_formats(files: dict[str, Path], home: Path, tmp_path: Path, pkis: dict[str, pki.Issued]) -> None:
+    run("add", files["root"], "--home", home)
+    pem = run("export", "--home", home)
+    assert pem.exit_code == 0
+    assert [sha256_fingerprint(c) for c in load_certificates(pem.output.encode())] == [
+        sha256_fingerprint(pkis["root"].cert)]
+    assert "needs --out" in one_line_error(run("export", "--format", "p7b", "--home", home), 2)
+    assert run("export", "--format", "p7b", "--out", tmp_path / "a.p7b", "--home", home).exit_code == 0
+    assert len(load_certificates((tmp_path / "a.p7b").read_bytes())) == 1
+    assert run("export", "--format", "der-dir", "--out", tmp_path / "cer", "--home", home).exit_code == 0
+    assert len(list((tmp_path / "cer").glob("*.cer"))) == 1
+    err = one_line_error(run("export", "--format", "p7b", "--out", tmp_path / "a.p7b", "--home", home), 2)
+    assert "already exists" in err
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def _broken_extension_cert(tmp_path: Path) -> Path:
+    root = pki.make_root()
+    key = pki.make_key()
+    cert = (x509.CertificateBuilder().subject_name(root.cert.subject).issuer_name(root.cert.subject)
+            .public_key(key.public_key()).serial_number(7)
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
+            .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x01"),
+                           critical=False)
+            .sign(root.key, hashes.SHA256()))
+    p = tmp_path / "broken-ext.pem"
+    p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return p
+
+
+def _pfx(tmp_path: Path, pkis: dict[str, pki.Issued]) -> Path:
+    p = tmp_path / "root.pfx"
+    enc = serialization.BestAvailableEncryption(b"right password")
+    p.write_bytes(pkcs12.serialize_key_and_certificates(b"x", pkis["root"].key, pkis["root"].cert, None, enc))
+    return p
+
+
+@pytest.mark.parametrize(("maker", "needle"), [
+    (lambda d, _: d / "garbage.pem", "not a certificate in any format"),
+    (lambda d, _: d / "broken.pem", "cannot be decoded"),
+    # formats.py words this one generically (cryptography says "no certificate data", which it does not
+    # recognise); still one line, exit 2.
+    (lambda d, _: d / "empty.p7b", "PKCS#7"),
+    (lambda d, _: d / "missing.pem", "does not exist"),
+    (lambda d, p: _pfx(d, p), "password"),
+    (lambda d, _: _broken_extension_cert(d), "cannot be parsed"),
+])
+def test_bad_input_files_are_one_line_exit_2(tmp_path: Path, home: Path, pkis: dict[str, pki.Issued],
+                                             maker: object, needle: str) -> None:
+    (tmp_path / "garbage.pem").write_bytes(b"this is not a certificate\n")
+    (tmp_path / "broken.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB!!!not*base64\n"
+                                          b"-----END CERTIFICATE-----\n")
+    (tmp_path / "empty.p7b").write_bytes(EMPTY_P7B)
+    path = maker(tmp_path, pkis)  # type: ignore[operator]
+    env = {"CERTKIT_PFX_PASSWORD": "wrong password"}
+    err = one_line_error(run("add", path, "--home", home, env=env), 2)
+    assert needle in err
+    assert not (home / "trust").exists() or not list((home / "trust").glob("*.pem"))
+
+
+def test_pfx_with_right_password_adds_its_certificate(tmp_path: Path, home: Path,
+                                                      pkis: dict[str, pki.Issued]) -> None:
+    r = run("add", _pfx(tmp_path, pkis), "--home", home, env={"CERTKIT_PFX_PASSWORD": "right password"})
+    assert r.exit_code == 0 and "added: CN=Fabrikam Root" in r.output
+
+
+def test_verify_broken_extension_leaf_is_rejected_not_crashed(tmp_path: Path, home: Path) -> None:
+    r = run("verify", _broken_extension_cert(tmp_path), "--home", home)
+    assert r.exit_code == 1 and "chain.invalid" in r.output and "cannot be parsed" in r.output
+
+
+def test_folder_that_is_not_a_store(files: dict[str, Path], tmp_path: Path) -> None:
+    notstore = tmp_path / "docs"
+    notstore.mkdir()
+    (notstore / "readme.txt").write_text("hi")
+    for args in (["list"], ["add", str(files["root"])], ["verify", str(files["chain"])]):
+        err = one_line_error(run(*args, "--store", notstore), 1)
+        assert "is not a certkit trust store" in err
+    assert sorted(p.name for p in notstore.iterdir()) == ["readme.txt"]
+
+
+def test_tampered_store_is_reported(files: dict[str, Path], home: Path, pkis: dict[str, pki.Issued]) -> None:
+    run("add", files["root"], "--home", home)
+    pem = home / "trust" / f"{sha256_fingerprint(pkis['root'].cert)}.pem"
+    pem.write_bytes(pkis["inter"].pem)
+    err = one_line_error(run("verify", files["chain"], "--home", home), 1)
+    assert "behind certkit's back" in err
+    assert run("remove", sha256_fingerprint(pkis["root"].cert), "--home", home).exit_code == 0
+
+
+def test_real_process_shows_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_bytes(b"-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n")
+    proc = subprocess.run([sys.executable, "-c", "from certkit.cli import main; main()", "trust", "add", str(bad),
+                           "--store", str(tmp_path / "s")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
