@@ -304,10 +304,13 @@ class CertificateAuthority:
         now = self.clock.now()
         return now - BACKDATE, now + dt.timedelta(days=days)
 
-    def _commit(self, certs: Sequence[tuple[x509.Certificate, str, int | None]]) -> None:
+    def _commit(self, certs: Sequence[tuple[x509.Certificate, LeafRequest, int | None]]) -> None:
+        issued_at = self.clock.now()
         with self.index.transaction() as db:
-            for cert, profile, renewed_from in certs:
-                self.index.insert(db, cert, profile=profile, issued_at=self.clock.now(), renewed_from=renewed_from)
+            for cert, request, renewed_from in certs:
+                self.index.insert(db, cert, profile=str(request.profile), issued_at=issued_at,
+                                  common_name=request.common_name, names=_san_text(request.sans),
+                                  renewed_from=renewed_from)
 
     def _sign(self, request: LeafRequest, public_key: PublicKey) -> x509.Certificate:
         return build_leaf(request, public_key=public_key, serial=random_serial(), issuer_cert=self.issuer,
@@ -319,7 +322,7 @@ class CertificateAuthority:
         for _attempt in range(5):
             certs = [self._sign(req, pub) for req, pub, _ in items]
             try:
-                self._commit([(c, str(req.profile), prev) for c, (req, _, prev) in zip(certs, items, strict=True)])
+                self._commit([(c, req, prev) for c, (req, _, prev) in zip(certs, items, strict=True)])
             except DuplicateSerial:
                 continue
             return certs
@@ -529,6 +532,12 @@ def exchange_selfsigned(fqdn: str, *, key_type: KeyType | str = KeyType.RSA2048,
     key = generate_key(key_type)
     cert = build_exchange_selfsigned(fqdn, key, serial=random_serial(), not_before=now - BACKDATE, days=days)
     return IssuedCertificate(cert, key, (), None)
+
+
+def _san_text(sans: Iterable[x509.GeneralName]) -> list[str]:
+    """SAN entries as the index stores them: DNS names first, then IP addresses (as ``san_names`` reads them)."""
+    dns = [str(g.value) for g in sans if isinstance(g, x509.DNSName)]
+    return dns + [str(g.value) for g in sans if isinstance(g, x509.IPAddress)]
 
 
 def _camel(snake: str) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 from certkit.adapters.fs import PUBLIC, atomic_write, read_input
-from certkit.adapters.render import render
 from certkit.ca import CertificateAuthority, IssuedCertificate, IssueRequest, exchange_selfsigned
 from certkit.cli.common import (
     CA_PASSPHRASE_ENV,
@@ -466,6 +465,8 @@ def inspect(file: str, password_file: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(context)
     else:
+        from certkit.adapters.render import render  # jinja2 costs 25 ms to import: only when rendering
+
         click.echo(render("inspect.txt.j2", **context).rstrip("\n"))
     errors = [f for c in certs for f in (c["lint"] or []) if f["severity"] == "error"]
     sys.exit(1 if errors else 0)

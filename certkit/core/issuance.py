@@ -7,6 +7,7 @@ these together with the CA home.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ def _ski(public_key: PublicKey) -> x509.SubjectKeyIdentifier:
     return x509.SubjectKeyIdentifier.from_public_key(public_key)
 
 
+@functools.lru_cache(maxsize=64)
 def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -143,13 +145,18 @@ class LeafRequest:
         return LeafRequest(host, tuple(sans), ProfileName.parse(profile), not_before, not_after)
 
 
-def check_name_constraints(ca_cert: x509.Certificate, sans: Iterable[x509.GeneralName]) -> None:
-    """Refuse to issue a name the CA's own name constraints forbid (the partner would reject it anyway)."""
+@functools.lru_cache(maxsize=64)
+def _permitted_dns(ca_cert: x509.Certificate) -> tuple[str, ...]:
     try:
         nc = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
     except x509.ExtensionNotFound:
-        return
-    permitted = [g.value.lower() for g in (nc.permitted_subtrees or []) if isinstance(g, x509.DNSName)]
+        return ()
+    return tuple(g.value.lower() for g in (nc.permitted_subtrees or []) if isinstance(g, x509.DNSName))
+
+
+def check_name_constraints(ca_cert: x509.Certificate, sans: Iterable[x509.GeneralName]) -> None:
+    """Refuse to issue a name the CA's own name constraints forbid (the partner would reject it anyway)."""
+    permitted = _permitted_dns(ca_cert)
     if not permitted:
         return
     for san in sans:
