@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from cryptography.x509.verification import Store
 
@@ -63,21 +61,21 @@ def is_self_signed(cert: x509.Certificate) -> bool:
 
 
 def is_sha1_signed(cert: x509.Certificate) -> bool:
-    """True when the certificate's signature uses SHA-1 (or MD5, which is worse)."""
-    try:
-        algorithm = cert.signature_hash_algorithm
-    except UnsupportedAlgorithm:  # MD2 and other relics
-        return cert.signature_algorithm_oid.dotted_string in _LEGACY_SIG_OIDS
-    return isinstance(algorithm, hashes.SHA1 | hashes.MD5)
+    """True when the certificate's signature uses SHA-1 (or MD5/MD2, which are worse)."""
+    return cert.signature_algorithm_oid.dotted_string in _LEGACY_SIG_OIDS
 
 
+# md2/md5/sha1 with RSA, ecdsa-with-SHA1, dsa-with-sha1: compared by OID, which is cheap on the hot path.
 _LEGACY_SIG_OIDS = frozenset({"1.2.840.113549.1.1.2", "1.2.840.113549.1.1.4", "1.2.840.113549.1.1.5",
-                              "1.2.840.10045.4.1", "1.2.840.10040.4.3"})
+                              "1.2.840.10045.4.1", "1.2.840.10040.4.3", "1.3.14.3.2.29"})
+_RSA_DSA_KEY_OIDS = frozenset({"1.2.840.113549.1.1.1", "1.2.840.113549.1.1.10", "1.2.840.10040.4.1"})
 
 
 def weak_key_bits(cert: x509.Certificate) -> int | None:
     """The key size when the public key is RSA/DSA below :data:`MIN_RSA_BITS`, else ``None``."""
     try:
+        if cert.public_key_algorithm_oid.dotted_string not in _RSA_DSA_KEY_OIDS:
+            return None  # EC and EdDSA keys: no size rule here
         key = cert.public_key()
     except (ValueError, TypeError):  # unsupported or malformed key: the verifier reports it
         return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import ipaddress
 import itertools
 from collections.abc import Iterable, Sequence
@@ -158,7 +159,7 @@ def host_matches(cert: x509.Certificate, host: str) -> bool:
     """The host-name rule (Postfix ``verify``): a DNS SAN equal to ``host`` or a wildcard covering it;
     an IP literal matches an IP SAN. With no SAN at all the CN is not consulted (RFC 6125, and what
     cryptography enforces)."""
-    if is_ip_address(host):
+    if _is_ip(host):
         want = ipaddress.ip_address(host.strip("[]"))
         return any(ip == want for ip in _ip_sans(cert))
     h = host.lower().rstrip(".")
@@ -382,9 +383,20 @@ def _client_policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
 _CLIENT_POLICIES: tuple[ExtensionPolicy, ExtensionPolicy] | None = None
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_ip(value: str) -> bool:
+    return is_ip_address(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reference(value: str) -> str:
+    """A reference name normalised once: an IP literal as given, a host name as lower-case A-labels."""
+    return value if _is_ip(value) else dns_name(value, allow_wildcard=False)
+
+
 def _subject_for(leaf: x509.Certificate, name: str | None, domain: str | None) -> Subject:
     if name is not None:
-        if is_ip_address(name):
+        if _is_ip(name):
             return x509.IPAddress(ipaddress.ip_address(name.strip("[]")))
         return x509.DNSName(name)
     if domain is not None:
@@ -452,12 +464,12 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
     """
     _check_args(leaf, intermediates, name, domain, purpose, max_depth)
     when = _dt.datetime.now(_dt.UTC) if at is None else aware(at)
-    if name is not None and not is_ip_address(name):
-        name = dns_name(name, allow_wildcard=False)
+    if name is not None:
+        name = _reference(name)
     if domain is not None:
-        if is_ip_address(domain):
+        if _is_ip(domain):
             raise UsageError(f"{domain!r} is an IP address, not a partner domain.", "Use name= for addresses.")
-        domain = dns_name(domain)
+        domain = _reference(domain)
     broken = extension_problem(leaf)
     if broken is not None:
         who = _who(leaf)
@@ -514,27 +526,28 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
     now_s = when.replace(microsecond=0)
     for i, cert in enumerate(chain):
         is_anchor = anchor is not None and i == len(chain) - 1
-        who = _who(cert)
         role = "leaf" if i == 0 else "trust anchor" if is_anchor else "intermediate"
         if now_s > cert.not_valid_after_utc:
             findings.append(Finding("cert.expired",
-                                    f"The {role} {who} expired {_span(when - cert.not_valid_after_utc)} ago "
-                                    f"(notAfter {_when(cert.not_valid_after_utc)}).", subject=who,
+                                    f"The {role} {_who(cert)} expired {_span(when - cert.not_valid_after_utc)} ago "
+                                    f"(notAfter {_when(cert.not_valid_after_utc)}).", subject=_who(cert),
                                     evidence={"role": role, "not_after": cert.not_valid_after_utc.isoformat(),
                                               "seconds": int((when - cert.not_valid_after_utc).total_seconds())}))
         if now_s < cert.not_valid_before_utc:
             findings.append(Finding("cert.not-yet-valid",
-                                    f"The {role} {who} becomes valid only in {_span(cert.not_valid_before_utc - when)} "
-                                    f"(notBefore {_when(cert.not_valid_before_utc)}).", subject=who,
+                                    f"The {role} {_who(cert)} becomes valid only in "
+                                    f"{_span(cert.not_valid_before_utc - when)} "
+                                    f"(notBefore {_when(cert.not_valid_before_utc)}).", subject=_who(cert),
                                     evidence={"role": role, "not_before": cert.not_valid_before_utc.isoformat(),
                                               "seconds": int((cert.not_valid_before_utc - when).total_seconds())}))
         bits = weak_key_bits(cert)
         if bits is not None:
-            findings.append(Finding("key.weak", f"The {role} {who} has an RSA key of {bits} bits (minimum 2048).",
-                                    subject=who, evidence={"role": role, "bits": bits}))
+            findings.append(Finding("key.weak",
+                                    f"The {role} {_who(cert)} has an RSA key of {bits} bits (minimum 2048).",
+                                    subject=_who(cert), evidence={"role": role, "bits": bits}))
         # An anchor's self-signature is never checked (RFC 5280 6.1: trust comes from the store).
         if is_sha1_signed(cert) and not is_anchor:
-            findings.append(Finding("sig.sha1", f"The {role} {who} is signed with SHA-1.", subject=who,
+            findings.append(Finding("sig.sha1", f"The {role} {_who(cert)} is signed with SHA-1.", subject=_who(cert),
                                     evidence={"role": role}))
 
     if verified is None:
@@ -562,22 +575,21 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
                                         "(not a trust anchor, and not sent as an intermediate).",
                                         subject=_who(last), evidence={"issuer": missing}))
 
-    leaf_who = _who(leaf)
     if rule == "host" and reference is not None and not host_matches(leaf, reference):
         findings.append(Finding("name.host-mismatch",
-                                f"{leaf_who} does not name {reference}; it names {', '.join(_names_text(leaf))}.",
-                                subject=leaf_who, evidence={"expected": reference, "names": _names_text(leaf)}))
+                                f"{_who(leaf)} does not name {reference}; it names {', '.join(_names_text(leaf))}.",
+                                subject=_who(leaf), evidence={"expected": reference, "names": _names_text(leaf)}))
     if rule == "domain" and reference is not None:
         matched = domain_matches(leaf, reference)
         if matched is None:
             findings.append(Finding("name.domain-mismatch",
-                                    f"{leaf_who} names neither {reference} nor a host within it; it names "
-                                    f"{', '.join(_names_text(leaf))}.", subject=leaf_who,
+                                    f"{_who(leaf)} names neither {reference} nor a host within it; it names "
+                                    f"{', '.join(_names_text(leaf))}.", subject=_who(leaf),
                                     evidence={"expected": reference, "names": _names_text(leaf)}))
         elif matched.startswith("*."):
             findings.append(Finding("name.wildcard",
-                                    f"{leaf_who} matches {reference} only through the wildcard {matched}.",
-                                    subject=leaf_who, evidence={"wildcard": matched}))
+                                    f"{_who(leaf)} matches {reference} only through the wildcard {matched}.",
+                                    subject=_who(leaf), evidence={"wildcard": matched}))
 
     try:
         eku: x509.ExtendedKeyUsage | None = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -588,12 +600,12 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
     if eku is not None and _PURPOSE_EKU[purpose] not in eku:
         code = "eku.no-server-auth" if purpose == "server" else "eku.no-client-auth"
         usages = ", ".join(getattr(o, "_name", o.dotted_string) for o in eku) or "(empty)"
-        findings.append(Finding(code, f"{leaf_who} may be used for {usages}, not as a TLS {purpose}.",
-                                subject=leaf_who, evidence={"eku": [o.dotted_string for o in eku]}))
+        findings.append(Finding(code, f"{_who(leaf)} may be used for {usages}, not as a TLS {purpose}.",
+                                subject=_who(leaf), evidence={"eku": [o.dotted_string for o in eku]}))
 
     if pinned and anchor is not None:
-        findings.append(Finding("chain.pinned-leaf", f"{leaf_who} is trusted as a pinned certificate.",
-                                subject=leaf_who, evidence={"fingerprint_sha256": anchor.fingerprint}))
+        findings.append(Finding("chain.pinned-leaf", f"{_who(leaf)} is trusted as a pinned certificate.",
+                                subject=_who(leaf), evidence={"fingerprint_sha256": anchor.fingerprint}))
 
     if (crl_list or require_revocation) and (verified is not None or end == "anchor"):
         findings.extend(_crl_findings(chain, crl_list, when, require_revocation))
@@ -601,7 +613,7 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if verified is None and not errors:
         # cryptography rejected the path for a reason certkit has no words of its own for.
-        findings.append(Finding("chain.invalid", f"The path was rejected: {reason}.", subject=leaf_who,
+        findings.append(Finding("chain.invalid", f"The path was rejected: {reason}.", subject=_who(leaf),
                                 evidence={"reason": reason}))
     ok = verified is not None and not any(f.severity is Severity.ERROR for f in findings)
     return VerificationResult(ok=ok, chain=tuple(chain), findings=tuple(findings), anchor=anchor, pinned=pinned,
