@@ -184,6 +184,17 @@ class PostfixInstance:
         except FileNotFoundError:
             return ""
 
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """The maillog once it contains ``text`` (postlogd writes asynchronously), or as it is at ``timeout``."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if text in log or time.monotonic() > deadline:
+                return log
+            time.sleep(0.05)
+
     def __enter__(self) -> PostfixInstance:
         self.start()
         return self

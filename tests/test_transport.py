@@ -293,7 +293,7 @@ def test_postfix_client_certificate_not_trusted(postfix_req: PostfixInstance) ->
     assert s.tls is not None and s.tls.client_cert_sent
     assert s.after_tls is not None
     assert s.after_tls.text == "421 4.7.1 mx.fabrikam.test Error: Client certificate not trusted"
-    assert "untrusted issuer" in postfix_req.log()
+    assert "untrusted issuer" in postfix_req.wait_for_log("untrusted issuer")
 
 
 def test_postfix_accepts_a_trusted_client_certificate(postfix_req: PostfixInstance) -> None:
