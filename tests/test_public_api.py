@@ -23,7 +23,8 @@ def test_everything_in_all_is_importable_and_documented() -> None:
 
 def test_all_lists_the_main_nouns() -> None:
     for name in ("CertificateAuthority", "IssuedCertificate", "CertkitError", "Finding", "CATALOGUE", "KeyType",
-                 "FixedClock", "lint_certificate", "exchange_selfsigned"):
+                 "FixedClock", "lint_certificate", "exchange_selfsigned", "TrustStore", "verify_chain",
+                 "VerificationResult", "Anchor"):
         assert name in certkit.__all__
 
 

@@ -149,7 +149,7 @@ def load_certificates(data: bytes, *, source: str = "the input", password: bytes
     try:
         return list(pkcs7.load_der_pkcs7_certificates(data))
     except ValueError as exc:
-        if "no certificates" in str(exc).lower() or "empty" in str(exc).lower():
+        if "no certificate" in str(exc).lower() or "empty" in str(exc).lower():
             raise _p7_error(source, exc) from None
     if _looks_like_pfx(data):
         _, cert, extra = load_pfx(data, password, source=source)
@@ -161,7 +161,7 @@ def load_certificates(data: bytes, *, source: str = "the input", password: bytes
 
 
 def _p7_error(source: str, exc: Exception) -> MalformedInputError:
-    if "no certificates" in str(exc).lower():
+    if "no certificate" in str(exc).lower():
         return MalformedInputError(f"{source} is a PKCS#7 file that holds no certificates.",
                                    "Export it again with the certificates included (certutil -ca.chain / p7b).")
     return MalformedInputError(f"{source} is a PKCS#7 file that cannot be read ({exc}).",
