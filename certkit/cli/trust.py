@@ -22,7 +22,7 @@ from certkit.clock import aware
 from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, sha256_fingerprint
 from certkit.core.trust import is_ca
 from certkit.core.verify import verify_chain
-from certkit.errors import InputError, PassphraseError, UsageError
+from certkit.errors import CertkitError, InputError, PassphraseError, UsageError
 
 __all__ = ["COMMANDS", "trust"]
 
@@ -95,6 +95,102 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
         for refusal in r.overridden:
             click.echo(f"  accepted with {refusal.override}: {refusal.reason}")
     click.echo(f"store: {ts.path} ({len(ts)} anchors)")
+
+
+def _host_port(target: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or ``v4:port``."""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif target.count(":") == 1:
+        host, _, port_text = target.partition(":")
+    else:
+        host, port_text = target, ""
+    if not host:
+        raise InputError(f"{target!r} names no host.", "Write HOST[:PORT], e.g. mx.fabrikam.com:25.")
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise InputError(f"{port_text!r} in {target!r} is not a port.", "Write HOST[:PORT].") from None
+    if not 0 < port < 65536:
+        raise InputError(f"Port {port} is out of range.", "Use 1 to 65535.")
+    return host, port
+
+
+@trust.command("fetch")
+@click.argument("target")
+@click.option("--starttls", "starttls", type=click.Choice(["smtp", "none"]), default="smtp", show_default=True,
+              help="smtp: STARTTLS on an SMTP port; none: TLS from the first byte (port 465).")
+@click.option("--port", type=int, default=None, help="Port when TARGET has none (25, or 465 with --starttls none).")
+@click.option("--expect-sha256", "expect", default=None,
+              help="Add only if the offered certificate has this SHA-256 fingerprint (colons and case ignored).")
+@click.option("--label", default=None, help="A name for the anchor, e.g. fabrikam.")
+@click.option("--partner", "partners", multiple=True, help="Partner domain this anchor is for (repeatable).")
+@click.option("--pin", is_flag=True, help="Offer the endpoint's own (leaf) certificate, to trust exactly it.")
+@click.option("--force", is_flag=True, help="Accept an expired, weak-key or SHA-1-signed anchor.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per step.")
+@home_option
+@_store_option
+def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, label: str | None,
+              partners: tuple[str, ...], pin: bool, force: bool, timeout: float, home: str | None,
+              store: str | None) -> None:
+    """Take the chain a live endpoint presents and offer its top certificate (or, with --pin, its leaf).
+
+    It is added only when its SHA-256 fingerprint equals --expect-sha256 (get it from the partner over
+    another channel) or when you confirm it interactively: a certificate fetched over the network proves
+    nothing by itself.
+    """
+    from certkit.adapters.transport import run_session
+
+    host, real_port = _host_port(target, port or (465 if starttls == "none" else 25))
+    ts = _open(home, store)  # a damaged store is reported before any network traffic
+    session = run_session(host, real_port, server_name=None if _is_ip(host) else host, timeout=timeout,
+                          implicit_tls=starttls == "none")
+    if session.tls is None or not session.tls.peer_chain:
+        why = session.failure.detail if session.failure else "the endpoint did not start TLS"
+        raise CertkitError(f"No certificate was obtained from {host}:{real_port}: {why}.",
+                           "Check the host and port, or use certkit trust add with a file from the partner.")
+    chain = session.tls.peer_chain
+    offered = chain[0] if pin else chain[-1]
+    if not pin and not is_ca(offered):
+        raise InputError(f"{host}:{real_port} presents no CA certificate, only {offered.subject.rfc4514_string()} "
+                         "(a self-signed or incomplete chain).",
+                         "Ask the partner for their root, or trust exactly this certificate with --pin.")
+    fp = sha256_fingerprint(offered)
+    click.echo(f"{host}:{real_port} presented {len(chain)} certificate(s); offering "
+               f"{'its own certificate' if pin else 'the top of the chain'}:")
+    click.echo(f"  subject {offered.subject.rfc4514_string()}")
+    click.echo(f"  issuer  {offered.issuer.rfc4514_string()}")
+    click.echo(f"  SHA-256 {fp}")
+    click.echo(f"  SHA-1   {sha1_thumbprint(offered)}")
+    click.echo(f"  valid   {_validity(offered)}   {'CA' if is_ca(offered) else 'not a CA'}")
+    if not pin and offered.issuer != offered.subject:
+        click.echo("  note    this is an intermediate, not a root: trusting it trusts everything it signs")
+    if expect is not None:
+        wanted = expect.replace(":", "").replace(" ", "").upper()
+        if wanted != fp:
+            raise CertkitError(f"The offered certificate's SHA-256 is {fp}, not the expected {wanted}; nothing was "
+                               "added.", "Check the fingerprint with the partner: a different certificate may "
+                               "mean a different server or an interception.")
+    elif sys.stdin.isatty():
+        if not click.confirm("Trust this certificate?", default=False):
+            raise UsageError("Not added.", "Run again and confirm, or use --expect-sha256 FP.")
+    else:
+        raise UsageError("Not added: no --expect-sha256 was given and there is no terminal to confirm on.",
+                         "Get the SHA-256 fingerprint from the partner and pass --expect-sha256 FP.")
+    result = ts.add(offered, label=label, partners=partners, pin=pin, force=force,
+                    source=f"{'smtp' if starttls == 'smtp' else 'tls'}://{host}:{real_port}")
+    click.echo(f"{'added' if result.added else 'already trusted'}; store: {ts.path} ({len(ts)} anchors)")
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @trust.command("list")
