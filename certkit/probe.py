@@ -14,16 +14,18 @@ and reports revocation facts as information only.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as _dt
+import functools
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certkit.adapters.crlfetch import CrlCache
+from certkit.adapters.crlfetch import CrlCache, CrlFetch
 from certkit.adapters.dns import resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
@@ -34,6 +36,7 @@ from certkit.errors import InputError
 __all__ = [
     "AddressResult",
     "ProbeResult",
+    "ProgressCallback",
     "Target",
     "diagnose_session",
     "exit_code",
@@ -255,21 +258,45 @@ def _cdp_urls(certs: Iterable[x509.Certificate]) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
+def _fetch_notes(fetches: Sequence[CrlFetch]) -> list[dict[str, Any]]:
+    return [{"url": f.url, "error": f.error} for f in fetches if not f.ok]
+
+
 def _verify(session: SmtpSession, anchors: Any, *, name: str | None, domain: str | None, at: _dt.datetime,
             validator: str, crl_cache: CrlCache) -> VerificationResult | None:
+    """Verify their chain; fetch the CRLs of its distribution points; apply ``validator``'s revocation rule.
+
+    ``exchange``: every CA-issued certificate of the path needs a CDP and a current CRL (Windows).
+    ``postfix``: the verdict ignores revocation; what was seen (revoked, unreachable, stale) stays as
+    information. Failed downloads are attached to ``revocation.unreachable`` as evidence.
+    """
     if session.tls is None or not session.tls.peer_chain:
         return None
     leaf, *inters = session.tls.peer_chain
     first = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at)
     certs = list(dict.fromkeys([*first.chain, *session.tls.peer_chain]))
-    crls = [r.crl for r in (crl_cache.get(u) for u in _cdp_urls(certs)) if r.crl is not None]
+    urls = _cdp_urls(certs)
+    if validator == "postfix" and not urls:
+        return first
+    fetches = [crl_cache.get(u) for u in urls]
+    crls = [f.crl for f in fetches if f.crl is not None]
     result = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at, crls=crls,
-                          require_revocation=validator == "exchange")
+                          require_revocation=True)
+    failed = _fetch_notes(fetches)
+    findings: list[Finding] = []
+    for f in result.findings:
+        if f.code == "revocation.unreachable" and failed:
+            why = "; ".join(f"{n['url']}: {n['error']}" for n in failed)
+            f = replace(f, detail=f"{f.detail} Download failed: {why}.", evidence={**f.evidence, "crl_fetch": failed})
+        if validator == "postfix" and f.code.startswith("revocation."):
+            if f.code == "revocation.no-cdp":
+                continue  # Postfix has no notion of it; not even a fact worth reporting
+            # Postfix checks no revocation: report what was seen as information only.
+            f = replace(f, severity=Severity.INFO)
+        findings.append(f)
     if validator == "postfix":
-        # Postfix checks no revocation: report what was seen as information only.
-        result = replace(result, findings=tuple(
-            replace(f, severity=Severity.INFO) if f.code.startswith("revocation.") else f for f in result.findings))
-    return result
+        return replace(result, findings=tuple(findings), ok=first.ok)
+    return replace(result, findings=tuple(findings))
 
 
 def _probe_address(target: str, host: str, address: str, port: int, *, anchors: Any,
@@ -288,24 +315,36 @@ def _probe_address(target: str, host: str, address: str, port: int, *, anchors: 
     return result
 
 
+#: Called once per probed address, as soon as it is done (for progress displays); runs on the caller's loop.
+ProgressCallback = Callable[[AddressResult], None]
+
+
 def probe_sync(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
                port: int = 25, implicit_tls: bool = False, validator: str = "exchange", domain: str | None = None,
                name: str | None = None, mail_from: str | None = None, rcpt_to: str | None = None,
                helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
-               concurrency: int = 50, clock: Clock | None = None) -> list[ProbeResult]:
-    """Probe every target (see the module docstring); results in input order."""
+               concurrency: int = 50, clock: Clock | None = None,
+               progress: ProgressCallback | None = None) -> list[ProbeResult]:
+    """Probe every target (see the module docstring); results in input order.
+
+    ``anchors`` is an :class:`~certkit.core.trust.AnchorSet` or a sequence of certificates; ``identity``
+    the client certificate we present; ``validator`` ``exchange`` or ``postfix``; ``domain`` (Domain
+    Security rule, default: the target when it is a domain) or ``name`` (host rule); at most
+    ``concurrency`` sessions and DNS look-ups run at once. ``progress`` is called per finished address.
+    """
     return asyncio.run(probe(targets, anchors=anchors, identity=identity, port=port, implicit_tls=implicit_tls,
                              validator=validator, domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt_to,
                              helo_name=helo_name, nameserver=nameserver, timeout=timeout,
-                             concurrency=concurrency, clock=clock))
+                             concurrency=concurrency, clock=clock, progress=progress))
 
 
 async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
                 port: int = 25, implicit_tls: bool = False, validator: str = "exchange", domain: str | None = None,
                 name: str | None = None, mail_from: str | None = None, rcpt_to: str | None = None,
                 helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
-                concurrency: int = 50, clock: Clock | None = None) -> list[ProbeResult]:
-    """The coroutine behind :func:`probe_sync`: blocking sessions run in threads, ``concurrency`` at a time."""
+                concurrency: int = 50, clock: Clock | None = None,
+                progress: ProgressCallback | None = None) -> list[ProbeResult]:
+    """The coroutine behind :func:`probe_sync`: blocking sessions run in a pool of ``concurrency`` threads."""
     if validator not in ("exchange", "postfix"):
         raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
     if name is not None and domain is not None:
@@ -313,15 +352,19 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
                          "Use --name for the host rule or --domain for the Domain Security rule.")
     parsed = [parse_target(t, port) for t in targets]
     at = (clock or SystemClock()).now()
-    sem = asyncio.Semaphore(max(1, concurrency))
+    limit = max(1, concurrency)
+    sem = asyncio.Semaphore(limit)
     cache = CrlCache(timeout=timeout)
     ours = identity.cert if identity else None
+    loop = asyncio.get_running_loop()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="certkit-probe")
 
     async def one(t: Target) -> ProbeResult:
         result = ProbeResult(t.text)
         if t.is_domain:
             async with sem:
-                route = await asyncio.to_thread(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout)
+                route = await loop.run_in_executor(
+                    pool, functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
             if route.failure is not None:
                 result.findings.append(Finding(route.failure.code, route.failure.detail, subject=t.host))
             pairs = route.targets
@@ -335,15 +378,21 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
 
         async def addr(host: str, address: str) -> AddressResult:
             async with sem:
-                return await asyncio.to_thread(
+                done = await loop.run_in_executor(pool, functools.partial(
                     _probe_address, t.text, host, address, t.port, anchors=anchors, identity=identity, name=name,
                     domain=partner, validator=validator, mail_from=sender, rcpt_to=rcpt, helo_name=helo,
-                    implicit_tls=implicit_tls, timeout=timeout, at=at, crl_cache=cache)
+                    implicit_tls=implicit_tls, timeout=timeout, at=at, crl_cache=cache))
+            if progress is not None:
+                progress(done)
+            return done
 
         result.addresses = list(await asyncio.gather(*(addr(h, a) for h, a in pairs)))
         return result
 
-    return list(await asyncio.gather(*(one(t) for t in parsed)))
+    try:
+        return list(await asyncio.gather(*(one(t) for t in parsed)))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:

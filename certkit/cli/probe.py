@@ -5,11 +5,13 @@ Exit codes: 0 no error findings, 1 error findings, 2 usage, 3 nothing could be r
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 from pathlib import Path
 
 import click
+from cryptography.hazmat.primitives import serialization
 
 from certkit.adapters.fs import read_input
 from certkit.adapters.transport import ClientIdentity
@@ -17,10 +19,26 @@ from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, resolve_home
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
-from certkit.errors import InputError
-from certkit.probe import ProbeResult, exit_code, probe_sync
+from certkit.errors import InputError, NotFoundError
+from certkit.probe import AddressResult, ProbeResult, exit_code, probe_sync
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "identity_from_home"]
+
+#: The version of the ``--json`` document (certkit/schemas/probe.schema.json); bumped only on breaking changes.
+JSON_SCHEMA_VERSION = 1
+
+
+def _load_identity(cert: str, key: str) -> ClientIdentity:
+    certs = load_certificates(read_input(cert, what="client certificate"), source=cert)
+    passphrase = os.environ.get(KEY_PASSPHRASE_ENV)
+    pkey = load_private_key(read_input(key, what="client key"), passphrase.encode() if passphrase else None,
+                            source=key)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (pkey.public_key().public_bytes(serialization.Encoding.DER, spki)
+            != certs[0].public_key().public_bytes(serialization.Encoding.DER, spki)):
+        raise InputError(f"The key {key} does not belong to the certificate in {cert}.",
+                         "Give the key that was generated with the certificate.")
+    return ClientIdentity(certs[0], pkey, tuple(certs[1:]))
 
 
 def _identity(cert: str | None, key: str | None) -> ClientIdentity | None:
@@ -28,11 +46,45 @@ def _identity(cert: str | None, key: str | None) -> ClientIdentity | None:
         return None
     if cert is None or key is None:
         raise InputError("--client-cert and --client-key go together.", "Give both, or neither.")
-    certs = load_certificates(read_input(cert, what="client certificate"), source=cert)
-    passphrase = os.environ.get(KEY_PASSPHRASE_ENV)
-    pkey = load_private_key(read_input(key, what="client key"), passphrase.encode() if passphrase else None,
-                            source=key)
-    return ClientIdentity(certs[0], pkey, tuple(certs[1:]))
+    return _load_identity(cert, key)
+
+
+def identity_from_home(home: Path, name: str, *, at: dt.datetime | None = None) -> ClientIdentity:
+    """Our client certificate for ``--as NAME``: the newest valid record of the CA in ``home`` naming NAME.
+
+    A record matches when its CN or one of its SAN names is ``name`` (case-insensitive); revoked,
+    expired and not-yet-valid records are skipped. The files recorded in the index when it was issued
+    are used: ``chain.pem`` (else ``crt``) and ``key``. Key passphrase: ``$CERTKIT_KEY_PASSPHRASE``.
+    """
+    from certkit.ca import CertificateAuthority
+
+    wanted = name.strip().rstrip(".").lower()
+    now = at or dt.datetime.now(dt.UTC)
+    hint = "Issue one with: certkit ca issue NAME, or give --client-cert and --client-key."
+    with CertificateAuthority.open(home) as authority:
+        records = [r for r in authority.records(revoked=False)
+                   if wanted in {r.common_name.lower(), *(n.lower() for n in r.names)}]
+    if not records:
+        raise NotFoundError(f"The CA in {home} has no certificate for {name}.", hint)
+    valid = [r for r in records if r.status == "valid" and r.not_before <= now <= r.not_after]
+    if not valid:
+        raise NotFoundError(f"The CA in {home} has no currently valid certificate for {name} "
+                            f"({len(records)} expired or not yet valid).",
+                            "Renew it (certkit ca renew NAME), or give --client-cert and --client-key.")
+    record = max(valid, key=lambda r: (r.issued_at, r.not_after, r.serial))
+    cert_file = record.files.get("chain.pem") or record.files.get("crt")
+    key_file = record.files.get("key")
+    hint = "Give --client-cert and --client-key instead."
+    if not cert_file or not Path(cert_file).is_file():
+        raise NotFoundError(f"The certificate file of {name} (serial {record.serial_hex}) is not where the CA "
+                            f"recorded it{f' ({cert_file})' if cert_file else ''}.", hint)
+    if not key_file or not Path(key_file).is_file():
+        raise NotFoundError(f"The key file of {name} (serial {record.serial_hex}) is "
+                            f"{f'missing ({key_file})' if key_file else 'not recorded in the CA'}.", hint)
+    identity = _load_identity(cert_file, key_file)
+    if identity.cert.serial_number != record.serial:
+        raise InputError(f"{cert_file} no longer holds {name} serial {record.serial_hex}.", hint)
+    return identity
 
 
 def _targets(targets: tuple[str, ...], from_file: str | None) -> list[str]:
@@ -45,6 +97,27 @@ def _targets(targets: tuple[str, ...], from_file: str | None) -> list[str]:
     if not out:
         raise InputError("No target was given.", "Name a domain, host:port or [ip]:port, or use --from FILE.")
     return out
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Progress:
+    """One line per finished address on stderr (only used when stderr is a terminal)."""
+
+    def __init__(self, targets: int) -> None:
+        self.targets = targets
+        self.done = 0
+
+    def __call__(self, result: AddressResult) -> None:
+        self.done += 1
+        where = f"{result.host} [{result.address}]:{result.port}" if result.host != result.address \
+            else f"[{result.address}]:{result.port}"
+        click.echo(f"[{self.done} done, {self.targets} target(s)] {where}: {result.verdict}", err=True)
 
 
 def _print(results: list[ProbeResult], verbose: bool) -> None:
@@ -76,6 +149,8 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
               help="Our certificate (PEM, leaf first, chain after) to present.")
 @click.option("--client-key", type=click.Path(dir_okay=False), default=None,
               help=f"Its private key (passphrase from ${KEY_PASSPHRASE_ENV}).")
+@click.option("--as", "as_name", default=None, metavar="NAME",
+              help="Present our certificate for NAME from the CA home (newest valid one; files as recorded).")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
 @click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")
 @click.option("--validator", type=click.Choice(["exchange", "postfix"]), default="exchange", show_default=True,
@@ -93,25 +168,29 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show the transcript.")
 @home_option
 def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_cert: str | None,
-              client_key: str | None, store: str | None, managed_only: bool, validator: str, domain: str | None,
-              name: str | None, mail_from: str | None, rcpt: str | None, helo: str | None, nameserver: str | None,
-              timeout: float, concurrency: int, from_file: str | None, as_json: bool, verbose: bool,
-              home: str | None) -> None:
+              client_key: str | None, as_name: str | None, store: str | None, managed_only: bool, validator: str,
+              domain: str | None, name: str | None, mail_from: str | None, rcpt: str | None, helo: str | None,
+              nameserver: str | None, timeout: float, concurrency: int, from_file: str | None, as_json: bool,
+              verbose: bool, home: str | None) -> None:
     """Talk to TARGET's mail servers as a sending Edge would (never sending DATA), and explain failures.
 
     TARGET is a mail domain (resolved through MX), host:port or [ip]:port. Exit 0 when no error was
     found, 1 when one was, 2 on misuse, 3 when nothing could be reached.
     """
-    identity = _identity(client_cert, client_key)
+    if as_name is not None and (client_cert or client_key):
+        raise InputError("--as and --client-cert/--client-key are mutually exclusive.", "Use one or the other.")
     all_targets = _targets(targets, from_file)
+    identity = (identity_from_home(resolve_home(home), as_name) if as_name is not None
+                else _identity(client_cert, client_key))
     path = Path(store) if store else default_store_path(resolve_home(home))
     anchors = TrustStore(path).anchor_set(managed_only=managed_only)
     results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port, implicit_tls=implicit_tls,
                          validator=validator, domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt,
-                         helo_name=helo, nameserver=nameserver, timeout=timeout, concurrency=concurrency)
+                         helo_name=helo, nameserver=nameserver, timeout=timeout, concurrency=concurrency,
+                         progress=_Progress(len(all_targets)) if _stderr_is_terminal() else None)
     if as_json:
-        echo_json({"validator": validator, "results": [r.to_dict() for r in results],
-                   "exit_code": exit_code(results)})
+        echo_json({"schema_version": JSON_SCHEMA_VERSION, "validator": validator,
+                   "results": [r.to_dict() for r in results], "exit_code": exit_code(results)})
     else:
         _print(results, verbose)
     sys.exit(exit_code(results))
