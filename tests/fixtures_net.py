@@ -5,8 +5,10 @@ Import what you need in a test module: ``from tests.fixtures_net import smtp_ser
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from tests.dnsserver import DnsServer
 from tests.smtp_servers import Handler, SmtpTestServer
 
-__all__ = ["ZONES", "dns_server", "in_ci", "require_postfix", "require_tool", "smtp_server"]
+__all__ = ["ZONES", "HttpFiles", "dns_server", "http_files", "in_ci", "require_postfix", "require_tool", "smtp_server"]
 
 
 def in_ci() -> bool:
@@ -81,3 +83,60 @@ def require_postfix() -> str:
     if os.geteuid() != 0:
         (pytest.fail if in_ci() else pytest.skip)("a private Postfix instance needs root")
     return path
+
+
+class HttpFiles:
+    """A tiny HTTP server on 127.0.0.1 serving ``files`` (path -> bytes) from a daemon thread; 404 otherwise.
+
+    ``hits`` counts the GETs per path (the probe fetches each CRL once per run).
+    """
+
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files: dict[str, bytes] = dict(files or {})
+        self.hits: dict[str, int] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                body = outer.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/pkix-crl")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port: int = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        """The ``http://127.0.0.1:PORT/path`` URL of ``path``."""
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(2)
+
+    def __enter__(self) -> HttpFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture(scope="module")
+def http_files() -> Iterator[HttpFiles]:
+    """A loopback HTTP server for CRLs (module-scoped: fill ``.files`` before probing)."""
+    with HttpFiles() as srv:
+        yield srv

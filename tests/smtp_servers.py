@@ -227,3 +227,48 @@ def raw_split_banner(sock: socket.socket) -> None:
             return
         else:
             sock.sendall(b"250 2.0.0 Ok\r\n")
+
+
+def _plain_ehlo_then(after_starttls: Callable[[socket.socket], None]) -> Handler:
+    """A plaintext server that offers STARTTLS and hands the socket to ``after_starttls`` when asked for it."""
+
+    def handler(sock: socket.socket) -> None:
+        sock.settimeout(STEP)
+        sock.sendall(b"220 mx.test ESMTP\r\n")
+        f = sock.makefile("rb")
+        while True:
+            line = f.readline(1000)
+            if not line:
+                return
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"EHLO":
+                sock.sendall(b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+            elif verb == b"STARTTLS":
+                after_starttls(sock)
+                return
+            elif verb == b"QUIT":
+                sock.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                sock.sendall(b"250 2.0.0 Ok\r\n")
+
+    return handler
+
+
+#: Offers STARTTLS and never answers it.
+raw_starttls_silent: Handler = _plain_ehlo_then(lambda sock: time.sleep(10))
+
+
+
+def _not_tls(sock: socket.socket) -> None:
+    sock.sendall(b"220 2.0.0 Ready\r\n")
+    sock.recv(4096)  # the ClientHello
+    sock.sendall(b"this is not TLS\r\n" * 10)
+    time.sleep(0.5)
+
+
+#: Answers 220 to STARTTLS and then speaks no TLS at all (garbage instead of a ServerHello).
+raw_starttls_garbage: Handler = _plain_ehlo_then(_not_tls)
+
+#: Answers 220 to STARTTLS and closes before the handshake.
+raw_starttls_close: Handler = _plain_ehlo_then(lambda sock: sock.sendall(b"220 2.0.0 Ready\r\n"))

@@ -1,0 +1,296 @@
+"""The probe's diagnosis matrix: one in-test STARTTLS server per failure, exact finding codes and exit codes.
+
+Their certificates come from a test PKI whose CRL distribution points point at a loopback HTTP
+server (:class:`tests.fixtures_net.HttpFiles`), so the ``exchange`` validator (revocation required)
+sees a fully checkable chain, a revoked leaf, and an unreachable CRL. Every server runs on 127.0.0.1;
+every probe has a short timeout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from certkit.core.findings import Severity
+from certkit.probe import ProbeResult, exit_code, probe_sync
+from tests.fixtures_net import HttpFiles, smtp_server
+from tests.pki import CLIENT, NOW, Issued, make_crl, make_intermediate, make_leaf, make_root, make_self_signed
+from tests.smtp_servers import (
+    Handler,
+    Scripted,
+    SmtpTestServer,
+    raw_close_mid_reply,
+    raw_garbage,
+    raw_huge_line,
+    raw_silent,
+    raw_starttls_close,
+    raw_starttls_garbage,
+    raw_starttls_silent,
+    raw_trickle,
+)
+
+__all__ = ["smtp_server"]
+
+Start = Callable[[Handler], SmtpTestServer]
+DAY = dt.timedelta(days=1)
+NAMES = ["mx1.fabrikam.test", "fabrikam.test"]
+DEAD_CRL = "http://127.0.0.1:1/dead.crl"  # nothing listens on port 1
+
+
+@dataclass(frozen=True)
+class Pki:
+    root: Issued
+    inter: Issued
+    crls: HttpFiles
+
+    def leaf(self, names: list[str] = NAMES, *, cdp: str | None = "", **kwargs: object) -> Issued:
+        """A leaf of ``inter`` whose CDP is the served CRL (``cdp=None``: none; a URL: that one)."""
+        return make_leaf(self.inter, names, cdp=self.crls.url("inter.crl") if cdp == "" else cdp,
+                         **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[Pki]:
+    with HttpFiles() as crls:
+        root = make_root("Fabrikam Matrix Root")
+        inter = make_intermediate(root, "Fabrikam Matrix Issuing CA", cdp=crls.url("root.crl"))
+        crls.files["/root.crl"] = make_crl(root).public_bytes(serialization.Encoding.DER)
+        crls.files["/inter.crl"] = b""  # filled by _serve_inter_crl
+        p = Pki(root, inter, crls)
+        yield p
+
+
+REVOKED: dict[str, Issued] = {}
+
+
+def _revoked_leaf(pki: Pki) -> Issued:
+    if "leaf" not in REVOKED:
+        REVOKED["leaf"] = pki.leaf()
+    return REVOKED["leaf"]
+
+
+@pytest.fixture(autouse=True)
+def _serve_inter_crl(pki: Pki) -> None:
+    revoked = _revoked_leaf(pki)
+    pki.crls.files["/inter.crl"] = make_crl(pki.inter, revoked=[revoked.cert.serial_number]).public_bytes(
+        serialization.Encoding.PEM)
+
+
+def codes(results: list[ProbeResult]) -> list[str]:
+    return [f.code for r in results for f in r.all_findings]
+
+
+def errors(results: list[ProbeResult]) -> list[str]:
+    return [f.code for r in results for f in r.all_findings if f.severity is Severity.ERROR]
+
+
+def _probe(srv: SmtpTestServer, pki: Pki, *, validator: str = "exchange", timeout: float = 3,
+           **kwargs: object) -> list[ProbeResult]:
+    if "name" not in kwargs and "domain" not in kwargs:
+        kwargs["domain"] = "fabrikam.test"
+    return probe_sync([f"127.0.0.1:{srv.port}"], anchors=[pki.root.cert], validator=validator,
+                      timeout=timeout, **kwargs)  # type: ignore[arg-type]
+
+
+# --- their certificate -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("validator", ["exchange", "postfix"])
+def test_good_chain_with_checkable_revocation(smtp_server: Start, pki: Pki, validator: str) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(), chain=[pki.inter.cert]))
+    results = _probe(srv, pki, validator=validator)
+    assert codes(results) == []
+    [addr] = results[0].addresses
+    assert addr.verdict == "would deliver with Domain Security"
+    assert addr.verification is not None and addr.verification.ok
+    assert exit_code(results) == 0
+
+
+def test_good_chain_fetches_each_crl_once_per_run(smtp_server: Start, pki: Pki) -> None:
+    leaf = pki.leaf()
+    servers = [smtp_server(Scripted(identity=leaf, chain=[pki.inter.cert])) for _ in range(3)]
+    before = dict(pki.crls.hits)
+    results = probe_sync([f"127.0.0.1:{s.port}" for s in servers], anchors=[pki.root.cert], domain="fabrikam.test",
+                         timeout=3)
+    assert codes(results) == []
+    assert pki.crls.hits["/inter.crl"] - before.get("/inter.crl", 0) == 1
+    assert pki.crls.hits["/root.crl"] - before.get("/root.crl", 0) == 1
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("self-signed", ["chain.self-signed"]),
+    ("unknown-ca", ["chain.unknown-issuer"]),
+    ("expired", ["cert.expired"]),
+    ("not-yet-valid", ["cert.not-yet-valid"]),
+    ("missing-intermediate", ["chain.missing-intermediate"]),
+    ("no-server-auth", ["eku.no-server-auth"]),
+])
+@pytest.mark.parametrize("validator", ["exchange", "postfix"])
+def test_their_certificate(smtp_server: Start, pki: Pki, case: str, expected: list[str], validator: str) -> None:
+    chain = [pki.inter.cert]
+    if case == "self-signed":
+        identity = make_self_signed(NAMES)
+        chain = []
+    elif case == "unknown-ca":
+        other = make_intermediate(make_root("Northwind Root", org="Northwind"), "Northwind CA", org="Northwind")
+        identity, chain = make_leaf(other, NAMES), [other.cert]
+    elif case == "expired":
+        identity = pki.leaf(not_before=NOW - 40 * DAY, not_after=NOW - DAY)
+    elif case == "not-yet-valid":
+        identity = pki.leaf(not_before=NOW + DAY, not_after=NOW + 40 * DAY)
+    elif case == "missing-intermediate":
+        identity, chain = pki.leaf(), []
+    else:
+        identity = pki.leaf(eku=[CLIENT])
+    srv = smtp_server(Scripted(identity=identity, chain=chain))
+    results = _probe(srv, pki, validator=validator)
+    assert errors(results) == expected
+    assert codes(results) == expected  # nothing else: no noise around the cause
+    [addr] = results[0].addresses
+    assert addr.verdict.startswith("would fail: ")
+    assert not addr.ok
+    assert exit_code(results) == 1
+
+
+def test_wrong_name_domain_rule(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(["mx1.northwind.test"]), chain=[pki.inter.cert]))
+    results = _probe(srv, pki, domain="fabrikam.test")
+    assert codes(results) == ["name.domain-mismatch"]
+    assert exit_code(results) == 1
+
+
+def test_host_in_partner_domain_satisfies_domain_rule(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(["mx7.fabrikam.test"]), chain=[pki.inter.cert]))
+    assert codes(_probe(srv, pki, domain="fabrikam.test")) == []
+
+
+def test_wrong_name_host_rule(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(), chain=[pki.inter.cert]))
+    assert codes(_probe(srv, pki, name="mx1.fabrikam.test")) == []
+    results = _probe(srv, pki, name="mx2.fabrikam.test")
+    assert codes(results) == ["name.host-mismatch"]
+    assert exit_code(results) == 1
+
+
+# --- revocation -----------------------------------------------------------------------------------------
+
+
+def test_revoked_exchange_fails(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=_revoked_leaf(pki), chain=[pki.inter.cert]))
+    results = _probe(srv, pki, validator="exchange")
+    assert codes(results) == ["revocation.revoked"]
+    [f] = results[0].all_findings
+    assert f.severity is Severity.ERROR
+    assert f.evidence["serial"] == f"{_revoked_leaf(pki).cert.serial_number:X}"
+    assert f.entry.exchange_text == "The certificate has been revoked."
+    assert exit_code(results) == 1
+
+
+def test_revoked_postfix_is_information(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=_revoked_leaf(pki), chain=[pki.inter.cert]))
+    results = _probe(srv, pki, validator="postfix")
+    assert codes(results) == ["revocation.revoked"]
+    assert [f.severity for f in results[0].all_findings] == [Severity.INFO]
+    assert results[0].addresses[0].ok
+    assert exit_code(results) == 0
+
+
+def test_crl_unreachable_exchange_is_an_error(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(cdp=DEAD_CRL), chain=[pki.inter.cert]))
+    results = _probe(srv, pki, validator="exchange")
+    assert codes(results) == ["revocation.unreachable"]
+    [f] = results[0].all_findings
+    assert f.severity is Severity.ERROR
+    assert f.side == "network"
+    assert f.entry.exchange_text == "RevocationCheckFailure"
+    assert f.evidence["crl_fetch"][0]["url"] == DEAD_CRL
+    assert "refused" in f.evidence["crl_fetch"][0]["error"]
+    assert DEAD_CRL in f.detail
+    assert results[0].addresses[0].verdict == "would fail: revocation could not be checked"
+    assert exit_code(results) == 1
+
+
+def test_crl_unreachable_postfix_is_information(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(cdp=DEAD_CRL), chain=[pki.inter.cert]))
+    results = _probe(srv, pki, validator="postfix")
+    assert codes(results) == ["revocation.unreachable"]
+    assert results[0].all_findings[0].severity is Severity.INFO
+    assert results[0].addresses[0].verdict == "would deliver with Domain Security"
+    assert exit_code(results) == 0
+
+
+def test_crl_not_found_is_unreachable_not_revoked(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(cdp=pki.crls.url("missing.crl")), chain=[pki.inter.cert]))
+    results = _probe(srv, pki)
+    assert codes(results) == ["revocation.unreachable"]
+    assert "HTTP 404" in results[0].all_findings[0].evidence["crl_fetch"][0]["error"]
+
+
+def test_no_cdp_exchange_fails_postfix_does_not_care(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(cdp=None), chain=[pki.inter.cert]))
+    assert codes(_probe(srv, pki, validator="exchange")) == ["revocation.no-cdp"]
+    assert codes(_probe(srv, pki, validator="postfix")) == []
+
+
+# --- SMTP ------------------------------------------------------------------------------------------------
+
+
+def test_no_starttls(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(), offer_starttls=False))
+    results = _probe(srv, pki)
+    assert codes(results) == ["smtp.no-starttls"]
+    [addr] = results[0].addresses
+    assert addr.session is not None and addr.session.tls is None and addr.session.starttls is None
+    assert exit_code(results) == 1
+
+
+def test_starttls_injection_is_discarded_and_reported(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(), chain=[pki.inter.cert],
+                               inject=b"250-injected\r\n250 PIPELINING\r\n"))
+    results = _probe(srv, pki)
+    assert codes(results) == ["smtp.starttls-injection"]
+    [addr] = results[0].addresses
+    assert addr.session is not None
+    assert addr.session.injected == b"250-injected\r\n250 PIPELINING\r\n"
+    # The injected lines were not taken as the reply to the EHLO after the handshake.
+    assert addr.session.tls_ehlo is not None and addr.session.tls_ehlo.lines[0] == "mx.test"
+    assert addr.session.rcpt is not None and addr.session.rcpt.code == 250
+    assert exit_code(results) == 1
+
+
+def test_starttls_refused(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(), starttls_reply="454 4.7.0 TLS not available due to local problem"))
+    results = _probe(srv, pki)
+    assert codes(results) == ["smtp.starttls-refused"]
+    assert exit_code(results) == 1
+
+
+def test_tls_required_without_starttls(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(), offer_starttls=False, require_tls_for_mail=True))
+    assert codes(_probe(srv, pki)) == ["smtp.no-starttls", "smtp.tls-required"]
+
+
+@pytest.mark.parametrize(("handler", "expected", "stage"), [
+    (raw_trickle, "net.timeout", "banner"),
+    (raw_silent, "net.timeout", "banner"),
+    (raw_garbage, "smtp.protocol-error", "banner"),
+    (raw_huge_line, "smtp.protocol-error", "banner"),
+    (raw_close_mid_reply, "net.closed", "banner"),
+    (raw_starttls_silent, "net.timeout", "starttls"),
+    (raw_starttls_garbage, "tls.handshake-failed", "handshake"),
+    (raw_starttls_close, "tls.handshake-failed", "handshake"),
+], ids=["trickle", "silent", "garbage", "huge-line", "close-mid-reply", "starttls-silent", "not-tls",
+        "close-before-handshake"])
+def test_slow_and_broken_servers(smtp_server: Start, pki: Pki, handler: Handler, expected: str, stage: str) -> None:
+    srv = smtp_server(handler)
+    results = _probe(srv, pki, timeout=1)
+    assert codes(results) == [expected]
+    [f] = results[0].all_findings
+    assert f.evidence["stage"] == stage
+    [addr] = results[0].addresses
+    assert addr.session is not None and addr.session.seconds < 3  # bounded by the step timeout
+    assert exit_code(results) == 1  # connected, so "reached": an error, not "unreachable"
