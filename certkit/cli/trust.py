@@ -20,6 +20,7 @@ from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, F, echo_json, home_option, read_secret, resolve_home
 from certkit.clock import aware
 from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, sha256_fingerprint
+from certkit.core.names import is_ip_address
 from certkit.core.trust import is_ca
 from certkit.core.verify import verify_chain
 from certkit.errors import CertkitError, InputError, PassphraseError, UsageError
@@ -144,7 +145,7 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
 
     host, real_port = _host_port(target, port or (465 if starttls == "none" else 25))
     ts = _open(home, store)  # a damaged store is reported before any network traffic
-    session = run_session(host, real_port, server_name=None if _is_ip(host) else host, timeout=timeout,
+    session = run_session(host, real_port, server_name=None if is_ip_address(host) else host, timeout=timeout,
                           implicit_tls=starttls == "none")
     if session.tls is None or not session.tls.peer_chain:
         why = session.failure.detail if session.failure else "the endpoint did not start TLS"
@@ -181,16 +182,6 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
     result = ts.add(offered, label=label, partners=partners, pin=pin, force=force,
                     source=f"{'smtp' if starttls == 'smtp' else 'tls'}://{host}:{real_port}")
     click.echo(f"{'added' if result.added else 'already trusted'}; store: {ts.path} ({len(ts)} anchors)")
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 @trust.command("list")

@@ -12,6 +12,7 @@ from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.core.issuance import san_names
 from certkit.core.keys import key_description
 from certkit.core.lint import is_self_signed, lint_certificate
+from certkit.core.trust import is_ca
 
 __all__ = ["describe_certificate", "describe_crl", "describe_csr"]
 
@@ -47,13 +48,6 @@ def _cdp(cert: x509.Certificate) -> list[str]:
     return [str(n.value) for dp in ext for n in (dp.full_name or [])]
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
 def describe_certificate(cert: x509.Certificate, *, at: dt.datetime | None = None, role: str = "certificate",
                          lint: bool = True) -> dict[str, Any]:
     """Everything an admin asks about a certificate, plus the domain-security lint for leaves."""
@@ -69,7 +63,7 @@ def describe_certificate(cert: x509.Certificate, *, at: dt.datetime | None = Non
         "sans": san_names(cert),
         "eku": _eku(cert),
         "key_usage": _key_usage(cert),
-        "is_ca": _is_ca(cert),
+        "is_ca": is_ca(cert),
         "self_signed": is_self_signed(cert),
         "cdp": _cdp(cert),
         "sha1": sha1_thumbprint(cert),

@@ -16,6 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from certkit.core.findings import Finding, Side
 from certkit.core.issuance import san_names
 from certkit.core.keys import MIN_RSA_BITS, key_description
+from certkit.core.trust import is_ca
 
 __all__ = ["EXPIRY_WARNING", "is_self_signed", "lint_certificate"]
 
@@ -33,19 +34,12 @@ def is_self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
 def lint_certificate(cert: x509.Certificate, *, at: dt.datetime, side: Side = Side.OURS,
                      exchange2010: bool = True) -> list[Finding]:
     """Every domain-security problem in ``cert`` (a leaf), as findings; an empty list means none found."""
     subject = cert.subject.rfc4514_string()
     out: list[Finding] = []
-    if _is_ca(cert):
+    if is_ca(cert):
         return out
     try:
         eku = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
