@@ -234,3 +234,18 @@ def test_installed_command_issues_and_reports_errors_without_traceback(tmp_path:
     usage = subprocess.run([exe, "ca", "issue", "--days", "many"], env=env, capture_output=True, text=True,
                            timeout=60)
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+def test_truncated_pfx_and_garbage_csr_are_one_line_exit_2(home: Path, tmp_path: Path) -> None:
+    run("ca", "issue", "mail.contoso.com", "--home", str(home), "--out", str(tmp_path), "--pfx")
+    pfx = (tmp_path / "mail.contoso.com.pfx").read_bytes()
+    cut = tmp_path / "cut.pfx"
+    cut.write_bytes(pfx[: len(pfx) // 2])
+    code, _, err = run("inspect", str(cut))
+    assert code == 2 and err.startswith("certkit: error:") and err.count("\n") == 1
+    req = tmp_path / "garbage.csr"
+    req.write_bytes(b"-----BEGIN NEW CERTIFICATE REQUEST-----\nnot base64 at all\n"
+                    b"-----END NEW CERTIFICATE REQUEST-----\n")
+    code, _, err = run("ca", "sign", str(req), "--home", str(home), "--out", str(tmp_path / "o"))
+    assert code == 2 and "certificate request" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
