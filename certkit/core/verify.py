@@ -39,7 +39,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from certkit.clock import aware
+from certkit.clock import aware, utcnow
 from certkit.core.findings import Finding, Severity
 from certkit.core.formats import sha256_fingerprint
 from certkit.core.names import dns_name, is_ip_address
@@ -463,7 +463,7 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
     is not a host name) only when called wrongly.
     """
     _check_args(leaf, intermediates, name, domain, purpose, max_depth)
-    when = _dt.datetime.now(_dt.UTC) if at is None else aware(at)
+    when = utcnow() if at is None else aware(at)
     if name is not None:
         name = _reference(name)
     if domain is not None:
