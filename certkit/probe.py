@@ -120,6 +120,7 @@ class AddressResult:
         return f"would fail: {first.entry.title}"
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json`` (see ``certkit/schemas/probe.schema.json``)."""
         s = self.session
         tls = s.tls if s else None
         return {
@@ -131,11 +132,22 @@ class AddressResult:
                 "acceptable_client_issuers": [n.rfc4514_string() for n in tls.client_ca_names],
                 "client_certificate_sent": tls.client_cert_sent,
             },
+            "verification": _verification_dict(self.verification),
             "findings": [f.to_dict() for f in self.findings],
             "transcript": [{"direction": t.direction, "text": t.text, "elapsed": t.elapsed}
                            for t in (s.transcript if s else [])],
             "timings": s.timings if s else {},
+            "seconds": round(s.seconds, 4) if s else None,
         }
+
+
+def _verification_dict(v: VerificationResult | None) -> dict[str, Any] | None:
+    """The verification of their chain without its findings (those are the address's findings)."""
+    if v is None:
+        return None
+    data = v.to_dict()
+    data.pop("findings", None)
+    return data
 
 
 @dataclass
@@ -151,6 +163,7 @@ class ProbeResult:
         return [*self.findings, *(f for a in self.addresses for f in a.findings)]
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json`` (see ``certkit/schemas/probe.schema.json``)."""
         return {"target": self.target, "findings": [f.to_dict() for f in self.findings],
                 "addresses": [a.to_dict() for a in self.addresses]}
 
