@@ -49,12 +49,16 @@ from certkit.core.smtp import (
 __all__ = [
     "Channel",
     "ClientIdentity",
+    "Delivery",
     "Failure",
+    "ServerTls",
+    "ServerTlsError",
     "SmtpSession",
     "Step",
     "TlsInfo",
     "TranscriptLine",
     "client_context",
+    "deliver_message",
     "run_session",
     "server_context",
 ]
@@ -590,3 +594,251 @@ def _transaction(d: _Driver, mail_from: str | None, rcpt_to: str | None) -> None
             s.rset = d.command("rset", Command.rset())
     if d.state() is not State.CLOSED and d.engine.pending is None:
         s.quit = d.command("quit", Command.quit())
+
+
+# --- server-side TLS over memory BIOs (the lab endpoint) ----------------------------------------------
+
+
+class ServerTlsError(Exception):
+    """The server-side TLS handshake or record layer failed; the message is OpenSSL's reason."""
+
+
+class ServerTls:
+    """One server-side TLS session driven through memory BIOs: ciphertext in and out, no socket.
+
+    An asyncio transport (or anything else) feeds what the client sent with :meth:`receive`, calls
+    :meth:`handshake` until it returns true, then moves plaintext with :meth:`read` and :meth:`write`;
+    after each call it sends :meth:`outgoing` to the client. This keeps pyOpenSSL inside this module
+    while the lab's event loop does plain sockets. The context comes from :func:`server_context`, which
+    asks for a client certificate and accepts any, as an Exchange Receive connector does.
+    """
+
+    def __init__(self, ctx: SSL.Context) -> None:
+        self.conn = SSL.Connection(ctx, None)
+        self.conn.set_accept_state()
+        self.done = False
+        #: The client closed the TLS session (close_notify) or the stream.
+        self.closed = False
+
+    def receive(self, data: bytes) -> None:
+        """Ciphertext from the client; ``b""`` means the client closed the stream."""
+        if data:
+            self.conn.bio_write(data)
+        else:
+            self.conn.bio_shutdown()
+            self.closed = True
+
+    def handshake(self) -> bool:
+        """Advance the handshake; true once it is complete. Raises :class:`ServerTlsError` on failure."""
+        if self.done:
+            return True
+        try:
+            self.conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except (SSL.Error, OSError) as e:
+            raise ServerTlsError(_ssl_reason(e)) from e
+        self.done = True
+        return True
+
+    def read(self) -> bytes:
+        """All plaintext decrypted so far (``b""`` when none is complete yet)."""
+        out = bytearray()
+        while True:
+            try:
+                chunk = self.conn.recv(65536)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self.closed = True
+                break
+            except (SSL.Error, OSError) as e:
+                raise ServerTlsError(_ssl_reason(e)) from e
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def write(self, data: bytes) -> None:
+        """Encrypt ``data``; the records are then in :meth:`outgoing`."""
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.conn.send(bytes(view[:16384]))
+            except (SSL.Error, OSError) as e:
+                raise ServerTlsError(_ssl_reason(e)) from e
+            view = view[sent:]
+
+    def outgoing(self) -> bytes:
+        """Ciphertext waiting to go to the client."""
+        out = bytearray()
+        while True:
+            try:
+                chunk = self.conn.bio_read(65536)
+            except SSL.WantReadError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def close(self) -> None:
+        """Queue a close_notify (send :meth:`outgoing` afterwards)."""
+        with contextlib.suppress(SSL.Error, OSError):
+            self.conn.shutdown()
+
+    def info(self) -> TlsInfo:
+        """The negotiated session; ``peer_chain`` is the client's chain, leaf first (empty: no certificate)."""
+        conn = self.conn
+        chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+        peer = conn.get_peer_certificate(as_cryptography=True)
+        full = ([peer] + [c for c in chain if c != peer]) if peer is not None else list(chain)
+        sni = conn.get_servername()
+        return TlsInfo(version=conn.get_protocol_version_name(), cipher=conn.get_cipher_name(),
+                       peer_chain=tuple(full), client_ca_names=(), certificate_requested=True,
+                       client_cert_sent=peer is not None,
+                       server_name=sni.decode("ascii", "replace") if sni else None)
+
+
+# --- delivering one message (the lab sender) -----------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """One delivery attempt: the SMTP session up to RCPT TO, and the replies to ``DATA`` and to the message."""
+
+    session: SmtpSession
+    data: Reply | None = None        # the reply to DATA (354 expected)
+    accepted: Reply | None = None    # the reply after the final "." (250 expected)
+
+    @property
+    def delivered(self) -> bool:
+        """The receiver took responsibility for the message."""
+        return self.accepted is not None and self.accepted.positive
+
+    @property
+    def last_reply(self) -> Reply | None:
+        """The receiver's reply that ended the attempt (the one a queue shows), if any."""
+        s = self.session
+        for reply in (self.accepted, self.data, s.rcpt, s.mail, s.after_tls, s.starttls, s.ehlo, s.banner):
+            if reply is not None and not reply.positive:
+                return reply
+        return None
+
+
+def _dot_stuff(message: bytes) -> bytes:
+    lines = message.replace(b"\r\n", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    body = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+    return body + b".\r\n"
+
+
+def _raw_step(d: _Driver, stage: str, data: bytes, shown: str) -> Reply:
+    """Send ``data`` outside the engine (DATA and the message, which the probe engine refuses) and read one reply."""
+    assert d.channel is not None
+    t0 = time.monotonic()
+    d.s.transcript.append(TranscriptLine("C", shown, round(d.elapsed(), 4)))
+    try:
+        d.channel.sendall(data, d.step_deadline())
+    except TimeoutError as e:
+        raise _Stop(Failure("net.timeout", stage, f"could not send {shown} in time")) from e
+    except (OSError, SSL.Error) as e:
+        raise _Stop(Failure("net.closed", stage, f"the connection broke while sending: {e}")) from e
+    # A fresh client engine awaits exactly one reply of any code: a one-shot reply parser.
+    parser = SmtpClient()
+    deadline = d.step_deadline()
+    while True:
+        event = parser.next_event()
+        if event is NEED_DATA:
+            try:
+                parser.receive_data(d.channel.recv(deadline))
+            except TimeoutError as e:
+                raise _Stop(Failure("net.timeout", stage, f"no complete reply within {d.timeout:g} s")) from e
+            continue
+        if isinstance(event, Reply):
+            for line in event.wire_lines():
+                d.s.transcript.append(TranscriptLine("S", line, round(d.elapsed(), 4)))
+            d.s.steps.append(Step(stage, shown, event, time.monotonic() - t0))
+            return event
+        if isinstance(event, ConnectionClosed):
+            raise _Stop(Failure("net.closed", stage, "the server closed the connection without a reply"))
+        if isinstance(event, ProtocolError):
+            raise _Stop(Failure("smtp.protocol-error", stage, f"{event.reason}: {event.data[:60]!r}"))
+
+
+def deliver_message(address: str, port: int = 25, *, mail_from: str, rcpt_to: str, message: bytes,
+                    server_name: str | None = None, helo_name: str = "localhost",
+                    identity: ClientIdentity | None = None, require_tls: bool = False, timeout: float = 10.0,
+                    deadline: float | None = None) -> Delivery:
+    """Deliver ``message`` to ``address:port`` as a sending MTA does: the dialogue of :func:`run_session`
+    (STARTTLS when offered, ``identity`` presented when asked) up to RCPT TO, then ``DATA``, the
+    dot-stuffed message and ``QUIT``. With ``require_tls`` (Domain Security) a server that offers no
+    STARTTLS gets ``QUIT`` and no ``MAIL FROM``. Failures are data in the returned :class:`Delivery`, never exceptions.
+    """
+    session = SmtpSession(address=address, port=port, server_name=server_name)
+    result = Delivery(session)
+    start = time.monotonic()
+    d = _Driver(session, timeout, start + (deadline if deadline is not None else 6 * timeout))
+    try:
+        _dialogue_to_rcpt(d, helo_name, mail_from, rcpt_to, identity, require_tls)
+        if d.state() is State.RCPT:
+            result.data = _raw_step(d, "data", b"DATA\r\n", "DATA")
+            if result.data.code == 354:
+                result.accepted = _raw_step(d, "message", _dot_stuff(message),
+                                            f"<message of {len(message)} octets>")
+            if result.data.code != 421 and (result.accepted is None or result.accepted.code != 421):
+                session.quit = d.command("quit", Command.quit())
+        elif d.state() in (State.MAIL, State.READY, State.GREETED):
+            session.quit = d.command("quit", Command.quit())
+    except _Stop as stop:
+        session.failure = stop.failure
+        d.note(f"stopped at {stop.failure.stage}: {stop.failure.detail}")
+    finally:
+        if d.channel is not None:
+            d.channel.close()
+        d.sync_transcript()
+        session.seconds = time.monotonic() - start
+    return result
+
+
+def _dialogue_to_rcpt(d: _Driver, helo_name: str, mail_from: str, rcpt_to: str,
+                      identity: ClientIdentity | None, require_tls: bool) -> None:
+    s = d.s
+    d.connect()
+    t0 = time.monotonic()
+    s.banner = d.read_reply("banner")
+    s.steps.append(Step("banner", None, s.banner, time.monotonic() - t0))
+    if d.state() is not State.GREETED:
+        return
+    s.ehlo = _greet(d, helo_name, tls=False)
+    s.capabilities = dict(d.engine.capabilities)
+    if d.state() is not State.READY:
+        return
+    s.starttls_offered = d.engine.starttls_offered
+    if require_tls and not s.starttls_offered:
+        s.quit = d.command("quit", Command.quit())
+        raise _Stop(Failure("smtp.no-starttls", "ehlo", "TLS is required, but the server did not offer STARTTLS"))
+    if s.starttls_offered:
+        s.starttls = d.command("starttls", Command.starttls())
+        if d.state() is State.TLS_PENDING:
+            assert d.channel is not None
+            early = d.channel.recv_ready()
+            if early:
+                d.engine.receive_data(early)
+            s.injected = d.engine.injected
+            d.sync_transcript()
+            d.handshake(identity)
+            d.engine.tls_established()
+            d.sync_transcript()
+            s.after_tls = _greet(d, helo_name, tls=True)
+            if d.state() is not State.READY:
+                return
+        elif d.state() is not State.READY:
+            return
+        elif require_tls:
+            s.quit = d.command("quit", Command.quit())
+            raise _Stop(Failure("smtp.starttls-refused", "starttls", f"STARTTLS was refused: {s.starttls.text}"))
+    s.mail = d.command("mail", Command.mail(mail_from))
+    if d.state() is State.MAIL:
+        s.rcpt = d.command("rcpt", Command.rcpt(rcpt_to))
