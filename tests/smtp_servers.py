@@ -32,7 +32,8 @@ class SmtpTestServer:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
+        self.listener.listen(128)
+        self.listener.settimeout(0.1)  # before the thread starts: close() may come at once
         self.port: int = self.listener.getsockname()[1]
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -40,7 +41,6 @@ class SmtpTestServer:
         self._thread.start()
 
     def _serve(self) -> None:
-        self.listener.settimeout(0.1)
         while not self._stop.is_set():
             try:
                 sock, _ = self.listener.accept()

@@ -71,7 +71,8 @@ def identity_from_home(home: Path, name: str, *, at: dt.datetime | None = None) 
         raise NotFoundError(f"The CA in {home} has no currently valid certificate for {name} "
                             f"({len(records)} expired or not yet valid).",
                             "Renew it (certkit ca renew NAME), or give --client-cert and --client-key.")
-    record = max(valid, key=lambda r: (r.issued_at, r.not_after, r.serial))
+    # Newest: latest issuance, then latest expiry; on a tie, the later row of the index.
+    record = max(enumerate(valid), key=lambda pair: (pair[1].issued_at, pair[1].not_after, pair[0]))[1]
     cert_file = record.files.get("chain.pem") or record.files.get("crt")
     key_file = record.files.get("key")
     hint = "Give --client-cert and --client-key instead."
