@@ -710,6 +710,7 @@ class Delivery:
     session: SmtpSession
     data: Reply | None = None        # the reply to DATA (354 expected)
     accepted: Reply | None = None    # the reply after the final "." (250 expected)
+    refused_locally: str | None = None  # why we stopped before DATA (our check of the receiver failed)
 
     @property
     def delivered(self) -> bool:
@@ -769,12 +770,15 @@ def _raw_step(d: _Driver, stage: str, data: bytes, shown: str) -> Reply:
 
 def deliver_message(address: str, port: int = 25, *, mail_from: str, rcpt_to: str, message: bytes,
                     server_name: str | None = None, helo_name: str = "localhost",
-                    identity: ClientIdentity | None = None, require_tls: bool = False, timeout: float = 10.0,
+                    identity: ClientIdentity | None = None, require_tls: bool = False,
+                    approve: Callable[[SmtpSession], str | None] | None = None, timeout: float = 10.0,
                     deadline: float | None = None) -> Delivery:
     """Deliver ``message`` to ``address:port`` as a sending MTA does: the dialogue of :func:`run_session`
     (STARTTLS when offered, ``identity`` presented when asked) up to RCPT TO, then ``DATA``, the
     dot-stuffed message and ``QUIT``. With ``require_tls`` (Domain Security) a server that offers no
-    STARTTLS gets ``QUIT`` and no ``MAIL FROM``. Failures are data in the returned :class:`Delivery`, never exceptions.
+    STARTTLS gets ``QUIT`` and no ``MAIL FROM``. ``approve`` is called once RCPT TO is accepted: it
+    returns ``None`` to send the message, or the reason not to (then ``QUIT``; the sending Edge's own check
+    of the receiver's certificate). Failures are data in the returned :class:`Delivery`, never exceptions.
     """
     session = SmtpSession(address=address, port=port, server_name=server_name)
     result = Delivery(session)
@@ -782,14 +786,18 @@ def deliver_message(address: str, port: int = 25, *, mail_from: str, rcpt_to: st
     d = _Driver(session, timeout, start + (deadline if deadline is not None else 6 * timeout))
     try:
         _dialogue_to_rcpt(d, helo_name, mail_from, rcpt_to, identity, require_tls)
-        if d.state() is State.RCPT:
+        if d.state() is State.RCPT and approve is not None:
+            result.refused_locally = approve(session)
+            if result.refused_locally is not None:
+                d.note(f"not sending the message: {result.refused_locally}")
+        if d.state() is State.RCPT and result.refused_locally is None:
             result.data = _raw_step(d, "data", b"DATA\r\n", "DATA")
             if result.data.code == 354:
                 result.accepted = _raw_step(d, "message", _dot_stuff(message),
                                             f"<message of {len(message)} octets>")
             if result.data.code != 421 and (result.accepted is None or result.accepted.code != 421):
                 session.quit = d.command("quit", Command.quit())
-        elif d.state() in (State.MAIL, State.READY, State.GREETED):
+        elif d.state() in (State.MAIL, State.RCPT, State.READY, State.GREETED):
             session.quit = d.command("quit", Command.quit())
     except _Stop as stop:
         session.failure = stop.failure

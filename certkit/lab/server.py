@@ -376,6 +376,19 @@ class LabServer:
             if task is not None:
                 self._tasks.discard(task)
 
+    def wait_for_session(self, match: Callable[[SessionRecord], bool], timeout: float = 5.0) -> SessionRecord | None:
+        """The most recent finished session that ``match`` accepts, waiting up to ``timeout`` seconds for it.
+
+        For callers in *another* thread (tests, the demo): a client sees the server's last reply
+        slightly before the server has recorded the session.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((r for r in reversed(list(self.sessions)) if match(r)), None)
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.01)
+
     def _record(self, record: SessionRecord) -> None:
         self.sessions.append(record)
         del self.sessions[:-1000]

@@ -1,0 +1,256 @@
+"""The lab sender: deliver one message the way a sending Edge does, and show the queue as Exchange does.
+
+:func:`send_message` routes by MX (or to ``via``), runs :func:`certkit.adapters.transport.deliver_message`
+with our transport certificate, and, with Domain Security (``domain_secure``), validates the receiver's
+certificate against the recipient domain before sending the message (``TLSSendDomainSecureList``:
+chain to the store, serverAuth, the Domain Security name rule, checkable revocation). On failure the
+:class:`SendResult` holds the queue entry as ``Get-Queue | fl`` shows it (:func:`queue_lines`) and
+certkit's diagnosis from the sender's side (:func:`certkit.probe.diagnose_session` plus the
+verification of the receiver's certificate). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import secrets
+import socket
+from dataclasses import dataclass, field, replace
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from certkit.adapters.crlfetch import CrlCache
+from certkit.adapters.dns import resolve_mail_domain
+from certkit.adapters.transport import ClientIdentity, Delivery, SmtpSession, deliver_message
+from certkit.clock import Clock, SystemClock
+from certkit.core.findings import EXCHANGE_WRAP, Finding, Severity
+from certkit.core.trust import AnchorSet, is_self_signed
+from certkit.core.verify import VerificationResult, verify_chain
+from certkit.errors import InputError
+from certkit.lab.server import _cdp_urls
+from certkit.probe import diagnose_session, parse_target
+
+__all__ = ["FAILOVER", "SendResult", "build_message", "diagnosis_lines", "queue_lines", "send_message"]
+
+#: What Exchange 2007/2010 appends to a LastError when the only target failed.
+FAILOVER = ("Attempted failover to alternate host, but that did not succeed. Either there are no alternate "
+            "hosts, or delivery failed to all alternate hosts.")
+
+#: Replies after which Exchange's LastError wraps the remote reply (the receiver refused us).
+_CONNECT_ERROR = ('441 4.4.1 Error encountered while communicating with primary target IP address: '
+                  '"{inner}" ' + FAILOVER)
+
+
+@dataclass
+class SendResult:
+    """One delivery attempt (or several, one per MX address) and what the sender's admin would see."""
+
+    mail_from: str
+    rcpt_to: str
+    next_hop: str                                   # the recipient domain (Get-Queue's NextHopDomain)
+    attempts: list[Delivery] = field(default_factory=list)
+    verification: VerificationResult | None = None  # our check of the receiver's certificate
+    findings: list[Finding] = field(default_factory=list)
+    last_error: str | None = None
+    route_error: str | None = None
+    when: _dt.datetime | None = None
+    domain_secure: bool = False
+    our_certificate_self_signed: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return any(a.delivered for a in self.attempts)
+
+    @property
+    def status(self) -> str:
+        """``Retry`` for a transient failure (the message stays queued), ``Ready`` once delivered."""
+        if self.delivered:
+            return "Ready"
+        last = self.attempts[-1].last_reply if self.attempts else None
+        return "Failed" if last is not None and last.permanent else "Retry"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"delivered": self.delivered, "next_hop_domain": self.next_hop, "status": self.status,
+                "last_error": self.last_error, "findings": [f.to_dict() for f in self.findings],
+                "transcript": [str(t) for a in self.attempts for t in a.session.transcript]}
+
+
+def build_message(mail_from: str, rcpt_to: str, *, subject: str = "certkit lab test message",
+                  body: str = "Sent by certkit lab send over mutual TLS.", at: _dt.datetime | None = None) -> bytes:
+    """A small RFC 5322 message."""
+    when = at or _dt.datetime.now(_dt.UTC)
+    domain = mail_from.rsplit("@", 1)[-1] or "localhost"
+    lines = [f"From: <{mail_from}>", f"To: <{rcpt_to}>", f"Subject: {subject}", f"Date: {format_datetime(when)}",
+             f"Message-ID: {make_msgid(secrets.token_hex(4), domain=domain)}", "MIME-Version: 1.0",
+             "Content-Type: text/plain; charset=utf-8", "", body, ""]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def _domain(address: str, what: str) -> str:
+    if address.count("@") != 1 or not address.split("@")[1]:
+        raise InputError(f"{address!r} is not a mail address.", f"Give {what} as user@domain.")
+    return address.split("@")[1].lower().rstrip(".")
+
+
+def _their_certificate(session: SmtpSession, anchors: AnchorSet, domain: str, at: _dt.datetime,
+                       crls: CrlCache) -> VerificationResult | None:
+    if session.tls is None or not session.tls.peer_chain:
+        return None
+    leaf, *inters = session.tls.peer_chain
+    first = verify_chain(leaf, inters, anchors, domain=domain, purpose="server", at=at)
+    certs = list(dict.fromkeys([*first.chain, *session.tls.peer_chain]))
+    found = [r.crl for r in (crls.get(u) for u in _cdp_urls(certs)) if r.crl is not None]
+    return verify_chain(leaf, inters, anchors, domain=domain, purpose="server", at=at, crls=found,
+                        require_revocation=True)
+
+
+def _refused_at_mail(session: SmtpSession) -> SmtpSession:
+    """Exchange refuses at MAIL FROM, Postfix right after the handshake: present both to the diagnosis alike."""
+    for reply in (session.mail, session.rcpt):
+        if (reply is not None and reply.code in (421, 454, 554) and session.tls is not None
+                and not session.rejected_after_tls):
+            return replace(session, after_tls=reply)
+    return session
+
+
+def _last_error(delivery: Delivery) -> str:
+    s = delivery.session
+    if delivery.refused_locally is not None:
+        return f"454 4.7.5 Certificate validation failure (on our side: {delivery.refused_locally}) {FAILOVER}"
+    reply = delivery.last_reply
+    if s.failure is not None and (reply is None or s.failure.stage in ("connect", "handshake")):
+        if s.failure.code == "net.refused":
+            return _CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10061, Win32 error code: "
+                                               "10061.")
+        if s.failure.code == "net.timeout":
+            return _CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10060, Win32 error code: "
+                                               "10060.")
+        if s.failure.code == "tls.handshake-failed":
+            return f"{EXCHANGE_WRAP.format(inner='TLS negotiation failed with error ' + s.failure.detail)} {FAILOVER}"
+        if s.failure.code == "smtp.no-starttls":
+            return "451 5.7.3 STARTTLS is required to send mail"
+        return _CONNECT_ERROR.format(inner=s.failure.detail)
+    if reply is not None:
+        return f"{EXCHANGE_WRAP.format(inner=reply.text.rstrip('.'))} {FAILOVER}"
+    return f"451 4.4.0 The delivery did not complete. {FAILOVER}"
+
+
+def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | None, anchors: AnchorSet | None = None,
+                 via: str | None = None, domain_secure: bool = False, nameserver: str | None = None,
+                 helo_name: str | None = None, message: bytes | None = None, timeout: float = 10.0,
+                 clock: Clock | None = None) -> SendResult:
+    """Deliver one message from ``mail_from`` to ``rcpt_to`` (blocking) and explain a failure.
+
+    ``via`` (``host:port``) replaces the MX lookup (Domain Security itself needs MX routing; the lab
+    uses ``via`` to reach loopback ports). ``domain_secure``: TLS is required and the receiver's
+    certificate must validate for the recipient domain against ``anchors`` with revocation checked.
+    """
+    at = (clock or SystemClock()).now()
+    _domain(mail_from, "--from")
+    hop = _domain(rcpt_to, "--to")
+    result = SendResult(mail_from, rcpt_to, hop, when=at, domain_secure=domain_secure)
+    result.our_certificate_self_signed = identity is not None and is_self_signed(identity.cert)
+    anchors = anchors if anchors is not None else AnchorSet()
+    if via is not None:
+        t = parse_target(via, 25)
+        pairs = [(t.host, _address(t.host))]
+        port = t.port
+    else:
+        route = resolve_mail_domain(hop, nameserver=nameserver, timeout=timeout)
+        if route.failure is not None and not route.targets:
+            result.route_error = route.failure.detail
+            result.last_error = (f"451 4.4.0 DNS query failed. The error was: {route.failure.detail}")
+            result.findings.append(Finding(route.failure.code, route.failure.detail, subject=hop))
+            return result
+        pairs, port = route.targets, 25
+    crls = CrlCache(timeout=timeout)
+    ehlo = helo_name or _our_host(identity)
+    data = message if message is not None else build_message(mail_from, rcpt_to, at=at)
+
+    def approve(session: SmtpSession) -> str | None:
+        if not domain_secure:
+            return None
+        result.verification = _their_certificate(session, anchors, hop, at, crls)
+        if result.verification is None:
+            return "the receiver presented no certificate"
+        if not result.verification.ok:
+            first = result.verification.errors[0]
+            return f"the certificate of {session.address} does not validate for {hop}: {first.entry.title}"
+        return None
+
+    for host, address in pairs:
+        delivery = deliver_message(address, port, mail_from=mail_from, rcpt_to=rcpt_to, message=data,
+                                   server_name=host if host != address else None, helo_name=ehlo,
+                                   identity=identity, require_tls=domain_secure, approve=approve, timeout=timeout)
+        result.attempts.append(delivery)
+        if delivery.delivered:
+            return result
+    last = result.attempts[-1]
+    result.last_error = _last_error(last)
+    result.findings = diagnose_session(_refused_at_mail(last.session), identity=identity, at=at)
+    if domain_secure and result.verification is None and last.session.tls is not None:
+        result.verification = _their_certificate(last.session, anchors, hop, at, crls)
+    if result.verification is not None:
+        result.findings.extend(f for f in result.verification.findings if f.severity is not Severity.INFO)
+    return result
+
+
+def _address(host: str) -> str:
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except OSError:
+        return host
+
+
+def _our_host(identity: ClientIdentity | None) -> str:
+    if identity is None:
+        return "localhost"
+    from cryptography import x509
+
+    try:
+        names = identity.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = [n for n in names.get_values_for_type(x509.DNSName) if "." in n and "*" not in n]
+        if dns:
+            return dns[0]
+    except x509.ExtensionNotFound:
+        pass
+    return "localhost"
+
+
+def queue_lines(result: SendResult, *, server: str = "EDGE01") -> list[str]:
+    """The queue entry as ``Get-Queue | fl Identity,DeliveryType,NextHopDomain,TlsDomain,Status,...`` shows it."""
+    when = result.when or _dt.datetime.now(_dt.UTC)
+    fields = [
+        ("Identity", f"{server}\\{3 + len(result.attempts)}"),
+        ("DeliveryType", "DnsConnectorDelivery"),
+        ("NextHopDomain", result.next_hop),
+        ("TlsDomain", result.next_hop if result.domain_secure else ""),
+        ("Status", result.status),
+        ("MessageCount", "0" if result.delivered else "1"),
+        ("LastError", result.last_error or ""),
+        ("LastRetryTime", f"{when:%m/%d/%Y %I:%M:%S %p}"),
+        ("NextRetryTime", "" if result.delivered else f"{when + _dt.timedelta(minutes=10):%m/%d/%Y %I:%M:%S %p}"),
+    ]
+    width = max(len(k) for k, _ in fields)
+    return [f"{k.ljust(width)} : {v}" for k, v in fields]
+
+
+def diagnosis_lines(result: SendResult) -> list[str]:
+    """certkit's diagnosis of a failed delivery, from the sender's side, as indented plain text."""
+    lines: list[str] = []
+    ours = [f for f in result.findings if f.code.startswith("peer.") or f.side == "ours"]
+    theirs = [f for f in result.findings if f not in ours]
+    for title, group in (("The receiver refused us", ours), ("Other findings", theirs)):
+        if not group:
+            continue
+        lines.append(f"{title}:")
+        for f in group:
+            lines.append(f"  [{f.severity}] {f.code}: {f.detail}")
+            lines.append(f"      why: {f.entry.explanation}")
+            lines.append(f"      fix: {f.entry.remedy}")
+    if result.our_certificate_self_signed and any(f.code.startswith("peer.rejected") for f in ours):
+        lines.append("Note: our certificate is self-signed (as New-ExchangeCertificate makes it). The partner can "
+                     "trust it only by importing it as a root; a certificate from a CA whose root the partner "
+                     "imports is the lasting fix.")
+    if not lines and result.last_error:
+        lines.append(f"No diagnosis beyond the reply: {result.last_error}")
+    return lines
