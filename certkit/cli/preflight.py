@@ -1,0 +1,125 @@
+"""``certkit preflight``: before switching on Domain Security with a partner, will it work both ways?
+
+Exit codes: 0 ready, 1 not ready, 2 usage, 3 nothing reachable. Only the report goes to stdout;
+progress goes to stderr, and only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from certkit.adapters.fs import atomic_write, read_input
+from certkit.adapters.truststore import TrustStore, default_store_path
+from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, resolve_home
+from certkit.core.formats import load_certificates
+from certkit.core.keys import load_private_key
+from certkit.errors import InputError
+from certkit.preflight import preflight, render_html, render_text
+
+__all__ = ["COMMANDS", "parse_time"]
+
+
+def parse_time(text: str) -> dt.datetime:
+    """``--at``: ISO 8601 (``2026-06-01T12:00:00Z``, with an offset, or a date); without a zone, UTC."""
+    t = text.strip()
+    try:
+        value = dt.datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
+    except ValueError:
+        raise InputError(f"--at {text!r} is not a time.", "Use ISO 8601, e.g. 2026-06-01T12:00:00Z.") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Progress:
+    """One line per step on stderr; the addresses as a growing bar on one line."""
+
+    def __call__(self, step: str, text: str) -> None:
+        if step == "address":
+            done, _, rest = text.partition("] ")
+            n, _, total = done.strip("[").partition("/")
+            width = 20
+            filled = int(width * int(n) / max(1, int(total)))
+            click.echo(f"\r  [{'#' * filled}{'.' * (width - filled)}] {n}/{total} {rest[:60]:<60}", err=True,
+                       nl=n == total)
+        else:
+            click.echo(f"{step}: {text}", err=True)
+
+
+@click.command("preflight")
+@click.option("--partner", required=True, help="The partner's mail domain (fabrikam.com).")
+@click.option("--our-domain", required=True, help="Our mail domain (contoso.com).")
+@click.option("--cert", "cert_file", required=True, type=click.Path(dir_okay=False),
+              help="Our transport certificate (PEM/DER; leaf first, chain after).")
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False),
+              help=f"Its private key (passphrase from ${KEY_PASSPHRASE_ENV}).")
+@click.option("--chain", "chain_file", type=click.Path(dir_okay=False), default=None,
+              help="Intermediates (and our root) we send with it.")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
+@click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")
+@click.option("--edge-fqdn", default=None, help="Our Edge's public FQDN (default: our certificate's CN).")
+@click.option("--accepted-domain", "accepted", multiple=True, help="Another accepted domain our SAN must name.")
+@click.option("--smart-host", default=None, help="The smart host our Send connector uses today, if any.")
+@click.option("--nameserver", default=None, help="DNS server as IP[:PORT] (default: the system's).")
+@click.option("--port", default=25, show_default=True, type=click.IntRange(1, 65535), help="SMTP port of their MX.")
+@click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds per network step.")
+@click.option("--at", "at_text", default=None, help="Judge at this time (ISO 8601) instead of now.")
+@click.option("--exchange-2010/--no-exchange-2010", default=True, show_default=True,
+              help="Apply Exchange 2010's rule: RSA keys only.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the report as one self-contained HTML file.")
+@click.option("--tlsrpt", "tlsrpt_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write an RFC 8460 TLS-RPT aggregate report (JSON).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as JSON (see certkit/schemas/preflight.schema.json).")
+@home_option
+def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, chain_file: str | None,
+                  store: str | None, managed_only: bool, edge_fqdn: str | None, accepted: tuple[str, ...],
+                  smart_host: str | None, nameserver: str | None, port: int, timeout: float, at_text: str | None,
+                  exchange_2010: bool, report_file: str | None, tlsrpt_file: str | None, as_json: bool,
+                  home: str | None) -> None:
+    """Check, before switching on Domain Security with PARTNER, that both directions will work.
+
+    Our certificate as their Edge sees it, routing to their MX, and every MX address probed with our
+    certificate. Exit 0 ready, 1 not ready, 2 misuse, 3 nothing reachable.
+    """
+    certs = load_certificates(read_input(cert_file, what="certificate"), source=cert_file)
+    chain = list(certs[1:])
+    if chain_file:
+        chain += load_certificates(read_input(chain_file, what="chain"), source=chain_file)
+    passphrase = os.environ.get(KEY_PASSPHRASE_ENV)
+    key = load_private_key(read_input(key_file, what="key"), passphrase.encode() if passphrase else None,
+                           source=key_file)
+    path = Path(store) if store else default_store_path(resolve_home(home))
+    anchors = TrustStore(path).anchor_set(managed_only=managed_only)
+    at = parse_time(at_text) if at_text else None
+    report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
+                       edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host, nameserver=nameserver,
+                       port=port, timeout=timeout, exchange2010=exchange_2010, at=at,
+                       progress=_Progress() if _stderr_is_terminal() else None)
+    if report_file:
+        atomic_write(report_file, render_html(report).encode("utf-8"), overwrite=True)
+    if tlsrpt_file:
+        from certkit.tlsrpt import tlsrpt_report
+
+        data = json.dumps(tlsrpt_report(report), indent=2) + "\n"
+        atomic_write(tlsrpt_file, data.encode("utf-8"), overwrite=True)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(render_text(report), nl=False)
+    sys.exit(report.exit_code)
+
+
+COMMANDS: list[click.Command] = [preflight_cmd]

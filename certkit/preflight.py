@@ -1,0 +1,515 @@
+"""The pre-flight before switching on Domain Security with a partner: will they accept us, will we accept them?
+
+:func:`preflight` runs four steps and returns a :class:`PreflightReport` (plain data; nothing here prints):
+
+1. **Our certificate**, as the partner's Edge will see it: the domain-security lint (both EKUs, RSA
+   >= 2048 and RSA for Exchange 2010, SHA-256, wildcards, CDP, validity), the names (CN = our Edge
+   FQDN, our domain and accepted domains in the SAN), the chain up to a root (our chain file and the
+   trust store), the key matching the certificate, and our CRL fetched from its distribution point
+   (reachable, correctly signed, current, nextUpdate not too near). A self-signed certificate is a
+   warning: the partner must pin it.
+2. **Routing**: the partner must have MX records (Domain Security routes through DNS); a smart host
+   is a blocking finding (a smart-hosted Send connector cannot use Domain Security).
+3. **The partner's endpoints**: every MX address is probed with our client certificate
+   (:func:`certkit.probe.probe_sync`, Exchange rules): STARTTLS, their certificate for the partner
+   domain in our store, their CRL, and whether they accept our certificate after the handshake.
+4. **The verdict**: ready when no finding is an error and at least one endpoint was reached.
+
+Every finding is placed in the direction(s) it affects: ``outbound`` (we send to them: they judge our
+client certificate, we judge their server certificate) and ``inbound`` (they send to us).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certkit.adapters.crlfetch import CrlCache
+from certkit.adapters.dns import MailRoute, resolve_mail_domain
+from certkit.adapters.transport import ClientIdentity
+from certkit.clock import Clock, FixedClock, SystemClock, aware
+from certkit.core.findings import Finding, Severity, Side
+from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
+from certkit.core.issuance import san_names
+from certkit.core.keys import PrivateKey, public_key_matches
+from certkit.core.lint import lint_certificate
+from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
+from certkit.core.verify import domain_matches, verify_chain
+from certkit.errors import InputError
+from certkit.probe import AddressResult, probe_sync
+
+__all__ = [
+    "CRL_WARNING",
+    "JSON_SCHEMA_VERSION",
+    "ChainCert",
+    "Item",
+    "PreflightProgress",
+    "PreflightReport",
+    "preflight",
+    "render_html",
+    "render_text",
+]
+
+#: The version of the JSON document (certkit/schemas/preflight.schema.json); bumped only on breaking changes.
+JSON_SCHEMA_VERSION = 1
+
+#: A CRL whose nextUpdate is nearer than this (or than half its lifetime) is a warning.
+CRL_WARNING = _dt.timedelta(days=2)
+
+OUTBOUND = "outbound"  # we send to them
+INBOUND = "inbound"    # they send to us
+BOTH = (OUTBOUND, INBOUND)
+
+STEPS = {
+    "certificate": "Our certificate, as the partner sees it",
+    "routing": "Routing to the partner",
+    "endpoints": "The partner's endpoints",
+}
+
+#: Called with (step, message) as the pre-flight goes; ``step`` is ``certificate``, ``routing``,
+#: ``endpoints`` or ``address`` (one finished address; the message says which and how many are done).
+PreflightProgress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One finding of the pre-flight: which step found it, which directions it blocks, and where."""
+
+    step: str
+    directions: tuple[str, ...]
+    finding: Finding
+    where: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        """An error: Domain Security will not work until it is fixed."""
+        return self.finding.severity is Severity.ERROR
+
+    def to_dict(self) -> dict[str, Any]:
+        """The finding's dictionary (see :meth:`Finding.to_dict`) with ``step``, ``directions``, ``where``."""
+        return {**self.finding.to_dict(), "step": self.step, "directions": list(self.directions),
+                "where": self.where}
+
+
+@dataclass(frozen=True)
+class ChainCert:
+    """One certificate of a chain, for the pictures: its role and its state at the pre-flight's time."""
+
+    role: str            # leaf, intermediate, root
+    subject: str
+    issuer: str
+    not_before: _dt.datetime
+    not_after: _dt.datetime
+    status: str          # valid, expired, not-yet-valid, untrusted
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (times as ISO 8601)."""
+        return {"role": self.role, "subject": self.subject, "issuer": self.issuer,
+                "not_before": self.not_before.isoformat(), "not_after": self.not_after.isoformat(),
+                "status": self.status, "sha256": self.sha256}
+
+
+def _chain_view(certs: Sequence[x509.Certificate], *, trusted: bool, at: _dt.datetime) -> list[ChainCert]:
+    out = []
+    for i, c in enumerate(certs):
+        root = is_self_signed(c) and is_ca(c)
+        role = "leaf" if i == 0 else "root" if root else "intermediate"
+        if at > c.not_valid_after_utc:
+            status = "expired"
+        elif at < c.not_valid_before_utc:
+            status = "not-yet-valid"
+        elif not trusted:
+            status = "untrusted"
+        else:
+            status = "valid"
+        out.append(ChainCert(role, c.subject.rfc4514_string(), c.issuer.rfc4514_string(), c.not_valid_before_utc,
+                             c.not_valid_after_utc, status, sha256_fingerprint(c)))
+    return out
+
+
+@dataclass
+class PreflightReport:
+    """Everything the pre-flight saw; :attr:`ready`, :attr:`blocking` and :attr:`exit_code` give the verdict."""
+
+    partner: str
+    our_domain: str
+    edge_fqdn: str
+    at: _dt.datetime
+    port: int
+    certificate: x509.Certificate
+    items: list[Item] = field(default_factory=list)
+    our_chain: list[ChainCert] = field(default_factory=list)
+    their_chains: dict[str, list[ChainCert]] = field(default_factory=dict)
+    route: MailRoute | None = None
+    smart_host: str | None = None
+    endpoints: list[AddressResult] = field(default_factory=list)
+    accepted_domains: tuple[str, ...] = ()
+
+    @property
+    def reached(self) -> bool:
+        """At least one of the partner's addresses answered."""
+        return any(e.reached for e in self.endpoints)
+
+    @property
+    def blocking(self) -> list[Item]:
+        """The errors, in step order (certificate, routing, endpoints)."""
+        return [i for i in self.items if i.blocking]
+
+    @property
+    def warnings(self) -> list[Item]:
+        """The warnings."""
+        return [i for i in self.items if i.finding.severity is Severity.WARNING]
+
+    @property
+    def ready(self) -> bool:
+        """No blocking finding, and at least one endpoint reached."""
+        return not self.blocking and self.reached
+
+    @property
+    def verdict(self) -> str:
+        """``ready`` or ``not ready``."""
+        return "ready" if self.ready else "not ready"
+
+    @property
+    def exit_code(self) -> int:
+        """0 ready, 1 not ready, 3 nothing reachable (addresses were found, none answered)."""
+        if self.endpoints and not self.reached:
+            return 3
+        return 0 if self.ready else 1
+
+    def direction(self, name: str) -> list[Item]:
+        """The items affecting ``outbound`` (we send to them) or ``inbound`` (they send to us), errors first."""
+        order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+        chosen = [i for i in self.items if name in i.directions]
+        return sorted(chosen, key=lambda i: order[i.finding.severity or Severity.INFO])
+
+    def step_status(self, step: str) -> str:
+        """``fail`` (an error), ``warn`` (a warning) or ``pass`` for ``step``."""
+        sev = {i.finding.severity for i in self.items if i.step == step}
+        return "fail" if Severity.ERROR in sev else "warn" if Severity.WARNING in sev else "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data, documented by ``certkit/schemas/preflight.schema.json``."""
+        c = self.certificate
+        route = self.route
+        errors = len(self.blocking)
+        return {
+            "schema_version": JSON_SCHEMA_VERSION,
+            "kind": "preflight",
+            "partner": self.partner,
+            "our_domain": self.our_domain,
+            "accepted_domains": list(self.accepted_domains),
+            "edge_fqdn": self.edge_fqdn,
+            "at": self.at.isoformat(),
+            "port": self.port,
+            "ready": self.ready,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "summary": {"errors": errors, "warnings": len(self.warnings),
+                        "info": len(self.items) - errors - len(self.warnings),
+                        "endpoints": len(self.endpoints),
+                        "reached": sum(1 for e in self.endpoints if e.reached)},
+            "blocking": [i.to_dict() for i in self.blocking],
+            "steps": [{"name": s, "title": t, "status": self.step_status(s),
+                       "findings": [i.to_dict() for i in self.items if i.step == s]} for s, t in STEPS.items()],
+            "certificate": {
+                "subject": c.subject.rfc4514_string(), "issuer": c.issuer.rfc4514_string(),
+                "names": san_names(c), "thumbprint": sha1_thumbprint(c), "sha256": sha256_fingerprint(c),
+                "not_before": c.not_valid_before_utc.isoformat(), "not_after": c.not_valid_after_utc.isoformat(),
+                "chain": [x.to_dict() for x in self.our_chain],
+            },
+            "routing": {
+                "smart_host": self.smart_host,
+                "implicit_mx": bool(route and route.implicit),
+                "mx": [{"name": h.name, "preference": h.preference, "addresses": list(h.addresses)}
+                       for h in (route.hosts if route else ())],
+            },
+            "endpoints": [{**e.to_dict(), "chain": [x.to_dict() for x in self.their_chains.get(_where(e), [])]}
+                          for e in self.endpoints],
+        }
+
+
+def _where(e: AddressResult) -> str:
+    return f"{e.host} [{e.address}]:{e.port}" if e.host != e.address else f"[{e.address}]:{e.port}"
+
+
+def _cn(cert: x509.Certificate) -> str | None:
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else None
+
+
+def _cdp_urls(certs: Sequence[x509.Certificate]) -> list[str]:
+    urls: list[str] = []
+    for cert in certs:
+        try:
+            cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        except x509.ExtensionNotFound:
+            continue
+        for dp in cdp:
+            for gn in dp.full_name or ():
+                if isinstance(gn, x509.UniformResourceIdentifier):
+                    urls.append(gn.value)
+    return list(dict.fromkeys(urls))
+
+
+_EKU_DIRECTION = {"eku.no-client-auth": (OUTBOUND,), "eku.no-server-auth": (INBOUND,),
+                  "peer.rejected-no-client-auth": (OUTBOUND,)}
+
+
+def _ours(f: Finding) -> Finding:
+    return f if f.side is Side.OURS else replace(f, side=Side.OURS)
+
+
+def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Sequence[x509.Certificate],
+                       anchors: AnchorSet, *, our_domain: str, accepted: Sequence[str], edge_fqdn: str,
+                       exchange2010: bool, at: _dt.datetime, crl_cache: CrlCache
+                       ) -> tuple[list[Finding], list[ChainCert]]:
+    """Step 1: our certificate as the partner's Edge sees it."""
+    who = cert.subject.rfc4514_string()
+    out: list[Finding] = list(lint_certificate(cert, at=at, side=Side.OURS, exchange2010=exchange2010))
+    # Names: Microsoft's advice is CN = the Edge's public FQDN, SAN = that FQDN plus every accepted domain.
+    cn = _cn(cert)
+    if cn is None or cn.lower().rstrip(".") != edge_fqdn:
+        out.append(Finding("name.host-mismatch", f"The certificate's CN is {cn or '(none)'}, not our Edge FQDN "
+                           f"{edge_fqdn}; the partner's Edge reaches us under that name.", subject=who,
+                           side=Side.OURS, evidence={"expected": edge_fqdn, "cn": cn}))
+    sans = [n.lower() for n in san_names(cert)]
+    if edge_fqdn not in sans:
+        out.append(Finding("name.host-mismatch", f"The SAN does not name our Edge FQDN {edge_fqdn}; it names "
+                           f"{', '.join(sans) or '(nothing)'}.", subject=who, side=Side.OURS,
+                           evidence={"expected": edge_fqdn, "names": sans}))
+    for domain in (our_domain, *accepted):
+        matched = domain_matches(cert, domain)
+        if matched is None:
+            out.append(Finding("name.domain-mismatch", f"The certificate names neither {domain} nor a host within "
+                               f"it (it names {', '.join(sans) or 'nothing'}); the partner's Edge checks our domain "
+                               "against its TLSReceiveDomainSecureList.", subject=who, side=Side.OURS,
+                               evidence={"expected": domain, "names": sans}))
+        elif domain not in sans:
+            out.append(Finding("name.domain-mismatch", f"{domain} is matched only through {matched}; Microsoft's "
+                               f"advice is to list the domain {domain} itself in the SAN.", subject=who,
+                               side=Side.OURS, severity=Severity.WARNING, evidence={"expected": domain}))
+    # The key.
+    if key is not None and not public_key_matches(key, cert.public_key()):
+        out.append(Finding("key.mismatch", "The private key given is not the key of the certificate.", subject=who))
+    # The chain up to a root: our own chain file's roots and the store; a self-signed leaf is pinned.
+    self_signed = is_self_signed(cert)
+    own_roots = [c for c in chain if is_self_signed(c)]
+    if self_signed:
+        own_roots.append(cert)
+        out.append(Finding("chain.self-signed", "Our certificate is self-signed: the partner must pin this exact "
+                           "certificate (import it into Cert:\\LocalMachine\\Root), and pin it again at every "
+                           "renewal. A CA-signed certificate is better.", subject=who, side=Side.OURS,
+                           severity=Severity.WARNING))
+    trust = anchors.union(AnchorSet.of(own_roots, origin="our chain")) if own_roots else anchors
+    inters = [c for c in chain if not is_self_signed(c)]
+    first = verify_chain(cert, inters, trust, purpose="client", at=at)
+    path = list(first.chain)
+    urls = _cdp_urls(path[:-1] if len(path) > 1 else [])
+    fetches = [crl_cache.get(u) for u in urls]
+    crls = [f.crl for f in fetches if f.crl is not None]
+    result = verify_chain(cert, inters, trust, purpose="client", at=at, crls=crls,
+                          require_revocation=not self_signed) if not self_signed else first
+    failed = {f.url: f.error for f in fetches if f.error}
+    for f in result.findings:
+        if f.code == "chain.pinned-leaf":
+            continue  # said above, as the self-signed warning
+        if f.code == "revocation.unreachable" and failed:
+            why = "; ".join(f"{u}: {e}" for u, e in failed.items())
+            f = replace(f, detail=f"{f.detail} Download failed: {why}.",
+                        evidence={**f.evidence, "crl_fetch": [{"url": u, "error": e} for u, e in failed.items()]})
+        out.append(_ours(f))
+    # A CRL near its nextUpdate: if it is not republished in time, every certificate of the CA fails.
+    for fetch in fetches:
+        crl = fetch.crl
+        if crl is None or crl.next_update_utc is None or crl.next_update_utc <= at:
+            continue
+        left = crl.next_update_utc - at
+        lifetime = crl.next_update_utc - crl.last_update_utc
+        if left < max(CRL_WARNING, lifetime / 2) and left < CRL_WARNING * 4:
+            out.append(Finding("revocation.crl-expiring", f"Our CRL at {fetch.url} expires in "
+                               f"{int(left.total_seconds() // 3600)} h (nextUpdate "
+                               f"{crl.next_update_utc:%Y-%m-%d %H:%M}Z).", subject=fetch.url, side=Side.OURS))
+    # One finding per (code, subject): the lint and the verifier see some things twice (EKU, expiry, CDP).
+    seen: set[tuple[str, str | None]] = set()
+    unique: list[Finding] = []
+    for f in out:
+        if not f.code.startswith("name."):
+            if (f.code, f.subject) in seen:
+                continue
+            seen.add((f.code, f.subject))
+        unique.append(f)
+    trusted = result.ok or (first.anchor is not None and not any(
+        f.code.startswith("chain.") and f.severity is Severity.ERROR for f in result.findings))
+    return unique, _chain_view(path, trusted=trusted, at=at)
+
+
+def _their_client_auth(e: AddressResult, where: str) -> list[Finding]:
+    """Their certificate must also be a TLS client certificate: their Edge presents it when sending to us."""
+    tls = e.session.tls if e.session else None
+    if tls is None or not tls.peer_chain:
+        return []
+    leaf = tls.peer_chain[0]
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return []
+    if ExtendedKeyUsageOID.CLIENT_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku:
+        return []
+    return [Finding("eku.no-client-auth", f"{where} presents {leaf.subject.rfc4514_string()} without clientAuth: "
+                    "when their Edge sends to us with it, our Receive connector rejects it.",
+                    subject=leaf.subject.rfc4514_string(), side=Side.THEIRS)]
+
+
+def _endpoint_directions(f: Finding) -> tuple[str, ...]:
+    if f.code == "eku.no-client-auth" and f.side is Side.THEIRS:
+        return (INBOUND,)  # their Edge presents it as a client when it sends to us
+    if f.code == "eku.no-server-auth":
+        return (OUTBOUND,)  # we connect to it as a server
+    if f.code in _EKU_DIRECTION:
+        return _EKU_DIRECTION[f.code]
+    # Trust in, and the name of, their certificate matter both ways: our Receive connector checks the
+    # certificate their Edge sends with against the partner domain, as our Send connector does.
+    if f.side is Side.THEIRS and (f.code.startswith(("chain.", "name.", "cert.", "revocation.", "key.", "sig."))):
+        return BOTH
+    return (OUTBOUND,)
+
+
+def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: PrivateKey | None = None,
+              chain: Sequence[x509.Certificate] = (), anchors: Any = (), edge_fqdn: str | None = None,
+              accepted_domains: Sequence[str] = (), smart_host: str | None = None, nameserver: str | None = None,
+              port: int = 25, timeout: float = 10.0, exchange2010: bool = True, at: _dt.datetime | None = None,
+              clock: Clock | None = None, progress: PreflightProgress | None = None) -> PreflightReport:
+    """Run the pre-flight for Domain Security with ``partner`` (see the module docstring).
+
+    ``cert``/``key``/``chain``: our transport certificate, its key and the intermediates (and root) we
+    send; ``anchors``: the trust store (an :class:`~certkit.core.trust.AnchorSet`, certificates, or a
+    :class:`~certkit.adapters.truststore.TrustStore`) used for their certificates and our chain;
+    ``edge_fqdn``: our Edge's public FQDN (default: our certificate's CN); ``smart_host``: the smart
+    host our Send connector uses, if any (blocking); ``at`` or ``clock``: the time to judge at.
+    Never raises for what it finds: the findings are in the report.
+    """
+    partner = partner.strip().rstrip(".").lower()
+    our_domain = our_domain.strip().rstrip(".").lower()
+    if not partner or not our_domain:
+        raise InputError("The partner domain and our domain are both needed.",
+                         "Give --partner fabrikam.com --our-domain contoso.com.")
+    if partner == our_domain:
+        raise InputError(f"The partner domain is our own domain {our_domain}.", "Give the partner's domain.")
+    when = aware(at) if at is not None else (clock or SystemClock()).now()
+    fqdn = (edge_fqdn or _cn(cert) or "").strip().rstrip(".").lower()
+    if not fqdn:
+        raise InputError("Our Edge FQDN is unknown (the certificate has no CN).", "Give --edge-fqdn.")
+    anchor_set = as_anchor_set(anchors)
+    cache = CrlCache(timeout=min(timeout, 10.0))
+    report = PreflightReport(partner, our_domain, fqdn, when, port, cert, smart_host=smart_host,
+                             accepted_domains=tuple(d.lower() for d in accepted_domains))
+
+    def say(step: str, text: str) -> None:
+        if progress is not None:
+            progress(step, text)
+
+    # 1. Our certificate.
+    say("certificate", f"checking our certificate {_cn(cert) or cert.subject.rfc4514_string()}")
+    found, report.our_chain = _check_certificate(cert, key, chain, anchor_set, our_domain=our_domain,
+                                                 accepted=report.accepted_domains, edge_fqdn=fqdn,
+                                                 exchange2010=exchange2010, at=when, crl_cache=cache)
+    report.items += [Item("certificate", _EKU_DIRECTION.get(f.code, BOTH), f) for f in found]
+
+    # 2. Routing.
+    say("routing", f"resolving the MX records of {partner}")
+    if smart_host:
+        report.items.append(Item("routing", (OUTBOUND,), Finding(
+            "route.smart-host", f"Our Send connector routes through the smart host {smart_host}; Domain Security "
+            f"needs it to deliver to {partner}'s MX hosts itself (DNS routing).", subject=smart_host)))
+    route = resolve_mail_domain(partner, nameserver=nameserver, timeout=timeout)
+    report.route = route
+    if route.failure is not None:
+        report.items.append(Item("routing", (OUTBOUND,), Finding(route.failure.code, route.failure.detail,
+                                                                 subject=partner)))
+    elif route.implicit:
+        report.items.append(Item("routing", (OUTBOUND,), Finding(
+            "dns.no-mx", f"{partner} has no MX records; mail would go to its own address "
+            f"({', '.join(route.targets[0][1:]) if route.targets else 'none'}), but Domain Security needs MX "
+            "routing.", subject=partner)))
+
+    # 3. The partner's endpoints, probed with our certificate.
+    if route.targets:
+        total = len(route.targets)
+        done = 0
+
+        def on_address(result: AddressResult) -> None:
+            nonlocal done
+            done += 1
+            say("address", f"[{done}/{total}] {_where(result)}: {result.verdict}")
+
+        say("endpoints", f"probing {total} address(es) of {partner} on port {port}")
+        # With a key that is not the certificate's, no handshake could present it: probe without one.
+        usable = key is not None and public_key_matches(key, cert.public_key())
+        identity = ClientIdentity(cert, key, tuple(c for c in chain if not is_self_signed(c))) \
+            if key is not None and usable else None
+        results = probe_sync([partner], anchors=anchor_set, identity=identity, port=port, validator="exchange",
+                             domain=partner, nameserver=nameserver, timeout=timeout, clock=FixedClock(when),
+                             progress=on_address)
+        for r in results:
+            for e in r.addresses:
+                report.endpoints.append(e)
+                where = _where(e)
+                for f in [*e.findings, *_their_client_auth(e, where)]:
+                    report.items.append(Item("endpoints", _endpoint_directions(f), f, where))
+                v = e.verification
+                if v is not None:
+                    report.their_chains[where] = _chain_view(v.chain, trusted=v.anchor is not None, at=when)
+    return report
+
+
+
+# --- rendering (through certkit.adapters.render, the only jinja2 module) ----------------------------
+
+
+def _timeline(report: PreflightReport) -> dict[str, Any]:
+    """Bars for the validity timelines: one per distinct certificate, on one axis around ``at``."""
+    certs: dict[str, tuple[str, ChainCert]] = {}
+    for c in report.our_chain:
+        certs.setdefault(c.sha256, ("ours", c))
+    for chain in report.their_chains.values():
+        for c in chain:
+            certs.setdefault(c.sha256, ("theirs", c))
+    if not certs:
+        return {"bars": [], "now": 50.0, "start": report.at, "end": report.at}
+    span = _dt.timedelta(days=3 * 365)
+    start = max(min(c.not_before for _, c in certs.values()), report.at - span)
+    end = min(max(c.not_after for _, c in certs.values()), report.at + span)
+    start, end = min(start, report.at - _dt.timedelta(days=30)), max(end, report.at + _dt.timedelta(days=30))
+    total = (end - start).total_seconds()
+
+    def pos(t: _dt.datetime) -> float:
+        return round(min(100.0, max(0.0, (t - start).total_seconds() / total * 100)), 2)
+
+    bars = [{"side": side, "role": c.role, "subject": c.subject, "status": c.status,
+             "not_before": c.not_before, "not_after": c.not_after,
+             "left": pos(c.not_before), "width": max(0.5, round(pos(c.not_after) - pos(c.not_before), 2)),
+             "days_left": (c.not_after - report.at).days} for side, c in certs.values()]
+    return {"bars": bars, "now": pos(report.at), "start": start, "end": end}
+
+
+def render_text(report: PreflightReport) -> str:
+    """The report as text (the default output of ``certkit preflight``)."""
+    from certkit.adapters.render import render
+
+    return render("preflight.txt.j2", r=report.to_dict())
+
+
+def render_html(report: PreflightReport) -> str:
+    """The report as one self-contained HTML page (inline CSS, no scripts, no external assets)."""
+    from certkit.adapters.render import render
+
+    return render("preflight.html.j2", r=report.to_dict(), timeline=_timeline(report),
+                  outbound=[i.to_dict() for i in report.direction(OUTBOUND)],
+                  inbound=[i.to_dict() for i in report.direction(INBOUND)])
