@@ -271,6 +271,12 @@ def _cdp_urls(certs: Iterable[x509.Certificate]) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
+def _ok_without_revocation(result: VerificationResult) -> bool:
+    """The verdict Postfix would reach: a path was built (cryptography gave no reason) and no error but revocation."""
+    return result.reason is None and not any(f.severity is Severity.ERROR and not f.code.startswith("revocation.")
+                                             for f in result.findings)
+
+
 def _fetch_notes(fetches: Sequence[CrlFetch]) -> list[dict[str, Any]]:
     return [{"url": f.url, "error": f.error} for f in fetches if not f.ok]
 
@@ -286,15 +292,23 @@ def _verify(session: SmtpSession, anchors: Any, *, name: str | None, domain: str
     if session.tls is None or not session.tls.peer_chain:
         return None
     leaf, *inters = session.tls.peer_chain
-    first = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at)
-    certs = list(dict.fromkeys([*first.chain, *session.tls.peer_chain]))
-    urls = _cdp_urls(certs)
-    if validator == "postfix" and not urls:
-        return first
+    presented = session.tls.peer_chain
+    # The CRLs named by the presented chain first, in one verification; certificates of the path that
+    # come from the store (an intermediate not sent) may name more: then fetch those and verify again.
+    urls = _cdp_urls(presented)
     fetches = [crl_cache.get(u) for u in urls]
-    crls = [f.crl for f in fetches if f.crl is not None]
-    result = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at, crls=crls,
-                          require_revocation=True)
+    result = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at,
+                          crls=[f.crl for f in fetches if f.crl is not None], require_revocation=True)
+    more = [u for u in _cdp_urls(c for c in result.chain if c not in presented) if u not in urls]
+    if more:
+        urls += more
+        fetches += [crl_cache.get(u) for u in more]
+        result = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at,
+                              crls=[f.crl for f in fetches if f.crl is not None], require_revocation=True)
+    if validator == "postfix" and not urls:
+        # Nothing to say about revocation (no CDP anywhere): drop what require_revocation produced.
+        kept = tuple(f for f in result.findings if not f.code.startswith("revocation."))
+        return replace(result, findings=kept, ok=_ok_without_revocation(result))
     failed = _fetch_notes(fetches)
     findings: list[Finding] = []
     for f in result.findings:
@@ -308,7 +322,7 @@ def _verify(session: SmtpSession, anchors: Any, *, name: str | None, domain: str
             f = replace(f, severity=Severity.INFO)
         findings.append(f)
     if validator == "postfix":
-        return replace(result, findings=tuple(findings), ok=first.ok)
+        return replace(result, findings=tuple(findings), ok=_ok_without_revocation(result))
     return replace(result, findings=tuple(findings))
 
 

@@ -26,7 +26,9 @@ import functools
 import ipaddress
 import select
 import socket
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -320,12 +322,10 @@ class Channel:
             view = view[sent:]
 
     def _tls(self, ctx: SSL.Context) -> SSL.Connection:
-        def info(conn: SSL.Connection, where: int, ret: int) -> None:
-            if where & SSL.SSL_CB_LOOP and b"certificate request" in conn.get_state_string():
-                self.certificate_requested = True
-
-        ctx.set_info_callback(info)
-        return SSL.Connection(ctx, self.sock)
+        _watch(ctx)
+        conn = SSL.Connection(ctx, self.sock)
+        conn.set_app_data(self)
+        return conn
 
     def start_tls_client(self, ctx: SSL.Context, server_name: str | None, deadline: float) -> TlsInfo:
         """Run the client handshake; raises :class:`SSL.Error` or :class:`TimeoutError` on failure."""
@@ -369,6 +369,34 @@ class Channel:
                 self.conn.shutdown()
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _on_info(conn: SSL.Connection, where: int, ret: int) -> None:
+    # Notes on the connection's Channel (its app data) that the server sent a CertificateRequest.
+    if where & SSL.SSL_CB_LOOP and b"certificate request" in conn.get_state_string():
+        channel = conn.get_app_data()
+        if isinstance(channel, Channel):
+            channel.certificate_requested = True
+
+
+_watched: weakref.WeakSet[SSL.Context] = weakref.WeakSet()
+_watched_lock = threading.Lock()
+
+
+def _watch(ctx: SSL.Context) -> None:
+    """Install :func:`_on_info` on ``ctx`` once (replacing a context's callback mid-handshake is unsafe)."""
+    with _watched_lock:
+        if ctx not in _watched:
+            ctx.set_info_callback(_on_info)
+            _watched.add(ctx)
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_client_context(identity: ClientIdentity | None) -> SSL.Context:
+    """One client context per identity for the whole process: building one costs more than a handshake."""
+    ctx = client_context(identity)
+    _watch(ctx)
+    return ctx
 
 
 def _is_ip(text: str) -> bool:
@@ -480,7 +508,11 @@ class _Driver:
     def handshake(self, identity: ClientIdentity | None) -> None:
         assert self.channel is not None
         t0 = time.monotonic()
-        ctx = client_context(identity)
+        try:
+            ctx = _shared_client_context(identity)
+        except SSL.Error as e:
+            raise _Stop(Failure("tls.handshake-failed", "handshake",
+                                f"our certificate and key cannot be used: {_ssl_reason(e)}")) from e
         try:
             info = self.channel.start_tls_client(ctx, self.s.server_name, self.step_deadline())
         except TimeoutError as e:
