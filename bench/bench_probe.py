@@ -37,6 +37,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -48,12 +49,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-ROOT_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT_DIR / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import pki
 
 from certkit.adapters.truststore import TrustStore
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
 
 SSLYZE = ROOT_DIR / "bench" / ".venv-sslyze" / "bin" / "sslyze"
 CERTKIT = Path(sys.executable).with_name("certkit")
@@ -95,7 +97,7 @@ async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, c
                 return
             else:
                 await send("502 5.5.2 Error: command not recognized")
-    except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+    except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
         return
     finally:
         writer.close()
@@ -210,7 +212,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="certkit-bench-probe-"))
-    with __import__("socket").socket() as s:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         crl_port = s.getsockname()[1]
     os.environ["BENCH_CRL_PORT"] = str(crl_port)
