@@ -233,10 +233,13 @@ class SmtpServerEngine:
                 return event
 
     def _take_line(self, limit: int) -> bytes | bool | None:
-        """A line without CRLF; ``None`` when incomplete; ``False`` when longer than ``limit``."""
+        """A line without CRLF; ``None`` when incomplete; ``False`` when longer than ``limit`` (the part
+        received so far is dropped, and the rest of the line will be skipped when it is still coming)."""
         nl = self._in.find(b"\n")
         if nl < 0:
             if len(self._in) > limit:
+                self._in.clear()
+                self._skip = True
                 return False
             return None
         raw = bytes(self._in[:nl])
@@ -255,11 +258,7 @@ class SmtpServerEngine:
         if line is None:
             return self._closed_event() if self._eof else NEED_DATA
         if line is False:
-            # Drop the rest of the overlong line, then answer (RFC 5321 4.5.3.1.4: 500).
-            nl = self._in.find(b"\n")
-            if nl < 0:
-                self._in.clear()
-                self._skip = True
+            # RFC 5321 4.5.3.1.4: answer 500 once per overlong line.
             self._auto(500, "5.5.6 Line too long")
             return None
         assert isinstance(line, bytes)
