@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -203,6 +204,24 @@ def run_finger(ports: list[int], root_pem: Path, work: Path) -> tuple[float, str
     return seconds, f"{verified}/{len(ports)} verified"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--endpoints", type=int, default=200)
@@ -242,23 +261,29 @@ def main() -> None:
         targets.write_text("".join(f"127.0.0.1:{p}\n" for p in ports))
         print(f"{len(ports)} STARTTLS endpoints on 127.0.0.1 (EC P-256 leaf + intermediate, CRLs on :{crl_port}); "
               f"{os.cpu_count()} CPUs; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
-        rows: list[tuple[str, float, str]] = []
-        seconds, note = run_certkit(targets, store, args.concurrency)
-        rows.append((f"certkit probe (--concurrency {args.concurrency})", seconds, note))
+        assert child.pid is not None
+        rows: list[tuple[str, float, float, str]] = []
+
+        def timed(name: str, run: Callable[[], tuple[float, str]]) -> None:
+            cpu0 = _cpu_seconds(child.pid or 0)
+            seconds, note = run()
+            rows.append((name, seconds, _cpu_seconds(child.pid or 0) - cpu0, note))
+
+        timed(f"certkit probe (--concurrency {args.concurrency})",
+              lambda: run_certkit(targets, store, args.concurrency))
         if not args.skip_sslyze:
             if SSLYZE.exists():
-                seconds, note = run_sslyze(ports, root_pem, work)
-                rows.append(("sslyze --starttls smtp --certinfo", seconds, note))
+                timed("sslyze --starttls smtp --certinfo", lambda: run_sslyze(ports, root_pem, work))
             else:
                 print(f"sslyze not found at {SSLYZE}: python3 -m venv bench/.venv-sslyze && "
                       "bench/.venv-sslyze/bin/pip install 'sslyze>=6,<7'")
         if not args.skip_finger:
-            seconds, note = run_finger(ports, root_pem, work)
-            rows.append(("posttls-finger, sequential loop", seconds, note))
+            timed("posttls-finger, sequential loop", lambda: run_finger(ports, root_pem, work))
         ours = rows[0][1]
-        print(f"{'tool':<40} {'seconds':>8} {'ms/endpoint':>12} {'vs certkit':>11}  result")
-        for name, seconds, note in rows:
-            print(f"{name:<40} {seconds:8.2f} {1000 * seconds / len(ports):12.1f} {seconds / ours:10.1f}x  {note}")
+        print(f"{'tool':<40} {'seconds':>8} {'ms/endpoint':>12} {'vs certkit':>11} {'server CPU s':>13}  result")
+        for name, seconds, server_cpu, note in rows:
+            print(f"{name:<40} {seconds:8.2f} {1000 * seconds / len(ports):12.1f} {seconds / ours:10.1f}x "
+                  f"{server_cpu:13.2f}  {note}")
     finally:
         child.terminate()
         child.join(5)
