@@ -97,3 +97,47 @@ def world() -> Iterator[World]:
         finally:
             if w.server is not None:
                 w.server.close()
+
+
+# --- golden files -----------------------------------------------------------------------------------
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "golden"
+REGEN_ENV = "CERTKIT_REGEN_GOLDEN"
+
+
+def normalise(text: str) -> str:
+    """Replace what changes from run to run (times, fingerprints, ports, serial-bearing names, temp paths)."""
+    import re
+
+    subs = [
+        (r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(\+00:00|Z| UTC)?", "<TIME>"),
+        (r"\d{4}-\d{2}-\d{2}", "<DATE>"),
+        (r"\b[0-9A-F]{64}\b", "<SHA256>"),
+        (r"\b[0-9A-F]{40}\b", "<SHA1>"),
+        (r"\(-?\d+ days\)", "(<N> days)"),
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:<PORT>"),
+        (r"\]:\d+", "]:<PORT>"),
+        (r"port \d+", "port <PORT>"),
+        (r"/tmp/[^\s\"<]+", "<TMP>"),
+        (r"TLS_[A-Z0-9_]+", "<CIPHER>"),
+        (r"(left|width|now): [\d.]+%", r"\1: <PCT>%"),
+    ]
+    for pattern, repl in subs:
+        text = re.sub(pattern, repl, text)
+    return text
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare ``text`` (normalised) with tests/golden/NAME; rewrite it when $CERTKIT_REGEN_GOLDEN is set."""
+    import os
+
+    path = GOLDEN / name
+    got = normalise(text)
+    if os.environ.get(REGEN_ENV) or not path.exists():
+        if not os.environ.get(REGEN_ENV) and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            raise AssertionError(f"golden file {path} is missing; run with {REGEN_ENV}=1 and commit it")
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(got)
+        return
+    expected = path.read_text()
+    assert got == expected, f"{name} differs from its golden file (regenerate with {REGEN_ENV}=1 after review)"

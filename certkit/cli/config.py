@@ -1,0 +1,141 @@
+"""``certkit config exchange|postfix|partner-kit``: hand over the configuration that was checked."""
+
+from __future__ import annotations
+
+import ntpath
+from pathlib import Path
+
+import click
+
+from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many, read_input
+from certkit.adapters.truststore import TrustStore, default_store_path
+from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, home_option, read_secret, resolve_home
+from certkit.configgen import (
+    DEFAULT_RECEIVE_CONNECTOR,
+    DEFAULT_SEND_CONNECTOR,
+    EXCHANGE_VERSIONS,
+    exchange_script,
+    partner_kit,
+    postfix_config,
+)
+from certkit.core.formats import load_certificates, load_pfx
+from certkit.errors import InputError
+
+__all__ = ["COMMANDS"]
+
+
+def _write_or_print(text: str, out: str | None, force: bool) -> None:
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(out, text.encode("utf-8"), overwrite=force)
+        click.echo(f"wrote {out}", err=True)
+
+
+@click.group("config", cls=CertkitGroup)
+def config_group() -> None:
+    """The configuration for the MTA at hand: Exchange, Postfix, and the kit for the partner."""
+
+
+@config_group.command("exchange")
+@click.option("--partner", required=True, help="The partner's mail domain (fabrikam.com).")
+@click.option("--cert-pfx", "pfx_file", required=True, type=click.Path(dir_okay=False),
+              help="Our transport certificate with its key (PFX); read here only for its thumbprint.")
+@click.option("--pfx-password-file", type=click.Path(dir_okay=False), default=None,
+              help=f"File whose first line is the PFX password (else ${PFX_PASSWORD_ENV}, else a prompt).")
+@click.option("--version", "version", type=click.Choice(EXCHANGE_VERSIONS), default="2013+", show_default=True,
+              help="Exchange version: 2010 imports with -FileData, 2013+ with -FileName.")
+@click.option("--send-connector", default=DEFAULT_SEND_CONNECTOR, show_default=True)
+@click.option("--receive-connector", default=DEFAULT_RECEIVE_CONNECTOR, show_default=True)
+@click.option("--server-path", default=None,
+              help="Where the PFX will be on the Exchange server (default: C:\\certkit\\NAME for 2010, "
+                   "\\\\$env:COMPUTERNAME\\c$\\certkit\\NAME for 2013+).")
+@click.option("--partner-root", type=click.Path(dir_okay=False), default=None,
+              help="The partner's root certificate, to import into Cert:\\LocalMachine\\Root.")
+@click.option("--no-edge-subscription", is_flag=True, help="Leave out Test-EdgeSynchronization.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the script here (else stdout).")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, version: str, send_connector: str,
+                 receive_connector: str, server_path: str | None, partner_root: str | None,
+                 no_edge_subscription: bool, out: str | None, force: bool) -> None:
+    """An Exchange Management Shell script enabling Domain Security with PARTNER."""
+    data = read_input(pfx_file, what="PFX")
+    password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password",
+                           what="pfx password")
+    _key, cert, _extra = load_pfx(data, password, source=pfx_file)
+    if cert is None:
+        raise InputError(f"{pfx_file} holds no certificate.", "Export the PFX again with its certificate.")
+    name = ntpath.basename(Path(pfx_file).name)
+    default = f"C:\\certkit\\{name}" if version == "2010" else f"\\\\$env:COMPUTERNAME\\c$\\certkit\\{name}"
+    where = server_path or default
+    root = None
+    if partner_root:
+        root = load_certificates(read_input(partner_root, what="partner root"), source=partner_root)[0]
+    script = exchange_script(partner, pfx_path=where, certificate=cert, version=version,
+                             send_connector=send_connector, receive_connector=receive_connector,
+                             partner_root=root, edge_subscription=not no_edge_subscription)
+    _write_or_print(script.text, out, force)
+
+
+@config_group.command("postfix")
+@click.option("--partner", required=True, help="The partner's mail domain (fabrikam.com).")
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False), default=None,
+              help="Our certificate as Postfix will read it (leaf first, chain after).")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False), default=None, help="Its key, as Postfix reads it.")
+@click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
+@click.option("--include-public", is_flag=True, help="Also trust certifi's public roots (default: managed only).")
+@click.option("--config-dir", default="/etc/postfix", show_default=True, help="Postfix's configuration folder.")
+@click.option("--listen", default="2525", show_default=True,
+              help="master.cf service of the dedicated partner listener (port or address:port).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write main.cf.certkit, tls_policy, master.cf.certkit and certkit-ca.pem here (else print).")
+@click.option("--force", is_flag=True, help="Overwrite files in --out.")
+@home_option
+def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store: str | None, include_public: bool,
+                config_dir: str, listen: str, out: str | None, force: bool, home: str | None) -> None:
+    """The Postfix settings for Domain Security with PARTNER, and the CA bundle from the trust store."""
+    if (cert_file is None) != (key_file is None):
+        raise InputError("--cert and --key go together.", "Give both, or neither.")
+    path = Path(store) if store else default_store_path(resolve_home(home))
+    bundle = TrustStore(path).export_certificates(include_public=include_public)
+    cfg = postfix_config(partner, ca_bundle=bundle, config_dir=config_dir,
+                         cert_file=str(Path(cert_file).resolve()) if cert_file else None,
+                         key_file=str(Path(key_file).resolve()) if key_file else None, listen=listen)
+    if out is None:
+        click.echo(cfg.main_cf + "\n" + cfg.tls_policy + "\n" + cfg.master_cf, nl=False)
+        return
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_many([(folder / n, data, PUBLIC) for n, data in cfg.files.items()], overwrite=force)
+    click.echo(f"wrote {', '.join(sorted(cfg.files))} to {folder}", err=True)
+
+
+@config_group.command("partner-kit")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the kit to.")
+@click.option("--edge-fqdn", required=True, help="Our Edge's public FQDN.")
+@click.option("--domain", "domains", multiple=True, required=True, help="Our mail domain (repeat for each).")
+@click.option("--root", "root_file", type=click.Path(dir_okay=False), default=None,
+              help="Our root certificate (default: the CA home's root).")
+@click.option("--crl-url", default=None, help="Our CRL URL (default: the CA home's).")
+@click.option("--force", is_flag=True, help="Overwrite files in --out.")
+@home_option
+def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_file: str | None, crl_url: str | None,
+                    force: bool, home: str | None) -> None:
+    """What to send the partner: our root (PEM and DER), its fingerprints, our FQDN, domains and CRL URL."""
+    organisation = None
+    if root_file:
+        root = load_certificates(read_input(root_file, what="root certificate"), source=root_file)[0]
+    else:
+        from certkit.ca import CertificateAuthority
+
+        with CertificateAuthority.open(resolve_home(home)) as ca:
+            root, organisation = ca.root, ca.name
+            crl_url = crl_url or ca.crl_url
+    files = partner_kit(root, edge_fqdn=edge_fqdn, domains=domains, crl_url=crl_url, organisation=organisation)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
+    click.echo(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
+
+
+COMMANDS: list[click.Command] = [config_group]

@@ -1,0 +1,147 @@
+"""Configuration hand-over: what was checked is what gets deployed.
+
+* :func:`exchange_script` -- an Exchange Management Shell script for Domain Security with one partner
+  (import the PFX, enable it for SMTP by thumbprint, add the partner to both domain-secure lists,
+  enable Domain Security on the Send and Receive connectors, trust the partner's root, then checks).
+* :func:`postfix_config` -- the Postfix equivalent: ``main.cf`` lines, the ``smtp_tls_policy_maps``
+  entry ``PARTNER secure match=PARTNER:.PARTNER``, a dedicated ``master.cf`` listener that requires a
+  trusted client certificate, and the CA bundle to write beside them.
+* :func:`partner_kit` -- what to send the partner: our root (PEM and DER), its fingerprints, our
+  Edge FQDN, our domains and our CRL URL, with a short text.
+
+Every text is rendered from a template in ``templates/`` through :mod:`certkit.adapters.render`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ntpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from certkit.adapters.render import render
+from certkit.core.formats import cert_der, cert_pem, sha1_thumbprint, sha256_fingerprint
+from certkit.core.names import dns_name
+from certkit.errors import InputError
+
+__all__ = [
+    "EXCHANGE_VERSIONS",
+    "ExchangeScript",
+    "PostfixConfig",
+    "exchange_script",
+    "partner_kit",
+    "postfix_config",
+]
+
+#: ``2010`` reads the PFX with ``-FileData`` (``-FileName`` exists only from 2013); ``2013+`` uses ``-FileName``.
+EXCHANGE_VERSIONS = ("2010", "2013+")
+
+DEFAULT_SEND_CONNECTOR = "EdgeSync - Default-First-Site-Name to Internet"
+DEFAULT_RECEIVE_CONNECTOR = "Default internal receive connector $env:COMPUTERNAME"
+
+
+def _domain(text: str, what: str = "--partner") -> str:
+    if "*" in text:
+        raise InputError(f"{what} {text!r} is a wildcard; domain-secure lists take no wildcards.",
+                         "Give the domain itself, e.g. fabrikam.com.")
+    return dns_name(text.strip().rstrip("."))
+
+
+def _ps_string(text: str) -> str:
+    """A PowerShell double-quoted string: escape the backtick, the quote and ``$`` (except ``$env:``)."""
+    out = text.replace("`", "``").replace('"', '`"')
+    return re.sub(r"\$(?!env:)", "`$", out)
+
+
+@dataclass(frozen=True)
+class ExchangeScript:
+    """The script text and what it was built from."""
+
+    text: str
+    thumbprint: str
+    version: str
+    partner: str
+
+
+def exchange_script(partner: str, *, pfx_path: str, certificate: x509.Certificate, version: str = "2013+",
+                    send_connector: str = DEFAULT_SEND_CONNECTOR,
+                    receive_connector: str = DEFAULT_RECEIVE_CONNECTOR,
+                    partner_root: x509.Certificate | None = None, partner_root_path: str | None = None,
+                    edge_subscription: bool = True, generated: _dt.datetime | None = None) -> ExchangeScript:
+    """The Exchange Management Shell script enabling Domain Security with ``partner``.
+
+    ``pfx_path`` is where the PFX will be on the Exchange server (a UNC path for 2013+'s ``-FileName``);
+    ``certificate`` is the certificate inside it (its SHA-1 thumbprint is what Exchange shows);
+    ``partner_root``/``partner_root_path``: the partner's root and where its ``.cer`` will be on the server.
+    """
+    if version not in EXCHANGE_VERSIONS:
+        raise InputError(f"Unknown Exchange version {version!r}.", "Use 2010 or 2013+.")
+    domain = _domain(partner)
+    if partner_root is not None and not partner_root_path:
+        partner_root_path = f"C:\\certkit\\{domain}-root.cer"
+    text = render("exchange.ps1.j2", partner=_ps_string(domain), version=version,
+                  pfx_path=_ps_string(pfx_path), pfx_name=ntpath.basename(pfx_path),
+                  thumbprint=sha1_thumbprint(certificate), subject=certificate.subject.rfc4514_string(),
+                  not_after=certificate.not_valid_after_utc,
+                  send_connector=_ps_string(send_connector), receive_connector=_ps_string(receive_connector),
+                  root_path=_ps_string(partner_root_path) if partner_root_path else None,
+                  root_thumbprint=sha1_thumbprint(partner_root) if partner_root is not None else None,
+                  root_subject=partner_root.subject.rfc4514_string() if partner_root is not None else None,
+                  edge_subscription=edge_subscription, generated=generated)
+    return ExchangeScript(text, sha1_thumbprint(certificate), version, domain)
+
+
+@dataclass(frozen=True)
+class PostfixConfig:
+    """The Postfix hand-over: file name -> content (``main.cf.certkit``, ``tls_policy``, ``master.cf.certkit``,
+    and the CA bundle) and the paths the settings refer to."""
+
+    files: dict[str, bytes]
+    main_cf: str
+    tls_policy: str
+    master_cf: str
+
+
+def postfix_config(partner: str, *, ca_bundle: Sequence[x509.Certificate], config_dir: str = "/etc/postfix",
+                   cert_file: str | None = None, key_file: str | None = None, listen: str = "25",
+                   generated: _dt.datetime | None = None) -> PostfixConfig:
+    """The Postfix settings for Domain Security with ``partner`` (see the module docstring).
+
+    ``ca_bundle``: the certificates Postfix trusts (the trust store's export), written as
+    ``certkit-ca.pem`` in ``config_dir``; ``cert_file``/``key_file``: our certificate (chain after the
+    leaf) and key as Postfix will read them; ``listen``: the master.cf service of the dedicated
+    partner listener (a port, or ``address:port``).
+    """
+    domain = _domain(partner)
+    if not ca_bundle:
+        raise InputError("The CA bundle is empty: Postfix would trust nobody.",
+                         "Add the partner's root to the trust store: certkit trust add ROOT --partner DOMAIN.")
+    base = config_dir.rstrip("/")
+    ctx = {"partner": domain, "config_dir": base, "ca_file": f"{base}/certkit-ca.pem",
+           "policy_file": f"{base}/tls_policy", "cert_file": cert_file or f"{base}/certkit-cert.pem",
+           "key_file": key_file or f"{base}/certkit-key.pem", "listen": listen, "generated": generated,
+           "anchors": [(c.subject.rfc4514_string(), sha256_fingerprint(c)) for c in ca_bundle]}
+    main_cf = render("postfix-main.cf.j2", **ctx)
+    policy = render("postfix-tls_policy.j2", **ctx)
+    master = render("postfix-master.cf.j2", **ctx)
+    files = {"main.cf.certkit": main_cf.encode(), "tls_policy": policy.encode(), "master.cf.certkit": master.encode(),
+             "certkit-ca.pem": cert_pem(*ca_bundle)}
+    return PostfixConfig(files, main_cf, policy, master)
+
+
+def partner_kit(root: x509.Certificate, *, edge_fqdn: str, domains: Sequence[str], crl_url: str | None,
+                organisation: str | None = None, generated: _dt.datetime | None = None) -> dict[str, bytes]:
+    """The files to send the partner: ``<name>-root.pem``, ``<name>-root.cer`` (DER) and ``README.txt``."""
+    fqdn = _domain(edge_fqdn, "--edge-fqdn")
+    doms = [_domain(d, "--domain") for d in domains]
+    if not doms:
+        raise InputError("No domain was given.", "Give our mail domain(s) with --domain.")
+    stem = re.sub(r"[^a-z0-9.-]+", "-", doms[0])
+    text = render("partner-kit.txt.j2", edge_fqdn=fqdn, domains=doms, crl_url=crl_url,
+                  organisation=organisation or doms[0], root_subject=root.subject.rfc4514_string(),
+                  sha256=sha256_fingerprint(root), sha1=sha1_thumbprint(root), not_after=root.not_valid_after_utc,
+                  pem_name=f"{stem}-root.pem", cer_name=f"{stem}-root.cer", generated=generated)
+    return {f"{stem}-root.pem": cert_pem(root), f"{stem}-root.cer": cert_der(root), "README.txt": text.encode()}

@@ -1,0 +1,239 @@
+"""certkit config: the Exchange script (structure checked against the documented cmdlets per version),
+the Postfix settings, and the partner kit; golden files with normalised dates and fingerprints."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+
+from certkit.adapters.truststore import TrustStore
+from certkit.cli.common import CertkitGroup
+from certkit.cli.config import COMMANDS
+from certkit.configgen import exchange_script, partner_kit, postfix_config
+from certkit.core.formats import pfx_bytes, sha1_thumbprint, sha256_fingerprint
+from certkit.errors import InputError
+from tests.pki import make_intermediate, make_leaf, make_root
+from tests.test_preflight_world import check_golden, pem
+
+ROOT = make_root("Contoso Root", org="Contoso", key_type="rsa")
+INTER = make_intermediate(ROOT, "Contoso Issuing CA", org="Contoso", key_type="rsa")
+LEAF = make_leaf(INTER, ["edge.contoso.com", "contoso.com"], key_type="rsa")
+PARTNER_ROOT = make_root("Fabrikam Root", org="Fabrikam")
+PFX_PASSWORD = b"pfx secret"
+
+# Documented parameters (Microsoft Learn, per version) of every command the script may use.
+# Exchange 2010 runs on Windows Server 2008 R2 / PowerShell 2.0: no Import-Certificate (PKI module,
+# Windows Server 2012+), and Import-ExchangeCertificate has -FileData only (-FileName from 2013).
+_COMMON = {
+    "Read-Host": {"Prompt", "AsSecureString"},
+    "Get-Content": {"Path", "Encoding", "ReadCount"},
+    "Format-List": set(),
+    "Get-ChildItem": {"Path"},
+    "Enable-ExchangeCertificate": {"Thumbprint", "Services", "Server", "Force", "DoNotRequireSsl", "Identity",
+                                   "Confirm", "DomainController", "WhatIf"},
+    "Get-ExchangeCertificate": {"Thumbprint", "Identity", "Server", "DomainController"},
+    "Set-TransportConfig": {"TLSSendDomainSecureList", "TLSReceiveDomainSecureList", "Identity", "Confirm",
+                            "WhatIf"},
+    "Get-TransportConfig": set(),
+    "Set-SendConnector": {"Identity", "DomainSecureEnabled", "DNSRoutingEnabled", "IgnoreSTARTTLS", "SmartHosts",
+                          "RequireTLS", "TlsDomain", "TlsCertificateName", "Confirm", "WhatIf"},
+    "Set-ReceiveConnector": {"Identity", "DomainSecureEnabled", "AuthMechanism", "RequireTLS", "Confirm",
+                             "WhatIf"},
+    "Test-EdgeSynchronization": {"ExcludeRecipientTest", "MaxReportSize", "MonitoringContext", "Server"},
+    "Get-Queue": {"Identity", "Filter", "Server", "Exclude", "Include"},
+}
+DOCUMENTED: dict[str, dict[str, set[str]]] = {
+    "2010": {**_COMMON,
+             "Import-ExchangeCertificate": {"FileData", "Password", "PrivateKeyExportable", "Server", "Instance",
+                                            "FriendlyName", "Confirm", "DomainController", "WhatIf"},
+             "certutil": {"addstore"}},
+    "2013+": {**_COMMON,
+              "Import-ExchangeCertificate": {"FileData", "FileName", "Password", "PrivateKeyExportable", "Server",
+                                             "FriendlyName", "Confirm", "DomainController", "WhatIf"},
+              "Import-Certificate": {"FilePath", "CertStoreLocation", "Exportable", "Confirm", "WhatIf"},
+              "certutil": {"addstore"}},
+}
+
+
+def commands(script: str) -> list[tuple[str, list[str]]]:
+    """(command, [parameters]) for every command in the script, sub-expressions and pipelines included."""
+    out: list[tuple[str, list[str]]] = []
+    for line in script.splitlines():
+        code = line.strip()
+        if not code or code.startswith("#"):
+            continue
+        code = re.sub(r'"(?:`.|[^"`])*"', '"S"', code)  # strings cannot hold commands or parameters
+        m = re.match(r"([a-z]+)\s", code)
+        if m and m.group(1) == "certutil":
+            out.append(("certutil", re.findall(r"\s-([A-Za-z]+)", code)))
+            continue
+        # A parameter belongs to the innermost command of its parenthesis level: ([Byte[]](Get-Content ...)).
+        current: list[int | None] = [None]
+        for t in re.finditer(r"\(|\)|(?<![\w$-])([A-Z][a-z]+-[A-Z][A-Za-z]+)\b|\s-([A-Za-z]+)\b", code):
+            if t.group(0) == "(":
+                current.append(None)
+            elif t.group(0) == ")":
+                current.pop()
+            elif t.group(1):
+                out.append((t.group(1), []))
+                current[-1] = len(out) - 1
+            else:
+                owner = current[-1]
+                assert owner is not None, f"parameter outside any command: {line}"
+                out[owner][1].append(t.group(2))
+    return out
+
+
+def script(version: str, **kwargs: object) -> str:
+    opts: dict[str, object] = {"pfx_path": "C:\\certkit\\edge.pfx", "certificate": LEAF.cert, "version": version,
+                               "partner_root": PARTNER_ROOT.cert}
+    opts.update(kwargs)
+    return exchange_script("fabrikam.com", **opts).text  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("version", ["2010", "2013+"])
+def test_exchange_script_uses_only_documented_cmdlets_and_parameters(version: str) -> None:
+    text = script(version)
+    used = commands(text)
+    assert used, text
+    for name, params in used:
+        assert name in DOCUMENTED[version], f"{name} is not documented for Exchange {version}"
+        unknown = set(params) - DOCUMENTED[version][name]
+        assert not unknown, f"{name} has no parameter(s) {unknown} in Exchange {version}"
+    names = [n for n, _ in used]
+    for needed in ("Import-ExchangeCertificate", "Enable-ExchangeCertificate", "Set-TransportConfig",
+                   "Set-SendConnector", "Set-ReceiveConnector", "Get-Queue", "Test-EdgeSynchronization"):
+        assert needed in names, needed
+    imports = dict(used)["Import-ExchangeCertificate"]
+    assert ("FileData" if version == "2010" else "FileName") in imports
+    assert ("Import-Certificate" in names) == (version == "2013+")
+    assert ("certutil" in names) == (version == "2010")
+
+
+@pytest.mark.parametrize("version", ["2010", "2013+"])
+def test_exchange_script_content(version: str) -> None:
+    text = script(version)
+    thumb = sha1_thumbprint(LEAF.cert)
+    assert re.fullmatch(r"[0-9A-F]{40}", thumb)
+    assert f"Enable-ExchangeCertificate -Thumbprint {thumb} -Services SMTP" in text
+    # Add, never replace: every domain-secure list change is a @{Add=...}.
+    assert 'Set-TransportConfig -TLSSendDomainSecureList @{Add="fabrikam.com"}' in text
+    assert 'Set-TransportConfig -TLSReceiveDomainSecureList @{Add="fabrikam.com"}' in text
+    assert not re.search(r"-TLS\w+DomainSecureList\s+(?!@\{Add=)", text)
+    assert "-DomainSecureEnabled $true -DNSRoutingEnabled $true -IgnoreSTARTTLS $false" in text
+    assert "-DomainSecureEnabled $true -AuthMechanism Tls" in text
+    assert "Read-Host -Prompt" in text and "-AsSecureString" in text and "pfx secret" not in text
+    assert "Get-Queue | Format-List NextHopDomain,Status,LastError" in text
+    assert sha1_thumbprint(PARTNER_ROOT.cert) in text
+    # A comment before every command line.
+    lines = [line for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            assert lines[i - 1].startswith("#"), f"no comment before: {line}"
+    check_golden(f"exchange-{version.replace('+', 'plus')}.ps1", text)
+
+
+def test_exchange_script_refuses_wildcards_and_escapes_names() -> None:
+    with pytest.raises(InputError):
+        exchange_script("*.fabrikam.com", pfx_path="x.pfx", certificate=LEAF.cert)
+    with pytest.raises(InputError):
+        exchange_script("fabrikam.com", pfx_path="x.pfx", certificate=LEAF.cert, version="2007")
+    text = exchange_script("fabrikam.com", pfx_path="x.pfx", certificate=LEAF.cert,
+                           send_connector='To "Internet" $x').text
+    assert 'Set-SendConnector -Identity "To `"Internet`" `$x"' in text
+    assert "Test-EdgeSynchronization" not in exchange_script(
+        "fabrikam.com", pfx_path="x.pfx", certificate=LEAF.cert, edge_subscription=False).text
+
+
+def test_postfix_config() -> None:
+    cfg = postfix_config("Fabrikam.com", ca_bundle=[PARTNER_ROOT.cert, ROOT.cert], cert_file="/etc/ssl/edge.pem",
+                         key_file="/etc/ssl/edge.key")
+    assert "fabrikam.com secure match=fabrikam.com:.fabrikam.com" in cfg.tls_policy.splitlines()
+    settings = dict(line.split(" = ", 1) for line in cfg.main_cf.splitlines() if " = " in line and
+                    not line.startswith("#"))
+    assert settings["smtp_tls_policy_maps"] == "texthash:/etc/postfix/tls_policy"
+    assert settings["smtp_tls_cert_file"] == settings["smtpd_tls_cert_file"] == "/etc/ssl/edge.pem"
+    assert settings["smtp_tls_CAfile"] == settings["smtpd_tls_CAfile"] == "/etc/postfix/certkit-ca.pem"
+    assert settings["smtpd_tls_ask_ccert"] == "yes"
+    assert "-o smtpd_tls_req_ccert=yes" in cfg.master_cf and "-o smtpd_tls_security_level=encrypt" in cfg.master_cf
+    bundle = x509.load_pem_x509_certificates(cfg.files["certkit-ca.pem"])
+    assert bundle == [PARTNER_ROOT.cert, ROOT.cert]
+    with pytest.raises(InputError):
+        postfix_config("fabrikam.com", ca_bundle=[])
+    check_golden("postfix-main.cf", cfg.main_cf)
+    check_golden("postfix-tls_policy", cfg.tls_policy)
+    check_golden("postfix-master.cf", cfg.master_cf)
+
+
+def test_partner_kit() -> None:
+    files = partner_kit(ROOT.cert, edge_fqdn="edge.contoso.com", domains=["contoso.com", "contoso.net"],
+                        crl_url="http://crl.contoso.com/contoso.crl", organisation="Contoso")
+    assert set(files) == {"contoso.com-root.pem", "contoso.com-root.cer", "README.txt"}
+    assert x509.load_pem_x509_certificate(files["contoso.com-root.pem"]) == ROOT.cert
+    assert x509.load_der_x509_certificate(files["contoso.com-root.cer"]) == ROOT.cert
+    text = files["README.txt"].decode()
+    for needed in (sha256_fingerprint(ROOT.cert), sha1_thumbprint(ROOT.cert), "edge.contoso.com",
+                   "contoso.com, contoso.net", "http://crl.contoso.com/contoso.crl",
+                   "contoso.net secure match=contoso.net:.contoso.net"):
+        assert needed in text
+    check_golden("partner-kit.txt", text)
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
+def cli() -> click.Group:
+    group = CertkitGroup("certkit")
+    for command in COMMANDS:
+        group.add_command(command)
+    return group
+
+
+def test_cli_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pfx = tmp_path / "edge.pfx"
+    pfx.write_bytes(pfx_bytes(LEAF.key, LEAF.cert, [INTER.cert], PFX_PASSWORD))
+    (tmp_path / "root.pem").write_bytes(pem(PARTNER_ROOT.cert))
+    monkeypatch.setenv("CERTKIT_PFX_PASSWORD", PFX_PASSWORD.decode())
+    result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx),
+                                        "--version", "2010", "--partner-root", str(tmp_path / "root.pem")])
+    assert result.exit_code == 0, result.output
+    assert f"-Thumbprint {sha1_thumbprint(LEAF.cert)}" in result.stdout
+    assert 'Get-Content -Path "C:\\certkit\\edge.pfx" -Encoding Byte -ReadCount 0' in result.stdout
+    assert "certutil -addstore Root" in result.stdout
+    out = tmp_path / "enable.ps1"
+    result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx),
+                                        "--out", str(out)])
+    assert result.exit_code == 0 and '-FileName "\\\\$env:COMPUTERNAME\\c`$\\certkit\\edge.pfx"' in out.read_text()
+    monkeypatch.setenv("CERTKIT_PFX_PASSWORD", "wrong")
+    result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx)])
+    assert result.exit_code == 2 and "password" in result.stderr.lower()
+
+
+def test_cli_postfix_and_partner_kit(tmp_path: Path, make_ca: object) -> None:
+    store = tmp_path / "trust"
+    TrustStore(store).add(PARTNER_ROOT.cert, label="fabrikam", partners=["fabrikam.com"])
+    result = CliRunner().invoke(cli(), ["config", "postfix", "--partner", "fabrikam.com", "--store", str(store),
+                                        "--out", str(tmp_path / "pf")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "pf").iterdir()) == [
+        "certkit-ca.pem", "main.cf.certkit", "master.cf.certkit", "tls_policy"]
+    assert x509.load_pem_x509_certificates((tmp_path / "pf/certkit-ca.pem").read_bytes()) == [PARTNER_ROOT.cert]
+    result = CliRunner().invoke(cli(), ["config", "postfix", "--partner", "fabrikam.com", "--store", str(store),
+                                        "--cert", "x.pem"])
+    assert result.exit_code == 2
+    ca = make_ca()  # type: ignore[operator]
+    result = CliRunner().invoke(cli(), ["config", "partner-kit", "--home", str(ca.home), "--out",
+                                        str(tmp_path / "kit"), "--edge-fqdn", "edge.contoso.com",
+                                        "--domain", "contoso.com"])
+    assert result.exit_code == 0, result.output
+    readme = (tmp_path / "kit/README.txt").read_text()
+    assert "http://127.0.0.1:1/contoso.crl" in readme and sha256_fingerprint(ca.root) in readme
+    result = CliRunner().invoke(cli(), ["config", "partner-kit", "--home", str(ca.home), "--out",
+                                        str(tmp_path / "kit"), "--edge-fqdn", "edge.contoso.com",
+                                        "--domain", "contoso.com"])
+    assert result.exit_code == 2  # would overwrite
