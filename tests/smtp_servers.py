@@ -92,6 +92,7 @@ class Scripted:
     exchange: bool = False
     client_cas: Sequence[x509.Certificate] = ()
     require_tls_for_mail: bool = False
+    request_client_cert: bool = True
     sessions: list[TlsInfo] = field(default_factory=list)
 
     def __call__(self, sock: socket.socket) -> None:
@@ -143,6 +144,7 @@ class Scripted:
                 if not self.starttls_reply.startswith("220"):
                     continue
                 ctx = server_context(self.identity.cert, self.identity.key, self.chain,
+                                     request_client_cert=self.request_client_cert,
                                      client_cas=self.client_cas or list(self.trusted or ()))
                 tls = ch.start_tls_server(ctx, time.monotonic() + STEP)
                 self.sessions.append(tls)

@@ -307,3 +307,28 @@ def test_postfix_accepts_a_trusted_client_certificate(postfix_req: PostfixInstan
 def test_postfix_requires_starttls_before_mail(postfix_req: PostfixInstance) -> None:
     s = run_session("127.0.0.1", postfix_req.port, mail_from="probe@contoso.test", starttls=False, timeout=5)
     assert s.mail is not None and s.mail.text == "530 5.7.0 Must issue a STARTTLS command first"
+
+
+def test_shared_client_context_keeps_sessions_apart(smtp_server: Start) -> None:
+    """One TLS context per identity serves concurrent sessions; each notes its own CertificateRequest."""
+    import concurrent.futures
+
+    asks = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], client_cas=[INTER.cert]))
+    silent = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], request_client_cert=False))
+    identity = ClientIdentity(CLIENT.cert, CLIENT.key, (INTER.cert,))
+    ports = [asks.port, silent.port] * 10
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        sessions = list(pool.map(lambda p: run_session("127.0.0.1", p, identity=identity, timeout=3), ports))
+    for port, s in zip(ports, sessions, strict=True):
+        assert s.tls is not None and s.failure is None
+        assert s.tls.certificate_requested is (port == asks.port)
+        assert s.tls.client_cert_sent is (port == asks.port)
+        assert len(s.tls.client_ca_names) == (1 if port == asks.port else 0)
+
+
+def test_unusable_identity_is_a_failure_not_an_exception(smtp_server: Start) -> None:
+    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
+    wrong = ClientIdentity(CLIENT.cert, SERVER.key)  # the key of another certificate
+    s = run_session("127.0.0.1", srv.port, identity=wrong, timeout=3)
+    assert s.failure is not None and s.failure.code == "tls.handshake-failed"
+    assert "cannot be used" in s.failure.detail
