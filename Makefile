@@ -14,7 +14,7 @@ $(BIN)/certkit: pyproject.toml
 venv: $(BIN)/certkit
 
 demo: venv
-	$(BIN)/certkit demo
+	$(BIN)/certkit lab demo
 
 lint: venv
 	$(BIN)/ruff check certkit tests bench
