@@ -48,6 +48,8 @@ def smtp_server() -> Iterator[Callable[[Handler], SmtpTestServer]]:
 
     yield start
     for srv in servers:
+        srv.begin_close()
+    for srv in servers:
         srv.close()
 
 

@@ -60,9 +60,14 @@ class SmtpTestServer:
         finally:
             sock.close()
 
-    def close(self) -> None:
+    def begin_close(self) -> None:
+        """Stop accepting (without waiting for the accept thread: :meth:`close` does)."""
         self._stop.set()
         self.listener.close()
+
+    def close(self) -> None:
+        """Stop accepting and wait for the accept thread (at most 2 s)."""
+        self.begin_close()
         self._thread.join(2)
 
     def __enter__(self) -> SmtpTestServer:
