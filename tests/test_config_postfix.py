@@ -1,6 +1,8 @@
-"""certkit config postfix against real Postfix: a sending Postfix with the generated settings delivers to
-a receiving Postfix that requires our client certificate (smtpd_tls_req_ccert), and refuses a partner
-whose certificate does not name the partner domain.
+"""certkit config postfix and certkit preflight against real Postfix.
+
+A sending Postfix with the generated settings delivers to a receiving Postfix that requires our client
+certificate (smtpd_tls_req_ccert), and refuses a partner whose certificate does not name the partner
+domain. The pre-flight is ready against that receiver, and finds the rejection when it trusts another CA.
 
 Loopback has no MX records, so the sender's transport map points fabrikam.test at [127.0.0.1]:PORT
 and the policy entry is keyed by that next hop; its level and match attributes are the generated
@@ -18,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from certkit.configgen import postfix_config
+from certkit.preflight import PreflightReport, preflight
 from tests.fixtures_net import require_postfix
-from tests.pki import Issued, make_leaf
+from tests.pki import Issued, make_leaf, make_root
 from tests.postfix import PostfixInstance
 from tests.test_preflight_world import World, world
 
@@ -107,3 +110,34 @@ def test_generated_settings_refuse_a_partner_certificate_for_another_domain(w: W
             assert "status=deferred" in log, log
             assert "Server certificate not verified" in log or "certificate verification failed" in log, log
             assert not _delivered(receiver, timeout=0.5)
+
+
+# --- the pre-flight against a real Postfix that requires client certificates ------------------------
+
+
+def _preflight_against(w: World, receiver: PostfixInstance) -> PreflightReport:
+    args = w.kwargs()
+    args["port"] = receiver.port
+    return preflight("fabrikam.test", **args)  # type: ignore[arg-type]
+
+
+def test_preflight_ready_against_real_postfix(w: World) -> None:
+    require_postfix()
+    with _receiver(w, w.their_leaf) as receiver:
+        report = _preflight_against(w, receiver)
+    assert report.ready, [(i.finding.code, i.finding.detail) for i in report.items]
+    [endpoint] = report.endpoints
+    assert endpoint.session is not None and endpoint.session.rcpt is not None and endpoint.session.rcpt.positive
+
+
+def test_preflight_real_postfix_rejects_us(w: World) -> None:
+    require_postfix()
+    other = make_root("Somebody Else's Root")
+    receiver = PostfixInstance(w.their_leaf.cert, w.their_leaf.key, [w.their_inter.cert], client_ca=[other.cert],
+                               hostname="mx1.fabrikam.test", domain="fabrikam.test")
+    with receiver:
+        report = _preflight_against(w, receiver)
+    rejected = [i for i in report.blocking if i.finding.code.startswith("peer.rejected")]
+    assert rejected, [(i.finding.code, i.finding.detail) for i in report.items]
+    assert "421 4.7.1 mx1.fabrikam.test Error: Client certificate not trusted" in rejected[0].finding.detail
+    assert report.exit_code == 1
