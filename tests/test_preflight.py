@@ -256,3 +256,22 @@ def test_cli_usage_errors(w: World, tmp_path: Path) -> None:
     (tmp_path / "cert.pem").write_text("not a certificate")
     result = CliRunner().invoke(cli(), args)
     assert result.exit_code == 2
+
+
+def test_progress_reports_each_step_and_address(w: World) -> None:
+    seen: list[tuple[str, str]] = []
+    run(w, progress=lambda step, text: seen.append((step, text)))
+    assert [s for s, _ in seen] == ["certificate", "routing", "endpoints", "address"]
+    assert seen[-1][1].startswith("[1/1] mx1.fabrikam.test [127.0.0.1]:")
+
+
+def test_terminal_progress_draws_a_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    from certkit.cli.preflight import _Progress
+
+    bar = _Progress()
+    bar("routing", "resolving the MX records of fabrikam.test")
+    bar("address", "[1/2] mx1 [192.0.2.1]:25: would deliver with Domain Security")
+    bar("address", "[2/2] mx2 [192.0.2.2]:25: would fail: issuer not trusted")
+    err = capsys.readouterr().err
+    assert "routing: resolving" in err
+    assert "[##########..........] 1/2" in err and "[####################] 2/2" in err
