@@ -27,9 +27,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certkit.adapters.crlfetch import CrlCache, CrlFetch
 from certkit.adapters.dns import resolve_mail_domain
-from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session
+from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import Finding, Severity
+from certkit.core.smtp import Reply
 from certkit.core.verify import VerificationResult, verify_chain
 from certkit.errors import InputError
 
@@ -186,20 +187,35 @@ def _has_client_auth(cert: x509.Certificate) -> bool:
     return ExtendedKeyUsageOID.CLIENT_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
 
 
-def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.datetime) -> list[Finding]:
-    reply = session.after_tls
-    assert reply is not None
+def _rejection_of_us(session: SmtpSession) -> tuple[str, Reply] | None:
+    """The reply (and its step) by which the server refused us after the handshake, if it did.
+
+    Postfix refuses the first command after the handshake (``421 4.7.1``); Exchange may accept EHLO and
+    refuse ``MAIL FROM`` (``454 4.7.5 Certificate validation failure``). At MAIL FROM only a security
+    reply counts (421/454/530/554 with a 4.7.x/5.7.x or no enhanced status), not a policy refusal.
+    """
+    if session.rejected_after_tls and session.after_tls is not None:
+        return "after the handshake", session.after_tls
+    mail = session.mail
+    if (session.tls is not None and mail is not None and mail.code in REJECTION_CODES
+            and (mail.enhanced is None or mail.enhanced[2:4] == "7.")):
+        return "at MAIL FROM", mail
+    return None
+
+
+def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.datetime, reply: Reply,
+                when: str) -> list[Finding]:
     tls = session.tls
-    ev: dict[str, Any] = {"reply": reply.text}
+    ev: dict[str, Any] = {"reply": reply.text, "step": when}
     if tls is not None:
         ev["acceptable_issuers"] = [n.rfc4514_string() for n in tls.client_ca_names]
     if reply.code == 554:
-        return [Finding("peer.rejected-weak-session", f"They answered '{reply.text}' after the handshake.",
+        return [Finding("peer.rejected-weak-session", f"They answered '{reply.text}' {when}.",
                         evidence=ev)]
     if identity is None or tls is None or not tls.client_cert_sent:
         why = "we have no client certificate" if identity is None else "the server did not ask for one"
         return [Finding("peer.rejected-no-client-cert",
-                        f"They answered '{reply.text}' after the handshake; we presented no certificate ({why}).",
+                        f"They answered '{reply.text}' {when}; we presented no certificate ({why}).",
                         evidence=ev)]
     ours = identity.cert
     who = ours.subject.rfc4514_string()
@@ -207,18 +223,18 @@ def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.d
     ours_issuers = {ours.issuer, *(c.subject for c in identity.chain), *(c.issuer for c in identity.chain)}
     if tls.client_ca_names and not ours_issuers & set(tls.client_ca_names):
         out.append(Finding("peer.rejected-issuer-not-accepted",
-                           f"They answered '{reply.text}'; our issuer {ours.issuer.rfc4514_string()} is not among "
-                           f"the {len(tls.client_ca_names)} issuer(s) they accept.", subject=who, evidence=ev))
+                           f"They answered '{reply.text}' {when}; our issuer {ours.issuer.rfc4514_string()} is not "
+                           f"among the {len(tls.client_ca_names)} issuer(s) they accept.", subject=who, evidence=ev))
     if not _has_client_auth(ours):
         out.append(Finding("peer.rejected-no-client-auth",
-                           f"They answered '{reply.text}'; our certificate has no clientAuth EKU.", subject=who,
+                           f"They answered '{reply.text}' {when}; our certificate has no clientAuth EKU.", subject=who,
                            evidence=ev))
     if ours.not_valid_after_utc < at:
-        out.append(Finding("peer.rejected-expired", f"They answered '{reply.text}'; our certificate expired on "
+        out.append(Finding("peer.rejected-expired", f"They answered '{reply.text}' {when}; our certificate expired on "
                            f"{ours.not_valid_after_utc:%Y-%m-%d}.", subject=who, evidence=ev))
     if not out:
         out.append(Finding("peer.rejected-untrusted",
-                           f"They answered '{reply.text}' after the handshake: they do not trust our certificate.",
+                           f"They answered '{reply.text}' {when}: they do not trust our certificate.",
                            subject=who, evidence=ev))
     return out
 
@@ -247,8 +263,9 @@ def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = 
         out.append(Finding("smtp.starttls-refused", f"STARTTLS was answered '{s.starttls.text}'.", subject=where))
     if s.tls is not None and s.tls.old_protocol:
         out.append(Finding("tls.old-protocol", f"The session used {s.tls.version}.", subject=where))
-    if s.rejected_after_tls:
-        out.extend(_our_causes(s, identity, at))
+    rejection = _rejection_of_us(s)
+    if rejection is not None:
+        out.extend(_our_causes(s, identity, at, rejection[1], rejection[0]))
         return out
     if s.mail is not None and s.mail.code == 530:
         out.append(Finding("smtp.tls-required", f"MAIL FROM was answered '{s.mail.text}'.", subject=where))

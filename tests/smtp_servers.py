@@ -98,6 +98,7 @@ class Scripted:
     client_cas: Sequence[x509.Certificate] = ()
     require_tls_for_mail: bool = False
     request_client_cert: bool = True
+    mail_reply_after_tls: str | None = None  # e.g. Exchange's "454 4.7.5 Certificate validation failure" at MAIL
     sessions: list[TlsInfo] = field(default_factory=list)
 
     def __call__(self, sock: socket.socket) -> None:
@@ -156,7 +157,9 @@ class Scripted:
                 buf.clear()
                 first_after_tls = True
             elif verb == "MAIL":
-                if self.require_tls_for_mail and tls is None:
+                if tls is not None and self.mail_reply_after_tls:
+                    send(self.mail_reply_after_tls)
+                elif self.require_tls_for_mail and tls is None:
                     send("530 5.7.0 Must issue a STARTTLS command first")
                 else:
                     send("250 2.1.0 Ok")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from certkit.adapters.transport import ClientIdentity
 from certkit.core.findings import Severity
 from certkit.probe import ProbeResult, exit_code, probe_sync
 from tests.fixtures_net import HttpFiles, smtp_server
@@ -294,3 +295,25 @@ def test_slow_and_broken_servers(smtp_server: Start, pki: Pki, handler: Handler,
     [addr] = results[0].addresses
     assert addr.session is not None and addr.session.seconds < 3  # bounded by the step timeout
     assert exit_code(results) == 1  # connected, so "reached": an error, not "unreachable"
+
+
+# --- our certificate refused at MAIL FROM (Exchange accepts EHLO after the handshake, then refuses) --------
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("454 4.7.5 Certificate validation failure", ["peer.rejected-issuer-not-accepted"]),
+    ("530 5.7.1 Client was not authenticated", ["peer.rejected-issuer-not-accepted"]),
+    ("421 4.3.2 System not accepting network messages", []),  # not about security: no verdict on our certificate
+    ("550 5.7.1 Sender rejected by policy", []),
+])
+def test_rejection_at_mail_from(smtp_server: Start, pki: Pki, reply: str, expected: list[str]) -> None:
+    foreign = make_leaf(make_root("Contoso Other Root", org="Contoso Other"), ["edge.contoso.test"])
+    srv = smtp_server(Scripted(identity=pki.leaf(), chain=[pki.inter.cert], client_cas=[pki.inter.cert],
+                               mail_reply_after_tls=reply))
+    results = _probe(srv, pki, validator="postfix", identity=ClientIdentity(foreign.cert, foreign.key))
+    assert codes(results) == expected
+    if expected:
+        [f] = results[0].all_findings
+        assert f.evidence["step"] == "at MAIL FROM" and f.evidence["reply"] == reply
+        assert "at MAIL FROM" in f.detail
+        assert exit_code(results) == 1
