@@ -8,6 +8,7 @@ from __future__ import annotations
 from certkit.adapters.truststore import TrustStore
 from certkit.ca import CAStatus, CertificateAuthority, CrlInfo, IssuedCertificate, IssueRequest, exchange_selfsigned
 from certkit.clock import Clock, FixedClock, SystemClock
+from certkit.configgen import exchange_script, partner_kit, postfix_config
 from certkit.core.findings import CATALOGUE, Code, Finding, Severity, Side
 from certkit.core.formats import PfxTarget
 from certkit.core.keys import KeyType
@@ -26,9 +27,13 @@ from certkit.errors import (
     StoreError,
     UsageError,
 )
+from certkit.preflight import PreflightReport, preflight
+from certkit.probe import AddressResult, ProbeResult, probe, probe_sync
+from certkit.tlsrpt import tlsrpt_report
 
 __all__ = [
     "CATALOGUE",
+    "AddressResult",
     "AlreadyExistsError",
     "Anchor",
     "AnchorSet",
@@ -49,6 +54,8 @@ __all__ = [
     "PassphraseError",
     "PfxTarget",
     "PolicyError",
+    "PreflightReport",
+    "ProbeResult",
     "ProfileName",
     "Severity",
     "Side",
@@ -59,8 +66,15 @@ __all__ = [
     "VerificationResult",
     "anchor_refusals",
     "domain_matches",
+    "exchange_script",
     "exchange_selfsigned",
     "host_matches",
     "lint_certificate",
+    "partner_kit",
+    "postfix_config",
+    "preflight",
+    "probe",
+    "probe_sync",
+    "tlsrpt_report",
     "verify_chain",
 ]

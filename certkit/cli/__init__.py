@@ -18,13 +18,15 @@ def main() -> None:
 
 def _register() -> None:
     from certkit.cli import ca as ca_cli
+    from certkit.cli import config as config_cli
     from certkit.cli import demo as demo_cli
     from certkit.cli import lab as lab_cli
+    from certkit.cli import preflight as preflight_cli
     from certkit.cli import probe as probe_cli
     from certkit.cli import trust as trust_cli
 
-    for command in (*ca_cli.COMMANDS, *trust_cli.COMMANDS, *probe_cli.COMMANDS, *lab_cli.COMMANDS,
-                    *demo_cli.COMMANDS):
+    for command in (*ca_cli.COMMANDS, *trust_cli.COMMANDS, *probe_cli.COMMANDS, *preflight_cli.COMMANDS,
+                    *config_cli.COMMANDS, *lab_cli.COMMANDS, *demo_cli.COMMANDS):
         main.add_command(command)
 
 
