@@ -1,6 +1,7 @@
 """STARTTLS probe throughput: certkit vs sslyze 6 vs a loop of posttls-finger, on the same 200 endpoints.
 
-    .venv/bin/python bench/bench_probe.py [--endpoints 200] [--concurrency 50] [--skip-sslyze] [--skip-finger]
+    .venv/bin/python bench/bench_probe.py [--endpoints 200] [--concurrency 50] [--rounds 3] [--skip-sslyze]
+                                          [--skip-finger]
 
 The endpoints: ``--endpoints`` SMTP servers on 127.0.0.1, each on its own port, served by one asyncio
 loop in a child process (so the servers do not compete with the probing process for its GIL). Each
@@ -24,6 +25,7 @@ What each tool does per endpoint:
   ``posttls-finger -c -l secure -h native -F ROOT -P /dev/null "[127.0.0.1]:PORT" bench.test``:
   STARTTLS, handshake, chain and name verification; no transaction, no revocation.
 
+Each tool runs ``--rounds`` times on the same endpoints; the best time is reported with all rounds.
 Timings are printed, never asserted: this is not a test.
 """
 
@@ -226,6 +228,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--endpoints", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3, help="runs per tool; the best is reported")
     ap.add_argument("--skip-sslyze", action="store_true")
     ap.add_argument("--skip-finger", action="store_true")
     args = ap.parse_args()
@@ -265,9 +268,18 @@ def main() -> None:
         rows: list[tuple[str, float, float, str]] = []
 
         def timed(name: str, run: Callable[[], tuple[float, str]]) -> None:
-            cpu0 = _cpu_seconds(child.pid or 0)
-            seconds, note = run()
-            rows.append((name, seconds, _cpu_seconds(child.pid or 0) - cpu0, note))
+            # Best of --rounds (other load on the machine only ever adds time); server CPU of that round.
+            best: tuple[float, float, str] | None = None
+            all_seconds: list[float] = []
+            for _ in range(args.rounds):
+                cpu0 = _cpu_seconds(child.pid or 0)
+                seconds, note = run()
+                all_seconds.append(seconds)
+                if best is None or seconds < best[0]:
+                    best = (seconds, _cpu_seconds(child.pid or 0) - cpu0, note)
+            assert best is not None
+            spread = "/".join(f"{x:.2f}" for x in all_seconds)
+            rows.append((name, best[0], best[1], f"{best[2]} (rounds: {spread} s)"))
 
         timed(f"certkit probe (--concurrency {args.concurrency})",
               lambda: run_certkit(targets, store, args.concurrency))
