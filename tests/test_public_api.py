@@ -56,7 +56,7 @@ def test_core_never_prints_or_touches_sockets_or_files() -> None:
             m.split(".")[0] for m in _imports(path)}, path
 
 
-@pytest.mark.parametrize("lib", ["OpenSSL", "jinja2", "certifi"])
+@pytest.mark.parametrize("lib", ["OpenSSL", "jinja2", "certifi", "dns"])
 def test_each_foreign_library_lives_in_one_module(lib: str) -> None:
     users = [p for p in PKG.rglob("*.py") if any(m.split(".")[0] == lib for m in _imports(p))]
     assert len(users) <= 1, users
@@ -71,3 +71,22 @@ def test_errors_pickle_and_print_as_one_line() -> None:
     assert errors.StoreError("x").exit_code == 1
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.CertkitError)
+
+
+def test_only_the_cli_imports_click_or_prints() -> None:
+    for path in PKG.rglob("*.py"):
+        if "cli" in path.relative_to(PKG).parts or path.name == "__main__.py":
+            continue
+        assert "click" not in {m.split(".")[0] for m in _imports(path)}, path
+        tree = ast.parse(path.read_text())
+        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert "print" not in calls, path
+
+
+def test_lazy_public_names_resolve_to_their_objects() -> None:
+    from certkit.ca import CertificateAuthority as direct
+
+    assert certkit.CertificateAuthority is direct
+    assert sorted(certkit.__all__) == sorted(certkit._WHERE)
+    with pytest.raises(AttributeError):
+        certkit.no_such_name  # noqa: B018
