@@ -15,20 +15,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 LIMBO = Path(__file__).parent / "limbo"
 sys.path.insert(0, str(LIMBO))
 
 import certkit_limbo  # noqa: E402
 import run_limbo  # noqa: E402
-
-# CRL cases certkit answers differently from limbo, with the reason. Nothing else may mismatch.
-KNOWN_CRL_MISMATCHES = {
-    # A CA without a keyUsage extension: cryptography's Web PKI CA policy rejects the path before the
-    # CRL is looked at. certkit keeps that rule (Windows and Postfix CAs carry keyUsage).
-    "crl::issuer-no-keyusage-extension",
-}
 
 
 @cache
@@ -62,16 +53,10 @@ def test_every_core_case_matches_limbo() -> None:
     assert not any(k.endswith("/skip") for k in counts), counts
 
 
-def test_crl_cases_match_limbo_except_the_documented_one() -> None:
+def test_every_crl_case_matches_limbo() -> None:
+    # Including crl::issuer-no-keyusage-extension: a CA without keyUsage is accepted (RFC 5280 6.1.4(n)
+    # and 6.3.3(f) check keyUsage only when it is present), while one whose keyUsage lacks keyCertSign
+    # (rfc5280::ica-ku-keycertsign, core) or cRLSign (crl::issuer-missing-crlsign) is still refused.
     counts, mismatches = _run("crl")
-    unexpected = {k: v for k, v in mismatches.items() if k not in KNOWN_CRL_MISMATCHES}
-    assert not unexpected, "\n".join(f"{k}: {v}" for k, v in unexpected.items())
+    assert not mismatches, "\n".join(f"{k}: {v}" for k, v in mismatches.items())
     assert sum(counts.values()) == 6
-
-
-@pytest.mark.parametrize("case_id", sorted(KNOWN_CRL_MISMATCHES))
-def test_known_crl_mismatch_is_still_a_mismatch(case_id: str) -> None:
-    # If this starts to pass, remove the case from KNOWN_CRL_MISMATCHES.
-    tc = next(t for t in _cases() if t["id"] == case_id)
-    actual, _ = run_limbo._evaluate(certkit_limbo.verify, tc)
-    assert actual != tc["expected_result"]

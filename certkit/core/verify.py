@@ -373,14 +373,33 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
 # the call
 
 
-def _client_policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
+def _ca_key_usage(policy: object, cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
+    # RFC 5280 6.1.4(n): *if* a CA certificate has keyUsage, keyCertSign must be set. Private CAs
+    # (old Windows ADCS and openssl configurations) exist without the extension; the path algorithm
+    # accepts them, and so does certkit (cryptography's Web PKI default requires the extension).
+    if ku is not None and not ku.key_cert_sign:
+        raise ValueError("keyUsage.keyCertSign must be asserted in a CA certificate")
+
+
+def _ca_policy() -> ExtensionPolicy:
+    return ExtensionPolicy.webpki_defaults_ca().may_be_present(x509.KeyUsage, Criticality.AGNOSTIC,
+                                                               _ca_key_usage)
+
+
+@functools.cache
+def _policies(purpose: str, ca_without_key_usage: bool) -> tuple[ExtensionPolicy, ExtensionPolicy] | None:
+    """The extension policies for ``purpose``; ``None`` means cryptography's defaults (the fast path)."""
+    ca = _ca_policy() if ca_without_key_usage else ExtensionPolicy.webpki_defaults_ca()
+    if purpose == "server":
+        return (ca, ExtensionPolicy.webpki_defaults_ee()) if ca_without_key_usage else None
     # Client certificates of mail servers often carry only a CN (Postfix and Exchange do not require
     # a SAN on the client side); cryptography's client default requires one, so certkit relaxes that.
     ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
-    return ExtensionPolicy.webpki_defaults_ca(), ee
+    return ca, ee
 
 
-_CLIENT_POLICIES: tuple[ExtensionPolicy, ExtensionPolicy] | None = None
+# cryptography's message when a CA certificate lacks keyUsage (OID 2.5.29.15).
+_CA_WITHOUT_KEY_USAGE = "2.5.29.15: Certificate is missing required extension"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -496,20 +515,26 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
         builder = PolicyBuilder().store(store).time(when)
         if max_depth is not None:
             builder = builder.max_chain_depth(max_depth)
-        try:
-            if purpose == "server":
-                verified = builder.build_server_verifier(_subject_for(leaf, name, domain)).verify(leaf, inters)
-            else:
-                global _CLIENT_POLICIES
-                if _CLIENT_POLICIES is None:
-                    _CLIENT_POLICIES = _client_policies()
-                ca_policy, ee_policy = _CLIENT_POLICIES
-                builder = builder.extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
-                verified = builder.build_client_verifier().verify(leaf, inters).chain
-        except VerificationError as exc:
-            reason = str(exc).removeprefix("validation failed: ")
-        except ValueError as exc:  # e.g. an extension cryptography cannot parse
-            reason = str(exc)
+        # First with cryptography's Web PKI CA policy (fast); only a path refused because a CA lacks
+        # keyUsage is tried again with certkit's CA policy, which checks keyUsage only when present.
+        for relaxed in (False, True):
+            policies = _policies(purpose, relaxed)
+            attempt = builder if policies is None else builder.extension_policies(ca_policy=policies[0],
+                                                                                  ee_policy=policies[1])
+            try:
+                if purpose == "server":
+                    verified = attempt.build_server_verifier(_subject_for(leaf, name, domain)).verify(leaf, inters)
+                else:
+                    verified = attempt.build_client_verifier().verify(leaf, inters).chain
+                reason = None
+                break
+            except VerificationError as exc:
+                reason = str(exc).removeprefix("validation failed: ")
+                if _CA_WITHOUT_KEY_USAGE not in reason:
+                    break
+            except ValueError as exc:  # e.g. an extension cryptography cannot parse
+                reason = str(exc)
+                break
 
     # 2. The explanation, from certkit: everything that can be named, whatever the verdict.
     findings: list[Finding] = []
