@@ -29,7 +29,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certkit.adapters.crlfetch import CrlCache
+from certkit.adapters.crlfetch import CrlCache, CrlFetch
 from certkit.adapters.dns import MailRoute, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity
 from certkit.clock import Clock, FixedClock, SystemClock, aware
@@ -42,6 +42,7 @@ from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
 from certkit.core.verify import domain_matches, verify_chain
 from certkit.errors import InputError
 from certkit.probe import AddressResult, probe_sync
+from certkit.validation import validate_peer
 
 __all__ = [
     "CRL_WARNING",
@@ -244,20 +245,6 @@ def _cn(cert: x509.Certificate) -> str | None:
     return str(cns[0].value) if cns else None
 
 
-def _cdp_urls(certs: Sequence[x509.Certificate]) -> list[str]:
-    urls: list[str] = []
-    for cert in certs:
-        try:
-            cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        except x509.ExtensionNotFound:
-            continue
-        for dp in cdp:
-            for gn in dp.full_name or ():
-                if isinstance(gn, x509.UniformResourceIdentifier):
-                    urls.append(gn.value)
-    return list(dict.fromkeys(urls))
-
-
 _EKU_DIRECTION = {"eku.no-client-auth": (OUTBOUND,), "eku.no-server-auth": (INBOUND,),
                   "peer.rejected-no-client-auth": (OUTBOUND,)}
 
@@ -309,21 +296,17 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
                            severity=Severity.WARNING))
     trust = anchors.union(AnchorSet.of(own_roots, origin="our chain")) if own_roots else anchors
     inters = [c for c in chain if not is_self_signed(c)]
-    first = verify_chain(cert, inters, trust, purpose="client", at=at)
-    path = list(first.chain)
-    urls = _cdp_urls(path[:-1] if len(path) > 1 else [])
-    fetches = [crl_cache.get(u) for u in urls]
-    crls = [f.crl for f in fetches if f.crl is not None]
-    result = verify_chain(cert, inters, trust, purpose="client", at=at, crls=crls,
-                          require_revocation=not self_signed) if not self_signed else first
-    failed = {f.url: f.error for f in fetches if f.error}
+    fetches: tuple[CrlFetch, ...] = ()
+    if self_signed:
+        result = verify_chain(cert, inters, trust, purpose="client", at=at)
+    else:
+        check = validate_peer(cert, inters, trust, crl_source=crl_cache.get, purpose="client", validator="exchange",
+                              at=at)
+        result, fetches = check.result, check.fetches
+    path = list(result.chain)
     for f in result.findings:
         if f.code == "chain.pinned-leaf":
             continue  # said above, as the self-signed warning
-        if f.code == "revocation.unreachable" and failed:
-            why = "; ".join(f"{u}: {e}" for u, e in failed.items())
-            f = replace(f, detail=f"{f.detail} Download failed: {why}.",
-                        evidence={**f.evidence, "crl_fetch": [{"url": u, "error": e} for u, e in failed.items()]})
         out.append(_ours(f))
     # A CRL near its nextUpdate: if it is not republished in time, every certificate of the CA fails.
     for fetch in fetches:
@@ -345,7 +328,7 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
                 continue
             seen.add((f.code, f.subject))
         unique.append(f)
-    trusted = result.ok or (first.anchor is not None and not any(
+    trusted = result.ok or (result.anchor is not None and not any(
         f.code.startswith("chain.") and f.severity is Severity.ERROR for f in result.findings))
     return unique, _chain_view(path, trusted=trusted, at=at)
 

@@ -18,21 +18,22 @@ import concurrent.futures
 import datetime as _dt
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certkit.adapters.crlfetch import CrlCache, CrlFetch
+from certkit.adapters.crlfetch import CrlCache
 from certkit.adapters.dns import resolve_mail_domain
 from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import Finding, Severity
 from certkit.core.smtp import Reply
-from certkit.core.verify import VerificationResult, verify_chain
+from certkit.core.verify import VerificationResult
 from certkit.errors import InputError
+from certkit.validation import Validator, validate_peer
 
 __all__ = [
     "AddressResult",
@@ -274,73 +275,15 @@ def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = 
     return out
 
 
-def _cdp_urls(certs: Iterable[x509.Certificate]) -> list[str]:
-    urls: list[str] = []
-    for cert in certs:
-        try:
-            cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        except x509.ExtensionNotFound:
-            continue
-        for dp in cdp:
-            for gn in dp.full_name or ():
-                if isinstance(gn, x509.UniformResourceIdentifier) and gn.value.lower().startswith("http://"):
-                    urls.append(gn.value)
-    return list(dict.fromkeys(urls))
-
-
-def _ok_without_revocation(result: VerificationResult) -> bool:
-    """The verdict Postfix would reach: a path was built (cryptography gave no reason) and no error but revocation."""
-    return result.reason is None and not any(f.severity is Severity.ERROR and not f.code.startswith("revocation.")
-                                             for f in result.findings)
-
-
-def _fetch_notes(fetches: Sequence[CrlFetch]) -> list[dict[str, Any]]:
-    return [{"url": f.url, "error": f.error} for f in fetches if not f.ok]
-
-
 def _verify(session: SmtpSession, anchors: Any, *, name: str | None, domain: str | None, at: _dt.datetime,
             validator: str, crl_cache: CrlCache) -> VerificationResult | None:
-    """Verify their chain; fetch the CRLs of its distribution points; apply ``validator``'s revocation rule.
-
-    ``exchange``: every CA-issued certificate of the path needs a CDP and a current CRL (Windows).
-    ``postfix``: the verdict ignores revocation; what was seen (revoked, unreachable, stale) stays as
-    information. Failed downloads are attached to ``revocation.unreachable`` as evidence.
-    """
+    """Verify their chain as presented, with ``validator``'s revocation rules (see :mod:`certkit.validation`)."""
     if session.tls is None or not session.tls.peer_chain:
         return None
     leaf, *inters = session.tls.peer_chain
-    presented = session.tls.peer_chain
-    # The CRLs named by the presented chain first, in one verification; certificates of the path that
-    # come from the store (an intermediate not sent) may name more: then fetch those and verify again.
-    urls = _cdp_urls(presented)
-    fetches = [crl_cache.get(u) for u in urls]
-    result = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at,
-                          crls=[f.crl for f in fetches if f.crl is not None], require_revocation=True)
-    more = [u for u in _cdp_urls(c for c in result.chain if c not in presented) if u not in urls]
-    if more:
-        urls += more
-        fetches += [crl_cache.get(u) for u in more]
-        result = verify_chain(leaf, inters, anchors, name=name, domain=domain, purpose="server", at=at,
-                              crls=[f.crl for f in fetches if f.crl is not None], require_revocation=True)
-    if validator == "postfix" and not urls:
-        # Nothing to say about revocation (no CDP anywhere): drop what require_revocation produced.
-        kept = tuple(f for f in result.findings if not f.code.startswith("revocation."))
-        return replace(result, findings=kept, ok=_ok_without_revocation(result))
-    failed = _fetch_notes(fetches)
-    findings: list[Finding] = []
-    for f in result.findings:
-        if f.code == "revocation.unreachable" and failed:
-            why = "; ".join(f"{n['url']}: {n['error']}" for n in failed)
-            f = replace(f, detail=f"{f.detail} Download failed: {why}.", evidence={**f.evidence, "crl_fetch": failed})
-        if validator == "postfix" and f.code.startswith("revocation."):
-            if f.code == "revocation.no-cdp":
-                continue  # Postfix has no notion of it; not even a fact worth reporting
-            # Postfix checks no revocation: report what was seen as information only.
-            f = replace(f, severity=Severity.INFO)
-        findings.append(f)
-    if validator == "postfix":
-        return replace(result, findings=tuple(findings), ok=_ok_without_revocation(result))
-    return replace(result, findings=tuple(findings))
+    rules: Validator = "postfix" if validator == "postfix" else "exchange"
+    return validate_peer(leaf, inters, anchors, crl_source=crl_cache.get, purpose="server", validator=rules,
+                         name=name, domain=domain, at=at).result
 
 
 def _probe_address(target: str, host: str, address: str, port: int, *, anchors: Any,

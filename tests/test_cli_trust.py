@@ -261,3 +261,36 @@ def test_real_process_shows_no_traceback(tmp_path: Path) -> None:
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_verify_exchange_validator_fetches_crls_from_the_distribution_points(tmp_path: Path) -> None:
+    from tests.fixtures_net import HttpFiles
+
+    with HttpFiles() as http:
+        root = pki.make_root("Contoso Root", org="Contoso")
+        inter = pki.make_intermediate(root, "Contoso Issuing", org="Contoso", cdp=http.url("root.crl"))
+        leaf = pki.make_leaf(inter, ["mail.contoso.com"], cdp=http.url("issuing.crl"))
+        chain = tmp_path / "chain.pem"
+        chain.write_bytes(leaf.pem + inter.pem)
+        (tmp_path / "root.pem").write_bytes(root.pem)
+        store = str(tmp_path / "trust")
+        assert run("add", str(tmp_path / "root.pem"), "--store", store).exit_code == 0
+        args = ["verify", str(chain), "--validator", "exchange", "--domain", "contoso.com", "--store", store,
+                "--managed-only"]
+        # Nothing published yet: Windows' RevocationCheckFailure, with the failed downloads named.
+        r = run(*args)
+        assert r.exit_code == 1 and "revocation.unreachable" in r.output and "404" in r.output
+        http.files["/root.crl"] = pki.make_crl(root).public_bytes(serialization.Encoding.DER)
+        http.files["/issuing.crl"] = pki.make_crl(inter).public_bytes(serialization.Encoding.DER)
+        r = run(*args)
+        assert r.exit_code == 0, r.output
+        # Revoked on the published CRL: "revoked", a different finding from "could not check".
+        http.files["/issuing.crl"] = pki.make_crl(inter, [leaf.cert.serial_number]).public_bytes(
+            serialization.Encoding.DER)
+        r = run(*args, "--json")
+        codes = [f["code"] for f in json.loads(r.output)["findings"]]
+        assert r.exit_code == 1 and "revocation.revoked" in codes and "revocation.unreachable" not in codes
+        # The postfix validator fetches nothing and does not care.
+        before = dict(http.hits)
+        assert run("verify", str(chain), "--domain", "contoso.com", "--store", store, "--managed-only").exit_code == 0
+        assert http.hits == before

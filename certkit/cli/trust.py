@@ -278,16 +278,19 @@ def _parse_at(value: str | None) -> _dt.datetime | None:
 @click.option("--purpose", type=click.Choice(["server", "client"]), default="server", show_default=True)
 @click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")
 @click.option("--validator", type=click.Choice(["postfix", "exchange"]), default="postfix", show_default=True,
-              help="exchange: also require a CRL distribution point and a current CRL (--crl) per CA-issued cert.")
-@click.option("--crl", "crl_files", multiple=True, type=click.Path(dir_okay=False), help="CRL file (repeatable).")
+              help="exchange: every CA-issued certificate needs a CRL distribution point and a current CRL, "
+                   "fetched over HTTP unless --crl is given (Windows' rule for Domain Security).")
+@click.option("--crl", "crl_files", multiple=True, type=click.Path(dir_okay=False),
+              help="CRL file (repeatable); with --validator exchange these replace downloading.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per CRL download.")
 @click.option("--at", "at_text", default=None, help="Validate at this time (ISO 8601 with zone), not now.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_pfx_option
 @home_option
 @_store_option
 def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain: str | None, purpose: str,
-               managed_only: bool, validator: str, crl_files: tuple[str, ...], at_text: str | None, as_json: bool,
-               pfx_password_file: str | None, home: str | None, store: str | None) -> None:
+               managed_only: bool, validator: str, crl_files: tuple[str, ...], timeout: float, at_text: str | None,
+               as_json: bool, pfx_password_file: str | None, home: str | None, store: str | None) -> None:
     """Would we accept CERT? Exit 0 if yes, 1 if not (with every reason), 2 on misuse.
 
     CERT may hold the whole chain the peer sends (leaf first).
@@ -303,8 +306,16 @@ def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain
     crls = [load_crl(read_input(f, what="CRL"), source=f) for f in crl_files]
     ts = _open(home, store)
     anchors = ts.anchor_set(managed_only=managed_only)
-    result = verify_chain(leaf, intermediates, anchors, name=name, domain=domain, purpose=purpose, at=at,
-                          crls=crls, require_revocation=validator == "exchange")
+    if validator == "exchange" and not crls:
+        from certkit.adapters.crlfetch import CrlCache
+        from certkit.validation import validate_peer
+
+        result = validate_peer(leaf, intermediates, anchors, crl_source=CrlCache(timeout=timeout).get,
+                               purpose="client" if purpose == "client" else "server", validator="exchange",
+                               name=name, domain=domain, at=at).result
+    else:
+        result = verify_chain(leaf, intermediates, anchors, name=name, domain=domain, purpose=purpose, at=at,
+                              crls=crls, require_revocation=validator == "exchange")
     if as_json:
         data: dict[str, Any] = result.to_dict()
         data["validator"] = validator

@@ -56,7 +56,7 @@ from certkit.core.trust import (
 )
 from certkit.errors import UsageError
 
-__all__ = ["Purpose", "VerificationResult", "domain_matches", "host_matches", "verify_chain"]
+__all__ = ["Purpose", "VerificationResult", "crl_urls", "domain_matches", "host_matches", "verify_chain"]
 
 Purpose = Literal["server", "client"]
 
@@ -115,6 +115,24 @@ class VerificationResult:
 
 # ---------------------------------------------------------------------------------------------
 # names
+
+
+def crl_urls(certs: Iterable[x509.Certificate]) -> list[str]:
+    """The ``http://`` CRL distribution point URLs of ``certs``, in order, each once.
+
+    Only plain HTTP counts: Windows fetches CRLs over HTTP (LDAP and HTTPS points are not fetched).
+    """
+    urls: list[str] = []
+    for cert in certs:
+        try:
+            cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        except (x509.ExtensionNotFound, ValueError):
+            continue
+        for dp in cdp:
+            for gn in dp.full_name or ():
+                if isinstance(gn, x509.UniformResourceIdentifier) and gn.value.lower().startswith("http://"):
+                    urls.append(gn.value)
+    return list(dict.fromkeys(urls))
 
 
 def _dns_sans(cert: x509.Certificate) -> list[str]:

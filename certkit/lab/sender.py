@@ -24,10 +24,10 @@ from certkit.adapters.transport import ClientIdentity, Delivery, SmtpSession, de
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_WRAP, Finding, Severity
 from certkit.core.trust import AnchorSet, is_self_signed
-from certkit.core.verify import VerificationResult, verify_chain
+from certkit.core.verify import VerificationResult
 from certkit.errors import InputError
-from certkit.lab.server import _cdp_urls
 from certkit.probe import diagnose_session, parse_target
+from certkit.validation import validate_peer
 
 __all__ = ["FAILOVER", "SendResult", "build_message", "diagnosis_lines", "queue_lines", "send_message"]
 
@@ -96,11 +96,8 @@ def _their_certificate(session: SmtpSession, anchors: AnchorSet, domain: str, at
     if session.tls is None or not session.tls.peer_chain:
         return None
     leaf, *inters = session.tls.peer_chain
-    first = verify_chain(leaf, inters, anchors, domain=domain, purpose="server", at=at)
-    certs = list(dict.fromkeys([*first.chain, *session.tls.peer_chain]))
-    found = [r.crl for r in (crls.get(u) for u in _cdp_urls(certs)) if r.crl is not None]
-    return verify_chain(leaf, inters, anchors, domain=domain, purpose="server", at=at, crls=found,
-                        require_revocation=True)
+    return validate_peer(leaf, inters, anchors, crl_source=crls.get, purpose="server", validator="exchange",
+                         domain=domain, at=at).result
 
 
 def _refused_at_mail(session: SmtpSession) -> SmtpSession:

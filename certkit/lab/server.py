@@ -40,7 +40,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import format_datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ from certkit.lab.engine import (
     ServerState,
     SmtpServerEngine,
 )
+from certkit.validation import validate_peer
 
 __all__ = [
     "LabConfig",
@@ -211,20 +212,6 @@ class SessionRecord:
 # --- judging the client certificate ------------------------------------------------------------------
 
 
-def _cdp_urls(certs: Iterable[x509.Certificate]) -> list[str]:
-    urls: list[str] = []
-    for cert in certs:
-        try:
-            cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        except x509.ExtensionNotFound:
-            continue
-        for dp in cdp:
-            for gn in dp.full_name or ():
-                if isinstance(gn, x509.UniformResourceIdentifier) and gn.value.lower().startswith("http://"):
-                    urls.append(gn.value)
-    return list(dict.fromkeys(urls))
-
-
 class _CrlSource:
     """CRL downloads for a long-running server: each URL is fetched at most once per ``ttl`` seconds."""
 
@@ -256,15 +243,13 @@ def client_verdict(chain: Sequence[x509.Certificate], anchors: AnchorSet, *, dom
     """
     leaf, *inters = chain
     rules = Personality(rules)
-    first = verify_chain(leaf, inters, anchors, domain=domain, purpose="client", at=at)
     if rules is Personality.POSTFIX:
+        # Postfix fetches no CRL: judge the path alone, and keep what it says about revocation as facts.
+        first = verify_chain(leaf, inters, anchors, domain=domain, purpose="client", at=at)
         return replace(first, findings=tuple(
             replace(f, severity=Severity.INFO) if f.code.startswith("revocation.") else f for f in first.findings))
-    fetch = crl_source or (lambda url: fetch_crl(url))
-    certs = list(dict.fromkeys([*first.chain, *chain]))
-    crls = [r.crl for r in (fetch(u) for u in _cdp_urls(certs)) if r.crl is not None]
-    return verify_chain(leaf, inters, anchors, domain=domain, purpose="client", at=at, crls=crls,
-                        require_revocation=True)
+    return validate_peer(leaf, inters, anchors, crl_source=crl_source or (lambda url: fetch_crl(url)),
+                         purpose="client", validator="exchange", domain=domain, at=at).result
 
 
 # --- the server ----------------------------------------------------------------------------------------

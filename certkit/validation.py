@@ -1,0 +1,91 @@
+"""Validating a peer's chain as an MTA does, revocation included: the one place that fetches CRLs for it.
+
+:func:`certkit.core.verify.verify_chain` judges a path against CRLs it is given. Here the CRLs come
+from the distribution points of the presented chain and of the path that was built (an intermediate
+from the store may name its own), fetched through a ``crl_source`` (a :class:`CrlCache`'s ``get``:
+each URL once per run), and the validator's rules decide what revocation means:
+
+* ``exchange`` (Windows, Domain Security): every CA-issued certificate of the path needs a CRL
+  distribution point and a current, valid CRL; "revoked" and "could not check" both fail, and are
+  different findings (``revocation.revoked`` vs ``revocation.unreachable``, as ``RevocationCheckFailure``).
+* ``postfix``: no revocation check decides anything; what was seen (revoked, unreachable, stale) is
+  kept as information, and a missing distribution point is not even mentioned.
+
+The probe, the pre-flight, the lab's sender and the lab's Exchange-like server all validate this way.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from cryptography import x509
+
+from certkit.adapters.crlfetch import CrlFetch
+from certkit.core.findings import Finding, Severity
+from certkit.core.verify import Purpose, VerificationResult, crl_urls, verify_chain
+
+__all__ = ["CrlSource", "PeerValidation", "Validator", "validate_peer"]
+
+Validator = Literal["exchange", "postfix"]
+#: Where CRLs come from: a URL in, a :class:`CrlFetch` out (``CrlCache(timeout=...).get``).
+CrlSource = Callable[[str], CrlFetch]
+
+
+@dataclass(frozen=True)
+class PeerValidation:
+    """The verdict, and the CRL downloads it rests on (for reports: which URL failed, when a CRL lapses)."""
+
+    result: VerificationResult
+    fetches: tuple[CrlFetch, ...]
+
+
+def _ok_without_revocation(result: VerificationResult) -> bool:
+    """Postfix's verdict: a path was built and there is no error except about revocation."""
+    return result.reason is None and not any(
+        f.severity is Severity.ERROR and not f.code.startswith("revocation.") for f in result.findings)
+
+
+def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], anchors: Any, *,
+                  crl_source: CrlSource, purpose: Purpose = "server", validator: Validator = "exchange",
+                  name: str | None = None, domain: str | None = None, at: _dt.datetime | None = None,
+                  crls: Sequence[x509.CertificateRevocationList] = ()) -> PeerValidation:
+    """Validate ``leaf`` + ``intermediates`` (as the peer presented them) with ``validator``'s rules.
+
+    ``crls`` are CRLs the caller already has (files); more are fetched from the distribution points.
+    Name, purpose and anchors are as for :func:`~certkit.core.verify.verify_chain`. Never raises for a
+    certificate that fails: the answer is in ``.result``.
+    """
+    presented = [leaf, *intermediates]
+    urls = crl_urls(presented)
+    fetches = [crl_source(u) for u in urls]
+
+    def run() -> VerificationResult:
+        found = [*crls, *(f.crl for f in fetches if f.crl is not None)]
+        return verify_chain(leaf, intermediates, anchors, name=name, domain=domain, purpose=purpose, at=at,
+                            crls=found, require_revocation=True)
+
+    result = run()
+    more = [u for u in crl_urls(c for c in result.chain if c not in presented) if u not in urls]
+    if more:
+        urls += more
+        fetches += [crl_source(u) for u in more]
+        result = run()
+    failed = [{"url": f.url, "error": f.error} for f in fetches if not f.ok]
+    findings: list[Finding] = []
+    for f in result.findings:
+        if f.code == "revocation.unreachable" and failed:
+            why = "; ".join(f"{n['url']}: {n['error']}" for n in failed)
+            f = replace(f, detail=f"{f.detail} Download failed: {why}.", evidence={**f.evidence, "crl_fetch": failed})
+        if validator == "postfix" and f.code.startswith("revocation."):
+            if f.code == "revocation.no-cdp" or (not urls and not crls):
+                continue  # Postfix has no notion of it; with no CRL anywhere there is nothing to report
+            f = replace(f, severity=Severity.INFO)
+        findings.append(f)
+    if validator == "postfix":
+        result = replace(result, findings=tuple(findings), ok=_ok_without_revocation(result))
+    else:
+        result = replace(result, findings=tuple(findings))
+    return PeerValidation(result, tuple(fetches))
