@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
 from certkit.cli.common import CertkitGroup
-from certkit.cli.preflight import COMMANDS, parse_time
+from certkit.cli.common import parse_at as parse_time
+from certkit.cli.preflight import COMMANDS
 from certkit.errors import InputError
 from certkit.preflight import PreflightReport, preflight, render_text
 from certkit.tlsrpt import tlsrpt_report

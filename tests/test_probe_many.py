@@ -105,7 +105,7 @@ def test_results_in_input_order_whatever_finishes_first(smtp_server: Start, tmp_
 @pytest.mark.parametrize("terminal", [True, False])
 def test_progress_on_stderr_only_for_a_terminal(smtp_server: Start, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
-    monkeypatch.setattr(probe_cli, "_stderr_is_terminal", lambda: terminal)
+    monkeypatch.setattr(probe_cli, "stderr_is_terminal", lambda: terminal)
     servers = [smtp_server(Scripted(identity=SERVER, chain=[INTER.cert])) for _ in range(3)]
     store = tmp_path / "trust"
     TrustStore(store).add(ROOT.cert, label="many")

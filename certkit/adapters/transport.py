@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 import select
 import socket
 import threading
@@ -37,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from OpenSSL import SSL
 
+from certkit.core.names import is_ip_address
 from certkit.core.smtp import (
     NEED_DATA,
     Command,
@@ -330,7 +330,7 @@ class Channel:
     def start_tls_client(self, ctx: SSL.Context, server_name: str | None, deadline: float) -> TlsInfo:
         """Run the client handshake; raises :class:`SSL.Error` or :class:`TimeoutError` on failure."""
         conn = self._tls(ctx)
-        if server_name and not _is_ip(server_name):
+        if server_name and not is_ip_address(server_name):
             conn.set_tlsext_host_name(server_name.encode("idna"))
         conn.set_connect_state()
         self.conn = conn
@@ -397,14 +397,6 @@ def _shared_client_context(identity: ClientIdentity | None) -> SSL.Context:
     ctx = client_context(identity)
     _watch(ctx)
     return ctx
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 # --- the session --------------------------------------------------------------------------------------
@@ -581,20 +573,7 @@ def _dialogue(d: _Driver, helo_name: str, mail_from: str | None, rcpt_to: str | 
     if not s.implicit_tls:
         s.starttls_offered = d.engine.starttls_offered
         if s.starttls_offered and starttls:
-            s.starttls = d.command("starttls", Command.starttls())
-            if d.state() is State.TLS_PENDING:
-                # Plaintext already waiting before our ClientHello was injected after the 220.
-                assert d.channel is not None
-                early = d.channel.recv_ready()
-                if early:
-                    d.engine.receive_data(early)
-                s.injected = d.engine.injected
-                d.sync_transcript()
-                d.handshake(identity)
-                d.engine.tls_established()
-                d.sync_transcript()
-                reply = _greet(d, helo_name, tls=True)
-                s.after_tls = reply
+            if _starttls(d, helo_name, identity):
                 if d.state() is not State.READY:
                     if d.state() is not State.CLOSED:
                         s.quit = d.command("quit", Command.quit())
@@ -602,6 +581,27 @@ def _dialogue(d: _Driver, helo_name: str, mail_from: str | None, rcpt_to: str | 
             elif d.state() is State.CLOSED:
                 return
     _transaction(d, mail_from, rcpt_to)
+
+
+def _starttls(d: _Driver, helo_name: str, identity: ClientIdentity | None) -> bool:
+    """STARTTLS, the handshake and EHLO again; False when the server did not answer 220 to STARTTLS."""
+    s = d.s
+    s.starttls = d.command("starttls", Command.starttls())
+    if d.state() is not State.TLS_PENDING:
+        return False
+    # Plaintext already waiting before our ClientHello was injected after the 220: the engine
+    # discards it and reports it (STARTTLS response injection).
+    assert d.channel is not None
+    early = d.channel.recv_ready()
+    if early:
+        d.engine.receive_data(early)
+    s.injected = d.engine.injected
+    d.sync_transcript()
+    d.handshake(identity)
+    d.engine.tls_established()
+    d.sync_transcript()
+    s.after_tls = _greet(d, helo_name, tls=True)
+    return True
 
 
 def _greet(d: _Driver, helo_name: str, *, tls: bool) -> Reply:
@@ -860,25 +860,15 @@ def _dialogue_to_rcpt(d: _Driver, helo_name: str, mail_from: str, rcpt_to: str,
         s.quit = d.command("quit", Command.quit())
         raise _Stop(Failure("smtp.no-starttls", "ehlo", "TLS is required, but the server did not offer STARTTLS"))
     if s.starttls_offered:
-        s.starttls = d.command("starttls", Command.starttls())
-        if d.state() is State.TLS_PENDING:
-            assert d.channel is not None
-            early = d.channel.recv_ready()
-            if early:
-                d.engine.receive_data(early)
-            s.injected = d.engine.injected
-            d.sync_transcript()
-            d.handshake(identity)
-            d.engine.tls_established()
-            d.sync_transcript()
-            s.after_tls = _greet(d, helo_name, tls=True)
+        if _starttls(d, helo_name, identity):
             if d.state() is not State.READY:
                 return
         elif d.state() is not State.READY:
             return
         elif require_tls:
             s.quit = d.command("quit", Command.quit())
-            raise _Stop(Failure("smtp.starttls-refused", "starttls", f"STARTTLS was refused: {s.starttls.text}"))
+            refused = s.starttls.text if s.starttls is not None else "no reply"
+            raise _Stop(Failure("smtp.starttls-refused", "starttls", f"STARTTLS was refused: {refused}"))
     s.mail = d.command("mail", Command.mail(mail_from))
     if d.state() is State.MAIL:
         s.rcpt = d.command("rcpt", Command.rcpt(rcpt_to))

@@ -11,8 +11,10 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from certkit.adapters.fs import read_input
-from certkit.errors import CertkitError, PassphraseError
+from certkit.errors import CertkitError, InputError, PassphraseError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -85,3 +87,28 @@ def read_secret(*, env: str, file: str | None, prompt: str, confirm: bool = Fals
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def parse_at(text: str) -> dt.datetime:
+    """``--at``: an ISO 8601 time with ``Z`` or an offset, or a bare date (midnight UTC).
+
+    A date and time without a zone is refused: it would be read in whatever zone this machine is in.
+    """
+    t = text.strip()
+    try:
+        value = dt.datetime.fromisoformat(t[:-1] + "+00:00" if t[-1:] in ("Z", "z") else t)
+    except (ValueError, IndexError):
+        raise InputError(f"--at {text!r} is not an ISO 8601 time.", "Write e.g. 2027-01-01T00:00:00Z.") from None
+    if value.tzinfo is None:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
+            return value.replace(tzinfo=dt.UTC)
+        raise InputError(f"--at {text!r} has no time zone.", "Add Z (UTC) or an offset such as +01:00.")
+    return value.astimezone(dt.UTC)
+
+
+def stderr_is_terminal() -> bool:
+    """Progress displays go to stderr, and only when it is a terminal."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -6,7 +6,6 @@ progress goes to stderr, and only when stderr is a terminal.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
@@ -16,30 +15,14 @@ import click
 
 from certkit.adapters.fs import atomic_write, read_input
 from certkit.adapters.truststore import TrustStore, default_store_path
-from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, resolve_home
+from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, parse_at, resolve_home, stderr_is_terminal
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
-from certkit.errors import InputError
 from certkit.preflight import preflight, render_html, render_text
 
-__all__ = ["COMMANDS", "parse_time"]
+__all__ = ["COMMANDS"]
 
 
-def parse_time(text: str) -> dt.datetime:
-    """``--at``: ISO 8601 (``2026-06-01T12:00:00Z``, with an offset, or a date); without a zone, UTC."""
-    t = text.strip()
-    try:
-        value = dt.datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
-    except ValueError:
-        raise InputError(f"--at {text!r} is not a time.", "Use ISO 8601, e.g. 2026-06-01T12:00:00Z.") from None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 class _Progress:
@@ -103,11 +86,11 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
                            source=key_file)
     path = Path(store) if store else default_store_path(resolve_home(home))
     anchors = TrustStore(path).anchor_set(managed_only=managed_only)
-    at = parse_time(at_text) if at_text else None
+    at = parse_at(at_text) if at_text else None
     report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
                        edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host, nameserver=nameserver,
                        port=port, timeout=timeout, exchange2010=exchange_2010, at=at,
-                       progress=_Progress() if _stderr_is_terminal() else None)
+                       progress=_Progress() if stderr_is_terminal() else None)
     if report_file:
         atomic_write(report_file, render_html(report).encode("utf-8"), overwrite=True)
     if tlsrpt_file:

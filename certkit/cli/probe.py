@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from certkit.adapters.fs import read_input
 from certkit.adapters.transport import ClientIdentity
 from certkit.adapters.truststore import TrustStore, default_store_path
-from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, resolve_home
+from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, resolve_home, stderr_is_terminal
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
 from certkit.errors import InputError, NotFoundError
@@ -100,13 +100,6 @@ def _targets(targets: tuple[str, ...], from_file: str | None) -> list[str]:
     return out
 
 
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 class _Progress:
     """One line per finished address on stderr (only used when stderr is a terminal)."""
 
@@ -188,7 +181,7 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port, implicit_tls=implicit_tls,
                          validator=validator, domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt,
                          helo_name=helo, nameserver=nameserver, timeout=timeout, concurrency=concurrency,
-                         progress=_Progress(len(all_targets)) if _stderr_is_terminal() else None)
+                         progress=_Progress(len(all_targets)) if stderr_is_terminal() else None)
     if as_json:
         echo_json({"schema_version": JSON_SCHEMA_VERSION, "validator": validator,
                    "results": [r.to_dict() for r in results], "exit_code": exit_code(results)})

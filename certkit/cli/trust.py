@@ -6,7 +6,6 @@ the store is damaged), 2 misuse (bad option, unreadable file, refused anchor).
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,16 @@ from cryptography import x509
 from certkit.adapters.fs import read_input
 from certkit.adapters.roots import certifi_version, public_roots
 from certkit.adapters.truststore import TrustStore, default_store_path
-from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, F, echo_json, home_option, read_secret, resolve_home
-from certkit.clock import aware
+from certkit.cli.common import (
+    PFX_PASSWORD_ENV,
+    CertkitGroup,
+    F,
+    echo_json,
+    home_option,
+    parse_at,
+    read_secret,
+    resolve_home,
+)
 from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, sha256_fingerprint
 from certkit.core.names import is_ip_address
 from certkit.core.trust import is_ca
@@ -257,18 +264,6 @@ def export_cmd(fmt: str, out: str | None, include_public: bool, home: str | None
     click.echo(f"wrote {len(result)} file(s): {result[0].parent if fmt == 'der-dir' else result[0]}", err=True)
 
 
-def _parse_at(value: str | None) -> _dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InputError(f"--at {value!r} is not an ISO 8601 time.", "Write e.g. 2027-01-01T00:00:00Z.") from None
-    if parsed.tzinfo is None:
-        raise InputError(f"--at {value!r} has no time zone.", "Add Z (UTC) or an offset such as +01:00.")
-    return aware(parsed)
-
-
 @trust.command("verify")
 @click.argument("cert", type=click.Path(dir_okay=False))
 @click.option("--chain", "chain_files", multiple=True, type=click.Path(dir_okay=False),
@@ -298,7 +293,7 @@ def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain
     if name is not None and domain is not None:
         raise UsageError("--name and --domain are mutually exclusive.",
                          "Use --name for the MX host rule or --domain for the Domain Security rule.")
-    at = _parse_at(at_text)
+    at = parse_at(at_text) if at_text is not None else None
     certs = _read_certs(cert, pfx_password_file)
     leaf, intermediates = certs[0], certs[1:]
     for f in chain_files:
