@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from certkit.adapters.castore import CAIndex, CertRecord, DuplicateSerial, serial_hex
-from certkit.adapters.fs import PRIVATE, PUBLIC, atomic_write, atomic_write_many, file_lock
+from certkit.adapters.fs import PRIVATE, PUBLIC, Staged, atomic_write, atomic_write_many, file_lock
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import Finding, Side
 from certkit.core.formats import PfxTarget, cert_der, cert_pem, pfx_bytes
@@ -45,7 +45,8 @@ from certkit.core.names import dns_name, general_name, parse_san
 from certkit.core.profiles import ProfileName
 from certkit.errors import AlreadyExistsError, InputError, PassphraseError, PolicyError, StoreError
 
-__all__ = ["CAStatus", "CertificateAuthority", "CrlInfo", "IssueRequest", "IssuedCertificate", "exchange_selfsigned"]
+__all__ = ["CAStatus", "CertificateAuthority", "CrlInfo", "IssueRequest", "IssuedCertificate", "WriteOptions",
+           "exchange_selfsigned"]
 
 REASONS = {r.name: r for r in x509.ReasonFlags if r not in (x509.ReasonFlags.remove_from_crl,)}
 
@@ -68,6 +69,8 @@ class IssuedCertificate:
     intermediates: tuple[x509.Certificate, ...] = ()
     root: x509.Certificate | None = None
     renewed_from: int | None = None
+    #: The files written with the certificate (``crt``, ``key``, ``chain.pem``, ``pfx``, ``p7b``), if any.
+    paths: Mapping[str, Path] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -121,9 +124,30 @@ class IssuedCertificate:
 
     def write_to(self, out_dir: str | Path, *, overwrite: bool = False, **kwargs: Any) -> dict[str, Path]:
         """Write the files atomically (keys 0600); refuse to replace existing files unless ``overwrite``."""
-        files = self.files(out_dir, **kwargs)
-        paths = atomic_write_many(files, overwrite=overwrite)
-        return {p.name.removeprefix(self.name.replace("*", "_wildcard")).lstrip("."): p for p in paths}
+        return self._kinds(atomic_write_many(self.files(out_dir, **kwargs), overwrite=overwrite))
+
+    def _kinds(self, paths: Iterable[Path]) -> dict[str, Path]:
+        stem = self.name.replace("*", "_wildcard")
+        return {p.name.removeprefix(stem).lstrip("."): p for p in paths}
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Where and how issuance writes the files, as part of the same step that records the certificate.
+
+    With these, :meth:`CertificateAuthority.issue_many` (and ``issue``, ``sign_csr``, ``renew``) stage the
+    files, record the certificates and publish the files in one index transaction: either the record and
+    all its files exist afterwards, or neither (a missing password, a file in the way, a folder that cannot
+    be written, an interruption: nothing is recorded).
+    """
+
+    out_dir: Path
+    key_passphrase: bytes | None = None
+    pfx_password: bytes | None = None
+    pfx_target: PfxTarget | str = PfxTarget.LEGACY
+    write_key: bool = True
+    p7b: bool = False
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,62 +323,88 @@ class CertificateAuthority:
 
     # --- issuing --------------------------------------------------------------------------------
     def _validity(self, days: int) -> tuple[dt.datetime, dt.datetime]:
-        if days < 1:
-            raise InputError(f"--days {days} is not a validity.", "Give a positive number of days (default 397).")
+        _check_days(days)
         now = self.clock.now()
         return now - BACKDATE, now + dt.timedelta(days=days)
-
-    def _commit(self, certs: Sequence[tuple[x509.Certificate, LeafRequest, int | None]]) -> None:
-        issued_at = self.clock.now()
-        with self.index.transaction() as db:
-            for cert, request, renewed_from in certs:
-                self.index.insert(db, cert, profile=str(request.profile), issued_at=issued_at,
-                                  common_name=request.common_name, names=_san_text(request.sans),
-                                  renewed_from=renewed_from)
 
     def _sign(self, request: LeafRequest, public_key: PublicKey) -> x509.Certificate:
         return build_leaf(request, public_key=public_key, serial=random_serial(), issuer_cert=self.issuer,
                           issuer_key=self._signing_key(), crl_url=self.crl_url, aia_url=self.aia_url)
 
-    def _issue_and_record(self, items: Sequence[tuple[LeafRequest, PublicKey, int | None]]
-                          ) -> list[x509.Certificate]:
-        """Sign and record in one transaction; on a (vanishingly rare) serial collision, sign again."""
+    def _issue_and_record(self, items: Sequence[tuple[LeafRequest, PublicKey, PrivateKey | None, int | None]],
+                          write: WriteOptions | None = None) -> list[IssuedCertificate]:
+        """Sign, stage the files, then record and publish in one transaction (see :class:`WriteOptions`).
+
+        On a (vanishingly rare) serial collision everything is signed again.
+        """
         for _attempt in range(5):
-            certs = [self._sign(req, pub) for req, pub, _ in items]
+            issued = [IssuedCertificate(self._sign(req, pub), key, self.intermediates, self.root, renewed_from=prev)
+                      for req, pub, key, prev in items]
+            staged = None
+            own: list[dict[str, Path]] = [{} for _ in issued]
+            if write is not None:
+                per_item = [i.files(write.out_dir, key_passphrase=write.key_passphrase,
+                                    pfx_password=write.pfx_password, pfx_target=write.pfx_target,
+                                    write_key=write.write_key, p7b=write.p7b) for i in issued]
+                own = [i._kinds(p for p, _, _ in fs) for i, fs in zip(issued, per_item, strict=True)]
+                staged = Staged([f for fs in per_item for f in fs], overwrite=write.overwrite)
             try:
-                self._commit([(c, req, prev) for c, (req, _, prev) in zip(certs, items, strict=True)])
+                with self.index.transaction() as db:
+                    issued_at = self.clock.now()
+                    for item, (req, _, _, prev) in zip(issued, items, strict=True):
+                        self.index.insert(db, item.certificate, profile=str(req.profile), issued_at=issued_at,
+                                          common_name=req.common_name, names=_san_text(req.sans),
+                                          renewed_from=prev)
+                    if staged is not None:
+                        # Published inside the transaction: if the commit fails, the files go again.
+                        staged.publish()
+                        for item, paths in zip(issued, own, strict=True):
+                            self.index.set_files_in(db, item.serial, {k: str(v.resolve()) for k, v in paths.items()})
             except DuplicateSerial:
+                if staged is not None:
+                    staged.discard()
                 continue
-            return certs
+            except BaseException:
+                if staged is not None:
+                    staged.unpublish()
+                    staged.discard()
+                raise
+            return [replace(i, paths=paths) for i, paths in zip(issued, own, strict=True)]
         raise StoreError("Could not allocate unique serial numbers after 5 attempts.",
                          "The CA index may be damaged: check it with certkit ca status.")
 
     def issue(self, fqdn: str, *, accepted_domains: Iterable[str] = (), sans: Iterable[str] = (),
               profile: ProfileName | str = ProfileName.TRANSPORT, key_type: KeyType | str = KeyType.RSA2048,
-              days: int = 397, key: PrivateKey | None = None) -> IssuedCertificate:
-        """Issue and record a certificate for ``fqdn`` (transport profile: CN = FQDN, SAN = FQDN + domains)."""
-        return self.issue_many([IssueRequest(fqdn, tuple(accepted_domains), tuple(sans), profile, key_type, days)],
-                               keys=[key])[0]
+              days: int = 397, key: PrivateKey | None = None, write: WriteOptions | None = None
+              ) -> IssuedCertificate:
+        """Issue and record a certificate for ``fqdn`` (transport profile: CN = FQDN, SAN = FQDN + domains).
 
-    def issue_many(self, requests: Sequence[IssueRequest], *, keys: Sequence[PrivateKey | None] | None = None
-                   ) -> list[IssuedCertificate]:
+        With ``write``, its files are written in the same step (see :class:`WriteOptions`).
+        """
+        return self.issue_many([IssueRequest(fqdn, tuple(accepted_domains), tuple(sans), profile, key_type, days)],
+                               keys=[key], write=write)[0]
+
+    def issue_many(self, requests: Sequence[IssueRequest], *, keys: Sequence[PrivateKey | None] | None = None,
+                   write: WriteOptions | None = None) -> list[IssuedCertificate]:
         """Issue several certificates and record them all in one transaction (all or none)."""
         self._signing_key()
-        prepared: list[tuple[LeafRequest, PrivateKey]] = []
+        prepared: list[tuple[LeafRequest, PublicKey, PrivateKey | None, int | None]] = []
+        seen: set[str] = set()
         for i, r in enumerate(requests):
             nb, na = self._validity(r.days)
             leaf = LeafRequest.for_host(r.fqdn, accepted_domains=r.accepted_domains,
                                         extra_sans=[parse_san(s) for s in r.sans], profile=r.profile,
                                         not_before=nb, not_after=na)
+            if leaf.common_name in seen:
+                raise InputError(f"{leaf.common_name} is listed more than once.", "Name each host once.")
+            seen.add(leaf.common_name)
             key = (keys[i] if keys else None) or generate_key(r.key_type)
             check_key_strength(key)
-            prepared.append((leaf, key))
-        certs = self._issue_and_record([(leaf, key.public_key(), None) for leaf, key in prepared])
-        return [IssuedCertificate(c, k, self.intermediates, self.root)
-                for c, (_, k) in zip(certs, prepared, strict=True)]
+            prepared.append((leaf, key.public_key(), key, None))
+        return self._issue_and_record(prepared, write)
 
     def sign_csr(self, csr: x509.CertificateSigningRequest, *, profile: ProfileName | str = ProfileName.TRANSPORT,
-                 days: int = 397) -> IssuedCertificate:
+                 days: int = 397, write: WriteOptions | None = None) -> IssuedCertificate:
         """Sign an external PKCS#10 request: the CSR gives names and key, the profile gives the extensions."""
         if not csr.is_signature_valid:
             raise InputError("The request's signature does not verify.", "Generate the request again.")
@@ -385,11 +435,10 @@ class CertificateAuthority:
         fqdn = first.value if isinstance(first, x509.DNSName) else str(first.value)
         nb, na = self._validity(days)
         leaf = LeafRequest(fqdn, tuple(names), ProfileName.parse(profile), nb, na)
-        cert = self._issue_and_record([(leaf, public_key, None)])[0]
-        return IssuedCertificate(cert, None, self.intermediates, self.root)
+        return self._issue_and_record([(leaf, public_key, None, None)], write)[0]
 
     def renew(self, ref: str | int, *, rekey: bool = False, days: int | None = None,
-              key_type: KeyType | str | None = None) -> IssuedCertificate:
+              key_type: KeyType | str | None = None, write: WriteOptions | None = None) -> IssuedCertificate:
         """A new certificate for the same names and profile; the same key unless ``rekey``."""
         old = self.get(ref)
         old_cert = old.certificate
@@ -407,8 +456,7 @@ class CertificateAuthority:
         if not rekey:
             check_key_strength(old_public, what=f"The key of {old.common_name}")
         public: PublicKey = new_key.public_key() if new_key else old_public
-        cert = self._issue_and_record([(leaf, public, old.serial)])[0]
-        return IssuedCertificate(cert, new_key, self.intermediates, self.root, renewed_from=old.serial)
+        return self._issue_and_record([(leaf, public, new_key, old.serial)], write)[0]
 
     def record_files(self, serial: int, files: dict[str, Path]) -> None:
         """Remember where a certificate's files were written (shown by ``certkit ca show``)."""
@@ -528,10 +576,16 @@ class CertificateAuthority:
 def exchange_selfsigned(fqdn: str, *, key_type: KeyType | str = KeyType.RSA2048, days: int = 5 * 365,
                         clock: Clock | None = None) -> IssuedCertificate:
     """A certificate like ``New-ExchangeCertificate``'s default: self-signed, RSA 2048, five years."""
+    _check_days(days)
     now = (clock or SystemClock()).now()
     key = generate_key(key_type)
     cert = build_exchange_selfsigned(fqdn, key, serial=random_serial(), not_before=now - BACKDATE, days=days)
     return IssuedCertificate(cert, key, (), None)
+
+
+def _check_days(days: int) -> None:
+    if not 1 <= days <= 36500:
+        raise InputError(f"--days {days} is not a validity certkit issues.", "Give 1 to 36500 days (default 397).")
 
 
 def _san_text(sans: Iterable[x509.GeneralName]) -> list[str]:

@@ -74,7 +74,9 @@ def test_batch_issue_from_file(home: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
         "edge1.contoso.com.chain.pem", "edge1.contoso.com.crt", "edge1.contoso.com.key",
         "edge2.contoso.com.chain.pem", "edge2.contoso.com.crt", "edge2.contoso.com.key"]
-    assert out.count("\n") == 2
+    assert out.splitlines()[0].startswith("NAME") and len(out.splitlines()) == 3
+    code, out, _ = run("ca", "show", "edge2.contoso.com", "--home", str(home), "--json")
+    assert json.loads(out)["files"]["key"] == str((tmp_path / "o" / "edge2.contoso.com.key").resolve())
 
 
 def test_list_show_renew_revoke_crl_status(home: Path, tmp_path: Path) -> None:
@@ -176,7 +178,7 @@ def test_inspect_malformed_input_is_one_line_exit_2(tmp_path: Path, content: byt
 
 @pytest.mark.parametrize(("args", "message"), [
     (["ca", "issue", "mail_1.contoso.com"], "underscore"),
-    (["ca", "issue", "mail.contoso.com", "--days", "99999"], "after the CA itself expires"),
+    (["ca", "issue", "mail.contoso.com", "--days", "36500"], "after the CA itself expires"),
     (["ca", "issue", "mail.contoso.com", "--san", "XX:foo"], "SAN entry"),
     (["ca", "revoke", "0123456789abcdef"], "No certificate with serial"),
     (["ca", "sign", "/nonexistent.csr"], "does not exist"),
@@ -249,3 +251,75 @@ def test_truncated_pfx_and_garbage_csr_are_one_line_exit_2(home: Path, tmp_path:
     code, _, err = run("ca", "sign", str(req), "--home", str(home), "--out", str(tmp_path / "o"))
     assert code == 2 and "certificate request" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def _count(home: Path) -> int:
+    code, out, _ = run("ca", "list", "--home", str(home), "--json")
+    assert code == 0
+    return len(json.loads(out))
+
+
+def test_a_failure_after_signing_records_nothing(home: Path, tmp_path: Path) -> None:
+    # No PFX password: refused before anything is signed.
+    result = CliRunner().invoke(main, ["ca", "issue", "a.contoso.com", "--pfx", "--home", str(home), "--out",
+                                       str(tmp_path / "a")], env={**ENV, "CERTKIT_PFX_PASSWORD": ""})
+    assert result.exit_code == 2 and "--pfx-password-file" in result.stderr
+    # An --out that cannot be a folder: the files cannot be written, so nothing is recorded.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    code, _, err = run("ca", "issue", "b.contoso.com", "--home", str(home), "--out", str(blocker / "sub"))
+    assert code in (1, 2) and err.startswith("certkit: error: Cannot write") and err.count("\n") == 1
+    # Twice into the same folder: the second run is refused and records nothing.
+    req = tmp_path / "edge.req"
+    key = generate_key("ec-p256")
+    req.write_bytes(x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge.contoso.com")])).sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM))
+    assert run("ca", "sign", str(req), "--home", str(home), "--out", str(tmp_path / "s"))[0] == 0
+    code, _, err = run("ca", "sign", str(req), "--home", str(home), "--out", str(tmp_path / "s"))
+    assert code == 2 and "already exists" in err
+    # A batch naming the same host twice (in any spelling) is refused before signing.
+    names = tmp_path / "dups.txt"
+    names.write_text("dup.contoso.com\nDUP.contoso.com.\n")
+    code, _, err = run("ca", "issue", "--from", str(names), "--home", str(home), "--out", str(tmp_path / "d"))
+    assert code == 2 and "more than once" in err
+    assert _count(home) == 1
+    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
+
+
+def test_parallel_issuers_writing_the_same_files_record_exactly_one(home: Path, tmp_path: Path) -> None:
+    import concurrent.futures
+
+    exe = [sys.executable, "-m", "certkit", "ca", "issue", "same.contoso.com", "--home", str(home), "--out",
+           str(tmp_path / "same"), "--key", "ec-p256"]
+    env = {**os.environ, **ENV}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: subprocess.run(exe, env=env, capture_output=True, text=True, timeout=60),
+                                range(4)))
+    assert sorted(r.returncode for r in results) == [0, 2, 2, 2], [r.stderr for r in results]
+    assert _count(home) == 1
+    code, out, _ = run("ca", "show", "same.contoso.com", "--home", str(home), "--json")
+    cert = x509.load_pem_x509_certificate((tmp_path / "same" / "same.contoso.com.crt").read_bytes())
+    assert json.loads(out)["serial"] == format(cert.serial_number, "x")
+
+
+def test_crl_and_root_copies_are_not_overwritten_without_force(home: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "keep.pem"
+    keep.write_text("precious")
+    code, _, err = run("ca", "crl", "--home", str(home), "--out", str(keep))
+    assert code == 2 and "--force" in err and keep.read_text() == "precious"
+    assert run("ca", "crl", "--home", str(home), "--out", str(keep), "--force")[0] == 0
+    assert b"X509 CRL" in keep.read_bytes()
+    code, _, err = run("ca", "root", "--home", str(home), "--out", str(keep))
+    assert code == 2 and "--force" in err
+    assert run("ca", "root", "--home", str(home), "--out", str(keep), "--force")[0] == 0
+
+
+@pytest.mark.parametrize("args", [["ca", "issue", "x.contoso.com", "--days", "99999999"],
+                                  ["ca", "issue", "x.contoso.com", "--days", "0"],
+                                  ["selfsigned", "x.contoso.com", "--days", "-5"],
+                                  ["ca", "crl", "--days", "1000"]])
+def test_out_of_range_days_are_usage_errors(home: Path, tmp_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(main, [*args, "--home", str(home)] if args[0] == "ca" else
+                                [*args, "--out", str(tmp_path)], env=ENV)
+    assert result.exit_code == 2 and "Traceback" not in result.output

@@ -247,7 +247,11 @@ class CAIndex:
 
     def set_files(self, serial: int, files: dict[str, str]) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE certs SET files = ? WHERE serial = ?", (json.dumps(files), serial_hex(serial)))
+            self.set_files_in(db, serial, files)
+
+    def set_files_in(self, db: sqlite3.Connection, serial: int, files: dict[str, str]) -> None:
+        """Record the files of a certificate inside an open transaction."""
+        db.execute("UPDATE certs SET files = ? WHERE serial = ?", (json.dumps(files), serial_hex(serial)))
 
     def get(self, serial: int) -> CertRecord:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM certs WHERE serial = ?", (serial_hex(serial),)).fetchone()

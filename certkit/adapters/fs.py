@@ -18,7 +18,7 @@ from pathlib import Path
 from certkit.core.formats import MAX_INPUT_BYTES
 from certkit.errors import AlreadyExistsError, InputError, MalformedInputError, NotFoundError, StoreError
 
-__all__ = ["PRIVATE", "PUBLIC", "atomic_write", "atomic_write_many", "file_lock", "read_input"]
+__all__ = ["PRIVATE", "PUBLIC", "Staged", "atomic_write", "atomic_write_many", "file_lock", "os_error", "read_input"]
 
 PRIVATE = 0o600
 PUBLIC = 0o644
@@ -33,14 +33,29 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def os_error(exc: OSError, what: str) -> InputError | StoreError:
+    """One line for a failed file operation: permission problems are the caller's to fix (exit 2)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InputError(f"Cannot write {what}: {reason}.",
+                          "Choose a folder you can write to, or fix its permissions.")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(f"Cannot write {what}: {reason}.", "Free some disk space and try again.")
+    return StoreError(f"Cannot write {what}: {reason}.", "Check the folder and try again.")
+
+
+def _exists(path: Path) -> AlreadyExistsError:
+    return AlreadyExistsError(f"{path} already exists and certkit does not overwrite files.",
+                              "Move it away, choose another --out folder, or pass --force.")
+
+
 def _write_temp(path: Path, data: bytes, mode: int, *, sync: bool = True) -> str:
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise StoreError(f"Cannot create the folder {folder}: {exc.strerror}.",
-                         "Choose a folder you can write to.") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        raise os_error(exc, f"into {folder}") from None
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
@@ -48,35 +63,43 @@ def _write_temp(path: Path, data: bytes, mode: int, *, sync: bool = True) -> str
             fh.flush()
             if sync:
                 os.fsync(fh.fileno())
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise os_error(exc, str(path)) from None
         raise
     return tmp
 
 
 def _publish(tmp: str, path: Path, overwrite: bool) -> None:
+    """Move the temporary file to ``path``; without ``overwrite``, never replace an existing file."""
     try:
         if overwrite:
             os.replace(tmp, path)
-        else:
+            return
+        try:
             # link() fails if the target exists: no window in which another writer's file is replaced.
             os.link(tmp, path)
-            os.unlink(tmp)
-    except FileExistsError:
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+                raise
+            # A file system without hard links (vfat, some SMB shares): check, then rename. Another
+            # writer could slip in between the two steps; certkit's own issuers publish inside the CA
+            # index's write transaction, so they do not race each other.
+            if path.exists():
+                raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+            os.rename(tmp, path)
+            return
         os.unlink(tmp)
-        raise AlreadyExistsError(f"{path} already exists and certkit does not overwrite files.",
-                                 "Move it away, choose another --out folder, or pass --force.") from None
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _exists(path) from None
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
-            # File systems without hard links: fall back to an existence check and a rename.
-            if path.exists() and not overwrite:
-                raise AlreadyExistsError(f"{path} already exists and certkit does not overwrite files.",
-                                         "Move it away or choose another --out folder.") from None
-            raise
-        raise StoreError(f"Cannot write {path}: {exc.strerror}.", "Check the folder's permissions.") from None
+        raise os_error(exc, str(path)) from None
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLIC,
@@ -84,49 +107,85 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLI
     """Write ``data`` to ``path`` atomically with ``mode``; refuse to replace an existing file unless told."""
     target = Path(path)
     if not overwrite and target.exists():
-        raise AlreadyExistsError(f"{target} already exists and certkit does not overwrite files.",
-                                 "Move it away, choose another --out folder, or pass --force.")
+        raise _exists(target)
     tmp = _write_temp(target, data, mode)
     _publish(tmp, target, overwrite)
     _fsync_dir(target.parent)
     return target
 
 
-def atomic_write_many(files: list[tuple[Path, bytes, int]], *, overwrite: bool = False) -> list[Path]:
-    """Write several files as one step: all are checked, written and synced before any is published.
+class Staged:
+    """Files written and synced under temporary names, not yet visible under their own.
 
-    Used by batch issuance, where one ``sync`` for many files keeps the cost per certificate low.
+    :meth:`publish` makes them all visible, or (on any failure) none: what it had already published is
+    removed again. :meth:`discard` drops the temporary files. Issuance stages the files, records the
+    certificates, publishes inside the same index transaction, and undoes the publication if the
+    transaction does not commit: a certificate is never recorded without its files, nor the reverse.
     """
-    if not overwrite:
+
+    def __init__(self, files: list[tuple[Path, bytes, int]], *, overwrite: bool = False) -> None:
+        self.overwrite = overwrite
+        self._temps: list[tuple[str, Path]] = []
+        self.published: list[Path] = []
+        seen: set[Path] = set()
         for path, _, _ in files:
-            if path.exists():
-                raise AlreadyExistsError(f"{path} already exists and certkit does not overwrite files.",
-                                         "Move it away, choose another --out folder, or pass --force.")
-    temps: list[tuple[str, Path]] = []
-    try:
-        for path, data, mode in files:
-            temps.append((_write_temp(path, data, mode, sync=False), path))
-        os.sync()
-        published = []
-        for tmp, path in temps:
-            _publish(tmp, path, overwrite)
-            published.append(path)
-    except BaseException:
-        for tmp, _ in temps:
+            if path in seen:
+                raise InputError(f"{path} would be written twice.", "Each name may appear only once.")
+            seen.add(path)
+            if not overwrite and path.exists():
+                raise _exists(path)
+        try:
+            for path, data, mode in files:
+                self._temps.append((_write_temp(path, data, mode, sync=False), path))
+            os.sync()  # one sync for the whole batch instead of one fsync per file
+        except BaseException:
+            self.discard()
+            raise
+
+    def publish(self) -> list[Path]:
+        try:
+            for tmp, path in self._temps:
+                _publish(tmp, path, self.overwrite)
+                self.published.append(path)
+        except BaseException:
+            self.unpublish()
+            self.discard()
+            raise
+        self._temps = []
+        for folder in {p.parent for p in self.published}:
+            _fsync_dir(folder)
+        return list(self.published)
+
+    def unpublish(self) -> None:
+        """Remove what :meth:`publish` made visible (only files it created; never with ``overwrite``)."""
+        if not self.overwrite:
+            for path in self.published:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        self.published = []
+
+    def discard(self) -> None:
+        for tmp, _ in self._temps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        raise
-    for folder in {p.parent for p in published}:
-        _fsync_dir(folder)
-    return published
+        self._temps = []
+
+
+def atomic_write_many(files: list[tuple[Path, bytes, int]], *, overwrite: bool = False) -> list[Path]:
+    """Write several files as one step: all are checked, written and synced before any is published,
+    and either all are published or none."""
+    return Staged(files, overwrite=overwrite).publish()
 
 
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """An exclusive advisory lock (``flock``) held for the ``with`` block, across processes."""
     lock_path = Path(path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise os_error(exc, f"the lock file {lock_path}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
 from certkit.adapters.fs import PUBLIC, atomic_write, read_input
-from certkit.ca import CertificateAuthority, IssuedCertificate, IssueRequest, exchange_selfsigned
+from certkit.ca import CertificateAuthority, IssuedCertificate, IssueRequest, WriteOptions, exchange_selfsigned
 from certkit.cli.common import (
     CA_PASSPHRASE_ENV,
     KEY_PASSPHRASE_ENV,
@@ -27,7 +29,7 @@ from certkit.core.describe import describe_certificate, describe_crl, describe_c
 from certkit.core.formats import Kind, PfxTarget, detect, load_csr, sha1_thumbprint, sha256_fingerprint
 from certkit.core.keys import KeyType
 from certkit.core.profiles import ProfileName
-from certkit.errors import InputError, PassphraseError
+from certkit.errors import AlreadyExistsError, InputError, PassphraseError
 
 KEY_CHOICES = click.Choice([k.value for k in KeyType], case_sensitive=False)
 PROFILE_CHOICES = click.Choice([p.value for p in ProfileName], case_sensitive=False)
@@ -67,45 +69,29 @@ def output_options(f: Any) -> Any:
     return f
 
 
-def _write(issued: IssuedCertificate, *, out_dir: str, pfx: bool, pfx_target: str, pfx_password_file: str | None,
-           key_passphrase_file: str | None, force: bool, write_key: bool = True, p7b: bool = False
-           ) -> dict[str, Path]:
-    import os
-
+def _write_options(*, out_dir: str, pfx: bool, pfx_target: str, pfx_password_file: str | None,
+                   key_passphrase_file: str | None, force: bool, write_key: bool = True, p7b: bool = False
+                   ) -> WriteOptions:
+    """Every secret the files need, read before anything is signed: a missing password records nothing."""
     key_pass = None
-    if write_key and issued.key is not None and (key_passphrase_file or os.environ.get(KEY_PASSPHRASE_ENV)):
+    if write_key and (key_passphrase_file or os.environ.get(KEY_PASSPHRASE_ENV)):
         key_pass = read_secret(env=KEY_PASSPHRASE_ENV, file=key_passphrase_file, prompt="Key passphrase",
-                               what="key passphrase")
+                               what="key passphrase", option="--key-passphrase-file")
     pfx_pass = None
     if pfx:
         pfx_pass = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password", confirm=True,
-                               what="pfx password")
-    return issued.write_to(out_dir, overwrite=force, key_passphrase=key_pass, pfx_password=pfx_pass,
-                           pfx_target=PfxTarget(pfx_target), write_key=write_key, p7b=p7b)
+                               what="PFX password", option="--pfx-password-file")
+    return WriteOptions(Path(out_dir), key_passphrase=key_pass, pfx_password=pfx_pass,
+                        pfx_target=PfxTarget(pfx_target), write_key=write_key, p7b=p7b, overwrite=force)
 
 
-def _preflight_out(names: list[str], out_dir: str, *, pfx: bool, force: bool, write_key: bool = True) -> None:
-    """Refuse before signing anything if files would be overwritten: an issued certificate is never orphaned."""
-    if force:
-        return
-    suffixes = [".crt", ".chain.pem"] + ([".key"] if write_key else []) + ([".pfx"] if pfx else [])
-    for name in names:
-        for suffix in suffixes:
-            path = Path(out_dir) / f"{name}{suffix}"
-            if path.exists():
-                from certkit.errors import AlreadyExistsError
-
-                raise AlreadyExistsError(f"{path} already exists and certkit does not overwrite files.",
-                                         "Move it away, choose another --out folder, or pass --force.")
-
-
-def _report(issued: IssuedCertificate, paths: dict[str, Path]) -> None:
+def _report(issued: IssuedCertificate) -> None:
     cert = issued.certificate
     click.echo(f"Issued {issued.name}  serial {format(cert.serial_number, 'x')}")
     click.echo(f"  valid      {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}")
     click.echo(f"  thumbprint {sha1_thumbprint(cert)}  (SHA-1, as Exchange shows it)")
     click.echo(f"  sha256     {sha256_fingerprint(cert)}")
-    for path in paths.values():
+    for path in issued.paths.values():
         click.echo(f"  wrote      {path}")
 
 
@@ -117,7 +103,7 @@ def ca() -> None:
 @ca.command("init")
 @click.option("--name", required=True, help='The CA\'s name, e.g. "Contoso Transport CA".')
 @click.option("--key", "key_type", type=KEY_CHOICES, default="rsa3072", show_default=True)
-@click.option("--days", type=int, default=3650, show_default=True, help="Validity of the root.")
+@click.option("--days", type=click.IntRange(1, 36500), default=3650, show_default=True, help="Validity of the root.")
 @click.option("--crl-url", default=None, help="http:// URL where the CRL will be published (the CDP).")
 @click.option("--aia-url", default=None, help="http:// URL of the issuing CA certificate (AIA caIssuers).")
 @click.option("--permit-domain", "permit", multiple=True, help="Name-constrain the CA to this domain (repeatable).")
@@ -174,7 +160,7 @@ def _read_names_file(path: str) -> list[tuple[str, tuple[str, ...]]]:
 @click.option("--san", "sans", multiple=True, help="Extra SAN: DNS:name or IP:address (repeatable).")
 @click.option("--profile", type=PROFILE_CHOICES, default="transport", show_default=True)
 @click.option("--key", "key_type", type=KEY_CHOICES, default="rsa2048", show_default=True)
-@click.option("--days", type=int, default=397, show_default=True)
+@click.option("--days", type=click.IntRange(1, 36500), default=397, show_default=True)
 @click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None,
               help="Issue for every line of FILE: 'fqdn [accepted-domain ...]'.")
 @output_options
@@ -192,47 +178,24 @@ def ca_issue(fqdn: str | None, domains: tuple[str, ...], sans: tuple[str, ...], 
     else:
         assert fqdn is not None
         requests = [IssueRequest(fqdn, domains, sans, profile, key_type, days)]
-    from certkit.core.names import dns_name
-
-    _preflight_out([dns_name(r.fqdn) for r in requests], out_dir, pfx=pfx, force=force)
+    write = _write_options(out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
+                           key_passphrase_file=key_passphrase_file, force=force)
     authority = _open(home, passphrase_file, unlock=True)
-    issued = authority.issue_many(requests)
+    issued = authority.issue_many(requests, write=write)
     if len(issued) == 1:
-        paths = _write(issued[0], out_dir=out_dir, pfx=pfx, pfx_target=pfx_target,
-                       pfx_password_file=pfx_password_file, key_passphrase_file=key_passphrase_file, force=force)
-        authority.record_files(issued[0].serial, paths)
-        _report(issued[0], paths)
+        _report(issued[0])
         return
-    _write_batch(authority, issued, out_dir=out_dir, pfx=pfx, pfx_target=pfx_target,
-                 pfx_password_file=pfx_password_file, key_passphrase_file=key_passphrase_file, force=force)
-
-
-def _write_batch(authority: CertificateAuthority, issued: list[IssuedCertificate], *, out_dir: str, pfx: bool,
-                 pfx_target: str, pfx_password_file: str | None, key_passphrase_file: str | None,
-                 force: bool) -> None:
-    import os
-
-    from certkit.adapters.fs import atomic_write_many
-
-    key_pass = (read_secret(env=KEY_PASSPHRASE_ENV, file=key_passphrase_file, prompt="Key passphrase",
-                            what="key passphrase")
-                if key_passphrase_file or os.environ.get(KEY_PASSPHRASE_ENV) else None)
-    pfx_pass = (read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password", confirm=True,
-                            what="pfx password") if pfx else None)
-    files = []
+    click.echo("NAME\tSERIAL\tSHA-1 THUMBPRINT\tSHA-256")
     for item in issued:
-        files.extend(item.files(out_dir, key_passphrase=key_pass, pfx_password=pfx_pass,
-                                pfx_target=PfxTarget(pfx_target)))
-    atomic_write_many(files, overwrite=force)
-    for item in issued:
-        click.echo(f"{item.name}\t{format(item.serial, 'x')}\t{sha1_thumbprint(item.certificate)}")
+        click.echo(f"{item.name}\t{format(item.serial, 'x')}\t{sha1_thumbprint(item.certificate)}\t"
+                   f"{sha256_fingerprint(item.certificate)}")
     click.echo(f"Issued {len(issued)} certificates into {out_dir}", err=True)
 
 
 @ca.command("sign")
 @click.argument("csr_file", type=click.Path(dir_okay=False))
 @click.option("--profile", type=PROFILE_CHOICES, default="transport", show_default=True)
-@click.option("--days", type=int, default=397, show_default=True)
+@click.option("--days", type=click.IntRange(1, 36500), default=397, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True)
 @click.option("--force", is_flag=True, help="Replace existing files in --out.")
 @home_option
@@ -246,22 +209,22 @@ def ca_sign(csr_file: str, profile: str, days: int, out_dir: str, force: bool, h
     """
     csr = load_csr(read_input(csr_file, what="certificate request"), source=csr_file)
     authority = _open(home, passphrase_file, unlock=True)
-    issued = authority.sign_csr(csr, profile=profile, days=days)
-    paths = issued.write_to(out_dir, overwrite=force, write_key=False, p7b=True)
-    authority.record_files(issued.serial, paths)
-    _report(issued, paths)
+    issued = authority.sign_csr(csr, profile=profile, days=days,
+                                write=WriteOptions(Path(out_dir), write_key=False, p7b=True, overwrite=force))
+    _report(issued)
 
 
 @ca.command("root")
 @click.option("--der", is_flag=True, help="DER instead of PEM.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write to FILE, not stdout.")
+@click.option("--force", is_flag=True, help="Replace --out FILE if it exists.")
 @home_option
-def ca_root(der: bool, out_file: str | None, home: str | None) -> None:
+def ca_root(der: bool, out_file: str | None, force: bool, home: str | None) -> None:
     """The CA's root certificate: the file a partner imports into their trusted roots."""
     authority = _open(home)
     data = authority.root_der() if der or (out_file or "").lower().endswith((".cer", ".der")) else authority.root_pem()
     if out_file:
-        atomic_write(out_file, data, mode=PUBLIC)
+        atomic_write(out_file, data, mode=PUBLIC, overwrite=force)
         click.echo(f"Wrote {out_file}  (SHA-256 {sha256_fingerprint(authority.root)})", err=True)
     elif der and sys.stdout.isatty():
         raise InputError("Refusing to write DER to a terminal.", "Use --out FILE or redirect stdout.")
@@ -330,7 +293,8 @@ def ca_show(ref: str, as_json: bool, home: str | None) -> None:
 @ca.command("renew")
 @click.argument("ref")
 @click.option("--rekey", is_flag=True, help="Generate a new key (default: keep the key).")
-@click.option("--days", type=int, default=None, help="Validity (default: that of the old certificate).")
+@click.option("--days", type=click.IntRange(1, 36500), default=None,
+              help="Validity (default: that of the old certificate).")
 @output_options
 @home_option
 @passphrase_option
@@ -345,14 +309,12 @@ def ca_renew(ref: str, rekey: bool, days: int | None, out_dir: str, pfx: bool, p
     if pfx and not rekey:
         raise InputError("A PFX needs the private key, which certkit does not keep.",
                          "Use --rekey, or build the PFX where the key lives.")
+    write = _write_options(out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
+                           key_passphrase_file=key_passphrase_file, force=force, write_key=rekey)
     authority = _open(home, passphrase_file, unlock=True)
     old = authority.get(ref)
-    _preflight_out([old.common_name], out_dir, pfx=pfx, force=force, write_key=rekey)
-    issued = authority.renew(ref, rekey=rekey, days=days)
-    paths = _write(issued, out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
-                   key_passphrase_file=key_passphrase_file, force=force, write_key=rekey)
-    authority.record_files(issued.serial, paths)
-    _report(issued, paths)
+    issued = authority.renew(ref, rekey=rekey, days=days, write=write)
+    _report(issued)
     click.echo(f"  renews     {old.serial_hex} ({'new key' if rekey else 'same key'})")
     click.echo("  note       a Send connector that pins TlsCertificateName needs the new issuer/subject string; "
                "Enable-ExchangeCertificate the new thumbprint.")
@@ -373,13 +335,17 @@ def ca_revoke(ref: str, reason: str, home: str | None, passphrase_file: str | No
 
 
 @ca.command("crl")
-@click.option("--days", type=int, default=7, show_default=True, help="Until nextUpdate.")
+@click.option("--days", type=click.IntRange(1, 366), default=7, show_default=True, help="Until nextUpdate.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Also write a copy (DER if FILE ends in .crl, else PEM).")
+@click.option("--force", is_flag=True, help="Replace --out FILE if it exists (e.g. the copy on the CDP server).")
 @home_option
 @passphrase_option
-def ca_crl(days: int, out_file: str | None, home: str | None, passphrase_file: str | None) -> None:
+def ca_crl(days: int, out_file: str | None, force: bool, home: str | None, passphrase_file: str | None) -> None:
     """Sign and publish fresh CRLs into the home (ca.crl is what the CDP URL must serve)."""
+    if out_file and not force and Path(out_file).exists():
+        raise AlreadyExistsError(f"{out_file} already exists and certkit does not overwrite files.",
+                                 "Pass --force to replace it (the usual case when refreshing the published copy).")
     authority = _open(home, passphrase_file, unlock=True)
     infos = authority.publish_crl(days=days)
     for info in infos:
@@ -388,7 +354,7 @@ def ca_crl(days: int, out_file: str | None, home: str | None, passphrase_file: s
     if out_file:
         main = infos[0]
         data = main.der_path.read_bytes() if out_file.lower().endswith(".crl") else main.pem_path.read_bytes()
-        atomic_write(out_file, data, overwrite=True)
+        atomic_write(out_file, data, overwrite=force)
         click.echo(f"Wrote {out_file}")
 
 
@@ -422,17 +388,18 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
 
 @click.command("selfsigned")
 @click.argument("fqdn")
-@click.option("--days", type=int, default=5 * 365, show_default=True)
+@click.option("--days", type=click.IntRange(1, 36500), default=5 * 365, show_default=True)
 @output_options
 def selfsigned(fqdn: str, days: int, out_dir: str, pfx: bool, pfx_target: str, pfx_password_file: str | None,
                key_passphrase_file: str | None, force: bool) -> None:
     """What New-ExchangeCertificate makes by default: self-signed, CN = short name, SAN = short name + FQDN,
     RSA 2048, five years, serverAuth + clientAuth. For reproducing the self-signed failure in a lab."""
+    write = _write_options(out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
+                           key_passphrase_file=key_passphrase_file, force=force)
     issued = exchange_selfsigned(fqdn, days=days, clock=SystemClock())
-    _preflight_out([issued.name], out_dir, pfx=pfx, force=force)
-    paths = _write(issued, out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
-                   key_passphrase_file=key_passphrase_file, force=force)
-    _report(issued, paths)
+    paths = issued.write_to(write.out_dir, overwrite=write.overwrite, key_passphrase=write.key_passphrase,
+                            pfx_password=write.pfx_password, pfx_target=write.pfx_target)
+    _report(replace(issued, paths=paths))
 
 
 @click.command("inspect")
@@ -446,7 +413,8 @@ def inspect(file: str, password_file: str | None, as_json: bool) -> None:
     try:
         loaded = detect(data, source=file)
     except PassphraseError:
-        password = read_secret(env=PFX_PASSWORD_ENV, file=password_file, prompt="PFX password", what="pfx password")
+        password = read_secret(env=PFX_PASSWORD_ENV, file=password_file, prompt="PFX password", what="PFX password",
+                               option="--password-file")
         loaded = detect(data, source=file, password=password)
     now = SystemClock().now()
     certs = []

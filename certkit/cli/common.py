@@ -66,7 +66,7 @@ def home_option(f: F) -> F:
 
 
 def read_secret(*, env: str, file: str | None, prompt: str, confirm: bool = False,
-                what: str = "passphrase") -> bytes:
+                what: str = "passphrase", option: str = "--passphrase-file") -> bytes:
     """A secret from ``$ENV``, a file, or an interactive prompt -- never from the command line."""
     if file:
         data = read_input(file, what=f"{what} file", limit=64 * 1024)
@@ -81,8 +81,7 @@ def read_secret(*, env: str, file: str | None, prompt: str, confirm: bool = Fals
         entered: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
         if entered:
             return entered.encode("utf-8")
-    raise PassphraseError(f"No {what} was given.",
-                          f"Set ${env}, use the --{what.replace(' ', '-')}-file option, or run interactively.")
+    raise PassphraseError(f"No {what} was given.", f"Set ${env}, use {option} FILE, or run interactively.")
 
 
 def echo_json(data: Any) -> None:

@@ -61,7 +61,7 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
     """An Exchange Management Shell script enabling Domain Security with PARTNER."""
     data = read_input(pfx_file, what="PFX")
     password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password",
-                           what="pfx password")
+                           what="PFX password", option="--pfx-password-file")
     _key, cert, _extra = load_pfx(data, password, source=pfx_file)
     if cert is None:
         raise InputError(f"{pfx_file} holds no certificate.", "Export the PFX again with its certificate.")

@@ -59,7 +59,7 @@ def _read_certs(path: str, pfx_password_file: str | None) -> list[x509.Certifica
         return load_certificates(data, source=path)
     except PassphraseError:
         password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt=f"Password for {path}",
-                               what="PFX password")
+                               what="PFX password", option="--pfx-password-file")
         return load_certificates(data, source=path, password=password)
 
 
