@@ -209,9 +209,8 @@ class CertificateAuthority:
         self.root_crl_url = meta.get("root_crl_url") or None
         self.permitted_domains: tuple[str, ...] = tuple(json.loads(meta.get("permitted", "[]")))
         self.has_intermediate = meta.get("intermediate") == "1"
-        self.root = x509.load_pem_x509_certificate((home / "root.crt").read_bytes())
-        self.issuer = (x509.load_pem_x509_certificate((home / "issuing.crt").read_bytes())
-                       if self.has_intermediate else self.root)
+        self.root = _home_cert(home / "root.crt")
+        self.issuer = _home_cert(home / "issuing.crt") if self.has_intermediate else self.root
         self._issuer_key: PrivateKey | None = None
         self._root_key: PrivateKey | None = None
 
@@ -303,10 +302,10 @@ class CertificateAuthority:
     def unlock(self, passphrase: bytes) -> None:
         """Decrypt the signing keys with ``passphrase`` (wrong passphrase: :class:`PassphraseError`)."""
         key_file = "issuing.key" if self.has_intermediate else "root.key"
-        self._issuer_key = load_private_key((self.home / key_file).read_bytes(), passphrase,
+        self._issuer_key = load_private_key(_home_file(self.home / key_file), passphrase,
                                             source=f"the CA key {self.home / key_file}")
         if self.has_intermediate:
-            self._root_key = load_private_key((self.home / "root.key").read_bytes(), passphrase,
+            self._root_key = load_private_key(_home_file(self.home / "root.key"), passphrase,
                                               source=f"the CA key {self.home / 'root.key'}")
         else:
             self._root_key = self._issuer_key
@@ -581,6 +580,22 @@ def exchange_selfsigned(fqdn: str, *, key_type: KeyType | str = KeyType.RSA2048,
     key = generate_key(key_type)
     cert = build_exchange_selfsigned(fqdn, key, serial=random_serial(), not_before=now - BACKDATE, days=days)
     return IssuedCertificate(cert, key, (), None)
+
+
+def _home_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"The CA home is damaged: {path} cannot be read ({exc.strerror}).",
+                         "Restore the CA home from a backup.") from None
+
+
+def _home_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(_home_file(path))
+    except ValueError as exc:
+        raise StoreError(f"The CA home is damaged: {path} is not a certificate ({exc}).",
+                         "Restore the CA home from a backup.") from None
 
 
 def _check_days(days: int) -> None:

@@ -386,3 +386,31 @@ def test_pfx_round_trips_with_key_certificate_and_chain(make_ca: MakeCA, target:
     assert extra == [authority.issuer, authority.root]
     with pytest.raises(PassphraseError, match="wrong"):
         load_pfx(issued.pfx(b"s3cret", target), b"nope")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda home: (home / "root.crt").write_text("garbage"), "is not a certificate"),
+    (lambda home: (home / "root.key").unlink(), "cannot be read"),
+])
+def test_a_damaged_home_is_a_store_error(ca: CertificateAuthority, damage: object, message: str) -> None:
+    from certkit import StoreError
+
+    damage(ca.home)  # type: ignore[operator]
+    with pytest.raises(StoreError, match=message):
+        CertificateAuthority.open(ca.home, passphrase=PASS)
+
+
+@pytest.mark.parametrize(("fqdn", "message"), [
+    ("192.0.2.25", "is an IP address"),
+    ("a" * 60 + ".contoso.com", "at most 64"),
+])
+def test_an_ip_or_a_name_too_long_for_a_cn_is_refused(ca: CertificateAuthority, fqdn: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        ca.issue(fqdn, key_type="ec-p256")
+
+
+def test_a_ca_name_too_long_for_a_cn_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--name"):
+        CertificateAuthority.init(tmp_path / "h", name="N" * 62, passphrase=PASS, key_type="ec-p256",
+                                  intermediate=True)
+    assert not (tmp_path / "h" / "ca.db").exists()

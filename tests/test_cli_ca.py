@@ -323,3 +323,22 @@ def test_out_of_range_days_are_usage_errors(home: Path, tmp_path: Path, args: li
     result = CliRunner().invoke(main, [*args, "--home", str(home)] if args[0] == "ca" else
                                 [*args, "--out", str(tmp_path)], env=ENV)
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_inspect_a_certificate_whose_extension_cannot_be_parsed(tmp_path: Path) -> None:
+    from cryptography.x509.oid import ExtensionOID
+
+    key = generate_key("ec-p256")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broken.contoso.com")])
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1234).not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x01"),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "broken.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    code, out, err = run("inspect", str(path))
+    assert code == 1 and "CANNOT BE PARSED" in out and "chain.invalid" in out and not err

@@ -12,7 +12,7 @@ from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.core.issuance import san_names
 from certkit.core.keys import key_description
 from certkit.core.lint import is_self_signed, lint_certificate
-from certkit.core.trust import is_ca
+from certkit.core.trust import extension_problem, is_ca
 
 __all__ = ["describe_certificate", "describe_crl", "describe_csr"]
 
@@ -60,16 +60,16 @@ def describe_certificate(cert: x509.Certificate, *, at: dt.datetime | None = Non
         "not_after": cert.not_valid_after_utc,
         "key": key_description(cert.public_key()),
         "signature": cert.signature_algorithm_oid._name,
-        "sans": san_names(cert),
-        "eku": _eku(cert),
-        "key_usage": _key_usage(cert),
-        "is_ca": is_ca(cert),
-        "self_signed": is_self_signed(cert),
-        "cdp": _cdp(cert),
         "sha1": sha1_thumbprint(cert),
         "sha256": sha256_fingerprint(cert),
+        "self_signed": is_self_signed(cert),
         "lint": None,
+        "extension_error": extension_problem(cert),
     }
+    if info["extension_error"] is None:
+        info.update(sans=san_names(cert), eku=_eku(cert), key_usage=_key_usage(cert), is_ca=is_ca(cert), cdp=_cdp(cert))
+    else:  # shown as it is: the lint says why no validator will accept it
+        info.update(sans=[], eku=None, key_usage=[], is_ca=False, cdp=[])
     if lint and at is not None and not info["is_ca"]:
         info["lint"] = [f.to_dict() for f in lint_certificate(cert, at=at, side=Side.OURS)]
     return info

@@ -18,12 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from certkit.core.keys import PrivateKey, PublicKey, check_key_strength
-from certkit.core.names import dns_name
+from certkit.core.names import dns_name, is_ip_address
 from certkit.core.profiles import PROFILES, ProfileName
 from certkit.errors import InputError, PolicyError
 
 __all__ = [
     "BACKDATE",
+    "MAX_CN",
     "LeafRequest",
     "RevokedEntry",
     "build_ca",
@@ -33,6 +34,9 @@ __all__ = [
     "check_name_constraints",
     "random_serial",
 ]
+
+#: RFC 5280 ub-common-name: the CN (the Edge FQDN, the CA's name) holds at most 64 characters.
+MAX_CN = 64
 
 #: notBefore is set this far in the past, so a partner whose clock is a little behind accepts it.
 BACKDATE = dt.timedelta(minutes=5)
@@ -82,6 +86,9 @@ def build_ca(*, common_name: str, key: PrivateKey, serial: int, not_before: dt.d
              crl_url: str | None = None, aia_url: str | None = None) -> x509.Certificate:
     """A root (self-signed when ``issuer_cert`` is None) or an intermediate CA certificate."""
     check_key_strength(key, what="The CA key")
+    if not 0 < len(common_name) <= MAX_CN:
+        raise InputError(f"The CA name {common_name!r} is {len(common_name)} characters; a certificate's common "
+                         f"name holds 1 to {MAX_CN} (RFC 5280).", "Choose a shorter --name.")
     subject = _name(common_name)
     signer_key = issuer_key or key
     builder = (
@@ -130,7 +137,13 @@ class LeafRequest:
                  profile: ProfileName | str = ProfileName.TRANSPORT, not_before: dt.datetime,
                  not_after: dt.datetime) -> LeafRequest:
         """The Domain Security layout: CN = the FQDN; SAN = the FQDN, every accepted domain, then extras."""
+        if is_ip_address(fqdn):
+            raise InputError(f"{fqdn} is an IP address, not a host name.",
+                             "Give the Edge's FQDN and add the address with --san IP:ADDRESS.")
         host = dns_name(fqdn)
+        if len(host) > MAX_CN:
+            raise InputError(f"{host} is {len(host)} characters long; a certificate's common name holds at most "
+                             f"{MAX_CN} (RFC 5280).", "Use a shorter host name for the Edge.")
         if "." not in host:
             raise InputError(f"{fqdn!r} is not a fully qualified name.",
                              "Give the Edge's public FQDN, e.g. mail.contoso.com.")

@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from certkit.core.findings import Finding, Side
 from certkit.core.issuance import san_names
 from certkit.core.keys import MIN_RSA_BITS, key_description
-from certkit.core.trust import is_ca
+from certkit.core.trust import extension_problem, is_ca
 
 __all__ = ["EXPIRY_WARNING", "is_self_signed", "lint_certificate"]
 
@@ -39,6 +39,10 @@ def lint_certificate(cert: x509.Certificate, *, at: dt.datetime, side: Side = Si
     """Every domain-security problem in ``cert`` (a leaf), as findings; an empty list means none found."""
     subject = cert.subject.rfc4514_string()
     out: list[Finding] = []
+    broken = extension_problem(cert)
+    if broken is not None:
+        return [Finding("chain.invalid", f"The certificate has an extension that cannot be parsed ({broken}); "
+                        "no validator will accept it.", subject=subject, side=side, evidence={"reason": broken})]
     if is_ca(cert):
         return out
     try:
