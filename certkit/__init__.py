@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from certkit.adapters.truststore import TrustStore
     from certkit.ca import CAStatus, CertificateAuthority, CrlInfo, IssuedCertificate, IssueRequest, exchange_selfsigned
+    from certkit.checks.preflight import PreflightReport, preflight
+    from certkit.checks.probe import AddressResult, ProbeResult, probe, probe_sync
     from certkit.clock import Clock, FixedClock, SystemClock
     from certkit.configgen import exchange_script, partner_kit, postfix_config
     from certkit.core.findings import CATALOGUE, Code, Finding, Severity, Side
@@ -32,13 +34,11 @@ if TYPE_CHECKING:
         StoreError,
         UsageError,
     )
-    from certkit.preflight import PreflightReport, preflight
-    from certkit.probe import AddressResult, ProbeResult, probe, probe_sync
     from certkit.tlsrpt import tlsrpt_report
 
 #: public name -> the module that defines it
 _WHERE: dict[str, str] = {
-    "AddressResult": "certkit.probe",
+    "AddressResult": "certkit.checks.probe",
     "AlreadyExistsError": "certkit.errors",
     "Anchor": "certkit.core.trust",
     "anchor_refusals": "certkit.core.trust",
@@ -68,11 +68,11 @@ _WHERE: dict[str, str] = {
     "PfxTarget": "certkit.core.formats",
     "PolicyError": "certkit.errors",
     "postfix_config": "certkit.configgen",
-    "preflight": "certkit.preflight",
-    "PreflightReport": "certkit.preflight",
-    "probe": "certkit.probe",
-    "probe_sync": "certkit.probe",
-    "ProbeResult": "certkit.probe",
+    "preflight": "certkit.checks.preflight",
+    "PreflightReport": "certkit.checks.preflight",
+    "probe": "certkit.checks.probe",
+    "probe_sync": "certkit.checks.probe",
+    "ProbeResult": "certkit.checks.probe",
     "ProfileName": "certkit.core.profiles",
     "Severity": "certkit.core.findings",
     "Side": "certkit.core.findings",

@@ -16,8 +16,8 @@ import socket
 import uuid
 from typing import Any
 
+from certkit.checks.preflight import PreflightReport
 from certkit.core.findings import Finding, Severity
-from certkit.preflight import PreflightReport
 
 __all__ = ["tlsrpt_report"]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from certkit.checks.preflight import PreflightReport, preflight
 from certkit.configgen import postfix_config
-from certkit.preflight import PreflightReport, preflight
 from tests.fixtures_net import require_postfix
 from tests.pki import Issued, make_leaf, make_root
 from tests.postfix import PostfixInstance

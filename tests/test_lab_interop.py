@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from certkit.checks.probe import probe_sync
 from certkit.lab.sender import send_message
 from certkit.lab.server import LabServer, Personality
-from certkit.probe import probe_sync
 from tests.fixtures_net import require_postfix, require_tool
 from tests.lab_fixtures import LabPki, PostfixSender, lab_pki, lab_server, time_limit
 

@@ -19,11 +19,11 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
+from certkit.checks.preflight import PreflightReport, preflight, render_text
 from certkit.cli.common import CertkitGroup
 from certkit.cli.common import parse_at as parse_time
 from certkit.cli.preflight import COMMANDS
 from certkit.errors import InputError
-from certkit.preflight import PreflightReport, preflight, render_text
 from certkit.tlsrpt import tlsrpt_report
 from tests.pki import NOW, SERVER, make_crl, make_leaf, make_self_signed
 from tests.test_preflight_world import World, pem, world

@@ -60,7 +60,7 @@ class World:
         return make_leaf(self.our_inter, ["edge.contoso.test", "contoso.test"], **opts)  # type: ignore[arg-type]
 
     def kwargs(self, leaf: Issued | None = None) -> dict[str, object]:
-        """The keyword arguments of :func:`certkit.preflight.preflight` for this world."""
+        """The keyword arguments of :func:`certkit.checks.preflight.preflight` for this world."""
         mine = leaf or self.our_leaf
         return {"our_domain": "contoso.test", "cert": mine.cert, "key": mine.key,
                 "chain": [self.our_inter.cert, self.our_root.cert],

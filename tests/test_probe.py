@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from certkit.adapters.transport import ClientIdentity
+from certkit.checks.probe import exit_code, parse_target, probe_sync
 from certkit.errors import InputError
-from certkit.probe import exit_code, parse_target, probe_sync
 from tests.dnsserver import DnsServer
 from tests.fixtures_net import require_postfix, smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root, make_self_signed

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 import certkit.cli.probe as probe_cli
 from certkit.adapters.truststore import TrustStore
+from certkit.checks.probe import AddressResult, probe_sync
 from certkit.cli import main
-from certkit.probe import AddressResult, probe_sync
 from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer

@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from certkit.adapters.transport import ClientIdentity
+from certkit.checks.probe import ProbeResult, exit_code, probe_sync
 from certkit.core.findings import Severity
-from certkit.probe import ProbeResult, exit_code, probe_sync
 from tests.fixtures_net import HttpFiles, smtp_server
 from tests.pki import CLIENT, NOW, Issued, make_crl, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.smtp_servers import (

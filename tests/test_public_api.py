@@ -90,3 +90,15 @@ def test_lazy_public_names_resolve_to_their_objects() -> None:
     assert sorted(certkit.__all__) == sorted(certkit._WHERE)
     with pytest.raises(AttributeError):
         certkit.no_such_name  # noqa: B018
+
+
+def test_probe_and_preflight_are_the_functions_whatever_was_imported_first() -> None:
+    import subprocess
+    import sys
+
+    code = ("import certkit.checks.preflight, certkit.checks.probe, certkit, inspect;"
+            "assert inspect.iscoroutinefunction(certkit.probe), certkit.probe;"
+            "assert callable(certkit.preflight) and inspect.isfunction(certkit.preflight), certkit.preflight;"
+            "import certkit.cli.probe, certkit.cli.preflight;"
+            "assert inspect.isfunction(certkit.preflight) and inspect.isfunction(certkit.probe_sync)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -15,10 +15,10 @@ import click
 
 from certkit.adapters.fs import atomic_write, read_input
 from certkit.adapters.truststore import TrustStore, default_store_path
+from certkit.checks.preflight import preflight, render_html, render_text
 from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, parse_at, resolve_home, stderr_is_terminal
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
-from certkit.preflight import preflight, render_html, render_text
 
 __all__ = ["COMMANDS"]
 

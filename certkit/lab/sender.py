@@ -5,7 +5,7 @@ with our transport certificate, and, with Domain Security (``domain_secure``), v
 certificate against the recipient domain before sending the message (``TLSSendDomainSecureList``:
 chain to the store, serverAuth, the Domain Security name rule, checkable revocation). On failure the
 :class:`SendResult` holds the queue entry as ``Get-Queue | fl`` shows it (:func:`queue_lines`) and
-certkit's diagnosis from the sender's side (:func:`certkit.probe.diagnose_session` plus the
+certkit's diagnosis from the sender's side (:func:`certkit.checks.probe.diagnose_session` plus the
 verification of the receiver's certificate). Nothing here prints.
 """
 
@@ -21,12 +21,12 @@ from typing import Any
 from certkit.adapters.crlfetch import CrlCache
 from certkit.adapters.dns import resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity, Delivery, SmtpSession, deliver_message
+from certkit.checks.probe import diagnose_session, parse_target
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_WRAP, Finding, Severity
 from certkit.core.trust import AnchorSet, is_self_signed
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError
-from certkit.probe import diagnose_session, parse_target
 from certkit.validation import validate_peer
 
 __all__ = ["FAILOVER", "SendResult", "build_message", "diagnosis_lines", "queue_lines", "send_message"]

@@ -11,7 +11,7 @@
 2. **Routing**: the partner must have MX records (Domain Security routes through DNS); a smart host
    is a blocking finding (a smart-hosted Send connector cannot use Domain Security).
 3. **The partner's endpoints**: every MX address is probed with our client certificate
-   (:func:`certkit.probe.probe_sync`, Exchange rules): STARTTLS, their certificate for the partner
+   (:func:`certkit.checks.probe.probe_sync`, Exchange rules): STARTTLS, their certificate for the partner
    domain in our store, their CRL, and whether they accept our certificate after the handshake.
 4. **The verdict**: ready when no finding is an error and at least one endpoint was reached.
 
@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certkit.adapters.crlfetch import CrlCache, CrlFetch
 from certkit.adapters.dns import MailRoute, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity
+from certkit.checks.probe import AddressResult, probe_sync
 from certkit.clock import Clock, FixedClock, SystemClock, aware
 from certkit.core.findings import Finding, Severity, Side
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
@@ -41,7 +42,6 @@ from certkit.core.lint import lint_certificate
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
 from certkit.core.verify import domain_matches, verify_chain
 from certkit.errors import InputError
-from certkit.probe import AddressResult, probe_sync
 from certkit.validation import validate_peer
 
 __all__ = [
