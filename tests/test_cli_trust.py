@@ -294,3 +294,22 @@ def test_verify_exchange_validator_fetches_crls_from_the_distribution_points(tmp
         before = dict(http.hits)
         assert run("verify", str(chain), "--domain", "contoso.com", "--store", store, "--managed-only").exit_code == 0
         assert http.hits == before
+
+
+def test_a_pinned_exchange_self_signed_certificate_validates_as_itself(tmp_path: Path) -> None:
+    # New-ExchangeCertificate's certificates (and certkit selfsigned's) carry no authorityKeyIdentifier.
+    from certkit import exchange_selfsigned
+
+    pinned, other = exchange_selfsigned("edge.fabrikam.com"), exchange_selfsigned("edge.fabrikam.com")
+    with pytest.raises(x509.ExtensionNotFound):
+        pinned.certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    for name, issued in (("pinned", pinned), ("other", other)):
+        (tmp_path / f"{name}.crt").write_bytes(issued.cert_pem())
+    store = str(tmp_path / "trust")
+    assert run("add", str(tmp_path / "pinned.crt"), "--pin", "--store", store).exit_code == 0
+    for purpose in ("server", "client"):
+        r = run("verify", str(tmp_path / "pinned.crt"), "--domain", "fabrikam.com", "--purpose", purpose,
+                "--managed-only", "--store", store)
+        assert r.exit_code == 0 and "chain.pinned-leaf" in r.output, r.output
+    r = run("verify", str(tmp_path / "other.crt"), "--domain", "fabrikam.com", "--managed-only", "--store", store)
+    assert r.exit_code == 1 and "chain.self-signed" in r.output

@@ -405,19 +405,28 @@ def _ca_policy() -> ExtensionPolicy:
 
 
 @functools.cache
-def _policies(purpose: str, ca_without_key_usage: bool) -> tuple[ExtensionPolicy, ExtensionPolicy] | None:
-    """The extension policies for ``purpose``; ``None`` means cryptography's defaults (the fast path)."""
-    ca = _ca_policy() if ca_without_key_usage else ExtensionPolicy.webpki_defaults_ca()
+def _policies(purpose: str, relaxed: bool) -> tuple[ExtensionPolicy, ExtensionPolicy] | None:
+    """The extension policies for ``purpose``; ``None`` means cryptography's defaults (the fast path).
+
+    ``relaxed`` is private-PKI reality, tried only after the Web PKI defaults refused a path for one of
+    these reasons: a CA without keyUsage (checked only when present, RFC 5280 6.1.4(n)), and an end-entity
+    certificate without an authorityKeyIdentifier (old openssl and ADCS templates, and Exchange's own
+    self-signed certificates, which a partner pins).
+    """
+    ca = _ca_policy() if relaxed else ExtensionPolicy.webpki_defaults_ca()
+    ee = ExtensionPolicy.webpki_defaults_ee()
+    if relaxed:
+        ee = ee.may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
     if purpose == "server":
-        return (ca, ExtensionPolicy.webpki_defaults_ee()) if ca_without_key_usage else None
+        return (ca, ee) if relaxed else None
     # Client certificates of mail servers often carry only a CN (Postfix and Exchange do not require
     # a SAN on the client side); cryptography's client default requires one, so certkit relaxes that.
-    ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
-    return ca, ee
+    return ca, ee.may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
 
 
-# cryptography's message when a CA certificate lacks keyUsage (OID 2.5.29.15).
-_CA_WITHOUT_KEY_USAGE = "2.5.29.15: Certificate is missing required extension"
+# cryptography's messages when a CA lacks keyUsage (2.5.29.15) or a leaf lacks its AKI (2.5.29.35).
+_RELAXABLE = ("2.5.29.15: Certificate is missing required extension",
+              "2.5.29.35: Certificate is missing required extension")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -533,8 +542,8 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
         builder = PolicyBuilder().store(store).time(when)
         if max_depth is not None:
             builder = builder.max_chain_depth(max_depth)
-        # First with cryptography's Web PKI CA policy (fast); only a path refused because a CA lacks
-        # keyUsage is tried again with certkit's CA policy, which checks keyUsage only when present.
+        # First with cryptography's Web PKI policies (fast); only a path refused for a reason private PKIs
+        # commonly have (see _policies) is tried again with certkit's relaxed policies.
         for relaxed in (False, True):
             policies = _policies(purpose, relaxed)
             attempt = builder if policies is None else builder.extension_policies(ca_policy=policies[0],
@@ -548,7 +557,7 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
                 break
             except VerificationError as exc:
                 reason = str(exc).removeprefix("validation failed: ")
-                if _CA_WITHOUT_KEY_USAGE not in reason:
+                if not any(r in reason for r in _RELAXABLE):
                     break
             except ValueError as exc:  # e.g. an extension cryptography cannot parse
                 reason = str(exc)
