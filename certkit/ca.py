@@ -471,7 +471,7 @@ class CertificateAuthority:
             raise InputError(f"Unknown revocation reason {reason!r}.",
                              "Choose one of: " + ", ".join(sorted(_camel(k) for k in REASONS)) + ".")
         self._signing_key()
-        rec = self.get(ref)
+        rec = self.index.get(ref) if isinstance(ref, int) else self.index.find(ref, unique=True)
         return self.index.revoke(rec.serial, at=self.clock.now(), reason=_camel(key))
 
     def publish_crl(self, *, days: int = 7) -> list[CrlInfo]:

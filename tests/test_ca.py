@@ -414,3 +414,20 @@ def test_a_ca_name_too_long_for_a_cn_is_refused(tmp_path: Path) -> None:
         CertificateAuthority.init(tmp_path / "h", name="N" * 62, passphrase=PASS, key_type="ec-p256",
                                   intermediate=True)
     assert not (tmp_path / "h" / "ca.db").exists()
+
+
+def test_revoke_by_name_needs_exactly_one_certificate_with_that_cn(ca: CertificateAuthority) -> None:
+    edge1 = ca.issue("edge1.contoso.com", accepted_domains=["contoso.com"], key_type="ec-p256")
+    ca.issue("edge2.contoso.com", accepted_domains=["contoso.com"], key_type="ec-p256")
+    # An accepted domain shared by both is not a name to revoke by.
+    with pytest.raises(NotFoundError):
+        ca.revoke("contoso.com")
+    ca.renew("edge1.contoso.com")
+    with pytest.raises(UsageError, match="2 valid certificates are named edge1.contoso.com"):
+        ca.revoke("EDGE1.contoso.com.")
+    assert ca.revoke(edge1.serial).status == "revoked"
+    assert ca.revoke("edge1.contoso.com").status == "revoked"  # now only the renewal is valid
+    assert all(r.status == "revoked" for r in ca.records() if r.common_name == "edge1.contoso.com")
+    # show and renew find by normalised name and by SAN
+    assert ca.get("EDGE2.Contoso.COM.").common_name == "edge2.contoso.com"
+    assert ca.get("contoso.com").common_name in {"edge1.contoso.com", "edge2.contoso.com"}

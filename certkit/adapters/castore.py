@@ -20,7 +20,8 @@ from cryptography import x509
 
 from certkit.core.formats import cert_der, sha1_thumbprint, sha256_fingerprint
 from certkit.core.issuance import san_names
-from certkit.errors import NotFoundError, StoreError, UsageError
+from certkit.core.names import dns_name
+from certkit.errors import InputError, NotFoundError, StoreError, UsageError
 
 __all__ = ["SCHEMA_VERSION", "CAIndex", "CertRecord"]
 
@@ -260,8 +261,14 @@ class CAIndex:
                                 "List them with: certkit ca list.")
         return _record(row)
 
-    def find(self, ref: str) -> CertRecord:
-        """A certificate by serial (hex, optionally with colons or 0x) or by name (newest valid first)."""
+    def find(self, ref: str, *, unique: bool = False) -> CertRecord:
+        """A certificate by serial (hex, optionally with colons or 0x) or by name.
+
+        A name is compared as a host name (case, trailing dot and IDN normalised): first with the CN, the
+        newest valid certificate first; then, unless ``unique``, with the SAN names. With ``unique`` (for
+        revocation) a name must be a CN matching exactly one valid certificate: revoking the wrong one
+        takes a production Edge down.
+        """
         text = ref.strip().lower()
         hexpart = text.removeprefix("0x").replace(":", "")
         if hexpart and all(c in "0123456789abcdef" for c in hexpart) and len(hexpart) >= 8:
@@ -269,10 +276,22 @@ class CAIndex:
                                    (format(int(hexpart, 16), "x"),)).fetchone()
             if row is not None:
                 return _record(row)
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM certs WHERE common_name = ? OR EXISTS "
-            "(SELECT 1 FROM json_each(certs.names) WHERE json_each.value = ?) "
-            "ORDER BY (status = 'valid') DESC, issued_at DESC, not_after DESC", (text, text)).fetchall()
+        try:
+            name = dns_name(text)
+        except InputError:
+            name = text
+        order = "ORDER BY (status = 'valid') DESC, issued_at DESC, not_after DESC"
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM certs WHERE common_name = ? {order}", (name,)).fetchall()
+        if unique:
+            valid = [r for r in rows if r["status"] == "valid"]
+            if len(valid) > 1:
+                serials = ", ".join(r["serial"] for r in valid)
+                raise UsageError(f"{len(valid)} valid certificates are named {name} (serials {serials}).",
+                                 "Name the one you mean by its serial (certkit ca list).")
+        elif not rows:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM certs WHERE EXISTS "
+                f"(SELECT 1 FROM json_each(certs.names) WHERE json_each.value = ?) {order}", (name,)).fetchall()
         if not rows:
             raise NotFoundError(f"No certificate with serial or name {ref!r} in this CA.",
                                 "List them with: certkit ca list.")
