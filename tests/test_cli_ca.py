@@ -342,3 +342,17 @@ def test_inspect_a_certificate_whose_extension_cannot_be_parsed(tmp_path: Path) 
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     code, out, err = run("inspect", str(path))
     assert code == 1 and "CANNOT BE PARSED" in out and "chain.invalid" in out and not err
+
+
+def test_hostile_pem_is_read_in_linear_time(tmp_path: Path) -> None:
+    # Thousands of BEGIN lines without an END: a lazy regular expression took minutes on 560 KB.
+    import time
+
+    from certkit.core.formats import detect
+    from certkit.errors import MalformedInputError
+
+    for data in (b"-----BEGIN CERTIFICATE-----\n" * 200_000, b"-----BEGIN X-----" * 500_000):
+        start = time.process_time()
+        with pytest.raises(MalformedInputError, match="no complete PEM block"):
+            detect(data)
+        assert time.process_time() - start < 20  # generous: linear takes well under a second

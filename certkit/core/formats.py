@@ -40,7 +40,7 @@ __all__ = [
 #: Inputs larger than this are refused before parsing: no certificate file is legitimately this big.
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 #]+)-----\r?\n(.*?)-----END \1-----", re.S)
+_LABEL = re.compile(rb"[A-Z0-9 #]{1,64}")
 
 
 class Kind(enum.StrEnum):
@@ -104,7 +104,33 @@ def cert_der(cert: x509.Certificate) -> bytes:
 
 
 def _pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
-    return [(m.group(1).decode("ascii"), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+    """Every complete ``-----BEGIN X-----`` ... ``-----END X-----`` block, in order.
+
+    A linear scan (a regular expression with a lazy body and a back-reference is quadratic on hostile
+    input: thousands of BEGIN lines without an END took minutes).
+    """
+    out: list[tuple[str, bytes]] = []
+    last_end: dict[bytes, int] = {}
+    pos = 0
+    while True:
+        begin = data.find(b"-----BEGIN ", pos)
+        if begin < 0:
+            return out
+        close = data.find(b"-----", begin + 11)
+        if close < 0:
+            return out
+        label = data[begin + 11:close]
+        pos = close + 5
+        if not _LABEL.fullmatch(label):
+            continue
+        end_marker = b"-----END " + label + b"-----"
+        if label not in last_end:
+            last_end[label] = data.rfind(end_marker)
+        if last_end[label] < pos:
+            continue  # no END for this label after here: a truncated block
+        end = data.find(end_marker, pos)
+        out.append((label.decode("ascii"), data[begin:end + len(end_marker)]))
+        pos = end + len(end_marker)
 
 
 def _broken_pem(source: str, label: str, exc: Exception) -> MalformedInputError:
