@@ -423,7 +423,7 @@ def test_revoke_by_name_needs_exactly_one_certificate_with_that_cn(ca: Certifica
     with pytest.raises(NotFoundError):
         ca.revoke("contoso.com")
     ca.renew("edge1.contoso.com")
-    with pytest.raises(UsageError, match="2 valid certificates are named edge1.contoso.com"):
+    with pytest.raises(UsageError, match=r"2 valid certificates are named edge1\.contoso\.com"):
         ca.revoke("EDGE1.contoso.com.")
     assert ca.revoke(edge1.serial).status == "revoked"
     assert ca.revoke("edge1.contoso.com").status == "revoked"  # now only the renewal is valid

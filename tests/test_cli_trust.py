@@ -313,3 +313,22 @@ def test_a_pinned_exchange_self_signed_certificate_validates_as_itself(tmp_path:
         assert r.exit_code == 0 and "chain.pinned-leaf" in r.output, r.output
     r = run("verify", str(tmp_path / "other.crt"), "--domain", "fabrikam.com", "--managed-only", "--store", store)
     assert r.exit_code == 1 and "chain.self-signed" in r.output
+
+
+def test_export_refreshes_in_place_with_force(tmp_path: Path, pkis: dict[str, pki.Issued]) -> None:
+    store = str(tmp_path / "trust")
+    for name in ("a", "b"):
+        root = pki.make_root(f"Root {name}", org=name, fresh_key=True)
+        (tmp_path / f"{name}.pem").write_bytes(root.pem)
+        assert run("add", str(tmp_path / f"{name}.pem"), "--label", name, "--store", store).exit_code == 0
+    bundle, folder = tmp_path / "ca.pem", tmp_path / "cer"
+    for fmt, out in (("pem", bundle), ("der-dir", folder)):
+        assert run("export", "--format", fmt, "--out", str(out), "--store", store).exit_code == 0
+        r = run("export", "--format", fmt, "--out", str(out), "--store", store)
+        assert r.exit_code == 2 and "--force" in r.stderr
+    assert len(list(folder.glob("*.cer"))) == 2
+    assert run("remove", "b", "--store", store).exit_code == 0
+    for fmt, out in (("pem", bundle), ("der-dir", folder)):
+        assert run("export", "--format", fmt, "--out", str(out), "--store", store, "--force").exit_code == 0
+    assert len(x509.load_pem_x509_certificates(bundle.read_bytes())) == 1
+    assert [p.name.startswith("a-") for p in folder.glob("*.cer")] == [True]

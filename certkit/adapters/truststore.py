@@ -370,11 +370,14 @@ class TrustStore:
         """The certificates to export: managed anchors (and certifi's roots with ``include_public``)."""
         return list(self.anchor_set(managed_only=not include_public).certificates)
 
-    def export(self, fmt: str, out: Path | None, *, include_public: bool = False) -> bytes | list[Path]:
+    def export(self, fmt: str, out: Path | None, *, include_public: bool = False,
+               overwrite: bool = False) -> bytes | list[Path]:
         """``pem``: a bundle (Postfix ``smtp_tls_CAfile``, OpenSSL); ``p7b``: PKCS#7 DER (Windows);
         ``der-dir``: a folder of ``.cer`` files (certutil -addstore, the certificates MMC snap-in).
 
-        Returns the bytes (pem/p7b without ``out``) or the written paths.
+        Returns the bytes (pem/p7b without ``out``) or the written paths. ``overwrite`` refreshes an
+        earlier export in place (atomically); for ``der-dir`` it also removes the ``.cer`` files of an
+        earlier export whose anchors are no longer in the store.
         """
         certs = self.export_certificates(include_public=include_public)
         if fmt == "pem":
@@ -393,12 +396,22 @@ class TrustStore:
             for fp, a in anchors.items():
                 stem = re.sub(r"[^A-Za-z0-9._-]+", "_", a.label or _cn(a.cert) or "anchor").strip("_")[:40]
                 files.append((out / f"{stem}-{fp[:16]}.cer", cert_der(a.cert), PUBLIC))
-            return atomic_write_many(files)
+            written = atomic_write_many(files, overwrite=overwrite)
+            if overwrite:
+                keep = {p.name for p in written}
+                for old in out.glob("*.cer"):
+                    if old.name not in keep and _EXPORTED.search(old.name):
+                        old.unlink(missing_ok=True)
+            return written
         else:
             raise UsageError(f"Unknown export format {fmt!r}.", "Use pem, p7b or der-dir.")
         if out is None:
             return data
-        return [atomic_write(out, data)]
+        return [atomic_write(out, data, overwrite=overwrite)]
+
+
+#: The name certkit gives an exported anchor: ``<label>-<16 hex of the SHA-256>.cer``.
+_EXPORTED = re.compile(r"-[0-9A-F]{16}\.cer$")
 
 
 def _cn(cert: x509.Certificate) -> str:

@@ -250,14 +250,16 @@ def remove_cmd(ref: str, home: str | None, store: str | None) -> None:
                    "der-dir: a folder of .cer files for certutil / the MMC.")
 @click.option("--out", type=click.Path(), default=None, help="Where to write (pem: default stdout).")
 @click.option("--include-public", is_flag=True, help="Include certifi's Mozilla roots too.")
+@click.option("--force", is_flag=True, help="Refresh an earlier export in place (der-dir: drop removed anchors).")
 @home_option
 @_store_option
-def export_cmd(fmt: str, out: str | None, include_public: bool, home: str | None, store: str | None) -> None:
+def export_cmd(fmt: str, out: str | None, include_public: bool, force: bool, home: str | None,
+               store: str | None) -> None:
     """Export the anchors for Postfix, OpenSSL or Windows."""
     ts = _open(home, store)
     if fmt == "p7b" and out is None:
         raise UsageError("--format p7b writes binary data and needs --out FILE.", "Add --out anchors.p7b.")
-    result = ts.export(fmt, Path(out) if out else None, include_public=include_public)
+    result = ts.export(fmt, Path(out) if out else None, include_public=include_public, overwrite=force)
     if isinstance(result, bytes):
         click.echo(result.decode("ascii"), nl=False)
         return
