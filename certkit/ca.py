@@ -135,10 +135,11 @@ class IssuedCertificate:
 class WriteOptions:
     """Where and how issuance writes the files, as part of the same step that records the certificate.
 
-    With these, :meth:`CertificateAuthority.issue_many` (and ``issue``, ``sign_csr``, ``renew``) stage the
-    files, record the certificates and publish the files in one index transaction: either the record and
-    all its files exist afterwards, or neither (a missing password, a file in the way, a folder that cannot
-    be written, an interruption: nothing is recorded).
+    With these, :meth:`CertificateAuthority.issue_many` (and ``issue``, ``sign_csr``, ``renew``) write the
+    files under temporary names, record the certificates, then publish the files (all or none); if
+    publishing fails (a file in the way, a folder that cannot be written, an interruption) the records
+    are removed again. A certificate whose files exist always has a record; only a process killed between
+    the two steps can leave a record whose files were never published (its key lost with them).
     """
 
     out_dir: Path
@@ -354,20 +355,28 @@ class CertificateAuthority:
                         self.index.insert(db, item.certificate, profile=str(req.profile), issued_at=issued_at,
                                           common_name=req.common_name, names=_san_text(req.sans),
                                           renewed_from=prev)
-                    if staged is not None:
-                        # Published inside the transaction: if the commit fails, the files go again.
-                        staged.publish()
-                        for item, paths in zip(issued, own, strict=True):
-                            self.index.set_files_in(db, item.serial, {k: str(v.resolve()) for k, v in paths.items()})
             except DuplicateSerial:
                 if staged is not None:
                     staged.discard()
                 continue
             except BaseException:
                 if staged is not None:
-                    staged.unpublish()
                     staged.discard()
                 raise
+            if staged is not None:
+                # Recorded first, then published: a certificate whose files exist always has a record (it
+                # can be revoked). If publishing fails, nobody holds the certificate or its key, and its
+                # record goes again.
+                try:
+                    staged.publish()
+                except BaseException:
+                    with self.index.transaction() as db:
+                        for item in issued:
+                            self.index.delete_unpublished(db, item.serial)
+                    raise
+                with self.index.transaction() as db:
+                    for item, paths in zip(issued, own, strict=True):
+                        self.index.set_files_in(db, item.serial, {k: str(v.resolve()) for k, v in paths.items()})
             return [replace(i, paths=paths) for i, paths in zip(issued, own, strict=True)]
         raise StoreError("Could not allocate unique serial numbers after 5 attempts.",
                          "The CA index may be damaged: check it with certkit ca status.")

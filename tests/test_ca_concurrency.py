@@ -37,14 +37,18 @@ def test_four_processes_issuing_at_once_never_duplicate_a_serial(ca: Certificate
 
 _KILL_SCRIPT = """
 import sys
+from pathlib import Path
 from certkit import CertificateAuthority, IssueRequest
+from certkit.ca import WriteOptions
 ca = CertificateAuthority.open(sys.argv[1], passphrase=sys.argv[2].encode())
+out = WriteOptions(Path(sys.argv[4]), pfx_password=b"pfx")
 i = 0
 while True:
     if i % 3 == 0:
-        ca.issue_many([IssueRequest(f"b{sys.argv[3]}-{i}-{j}.contoso.com", key_type="ec-p256") for j in range(5)])
+        ca.issue_many([IssueRequest(f"b{sys.argv[3]}-{i}-{j}.contoso.com", key_type="ec-p256") for j in range(5)],
+                      write=out if i % 2 else None)
     else:
-        ca.issue(f"k{sys.argv[3]}-{i}.contoso.com", key_type="ec-p256")
+        ca.issue(f"k{sys.argv[3]}-{i}.contoso.com", key_type="ec-p256", write=out)
     if i % 7 == 0:
         ca.publish_crl()
     i += 1
@@ -55,11 +59,12 @@ while True:
 def test_a_process_killed_at_any_point_leaves_complete_records_or_none(ca: CertificateAuthority,
                                                                        tmp_path: Path) -> None:
     script = tmp_path / "issue_forever.py"
+    out = tmp_path / "out"
     script.write_text(_KILL_SCRIPT)
     rng = random.Random(1234)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     for run in range(6):
-        proc = subprocess.Popen([sys.executable, str(script), str(ca.home), PASS.decode(), str(run)],
+        proc = subprocess.Popen([sys.executable, str(script), str(ca.home), PASS.decode(), str(run), str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         assert proc.stdout is not None
         proc.stdout.readline()  # it has issued at least once: the kill lands in the middle of the loop
@@ -74,6 +79,19 @@ def test_a_process_killed_at_any_point_leaves_complete_records_or_none(ca: Certi
         cert = x509.load_der_x509_certificate(rec.der)
         assert cert.serial_number == rec.serial
         assert rec.common_name.endswith(".contoso.com")
+    # files: every published certificate has its record (it can be revoked), and every record that lists
+    # files has them all, with the key that matches the certificate
+    by_serial = {r.serial: r for r in records}
+    for crt in out.glob("*.crt"):
+        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        assert cert.serial_number in by_serial, f"{crt.name} was published without a record"
+    from cryptography.hazmat.primitives import serialization
+
+    for rec in records:
+        if rec.files:
+            assert set(rec.files) == {"crt", "chain.pem", "key", "pfx"}, rec.files
+            key = serialization.load_pem_private_key(Path(rec.files["key"]).read_bytes(), None)
+            assert key.public_key() == x509.load_der_x509_certificate(rec.der).public_key()
     # batches are all-or-nothing: every batch's five certificates are there, or none is
     batches: dict[str, int] = {}
     for rec in records:

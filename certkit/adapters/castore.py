@@ -250,6 +250,10 @@ class CAIndex:
         with self.transaction() as db:
             self.set_files_in(db, serial, files)
 
+    def delete_unpublished(self, db: sqlite3.Connection, serial: int) -> None:
+        """Forget a certificate whose files could not be published: nobody holds it or its key."""
+        db.execute("DELETE FROM certs WHERE serial = ? AND files = '{}'", (serial_hex(serial),))
+
     def set_files_in(self, db: sqlite3.Connection, serial: int, files: dict[str, str]) -> None:
         """Record the files of a certificate inside an open transaction."""
         db.execute("UPDATE certs SET files = ? WHERE serial = ?", (json.dumps(files), serial_hex(serial)))
