@@ -235,10 +235,14 @@ class CertificateAuthority:
                 raise InputError(f"{url} is not an http:// URL.",
                                  "CRL and AIA URLs must be plain HTTP (RFC 5280; Windows fetches them without TLS).")
         domains = [dns_name(d) for d in permit_domains]
-        existing = [p for p in ("ca.db", "root.key", "root.crt", "issuing.key") if (home / p).exists()]
-        if existing:
+        existing = [p for p in ("ca.db", "root.key", "root.crt", "issuing.crt", "issuing.key") if (home / p).exists()]
+        if "ca.db" in existing:
             raise AlreadyExistsError(f"{home} already holds a CA ({', '.join(existing)}).",
                                      "Use it, or choose another --home for a new CA.")
+        if existing:
+            raise AlreadyExistsError(
+                f"{home} holds the files of an interrupted 'ca init' ({', '.join(existing)}) but no index.",
+                f"Delete {', '.join(existing)} in {home} and run certkit ca init again.")
         home.mkdir(parents=True, exist_ok=True)
         with file_lock(home / ".lock"):
             if (home / "ca.db").exists():

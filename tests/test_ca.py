@@ -431,3 +431,18 @@ def test_revoke_by_name_needs_exactly_one_certificate_with_that_cn(ca: Certifica
     # show and renew find by normalised name and by SAN
     assert ca.get("EDGE2.Contoso.COM.").common_name == "edge2.contoso.com"
     assert ca.get("contoso.com").common_name in {"edge1.contoso.com", "edge2.contoso.com"}
+
+
+def test_init_over_an_interrupted_init_says_what_to_delete(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "root.key").write_text("left over")
+    with pytest.raises(AlreadyExistsError, match=r"interrupted 'ca init'.*Delete root\.key"):
+        CertificateAuthority.init(home, name="Again", passphrase=PASS, key_type="ec-p256")
+
+
+def test_a_file_with_two_requests_is_refused() -> None:
+    one = _csr(generate_key("ec-p256"), "a.contoso.com", []).public_bytes(serialization.Encoding.PEM)
+    two = _csr(generate_key("ec-p256"), "b.contoso.com", []).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(MalformedInputError, match="2 certificate requests"):
+        load_csr(one + two)

@@ -332,3 +332,9 @@ def test_export_refreshes_in_place_with_force(tmp_path: Path, pkis: dict[str, pk
         assert run("export", "--format", fmt, "--out", str(out), "--store", store, "--force").exit_code == 0
     assert len(x509.load_pem_x509_certificates(bundle.read_bytes())) == 1
     assert [p.name.startswith("a-") for p in folder.glob("*.cer")] == [True]
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z"])
+def test_verify_at_an_absurd_time_is_misuse(at: str, files: dict[str, Path], home: Path) -> None:
+    r = run("verify", files["chain"], "--at", at, "--home", home)
+    assert r.exit_code == 2 and "Traceback" not in r.output

@@ -99,9 +99,11 @@ def parse_at(text: str) -> dt.datetime:
     except (ValueError, IndexError):
         raise InputError(f"--at {text!r} is not an ISO 8601 time.", "Write e.g. 2027-01-01T00:00:00Z.") from None
     if value.tzinfo is None:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
-            return value.replace(tzinfo=dt.UTC)
-        raise InputError(f"--at {text!r} has no time zone.", "Add Z (UTC) or an offset such as +01:00.")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
+            raise InputError(f"--at {text!r} has no time zone.", "Add Z (UTC) or an offset such as +01:00.")
+        value = value.replace(tzinfo=dt.UTC)
+    if not 1950 <= value.year <= 9000:
+        raise InputError(f"--at {text!r} is outside the years certificates use.", "Give a year from 1950 to 9000.")
     return value.astimezone(dt.UTC)
 
 

@@ -265,6 +265,9 @@ def load_csr(data: bytes, *, source: str = "the request") -> x509.CertificateSig
             if not blocks:
                 raise MalformedInputError(f"{source} holds no certificate request PEM block.",
                                           "Give the .req/.csr file written by New-ExchangeCertificate or openssl req.")
+            if len(blocks) > 1:
+                raise MalformedInputError(f"{source} holds {len(blocks)} certificate requests; certkit signs one "
+                                          "at a time.", "Split the file and sign each request on its own.")
             block = blocks[0].replace(b"NEW CERTIFICATE REQUEST", b"CERTIFICATE REQUEST")
             csr = x509.load_pem_x509_csr(block)
         else:
