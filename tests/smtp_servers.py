@@ -99,6 +99,8 @@ class Scripted:
     require_tls_for_mail: bool = False
     request_client_cert: bool = True
     mail_reply_after_tls: str | None = None  # e.g. Exchange's "454 4.7.5 Certificate validation failure" at MAIL
+    ehlo_reply: str | None = None  # a refusal of EHLO and HELO (e.g. "550 5.7.1 Access denied")
+    rcpt_reply: str = "250 2.1.5 Ok"
     sessions: list[TlsInfo] = field(default_factory=list)
 
     def __call__(self, sock: socket.socket) -> None:
@@ -137,7 +139,9 @@ class Scripted:
                         return
                     continue
             first_after_tls = False
-            if verb == "EHLO":
+            if verb in ("EHLO", "HELO") and self.ehlo_reply is not None:
+                send(self.ehlo_reply)
+            elif verb == "EHLO":
                 caps = ["PIPELINING", "SIZE 10240000"]
                 if self.offer_starttls and tls is None and self.identity is not None:
                     caps.append("STARTTLS")
@@ -164,7 +168,7 @@ class Scripted:
                 else:
                     send("250 2.1.0 Ok")
             elif verb == "RCPT":
-                send("250 2.1.5 Ok")
+                send(self.rcpt_reply)
             elif verb in ("RSET", "NOOP"):
                 send("250 2.0.0 Ok")
             elif verb == "QUIT":

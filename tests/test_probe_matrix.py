@@ -303,8 +303,6 @@ def test_slow_and_broken_servers(smtp_server: Start, pki: Pki, handler: Handler,
 @pytest.mark.parametrize(("reply", "expected"), [
     ("454 4.7.5 Certificate validation failure", ["peer.rejected-issuer-not-accepted"]),
     ("530 5.7.1 Client was not authenticated", ["peer.rejected-issuer-not-accepted"]),
-    ("421 4.3.2 System not accepting network messages", []),  # not about security: no verdict on our certificate
-    ("550 5.7.1 Sender rejected by policy", []),
 ])
 def test_rejection_at_mail_from(smtp_server: Start, pki: Pki, reply: str, expected: list[str]) -> None:
     foreign = make_leaf(make_root("Contoso Other Root", org="Contoso Other"), ["edge.contoso.test"])
@@ -312,8 +310,56 @@ def test_rejection_at_mail_from(smtp_server: Start, pki: Pki, reply: str, expect
                                mail_reply_after_tls=reply))
     results = _probe(srv, pki, validator="postfix", identity=ClientIdentity(foreign.cert, foreign.key))
     assert codes(results) == expected
-    if expected:
-        [f] = results[0].all_findings
-        assert f.evidence["step"] == "at MAIL FROM" and f.evidence["reply"] == reply
-        assert "at MAIL FROM" in f.detail
-        assert exit_code(results) == 1
+    [f] = results[0].all_findings
+    assert f.evidence["step"] == "at MAIL FROM" and f.evidence["reply"] == reply
+    assert "at MAIL FROM" in f.detail
+    assert exit_code(results) == 1
+
+
+@pytest.mark.parametrize(("reply", "status", "side", "exchange"), [
+    ("421 4.3.2 System not accepting network messages", "4.3.2", "theirs",
+     '451 4.4.0 Primary target IP address responded with: "421 4.3.2 System not accepting network messages."'),
+    ("451 4.3.0 Temporary lookup failure", "4.3.0", "theirs",
+     '451 4.4.0 Primary target IP address responded with: "451 4.3.0 Temporary lookup failure."'),
+    ("550 5.7.1 Sender rejected by policy", "5.7.1", "configuration", None),
+    ("503 5.5.1 Error: nested MAIL command", "5.5.1", "theirs", None),
+    ("550 Sender refused", "5.0.0", "theirs", None),
+])
+def test_refusal_at_mail_from_is_never_success(smtp_server: Start, pki: Pki, reply: str, status: str, side: str,
+                                                exchange: str | None) -> None:
+    """Not a refusal of our certificate, but no mail would go: an error with the reply's status."""
+    foreign = make_leaf(make_root("Contoso Other Root", org="Contoso Other"), ["edge.contoso.test"])
+    srv = smtp_server(Scripted(identity=pki.leaf(), chain=[pki.inter.cert], client_cas=[pki.inter.cert],
+                               mail_reply_after_tls=reply))
+    results = _probe(srv, pki, validator="postfix", identity=ClientIdentity(foreign.cert, foreign.key))
+    assert codes(results) == ["smtp.mail-refused"]
+    [addr] = results[0].addresses
+    assert addr.verdict == "would fail: MAIL FROM refused"
+    [f] = addr.findings
+    data = f.to_dict()
+    assert data["enhanced_status"] == status and data["side"] == side and data["tlsrpt_result_type"] is None
+    assert data["exchange_text"] == (exchange or "451 4.4.0 Primary target IP address responded with: "
+                                     '"<their reply to MAIL FROM>."')
+    assert f.evidence["reply"] == reply and reply in f.detail
+    assert exit_code(results) == 1
+
+
+@pytest.mark.parametrize("offer_starttls", [False, True])
+def test_refused_greeting_is_never_success(smtp_server: Start, pki: Pki, offer_starttls: bool) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(), chain=[pki.inter.cert], offer_starttls=offer_starttls,
+                               ehlo_reply="550 5.7.1 Access denied"))
+    results = _probe(srv, pki)
+    assert codes(results) == ["smtp.ehlo-refused"]
+    [addr] = results[0].addresses
+    assert not addr.ok and addr.verdict == "would fail: EHLO refused"
+    assert addr.findings[0].to_dict()["enhanced_status"] == "5.7.1"
+
+
+def test_refused_recipient_is_not_would_deliver(smtp_server: Start, pki: Pki) -> None:
+    srv = smtp_server(Scripted(identity=pki.leaf(), chain=[pki.inter.cert],
+                               rcpt_reply="550 5.1.1 <postmaster@fabrikam.test>: Recipient address rejected"))
+    results = _probe(srv, pki)
+    assert codes(results) == ["smtp.recipient-refused"]
+    [addr] = results[0].addresses
+    assert "would deliver" not in addr.verdict and "recipient was refused" in addr.verdict
+    assert addr.findings[0].to_dict()["enhanced_status"] == "5.1.1"

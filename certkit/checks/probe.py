@@ -29,7 +29,7 @@ from certkit.adapters.crlfetch import CrlCache
 from certkit.adapters.dns import resolve_mail_domain
 from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
-from certkit.core.findings import Finding, Severity
+from certkit.core.findings import EXCHANGE_WRAP, Finding, Severity, Side
 from certkit.core.smtp import Reply
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError
@@ -45,6 +45,7 @@ __all__ = [
     "parse_target",
     "probe",
     "probe_sync",
+    "rejection_of_us",
 ]
 
 
@@ -117,6 +118,9 @@ class AddressResult:
     @property
     def verdict(self) -> str:
         if self.ok:
+            refused = next((f for f in self.findings if f.code == "smtp.recipient-refused"), None)
+            if refused is not None:
+                return "TLS and certificates are fine, but the test recipient was refused (not delivered)"
             return "would deliver with Domain Security"
         first = next(f for f in self.findings if f.severity is Severity.ERROR)
         return f"would fail: {first.entry.title}"
@@ -188,20 +192,39 @@ def _has_client_auth(cert: x509.Certificate) -> bool:
     return ExtendedKeyUsageOID.CLIENT_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
 
 
-def _rejection_of_us(session: SmtpSession) -> tuple[str, Reply] | None:
-    """The reply (and its step) by which the server refused us after the handshake, if it did.
+def _is_security_refusal(reply: Reply) -> bool:
+    """A reply that refuses us for security: 421/454/530/554 with a 4.7.x/5.7.x or no enhanced status."""
+    return reply.code in REJECTION_CODES and (reply.enhanced is None or reply.enhanced[2:4] == "7.")
 
-    Postfix refuses the first command after the handshake (``421 4.7.1``); Exchange may accept EHLO and
-    refuse ``MAIL FROM`` (``454 4.7.5 Certificate validation failure``). At MAIL FROM only a security
-    reply counts (421/454/530/554 with a 4.7.x/5.7.x or no enhanced status), not a policy refusal.
+
+def rejection_of_us(session: SmtpSession) -> tuple[str, Reply] | None:
+    """Where and by which reply the server refused us after the handshake, if it did (the one rule).
+
+    Postfix refuses the first command after the handshake (``421 4.7.1``): any of 421/454/530/554 there
+    is a refusal of our certificate. Exchange accepts EHLO and refuses ``MAIL FROM`` (``454 4.7.5
+    Certificate validation failure``); at MAIL FROM (or RCPT TO) only a security reply counts (421/454/
+    530/554 with a 4.7.x/5.7.x or no enhanced status), not a policy or availability refusal such as
+    ``421 4.3.2`` or ``550 5.7.1``. Returns ``("after the handshake" | "at MAIL FROM" | "at RCPT TO", reply)``.
+    The lab sender uses this same function.
     """
+    if session.tls is None:
+        return None
     if session.rejected_after_tls and session.after_tls is not None:
         return "after the handshake", session.after_tls
-    mail = session.mail
-    if (session.tls is not None and mail is not None and mail.code in REJECTION_CODES
-            and (mail.enhanced is None or mail.enhanced[2:4] == "7.")):
-        return "at MAIL FROM", mail
+    for where, reply in (("at MAIL FROM", session.mail), ("at RCPT TO", session.rcpt)):
+        if reply is not None and _is_security_refusal(reply):
+            return where, reply
     return None
+
+
+def _reply_status(reply: Reply) -> str:
+    """The reply's RFC 3463 status, or ``X.0.0`` (other or undefined status) when it gave none."""
+    return reply.enhanced or f"{reply.code // 100}.0.0"
+
+
+def _wrapped(reply: Reply) -> str | None:
+    """What Exchange's queue shows for a transient reply (``451 4.4.0 ... responded with: "..."``)."""
+    return EXCHANGE_WRAP.format(inner=reply.text.rstrip(".")) if reply.transient else None
 
 
 def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.datetime, reply: Reply,
@@ -264,14 +287,29 @@ def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = 
         out.append(Finding("smtp.starttls-refused", f"STARTTLS was answered '{s.starttls.text}'.", subject=where))
     if s.tls is not None and s.tls.old_protocol:
         out.append(Finding("tls.old-protocol", f"The session used {s.tls.version}.", subject=where))
-    rejection = _rejection_of_us(s)
+    rejection = rejection_of_us(s)
     if rejection is not None:
         out.extend(_our_causes(s, identity, at, rejection[1], rejection[0]))
         return out
-    if s.mail is not None and s.mail.code == 530:
+    greeting = s.after_tls if s.tls is not None else s.ehlo
+    if greeting is not None and not greeting.positive:
+        when = "after the handshake" if s.tls is not None else "in plaintext"
+        out.append(Finding("smtp.ehlo-refused", f"EHLO/HELO {when} was answered '{greeting.text}'.", subject=where,
+                           enhanced_status=_reply_status(greeting), exchange_text=_wrapped(greeting),
+                           evidence={"reply": greeting.text, "step": when}))
+    elif s.mail is not None and s.mail.code == 530:
         out.append(Finding("smtp.tls-required", f"MAIL FROM was answered '{s.mail.text}'.", subject=where))
+    elif s.mail is not None and not s.mail.positive:
+        sender_refused = s.mail.permanent and (s.mail.enhanced or "").startswith(("5.1.", "5.7.1"))
+        after = " after the handshake" if s.tls is not None else ""
+        out.append(Finding("smtp.mail-refused", f"MAIL FROM{after} was answered '{s.mail.text}'; it is not a "
+                           "refusal of our certificate, but no mail would be delivered.", subject=where,
+                           side=Side.CONFIGURATION if sender_refused else None,
+                           enhanced_status=_reply_status(s.mail), exchange_text=_wrapped(s.mail),
+                           evidence={"reply": s.mail.text, "step": "at MAIL FROM"}))
     elif s.rcpt is not None and not s.rcpt.positive:
-        out.append(Finding("smtp.recipient-refused", f"RCPT TO was answered '{s.rcpt.text}'.", subject=where))
+        out.append(Finding("smtp.recipient-refused", f"RCPT TO was answered '{s.rcpt.text}'.", subject=where,
+                           enhanced_status=_reply_status(s.rcpt), evidence={"reply": s.rcpt.text}))
     return out
 
 

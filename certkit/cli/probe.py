@@ -127,8 +127,8 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
                            + " <- ".join(c.subject.rfc4514_string() for c in tls.peer_chain))
             for f in a.findings:
                 click.echo(f"  {f.severity}: {f.code}: {f.detail}")
-                if f.entry.exchange_text and f.severity == "error":
-                    click.echo(f"    Exchange shows: {f.entry.exchange_text}")
+                if f.exchange_text and f.severity == "error":
+                    click.echo(f"    Exchange shows: {f.exchange_text}")
                 click.echo(f"    fix: {f.entry.remedy}")
             if verbose and a.session is not None:
                 for line in a.session.transcript:

@@ -216,6 +216,20 @@ _ENTRIES: tuple[Code, ...] = (
        "Send with STARTTLS (on Exchange: the Send connector must not ignore STARTTLS).",
        status="5.7.0", exchange=EXCHANGE_WRAP.format(inner="530 5.7.0 Must issue a STARTTLS command first"),
        postfix="530 5.7.0 Must issue a STARTTLS command first"),
+    _c("smtp.mail-refused", "error", "theirs", "MAIL FROM refused",
+       "The server refused the transaction at MAIL FROM for a reason that is not about TLS or our certificate "
+       "(the server is not accepting mail now, a policy refuses our sender, or the dialogue broke). No mail "
+       "would be delivered; the finding's enhanced status is the one of their reply.",
+       "Read their reply: a 4.x.x is temporary (retry later, or ask the partner why their server refuses); "
+       "a 5.1.x or 5.7.1 refuses the sender address (probe with --mail-from an address of ours they accept, "
+       "and check SPF/sender policy); 503 5.5.1 means a command sequence problem on their side.",
+       exchange=EXCHANGE_WRAP.format(inner="<their reply to MAIL FROM>")),
+    _c("smtp.ehlo-refused", "error", "theirs", "EHLO refused",
+       "The server refused both EHLO and HELO, so no mail transaction (and no STARTTLS) is possible; "
+       "after the handshake this means the TLS session was accepted but the greeting was not.",
+       "Read their reply: a refused greeting usually means our IP address or EHLO name is blocked by "
+       "their policy (check --helo, and ask the partner).",
+       exchange=EXCHANGE_WRAP.format(inner="<their reply to EHLO>")),
     _c("smtp.recipient-refused", "warning", "configuration", "recipient refused",
        "The server refused the test recipient; this is not a TLS problem.",
        "Probe with a recipient the server accepts (--rcpt postmaster@DOMAIN)."),
@@ -301,6 +315,10 @@ class Finding:
     severity: Severity | None = None
     side: Side | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    #: This occurrence's RFC 3463 status (e.g. from the server's reply), overriding the catalogue's.
+    enhanced_status: str | None = None
+    #: What Exchange shows for this occurrence (e.g. its reply wrapped), overriding the catalogue's.
+    exchange_text: str | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CATALOGUE:
@@ -310,6 +328,10 @@ class Finding:
             object.__setattr__(self, "severity", entry.severity)
         if self.side is None:
             object.__setattr__(self, "side", entry.side)
+        if self.enhanced_status is None:
+            object.__setattr__(self, "enhanced_status", entry.enhanced_status)
+        if self.exchange_text is None:
+            object.__setattr__(self, "exchange_text", entry.exchange_text)
 
     @property
     def entry(self) -> Code:
@@ -325,8 +347,8 @@ class Finding:
             "detail": self.detail,
             "subject": self.subject,
             "tlsrpt_result_type": e.tlsrpt_result_type,
-            "enhanced_status": e.enhanced_status,
-            "exchange_text": e.exchange_text,
+            "enhanced_status": self.enhanced_status,
+            "exchange_text": self.exchange_text,
             "postfix_text": e.postfix_text,
             "explanation": e.explanation,
             "remedy": e.remedy,
