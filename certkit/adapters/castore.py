@@ -156,6 +156,13 @@ class CAIndex:
             # may undo the last ones, and never leaves a torn row.
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc) or "unable to open" in str(exc):
+                raise InputError(f"The CA index {path} cannot be opened for writing ({exc}).",
+                                 "Run certkit as the user who owns the CA home (the index keeps a journal beside "
+                                 "it, so even reading needs write access to the folder).") from None
+            raise StoreError(f"The CA index {path} cannot be opened ({exc}).",
+                             "Restore the CA home from a backup.") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"The CA index {path} cannot be opened ({exc}).",
                              "Restore the CA home from a backup.") from None
