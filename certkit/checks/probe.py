@@ -301,9 +301,9 @@ def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = 
         out.append(Finding("smtp.tls-required", f"MAIL FROM was answered '{s.mail.text}'.", subject=where))
     elif s.mail is not None and not s.mail.positive:
         sender_refused = s.mail.permanent and (s.mail.enhanced or "").startswith(("5.1.", "5.7.1"))
-        after = " after the handshake" if s.tls is not None else ""
-        out.append(Finding("smtp.mail-refused", f"MAIL FROM{after} was answered '{s.mail.text}'; it is not a "
-                           "refusal of our certificate, but no mail would be delivered.", subject=where,
+        after = " (sent over TLS)" if s.tls is not None else ""
+        out.append(Finding("smtp.mail-refused", f"They answered '{s.mail.text}' at MAIL FROM{after}; it is "
+                           "not a refusal of our certificate, but no mail would be delivered.", subject=where,
                            side=Side.CONFIGURATION if sender_refused else None,
                            enhanced_status=_reply_status(s.mail), exchange_text=_wrapped(s.mail),
                            evidence={"reply": s.mail.text, "step": "at MAIL FROM"}))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import secrets
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
@@ -100,15 +100,6 @@ def _their_certificate(session: SmtpSession, anchors: AnchorSet, domain: str, at
                          domain=domain, at=at).result
 
 
-def _refused_at_mail(session: SmtpSession) -> SmtpSession:
-    """Exchange refuses at MAIL FROM, Postfix right after the handshake: present both to the diagnosis alike."""
-    for reply in (session.mail, session.rcpt):
-        if (reply is not None and reply.code in (421, 454, 554) and session.tls is not None
-                and not session.rejected_after_tls):
-            return replace(session, after_tls=reply)
-    return session
-
-
 def _last_error(delivery: Delivery) -> str:
     s = delivery.session
     if delivery.refused_locally is not None:
@@ -183,7 +174,8 @@ def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | Non
             return result
     last = result.attempts[-1]
     result.last_error = _last_error(last)
-    result.findings = diagnose_session(_refused_at_mail(last.session), identity=identity, at=at)
+    # One rule for "they refused our certificate" (after the handshake, at MAIL FROM or at RCPT TO): the probe's.
+    result.findings = diagnose_session(last.session, identity=identity, at=at)
     if domain_secure and result.verification is None and last.session.tls is not None:
         result.verification = _their_certificate(last.session, anchors, hop, at, crls)
     if result.verification is not None:
