@@ -276,3 +276,42 @@ def test_terminal_progress_draws_a_bar(capsys: pytest.CaptureFixture[str]) -> No
     err = capsys.readouterr().err
     assert "routing: resolving" in err
     assert "[##########..........] 1/2" in err and "[####################] 2/2" in err
+
+
+# --- review findings: bad arguments, unwritable outputs, exit 3, our CA's root ---------------------------
+
+
+@pytest.mark.parametrize("timeout", ["-5", "0", "nan"])
+def test_cli_refuses_a_useless_timeout(w: World, tmp_path: Path, timeout: str) -> None:
+    args = files(w, tmp_path)
+    args[args.index("--timeout") + 1] = timeout
+    result = CliRunner().invoke(cli(), args)
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.stderr and "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("timeout", [-5.0, 0.0, float("nan"), float("inf")])
+def test_library_refuses_a_useless_timeout(base: World, timeout: float) -> None:
+    with pytest.raises(InputError, match="timeout"):
+        run(base, timeout=timeout)
+
+
+@pytest.mark.parametrize("option", ["--report", "--tlsrpt"])
+def test_cli_unwritable_output_is_one_line(w: World, tmp_path: Path, option: str) -> None:
+    args = files(w, tmp_path)
+    (tmp_path / "afile").write_text("a regular file, not a folder")
+    for target in (tmp_path / "afile" / "x.out", tmp_path / "afile" / "deeper" / "x.out"):
+        result = CliRunner().invoke(cli(), [*args, option, str(target)])
+        assert result.exit_code == 2, (target, result.output)
+        assert isinstance(result.exception, SystemExit)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("certkit: error:") and option in lines[0], lines
+        assert result.stdout == ""
+    result = CliRunner().invoke(cli(), [*args, option, str(tmp_path)])  # a folder: click's usage error
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    # A folder that exists but cannot be written into (even by root): the write itself fails, one line.
+    result = CliRunner().invoke(cli(), [*args, option, "/proc/certkit-x.out"])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert len(result.stderr.splitlines()) == 1 and "certkit: error:" in result.stderr

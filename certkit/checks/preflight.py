@@ -22,6 +22,7 @@ client certificate, we judge their server certificate) and ``inbound`` (they sen
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -47,6 +48,7 @@ from certkit.validation import validate_peer
 __all__ = [
     "CRL_WARNING",
     "JSON_SCHEMA_VERSION",
+    "MIN_TIMEOUT",
     "ChainCert",
     "Item",
     "PreflightProgress",
@@ -58,6 +60,9 @@ __all__ = [
 
 #: The version of the JSON document (certkit/schemas/preflight.schema.json); bumped only on breaking changes.
 JSON_SCHEMA_VERSION = 1
+
+#: The shortest timeout (seconds) per network step: below it nothing could answer.
+MIN_TIMEOUT = 0.1
 
 #: A CRL whose nextUpdate is nearer than this (or than half its lifetime) is a warning.
 CRL_WARNING = _dt.timedelta(days=2)
@@ -385,6 +390,11 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
                          "Give --partner fabrikam.com --our-domain contoso.com.")
     if partner == our_domain:
         raise InputError(f"The partner domain is our own domain {our_domain}.", "Give the partner's domain.")
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout >= MIN_TIMEOUT):
+        raise InputError(f"The timeout {timeout!r} is not a usable number of seconds.",
+                         f"Give --timeout of at least {MIN_TIMEOUT} seconds (default 10).")
+    if not (isinstance(port, int) and 1 <= port <= 65535):
+        raise InputError(f"The port {port!r} is not a TCP port.", "Give 1 to 65535 (default 25).")
     when = aware(at) if at is not None else (clock or SystemClock()).now()
     fqdn = (edge_fqdn or _cn(cert) or "").strip().rstrip(".").lower()
     if not fqdn:

@@ -1,7 +1,8 @@
 """``certkit preflight``: before switching on Domain Security with a partner, will it work both ways?
 
-Exit codes: 0 ready, 1 not ready, 2 usage, 3 nothing reachable. Only the report goes to stdout;
-progress goes to stderr, and only when stderr is a terminal.
+Exit codes: 0 ready, 1 not ready, 2 usage (including a --report/--tlsrpt file that cannot be written),
+3 nothing reachable. Only the report goes to stdout; progress goes to stderr, and only when stderr is a
+terminal.
 """
 
 from __future__ import annotations
@@ -15,14 +16,33 @@ import click
 
 from certkit.adapters.fs import atomic_write, read_input
 from certkit.adapters.truststore import TrustStore, default_store_path
-from certkit.checks.preflight import preflight, render_html, render_text
+from certkit.checks.preflight import MIN_TIMEOUT, preflight, render_html, render_text
 from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, parse_at, resolve_home, stderr_is_terminal
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
+from certkit.errors import CertkitError, UsageError
 
 __all__ = ["COMMANDS"]
 
 
+def _check_output(path: str, option: str) -> None:
+    """Refuse, before any network step, an output path that cannot become a file."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{option} {path} is a folder.", "Give a file name.")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: {folder} is not a folder.", "Give a path in an existing folder.")
+
+
+def _write(path: str, data: bytes, option: str) -> None:
+    """Write an output file; a failure is one line and exit 2 (exit 1 means "not ready")."""
+    try:
+        atomic_write(path, data, overwrite=True)
+    except CertkitError as err:
+        raise UsageError(f"Cannot write the {option} file {path}: {err}") from None
 
 
 class _Progress:
@@ -56,7 +76,8 @@ class _Progress:
 @click.option("--smart-host", default=None, help="The smart host our Send connector uses today, if any.")
 @click.option("--nameserver", default=None, help="DNS server as IP[:PORT] (default: the system's).")
 @click.option("--port", default=25, show_default=True, type=click.IntRange(1, 65535), help="SMTP port of their MX.")
-@click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds per network step.")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=MIN_TIMEOUT, max=3600),
+              help="Seconds per network step.")
 @click.option("--at", "at_text", default=None, help="Judge at this time (ISO 8601) instead of now.")
 @click.option("--exchange-2010/--no-exchange-2010", default=True, show_default=True,
               help="Apply Exchange 2010's rule: RSA keys only.")
@@ -77,6 +98,9 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     Our certificate as their Edge sees it, routing to their MX, and every MX address probed with our
     certificate. Exit 0 ready, 1 not ready, 2 misuse, 3 nothing reachable.
     """
+    for out_file, option in ((report_file, "--report"), (tlsrpt_file, "--tlsrpt")):
+        if out_file:
+            _check_output(out_file, option)
     certs = load_certificates(read_input(cert_file, what="certificate"), source=cert_file)
     chain = list(certs[1:])
     if chain_file:
@@ -92,12 +116,12 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
                        port=port, timeout=timeout, exchange2010=exchange_2010, at=at,
                        progress=_Progress() if stderr_is_terminal() else None)
     if report_file:
-        atomic_write(report_file, render_html(report).encode("utf-8"), overwrite=True)
+        _write(report_file, render_html(report).encode("utf-8"), "--report")
     if tlsrpt_file:
         from certkit.tlsrpt import tlsrpt_report
 
         data = json.dumps(tlsrpt_report(report), indent=2) + "\n"
-        atomic_write(tlsrpt_file, data.encode("utf-8"), overwrite=True)
+        _write(tlsrpt_file, data.encode("utf-8"), "--tlsrpt")
     if as_json:
         echo_json(report.to_dict())
     else:
