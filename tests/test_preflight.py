@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,25 @@ def test_cli_unwritable_output_is_one_line(w: World, tmp_path: Path, option: str
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)
     assert len(result.stderr.splitlines()) == 1 and "certkit: error:" in result.stderr
+
+
+def test_dns_failure_exits_3_like_the_probe(base: World, tmp_path: Path) -> None:
+    report = run(base, "unknown.test")
+    assert report.route is not None and report.route.failure is not None
+    assert not report.endpoints and report.exit_code == 3
+    # A name server that does not answer at all.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        report = run(base, nameserver=f"127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+    assert report.exit_code == 3 and report.to_dict()["exit_code"] == 3
+    base.serve()
+    try:
+        args = files(base, tmp_path)
+        args[args.index("fabrikam.test")] = "unknown.test"
+        result = CliRunner().invoke(cli(), args)
+        assert result.exit_code == 3, result.output
+        assert "NOT READY" in result.stdout
+    finally:
+        assert base.server is not None
+        base.server.close()
+        base.server = None

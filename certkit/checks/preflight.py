@@ -13,7 +13,9 @@
 3. **The partner's endpoints**: every MX address is probed with our client certificate
    (:func:`certkit.checks.probe.probe_sync`, Exchange rules): STARTTLS, their certificate for the partner
    domain in our store, their CRL, and whether they accept our certificate after the handshake.
-4. **The verdict**: ready when no finding is an error and at least one endpoint was reached.
+4. **The verdict**: ready when no finding is an error and at least one endpoint was reached. The exit
+   code follows the probe's: 0 ready, 1 not ready, 3 when no endpoint of the partner could be reached
+   (DNS failure included), whatever else was found.
 
 Every finding is placed in the direction(s) it affects: ``outbound`` (we send to them: they judge our
 client certificate, we judge their server certificate) and ``inbound`` (they send to us).
@@ -184,8 +186,9 @@ class PreflightReport:
 
     @property
     def exit_code(self) -> int:
-        """0 ready, 1 not ready, 3 nothing reachable (addresses were found, none answered)."""
-        if self.endpoints and not self.reached:
+        """0 ready, 1 not ready, 3 nothing reachable: no address of the partner answered, or none was found
+        (a DNS failure) -- the same rule as the probe's exit code."""
+        if not self.reached:
             return 3
         return 0 if self.ready else 1
 

@@ -1,8 +1,8 @@
 """``certkit preflight``: before switching on Domain Security with a partner, will it work both ways?
 
 Exit codes: 0 ready, 1 not ready, 2 usage (including a --report/--tlsrpt file that cannot be written),
-3 nothing reachable. Only the report goes to stdout; progress goes to stderr, and only when stderr is a
-terminal.
+3 nothing reachable (no address of the partner answered, or DNS gave none: the probe's rule). Only the
+report goes to stdout; progress goes to stderr, and only when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     """Check, before switching on Domain Security with PARTNER, that both directions will work.
 
     Our certificate as their Edge sees it, routing to their MX, and every MX address probed with our
-    certificate. Exit 0 ready, 1 not ready, 2 misuse, 3 nothing reachable.
+    certificate. Exit 0 ready, 1 not ready, 2 misuse, 3 nothing reachable (no address of the partner
+    answered, or DNS found none).
     """
     for out_file, option in ((report_file, "--report"), (tlsrpt_file, "--tlsrpt")):
         if out_file:
