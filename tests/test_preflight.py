@@ -338,3 +338,58 @@ def test_dns_failure_exits_3_like_the_probe(base: World, tmp_path: Path) -> None
         assert base.server is not None
         base.server.close()
         base.server = None
+
+
+def _our_ca(w: World, tmp_path: Path) -> tuple[Path, Path]:
+    """A real CA home (root + issuing CA, CRLs served) and the files `certkit ca issue` writes."""
+    from certkit.ca import CertificateAuthority, WriteOptions
+
+    home = tmp_path / "ca"
+    url = w.http.url("ourca.crl")
+    with CertificateAuthority.init(home, name="Contoso Transport CA", passphrase=b"ca secret", key_type="rsa2048",
+                                   crl_url=url, intermediate=True) as ca:
+        ca.issue("edge.contoso.test", accepted_domains=["contoso.test"], write=WriteOptions(tmp_path / "certs"))
+        for crl in ca.publish_crl():
+            name = crl.der_path.name.replace("ca.crl", "ourca.crl").replace("root.crl", "ourca-root.crl")
+            w.http.files[f"/{name}"] = crl.der_path.read_bytes()
+        w.serve(trusted=list(ca.intermediates))
+    return home, tmp_path / "certs"
+
+
+def test_our_ca_root_is_taken_from_the_home(base: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CERTKIT_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)  # ./ca would be the default home
+    try:
+        home, certs = _our_ca(base, tmp_path)
+        assert base.server is not None
+        store = tmp_path / "trust"
+        from certkit.adapters.truststore import TrustStore
+
+        TrustStore(store).add(base.their_root.cert, label="fabrikam", partners=["fabrikam.test"])
+        args = ["preflight", "--partner", "fabrikam.test", "--our-domain", "contoso.test",
+                "--cert", str(certs / "edge.contoso.test.crt"), "--key", str(certs / "edge.contoso.test.key"),
+                "--chain", str(certs / "edge.contoso.test.chain.pem"), "--store", str(store), "--managed-only",
+                "--nameserver", base.dns.address, "--port", str(base.server.port), "--timeout", "3"]
+        # A home without a CA: our chain ends at our issuing CA, whose root the pre-flight was not given.
+        result = CliRunner().invoke(cli(), [*args, "--home", str(tmp_path / "elsewhere"), "--json"])
+        assert result.exit_code == 1, result.output
+        [item] = [i for i in json.loads(result.stdout)["blocking"] if i["code"] == "chain.unknown-issuer"]
+        assert item["side"] == "ours" and item["step"] == "certificate"
+        assert "--home" in item["remedy"] and "--chain" in item["remedy"]
+        assert "partner's root" not in item["remedy"]
+        # The CA home given (or ./ca, the default): its root completes our chain, no passphrase needed.
+        for extra in (["--home", str(home)], []):
+            result = CliRunner().invoke(cli(), [*args, *extra])
+            assert result.exit_code == 0, result.output
+            assert "Verdict:   READY" in result.stdout
+            assert "Contoso Transport CA Root [root, valid]" in result.stdout
+        # Our root given with --chain instead (the remedy's other way).
+        (tmp_path / "root-and-chain.pem").write_bytes((certs / "edge.contoso.test.chain.pem").read_bytes() +
+                                                      (home / "root.crt").read_bytes())
+        args[args.index("--chain") + 1] = str(tmp_path / "root-and-chain.pem")
+        result = CliRunner().invoke(cli(), [*args, "--home", str(tmp_path / "elsewhere")])
+        assert result.exit_code == 0, result.output
+    finally:
+        if base.server is not None:
+            base.server.close()
+            base.server = None

@@ -92,6 +92,8 @@ class Item:
     directions: tuple[str, ...]
     finding: Finding
     where: str | None = None
+    #: What to do, when the catalogue's remedy (written for the partner's side) does not fit this item.
+    remedy: str | None = None
 
     @property
     def blocking(self) -> bool:
@@ -100,8 +102,11 @@ class Item:
 
     def to_dict(self) -> dict[str, Any]:
         """The finding's dictionary (see :meth:`Finding.to_dict`) with ``step``, ``directions``, ``where``."""
-        return {**self.finding.to_dict(), "step": self.step, "directions": list(self.directions),
+        data = {**self.finding.to_dict(), "step": self.step, "directions": list(self.directions),
                 "where": self.where}
+        if self.remedy is not None:
+            data["remedy"] = self.remedy
+        return data
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,21 @@ def _ours(f: Finding) -> Finding:
     return f if f.side is Side.OURS else replace(f, side=Side.OURS)
 
 
+#: Remedies for OUR chain: the catalogue's (import the partner's root) are written for the partner's chain.
+_OUR_CHAIN_REMEDY = {
+    "chain.unknown-issuer": "Our chain does not reach a root the pre-flight was given: pass our root with --chain "
+                            "ROOT.crt (certkit's CA keeps it as <home>/root.crt) or point --home at our CA; and "
+                            "make sure the partner imports that root (certkit config partner-kit).",
+    "chain.missing-intermediate": "Our Edge must send the intermediates with its certificate: pass them with "
+                                  "--chain (certkit ca issue writes <fqdn>.chain.pem) and install the whole chain "
+                                  "on the Edge.",
+}
+
+
+def _our_remedy(f: Finding) -> str | None:
+    return _OUR_CHAIN_REMEDY.get(f.code) if f.side is Side.OURS else None
+
+
 def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Sequence[x509.Certificate],
                        anchors: AnchorSet, *, our_domain: str, accepted: Sequence[str], edge_fqdn: str,
                        exchange2010: bool, at: _dt.datetime, crl_cache: CrlCache
@@ -416,7 +436,7 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
     found, report.our_chain = _check_certificate(cert, key, chain, anchor_set, our_domain=our_domain,
                                                  accepted=report.accepted_domains, edge_fqdn=fqdn,
                                                  exchange2010=exchange2010, at=when, crl_cache=cache)
-    report.items += [Item("certificate", _EKU_DIRECTION.get(f.code, BOTH), f) for f in found]
+    report.items += [Item("certificate", _EKU_DIRECTION.get(f.code, BOTH), f, remedy=_our_remedy(f)) for f in found]
 
     # 2. Routing.
     say("routing", f"resolving the MX records of {partner}")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import click
+from cryptography import x509
 
 from certkit.adapters.fs import atomic_write, read_input
 from certkit.adapters.truststore import TrustStore, default_store_path
@@ -20,6 +21,7 @@ from certkit.checks.preflight import MIN_TIMEOUT, preflight, render_html, render
 from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, parse_at, resolve_home, stderr_is_terminal
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
+from certkit.core.trust import is_self_signed
 from certkit.errors import CertkitError, UsageError
 
 __all__ = ["COMMANDS"]
@@ -45,6 +47,23 @@ def _write(path: str, data: bytes, option: str) -> None:
         raise UsageError(f"Cannot write the {option} file {path}: {err}") from None
 
 
+def _our_root_from_home(home: Path, chain: list[x509.Certificate], leaf: x509.Certificate) -> None:
+    """Complete our chain with our CA's root when the home holds the CA that issued it (no passphrase needed).
+
+    ``certkit ca issue`` writes ``<fqdn>.chain.pem`` with the leaf and intermediates but not the root;
+    without the root our own chain cannot be followed to its end.
+    """
+    if is_self_signed(leaf) or any(is_self_signed(c) for c in chain) or not (home / "ca.db").is_file():
+        return
+    from certkit.ca import CertificateAuthority
+
+    with CertificateAuthority.open(home) as ca:
+        root = ca.root
+    top = chain[-1] if chain else leaf
+    if top.issuer == root.subject:
+        chain.append(root)
+
+
 class _Progress:
     """One line per step on stderr; the addresses as a growing bar on one line."""
 
@@ -68,7 +87,7 @@ class _Progress:
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False),
               help=f"Its private key (passphrase from ${KEY_PASSPHRASE_ENV}).")
 @click.option("--chain", "chain_file", type=click.Path(dir_okay=False), default=None,
-              help="Intermediates (and our root) we send with it.")
+              help="Intermediates (and our root) we send with it (default root: the CA in --home, if any).")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
 @click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")
 @click.option("--edge-fqdn", default=None, help="Our Edge's public FQDN (default: our certificate's CN).")
@@ -106,6 +125,9 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     chain = list(certs[1:])
     if chain_file:
         chain += load_certificates(read_input(chain_file, what="chain"), source=chain_file)
+    # <fqdn>.chain.pem repeats the leaf: keep each certificate once, the leaf only in front.
+    chain = [c for i, c in enumerate(chain) if c != certs[0] and c not in chain[:i]]
+    _our_root_from_home(resolve_home(home), chain, certs[0])
     passphrase = os.environ.get(KEY_PASSPHRASE_ENV)
     key = load_private_key(read_input(key_file, what="key"), passphrase.encode() if passphrase else None,
                            source=key_file)
