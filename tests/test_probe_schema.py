@@ -104,7 +104,8 @@ def test_unreachable_and_broken(validator: Any, smtp_server: Start, tmp_path: Pa
     assert refused["reached"] is False and refused["tls"] is None and refused["verification"] is None
     [f] = refused["findings"]
     assert f["code"] == "net.refused"
-    assert (f["tlsrpt_result_type"], f["enhanced_status"], f["exchange_text"]) == (None, None, None)
+    assert (f["tlsrpt_result_type"], f["enhanced_status"]) == (None, "4.4.1")
+    assert "Winsock error code: 10061" in f["exchange_text"]
     assert [f["code"] for f in garbage["findings"]] == ["smtp.protocol-error"]
 
     code, data = _run(tmp_path, "127.0.0.1:1")

@@ -36,6 +36,8 @@ class DnsFailure:
 
     code: str
     detail: str
+    #: The RFC 3463 status when it differs from the catalogue's (5.1.2 no such domain, 5.1.10 null MX).
+    enhanced_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def make_resolver(nameserver: str | None = None, timeout: float = 5.0) -> dns.re
 
 def _describe(err: Exception, qname: str, rdtype: str) -> DnsFailure:
     if isinstance(err, dns.resolver.NXDOMAIN):
-        return DnsFailure("dns.failure", f"{qname} does not exist (NXDOMAIN)")
+        return DnsFailure("dns.failure", f"{qname} does not exist (NXDOMAIN)", "5.1.2")
     if isinstance(err, dns.resolver.LifetimeTimeout | dns.exception.Timeout):
         return DnsFailure("dns.failure", f"no DNS answer for {qname} {rdtype} in time")
     if isinstance(err, dns.resolver.NoNameservers):
@@ -179,7 +181,7 @@ def resolve_mail_domain(domain: str, *, nameserver: str | None = None, timeout: 
             "dns.no-mx", f"{domain} has no MX records and no address of its own")
         return MailRoute(domain, (host,), implicit=True, failure=fail)
     if len(mx) == 1 and mx[0][1] in ("", "."):
-        null = DnsFailure("dns.no-mx", f"{domain} publishes a null MX: it accepts no mail (RFC 7505)")
+        null = DnsFailure("dns.no-mx", f"{domain} publishes a null MX: it accepts no mail (RFC 7505)", "5.1.10")
         return MailRoute(domain, (), null_mx=True, failure=null)
     hosts = []
     for pref, name in mx:

@@ -26,10 +26,10 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certkit.adapters.crlfetch import CrlCache
-from certkit.adapters.dns import resolve_mail_domain
+from certkit.adapters.dns import DnsFailure, resolve_mail_domain
 from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
-from certkit.core.findings import EXCHANGE_WRAP, Finding, Severity, Side
+from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
 from certkit.core.smtp import Reply
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError
@@ -41,7 +41,9 @@ __all__ = [
     "ProgressCallback",
     "Target",
     "diagnose_session",
+    "dns_finding",
     "exit_code",
+    "failure_finding",
     "parse_target",
     "probe",
     "probe_sync",
@@ -263,6 +265,29 @@ def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.d
     return out
 
 
+def failure_finding(session: SmtpSession) -> Finding:
+    """The finding for why ``session`` stopped early (``session.failure`` must be set).
+
+    A timeout after the connection was taken is a bad connection (4.4.2), not "no answer from host"
+    (4.4.1), and Exchange shows it as a dropped connection rather than a failure to connect.
+    """
+    f = session.failure
+    assert f is not None
+    where = f"{session.address}:{session.port}"
+    status = text = None
+    if f.code == "net.timeout" and f.stage != "connect":
+        status = "4.4.2"
+        text = EXCHANGE_WRAP.format(inner="421 4.4.2 Connection dropped due to TimedOut")
+    return Finding(f.code, f"{f.detail} (at {f.stage}).", subject=where, enhanced_status=status, exchange_text=text,
+                   evidence={"stage": f.stage})
+
+
+def dns_finding(failure: DnsFailure, subject: str) -> Finding:
+    """The finding for a DNS failure, with its own status (5.1.2 no such domain, 5.1.10 null MX) and Exchange's text."""
+    return Finding(failure.code, failure.detail, subject=subject, enhanced_status=failure.enhanced_status,
+                   exchange_text=EXCHANGE_DNS_ERROR.format(error=failure.detail))
+
+
 def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = None,
                      at: _dt.datetime) -> list[Finding]:
     """The SMTP/TLS findings of one session (not the verification of their certificate)."""
@@ -274,8 +299,7 @@ def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = 
                            "its 220 to STARTTLS; they were discarded.", subject=where,
                            evidence={"data": s.injected[:200].decode("latin-1")}))
     if s.failure is not None:
-        out.append(Finding(s.failure.code, f"{s.failure.detail} (at {s.failure.stage}).", subject=where,
-                           evidence={"stage": s.failure.stage}))
+        out.append(failure_finding(s))
         if s.failure.stage in ("connect", "banner", "ehlo", "helo", "starttls", "handshake"):
             return out
     if s.banner is not None and not s.banner.positive:
@@ -391,7 +415,7 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
                 route = await loop.run_in_executor(
                     pool, functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
             if route.failure is not None:
-                result.findings.append(Finding(route.failure.code, route.failure.detail, subject=t.host))
+                result.findings.append(dns_finding(route.failure, t.host))
             pairs = route.targets
         else:
             pairs = [(t.host, t.host)]

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CATALOGUE", "Code", "Finding", "Severity", "Side", "finding", "worst"]
+__all__ = ["CATALOGUE", "CLASSIC", "EXCHANGE_CONNECT_ERROR", "EXCHANGE_DNS_ERROR", "EXCHANGE_WRAP", "Code", "Finding",
+           "Severity", "Side", "finding", "worst"]
 
 
 class Severity(enum.StrEnum):
@@ -37,6 +38,10 @@ class Side(enum.StrEnum):
 
 EXCHANGE_WRAP = '451 4.4.0 Primary target IP address responded with: "{inner}."'
 CLASSIC = EXCHANGE_WRAP.format(inner="454 4.7.5 Certificate validation failure")
+#: Exchange 2007/2010's LastError when it could not talk to the target at all (``inner`` is the socket error).
+EXCHANGE_CONNECT_ERROR = '441 4.4.1 Error encountered while communicating with primary target IP address: "{inner}"'
+#: Exchange's LastError when routing through DNS failed (``error`` is the resolver's reason).
+EXCHANGE_DNS_ERROR = "451 4.4.0 DNS query failed. The error was: {error}"
 
 
 @dataclass(frozen=True)
@@ -276,20 +281,30 @@ _ENTRIES: tuple[Code, ...] = (
        "RFC 3207: the server answers 554 to every command because the TLS session is not good enough for it.",
        "Present a certificate they trust and use TLS 1.2 or later.", tlsrpt="validation-failure", status="5.7.0"),
     # --- network and DNS ----------------------------------------------------------------------------
+    # RFC 3463: X.4.1 no answer from host (the connection was not taken), X.4.2 bad connection (taken, then
+    # lost or timed out), X.4.3 directory (DNS) server failure, X.4.4 unable to route; 5.1.2 bad destination
+    # system address (the domain does not exist) and 5.1.10 null MX (RFC 7505) are set per finding.
     _c("net.refused", "error", "network", "connection refused",
        "Nothing listens at the address and port, or a firewall rejects the connection.",
-       "Check the address, the port (25) and the firewall."),
+       "Check the address, the port (25) and the firewall.", status="4.4.1",
+       exchange=EXCHANGE_CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10061, Win32 error "
+                                                    "code: 10061.")),
     _c("net.timeout", "error", "network", "timed out",
        "The server did not answer in time (connection, a reply, or the handshake).",
-       "Check firewalls and the server's load; raise --timeout if the server is slow."),
+       "Check firewalls and the server's load; raise --timeout if the server is slow.", status="4.4.1",
+       exchange=EXCHANGE_CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10060, Win32 error "
+                                                    "code: 10060.")),
     _c("net.closed", "error", "network", "connection closed",
        "The server closed the connection in the middle of the dialogue.",
-       "Check the server's logs for why it dropped the session."),
+       "Check the server's logs for why it dropped the session.", status="4.4.2",
+       exchange=EXCHANGE_WRAP.format(inner="421 4.4.2 Connection dropped due to SocketError")),
     _c("dns.failure", "error", "network", "DNS lookup failed",
-       "The name could not be resolved.", "Check the domain name and the DNS server (--nameserver)."),
+       "The name could not be resolved.", "Check the domain name and the DNS server (--nameserver).",
+       status="4.4.3", exchange=EXCHANGE_DNS_ERROR.format(error="<the DNS error>")),
     _c("dns.no-mx", "error", "configuration", "no MX records",
        "The partner domain has no MX records. Domain Security needs DNS (MX) routing.",
-       "Ask the partner to publish MX records, or check the domain name."),
+       "Ask the partner to publish MX records, or check the domain name.", status="5.4.4",
+       exchange=EXCHANGE_DNS_ERROR.format(error="<the DNS error>")),
     _c("route.smart-host", "error", "configuration", "smart host configured",
        "A Send connector that routes through a smart host cannot use Domain Security.",
        "Route the partner domain through DNS: Set-SendConnector -DNSRoutingEnabled $true."),

@@ -21,9 +21,16 @@ from typing import Any
 from certkit.adapters.crlfetch import CrlCache
 from certkit.adapters.dns import resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity, Delivery, SmtpSession, deliver_message
-from certkit.checks.probe import diagnose_session, parse_target
+from certkit.checks.probe import diagnose_session, dns_finding, failure_finding, parse_target
 from certkit.clock import Clock, SystemClock
-from certkit.core.findings import EXCHANGE_WRAP, Finding, Severity
+from certkit.core.findings import (
+    CATALOGUE,
+    EXCHANGE_CONNECT_ERROR,
+    EXCHANGE_DNS_ERROR,
+    EXCHANGE_WRAP,
+    Finding,
+    Severity,
+)
 from certkit.core.trust import AnchorSet, is_self_signed
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError
@@ -35,9 +42,6 @@ __all__ = ["FAILOVER", "SendResult", "build_message", "diagnosis_lines", "queue_
 FAILOVER = ("Attempted failover to alternate host, but that did not succeed. Either there are no alternate "
             "hosts, or delivery failed to all alternate hosts.")
 
-#: Replies after which Exchange's LastError wraps the remote reply (the receiver refused us).
-_CONNECT_ERROR = ('441 4.4.1 Error encountered while communicating with primary target IP address: '
-                  '"{inner}" ' + FAILOVER)
 
 
 @dataclass
@@ -106,17 +110,14 @@ def _last_error(delivery: Delivery) -> str:
         return f"454 4.7.5 Certificate validation failure (on our side: {delivery.refused_locally}) {FAILOVER}"
     reply = delivery.last_reply
     if s.failure is not None and (reply is None or s.failure.stage in ("connect", "handshake")):
-        if s.failure.code == "net.refused":
-            return _CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10061, Win32 error code: "
-                                               "10061.")
-        if s.failure.code == "net.timeout":
-            return _CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10060, Win32 error code: "
-                                               "10060.")
+        if s.failure.code in ("net.refused", "net.timeout", "net.closed"):
+            # Exchange's own texts for these live in the catalogue (certkit.core.findings).
+            return f"{failure_finding(s).exchange_text} {FAILOVER}"
         if s.failure.code == "tls.handshake-failed":
             return f"{EXCHANGE_WRAP.format(inner='TLS negotiation failed with error ' + s.failure.detail)} {FAILOVER}"
         if s.failure.code == "smtp.no-starttls":
-            return "451 5.7.3 STARTTLS is required to send mail"
-        return _CONNECT_ERROR.format(inner=s.failure.detail)
+            return CATALOGUE["smtp.no-starttls"].exchange_text or "451 5.7.3 STARTTLS is required to send mail"
+        return f"{EXCHANGE_CONNECT_ERROR.format(inner=s.failure.detail)} {FAILOVER}"
     if reply is not None:
         return f"{EXCHANGE_WRAP.format(inner=reply.text.rstrip('.'))} {FAILOVER}"
     return f"451 4.4.0 The delivery did not complete. {FAILOVER}"
@@ -146,8 +147,8 @@ def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | Non
         route = resolve_mail_domain(hop, nameserver=nameserver, timeout=timeout)
         if route.failure is not None and not route.targets:
             result.route_error = route.failure.detail
-            result.last_error = (f"451 4.4.0 DNS query failed. The error was: {route.failure.detail}")
-            result.findings.append(Finding(route.failure.code, route.failure.detail, subject=hop))
+            result.last_error = EXCHANGE_DNS_ERROR.format(error=route.failure.detail)
+            result.findings.append(dns_finding(route.failure, hop))
             return result
         pairs, port = route.targets, 25
     crls = CrlCache(timeout=timeout)
