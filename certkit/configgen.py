@@ -50,6 +50,36 @@ def _domain(text: str, what: str = "--partner") -> str:
     return dns_name(text.strip().rstrip("."))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)")
+
+
+def _conf_path(text: str, what: str) -> str:
+    """A file or folder path for main.cf/master.cf: absolute, one line, no blanks, no ``$`` expansion."""
+    if _CONTROL.search(text):
+        raise InputError(f"{what} {text!r} contains a line break or control character.",
+                         "It would inject lines into the Postfix configuration; give a plain path.")
+    if not text.startswith("/") or any(c.isspace() for c in text) or "$" in text or "," in text:
+        raise InputError(f"{what} {text!r} is not a usable Postfix path.",
+                         "Give an absolute path without blanks, commas or '$' (Postfix would split or expand it).")
+    return text
+
+
+def _listen(text: str) -> str:
+    """A master.cf inet service: ``PORT`` or ``HOST:PORT`` (``[IPv6]:PORT``), port 1-65535."""
+    if _CONTROL.search(text):
+        raise InputError(f"--listen {text!r} contains a line break or control character.",
+                         "It would inject lines into master.cf; give PORT or ADDRESS:PORT.")
+    host, sep, port = text.rpartition(":")
+    ok = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535 and len(port) <= 5
+    if sep and not _HOST.fullmatch(host):
+        ok = False
+    if not ok:
+        raise InputError(f"--listen {text!r} is not PORT or ADDRESS:PORT.",
+                         "Give e.g. 2525, 127.0.0.1:2525 or [2001:db8::1]:2525.")
+    return text
+
+
 def _ps_string(text: str) -> str:
     """A PowerShell double-quoted string: escape the backtick, the quote and ``$`` (except ``$env:``)."""
     out = text.replace("`", "``").replace('"', '`"')
@@ -119,10 +149,13 @@ def postfix_config(partner: str, *, ca_bundle: Sequence[x509.Certificate], confi
     if not ca_bundle:
         raise InputError("The CA bundle is empty: Postfix would trust nobody.",
                          "Add the partner's root to the trust store: certkit trust add ROOT --partner DOMAIN.")
-    base = config_dir.rstrip("/")
+    # Every value below ends up in main.cf or master.cf: one line each, in the shape Postfix reads.
+    base = _conf_path(config_dir, "--config-dir").rstrip("/")
+    cert_file = _conf_path(cert_file, "--cert") if cert_file is not None else None
+    key_file = _conf_path(key_file, "--key") if key_file is not None else None
     ctx = {"partner": domain, "config_dir": base, "ca_file": f"{base}/certkit-ca.pem",
            "policy_file": f"{base}/tls_policy", "cert_file": cert_file or f"{base}/certkit-cert.pem",
-           "key_file": key_file or f"{base}/certkit-key.pem", "listen": listen, "generated": generated,
+           "key_file": key_file or f"{base}/certkit-key.pem", "listen": _listen(str(listen)), "generated": generated,
            "anchors": [(c.subject.rfc4514_string(), sha256_fingerprint(c)) for c in ca_bundle]}
     main_cf = render("postfix-main.cf.j2", **ctx)
     policy = render("postfix-tls_policy.j2", **ctx)

@@ -237,3 +237,51 @@ def test_cli_postfix_and_partner_kit(tmp_path: Path, make_ca: object) -> None:
                                         str(tmp_path / "kit"), "--edge-fqdn", "edge.contoso.com",
                                         "--domain", "contoso.com"])
     assert result.exit_code == 2  # would overwrite
+
+
+# --- nothing a caller gives may inject lines into main.cf / master.cf -----------------------------------
+
+
+@pytest.mark.parametrize("field,value", [
+    ("listen", "2525\nsmtp inet n - n - - smtpd -o smtpd_tls_req_ccert=no"),
+    ("listen", "2525\r"),
+    ("listen", "127.0.0.1:2525 evil"),
+    ("listen", "127.0.0.1:70000"),
+    ("listen", "0"),
+    ("listen", "host name:25"),
+    ("listen", ""),
+    ("config_dir", "/etc/postfix\nsmtpd_tls_req_ccert = no"),
+    ("config_dir", "/etc/post\x00fix"),
+    ("config_dir", "etc/postfix"),
+    ("config_dir", "/etc/$myhostname"),
+    ("cert_file", "/etc/ssl/edge.pem\nsmtpd_tls_security_level = none"),
+    ("key_file", "/etc/ssl/my key.pem"),
+    ("partner", "fabrikam.com\nsmtp_tls_policy_maps = "),
+])
+def test_postfix_config_refuses_injected_lines(field: str, value: str) -> None:
+    kwargs: dict[str, object] = {"ca_bundle": [PARTNER_ROOT.cert], "cert_file": "/etc/ssl/edge.pem",
+                                 "key_file": "/etc/ssl/edge.key"}
+    partner = value if field == "partner" else "fabrikam.com"
+    if field != "partner":
+        kwargs[field] = value
+    with pytest.raises(InputError):
+        postfix_config(partner, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("listen", ["2525", "127.0.0.1:2525", "[::1]:2525", "mx.contoso.com:25"])
+def test_postfix_config_accepts_listen_shapes(listen: str) -> None:
+    cfg = postfix_config("fabrikam.com", ca_bundle=[PARTNER_ROOT.cert], listen=listen, config_dir="/etc/postfix/")
+    service = next(line for line in cfg.master_cf.splitlines() if line and not line.startswith("#"))
+    assert service.startswith(f"{listen} inet ")
+    assert "/etc/postfix/certkit-ca.pem" in cfg.main_cf
+
+
+def test_cli_postfix_refuses_newlines(tmp_path: Path) -> None:
+    store = tmp_path / "trust"
+    TrustStore(store).add(PARTNER_ROOT.cert, label="fabrikam", partners=["fabrikam.com"])
+    for option, value in (("--listen", "2525\nsmtp inet n - n - - smtpd"),
+                          ("--config-dir", "/etc/postfix\nsmtpd_tls_req_ccert = no")):
+        result = CliRunner().invoke(cli(), ["config", "postfix", "--partner", "fabrikam.com", "--store", str(store),
+                                            option, value])
+        assert result.exit_code == 2, result.output
+        assert result.stdout == "" and len(result.stderr.splitlines()) == 1 and option in result.stderr
