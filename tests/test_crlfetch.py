@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from certkit.adapters.crlfetch import CrlCache, fetch_crl
+from certkit.errors import UsageError
 from tests.pki import make_crl, make_root
 
 ROOT = make_root()
@@ -126,3 +127,76 @@ def test_cache_fetches_once(http_base: str) -> None:
     assert cache.get(f"{http_base}/root.pem").ok
     assert cache.get(f"{http_base}/root.pem").ok
     assert _Handler.hits["/root.pem"] == before + 1
+
+
+def _trickle_server(payload: bytes, delay: float) -> tuple[socket.socket, threading.Event]:
+    """A loopback server that answers every connection with ``payload``, one byte every ``delay`` seconds."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve_one(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(4096)
+                for byte in payload:
+                    if stop.is_set():
+                        return
+                    conn.sendall(bytes([byte]))
+                    time.sleep(delay)
+            except OSError:
+                return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, stop
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_trickling_server_is_bounded_by_the_timeout(where: str) -> None:
+    """Each byte arrives well within any per-read timeout; only an overall deadline stops it."""
+    if where == "headers":
+        payload = b"HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nX-Pad: " + b"p" * 400 + b"\r\n"
+    else:
+        payload = b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n" + b"x" * 400
+    listener, stop = _trickle_server(payload, 0.05)
+    try:
+        t0 = time.monotonic()
+        r = fetch_crl(f"http://127.0.0.1:{listener.getsockname()[1]}/trickle.crl", timeout=1)
+        assert time.monotonic() - t0 < 3  # the timeout plus slack, not the ~20 s the trickle takes
+        assert not r.ok and r.error is not None and "within 1 s" in r.error
+    finally:
+        stop.set()
+        listener.close()
+
+
+@pytest.mark.parametrize("timeout", [0, -1, -0.5, float("nan")])
+def test_non_positive_timeout_is_a_usage_error(timeout: float) -> None:
+    with pytest.raises(UsageError):
+        fetch_crl("http://127.0.0.1:1/x.crl", timeout=timeout)
+    with pytest.raises(UsageError):
+        CrlCache(timeout=timeout)
+
+
+def test_chunked_response_is_read() -> None:
+    body = DER
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + \
+        b"\r\n0\r\n\r\n"
+    listener, stop = _trickle_server(chunked, 0)
+    try:
+        r = fetch_crl(f"http://127.0.0.1:{listener.getsockname()[1]}/c.crl", timeout=5)
+        assert r.ok, r.error
+    finally:
+        stop.set()
+        listener.close()

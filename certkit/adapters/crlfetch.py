@@ -3,19 +3,25 @@
 Deliberately small and strict: only ``http://`` URLs (CRL distribution points are plain HTTP by
 convention, RFC 5280 4.2.1.13, and the CRL is signed, so TLS adds nothing), one GET, no redirects
 (a probe does not follow a server anywhere else), a ``timeout`` for the whole download, and at most
-``max_bytes`` (10 MiB by default). The body is parsed as a DER or PEM CRL. Every failure is data in
-:class:`CrlFetch`: "could not check revocation" (``error`` set) is a different finding from "revoked".
+``max_bytes`` (10 MiB by default). The deadline covers connecting, the headers and the body: the
+socket's timeout is the time left before every read, so a server trickling bytes cannot stretch it.
+The body is parsed as a DER or PEM CRL. Every failure is data in :class:`CrlFetch`: "could not
+check revocation" (``error`` set) is a different finding from "revoked".
 """
 
 from __future__ import annotations
 
 import http.client
+import io
+import socket
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 
 from cryptography import x509
+
+from certkit.errors import UsageError
 
 __all__ = ["MAX_CRL_BYTES", "CrlCache", "CrlFetch", "fetch_crl"]
 
@@ -45,8 +51,95 @@ def _parse(data: bytes) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(data)
 
 
+#: The most header bytes accepted before the body.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _Replay:
+    """A socket stand-in that replays received bytes, so :class:`http.client.HTTPResponse` can parse them."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def makefile(self, *args: object, **kwargs: object) -> io.BytesIO:
+        return io.BytesIO(self._data)
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _check_timeout(timeout: float) -> None:
+    if not isinstance(timeout, int | float) or not timeout > 0 or timeout != timeout:
+        raise UsageError(f"A CRL download timeout must be a positive number of seconds, not {timeout!r}.",
+                         "Pass e.g. timeout=5.")
+
+
+def _head_complete(buf: bytearray) -> tuple[int, int | None, int] | None:
+    """``(status, content length or None, body offset)`` once the status line and headers are in ``buf``."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = bytes(buf[:end]).split(b"\r\n")
+    parts = lines[0].split(None, 2)
+    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    length: int | None = None
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"transfer-encoding":
+            return status, None, end + 4  # chunked: read to the end of the stream
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            length = int(value.strip())
+    return status, length, end + 4
+
+
+def _download(host: str, port: int, request: bytes, deadline: float, max_bytes: int) -> bytes:
+    """The raw HTTP response, read under one ``deadline`` for connect, headers and body together.
+
+    The socket's timeout is set to the time left before every operation, so a server that trickles its
+    headers or its body one byte at a time cannot stretch the download past the deadline.
+    """
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        return remaining
+
+    sock = socket.create_connection((host, port), timeout=left())
+    try:
+        sock.settimeout(left())
+        sock.sendall(request)
+        buf = bytearray()
+        while True:
+            sock.settimeout(left())
+            chunk = sock.recv(65536)
+            if not chunk:
+                return bytes(buf)
+            buf += chunk
+            head = _head_complete(buf)
+            if head is None:
+                if len(buf) > MAX_HEADER_BYTES:
+                    raise http.client.HTTPException(f"more than {MAX_HEADER_BYTES} bytes of headers")
+                continue
+            status, length, body_at = head
+            if status != 200:
+                return bytes(buf)  # status and headers are all that is used
+            if (length if length is not None else len(buf) - body_at) > max_bytes:
+                raise _TooBig(str(length) if length is not None else "")
+            if length is not None and len(buf) - body_at >= length:
+                return bytes(buf)
+    finally:
+        sock.close()
+
+
 def fetch_crl(url: str, *, timeout: float = 5.0, max_bytes: int = MAX_CRL_BYTES) -> CrlFetch:
-    """Download and parse the CRL at ``url`` (``http://`` only, no redirects, bounded in time and size)."""
+    """Download and parse the CRL at ``url`` (``http://`` only, no redirects, bounded in time and size).
+
+    ``timeout`` bounds the whole download (connect, headers and body); a non-positive one is a
+    :class:`~certkit.errors.UsageError`.
+    """
+    _check_timeout(timeout)
     start = time.monotonic()
 
     def done(**kwargs: object) -> CrlFetch:
@@ -62,37 +155,30 @@ def fetch_crl(url: str, *, timeout: float = 5.0, max_bytes: int = MAX_CRL_BYTES)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    deadline = start + timeout
-    conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+    if any(c in path or c in parts.netloc for c in "\r\n "):
+        return done(error=f"bad URL {url!r}")
+    request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/pkix-crl, */*\r\n"
+               "User-Agent: certkit\r\nConnection: close\r\n\r\n").encode("ascii", "replace")
     try:
-        conn.request("GET", path, headers={"Accept": "application/pkix-crl, */*", "User-Agent": "certkit",
-                                           "Connection": "close"})
-        response = conn.getresponse()
+        raw = _download(parts.hostname, port, request, start + timeout, max_bytes)
+        response = http.client.HTTPResponse(_Replay(raw))  # type: ignore[arg-type]
+        response.begin()
         if response.status != 200:
             where = response.getheader("Location")
             extra = f" (redirect to {where} not followed)" if where and 300 <= response.status < 400 else ""
             return done(status=response.status, error=f"HTTP {response.status} {response.reason}{extra}")
-        length = response.getheader("Content-Length")
-        if length and length.isdigit() and int(length) > max_bytes:
-            return done(status=200, error=f"the CRL is {length} bytes, more than the limit of {max_bytes}")
-        body = bytearray()
-        while True:
-            if time.monotonic() > deadline:
-                return done(status=200, error=f"the download took longer than {timeout:g} s")
-            chunk = response.read1(65536)
-            if not chunk:
-                break
-            body += chunk
-            if len(body) > max_bytes:
-                return done(status=200, error=f"the CRL is larger than the limit of {max_bytes} bytes")
+        body = response.read()
+    except _TooBig as e:
+        size = f"{e} bytes, more than" if str(e) else "larger than"
+        return done(status=200, error=f"the CRL is {size} the limit of {max_bytes} bytes")
     except TimeoutError:
-        return done(error=f"no answer from {parts.netloc} within {timeout:g} s")
+        return done(error=f"no complete answer from {parts.netloc} within {timeout:g} s")
     except ConnectionRefusedError:
         return done(error=f"connection to {parts.netloc} refused")
     except (OSError, http.client.HTTPException) as e:
-        return done(error=f"cannot download from {parts.netloc}: {e}")
-    finally:
-        conn.close()
+        return done(error=f"cannot download from {parts.netloc}: {e or type(e).__name__}")
+    if len(body) > max_bytes:
+        return done(status=200, error=f"the CRL is larger than the limit of {max_bytes} bytes")
     data = bytes(body)
     try:
         crl = _parse(data)
@@ -105,6 +191,7 @@ class CrlCache:
     """Fetches each URL once per run (many endpoints share a distribution point); thread-safe."""
 
     def __init__(self, *, timeout: float = 5.0, max_bytes: int = MAX_CRL_BYTES) -> None:
+        _check_timeout(timeout)
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._results: dict[str, CrlFetch] = {}
