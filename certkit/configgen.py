@@ -105,19 +105,25 @@ def exchange_script(partner: str, *, pfx_path: str, certificate: x509.Certificat
 
     ``pfx_path`` is where the PFX will be on the Exchange server (a UNC path for 2013+'s ``-FileName``);
     ``certificate`` is the certificate inside it (its SHA-1 thumbprint is what Exchange shows);
-    ``partner_root``/``partner_root_path``: the partner's root and where its ``.cer`` will be on the server.
+    ``partner_root``/``partner_root_path``: the partner's root and where its ``.cer`` will be on the server
+    (without ``partner_root`` the import step is still written, marked as a placeholder to fill in).
+    ``edge_subscription``: an EdgeSync subscription exists (the default): the Receive connector keeps
+    ``ExchangeServer`` next to ``Tls`` (Hub-to-Edge authentication needs it) and the checks include
+    ``Test-EdgeSynchronization`` (run on a Mailbox/Hub server).
     """
     if version not in EXCHANGE_VERSIONS:
         raise InputError(f"Unknown Exchange version {version!r}.", "Use 2010 or 2013+.")
     domain = _domain(partner)
-    if partner_root is not None and not partner_root_path:
+    # The partner's root is always imported: without it Domain Security fails with "454 4.7.5". Without the
+    # certificate at hand the step is still written, with a placeholder path the admin must fill in.
+    if not partner_root_path:
         partner_root_path = f"C:\\certkit\\{domain}-root.cer"
     text = render("exchange.ps1.j2", partner=_ps_string(domain), version=version,
                   pfx_path=_ps_string(pfx_path), pfx_name=ntpath.basename(pfx_path),
                   thumbprint=sha1_thumbprint(certificate), subject=certificate.subject.rfc4514_string(),
                   not_after=certificate.not_valid_after_utc,
                   send_connector=_ps_string(send_connector), receive_connector=_ps_string(receive_connector),
-                  root_path=_ps_string(partner_root_path) if partner_root_path else None,
+                  root_path=_ps_string(partner_root_path), root_placeholder=partner_root is None,
                   root_thumbprint=sha1_thumbprint(partner_root) if partner_root is not None else None,
                   root_subject=partner_root.subject.rfc4514_string() if partner_root is not None else None,
                   edge_subscription=edge_subscription, generated=generated)

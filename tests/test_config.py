@@ -126,7 +126,9 @@ def test_exchange_script_content(version: str) -> None:
     assert 'Set-TransportConfig -TLSReceiveDomainSecureList @{Add="fabrikam.com"}' in text
     assert not re.search(r"-TLS\w+DomainSecureList\s+(?!@\{Add=)", text)
     assert "-DomainSecureEnabled $true -DNSRoutingEnabled $true -IgnoreSTARTTLS $false" in text
-    assert "-DomainSecureEnabled $true -AuthMechanism Tls" in text
+    # An Edge subscription (the default): ExchangeServer stays next to Tls, for EdgeSync's Hub-to-Edge connection.
+    assert "-DomainSecureEnabled $true -AuthMechanism Tls, ExchangeServer\n" in text
+    assert "EdgeSync" in text.split("-AuthMechanism")[0].rsplit("Set-SendConnector", 1)[1]
     assert "Read-Host -Prompt" in text and "-AsSecureString" in text and "pfx secret" not in text
     assert "Get-Queue | Format-List NextHopDomain,Status,LastError" in text
     assert sha1_thumbprint(PARTNER_ROOT.cert) in text
@@ -148,6 +150,37 @@ def test_exchange_script_refuses_wildcards_and_escapes_names() -> None:
     assert 'Set-SendConnector -Identity "To `"Internet`" `$x"' in text
     assert "Test-EdgeSynchronization" not in exchange_script(
         "fabrikam.com", pfx_path="x.pfx", certificate=LEAF.cert, edge_subscription=False).text
+
+
+@pytest.mark.parametrize("version", ["2010", "2013+"])
+def test_exchange_script_edge_subscription_and_auth_mechanism(version: str) -> None:
+    with_sub = script(version)
+    lines = with_sub.splitlines()
+    [receive] = [line for line in lines if line.startswith("Set-ReceiveConnector")]
+    assert receive.endswith("-AuthMechanism Tls, ExchangeServer")
+    test_sync = lines.index("Test-EdgeSynchronization")
+    assert "NOT on the Edge" in lines[test_sync - 1] and "Mailbox" in lines[test_sync - 1]
+    assert test_sync > lines.index(next(line for line in lines if line.startswith("# --- Checks")))
+    without = script(version, edge_subscription=False)
+    [receive] = [line for line in without.splitlines() if line.startswith("Set-ReceiveConnector")]
+    assert receive.endswith("-AuthMechanism Tls")
+    assert "Test-EdgeSynchronization" not in without and "ExchangeServer" not in without
+
+
+@pytest.mark.parametrize("version", ["2010", "2013+"])
+def test_exchange_script_without_partner_root_keeps_the_import_with_a_placeholder(version: str) -> None:
+    text = script(version, partner_root=None)
+    path = "C:\\certkit\\fabrikam.com-root.cer"
+    importer = 'certutil -addstore Root "' if version == "2010" else 'Import-Certificate -FilePath "'
+    assert importer + path + '"' in text, text
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(importer))
+    assert any("PLACEHOLDER" in line and path in line for line in lines[at - 4:at])
+    assert "Get-ChildItem -Path Cert:\\LocalMachine\\Root" in text
+    for name, params in commands(text):
+        assert name in DOCUMENTED[version] and not set(params) - DOCUMENTED[version][name], (name, params)
+    given = script(version, partner_root=None, partner_root_path="D:\\roots\\fabrikam.cer")
+    assert "D:\\roots\\fabrikam.cer" in given and "PLACEHOLDER" in given
 
 
 def test_postfix_config() -> None:
@@ -209,6 +242,7 @@ def test_cli_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx),
                                         "--out", str(out)])
     assert result.exit_code == 0 and '-FileName "\\\\$env:COMPUTERNAME\\c`$\\certkit\\edge.pfx"' in out.read_text()
+    assert 'Import-Certificate -FilePath "C:\\certkit\\fabrikam.com-root.cer"' in out.read_text()  # placeholder
     monkeypatch.setenv("CERTKIT_PFX_PASSWORD", "wrong")
     result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx)])
     assert result.exit_code == 2 and "password" in result.stderr.lower()

@@ -51,8 +51,11 @@ def config_group() -> None:
               help="Where the PFX will be on the Exchange server (default: C:\\certkit\\NAME for 2010, "
                    "\\\\$env:COMPUTERNAME\\c$\\certkit\\NAME for 2013+).")
 @click.option("--partner-root", type=click.Path(dir_okay=False), default=None,
-              help="The partner's root certificate, to import into Cert:\\LocalMachine\\Root.")
-@click.option("--no-edge-subscription", is_flag=True, help="Leave out Test-EdgeSynchronization.")
+              help="The partner's root certificate, to import into Cert:\\LocalMachine\\Root (without it the "
+                   "import step is written with a placeholder path to fill in).")
+@click.option("--no-edge-subscription", is_flag=True,
+              help="No EdgeSync subscription: -AuthMechanism Tls alone (with one, ExchangeServer is kept for "
+                   "Hub-to-Edge authentication) and no Test-EdgeSynchronization.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the script here (else stdout).")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, version: str, send_connector: str,

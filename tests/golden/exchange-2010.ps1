@@ -20,8 +20,9 @@ Set-TransportConfig -TLSReceiveDomainSecureList @{Add="fabrikam.com"}
 # --- 3. The connectors ---------------------------------------------------------------------------
 # Domain Security on the Send connector: it must route through DNS (MX) -- a smart host cannot -- and use STARTTLS.
 Set-SendConnector -Identity "EdgeSync - Default-First-Site-Name to Internet" -DomainSecureEnabled $true -DNSRoutingEnabled $true -IgnoreSTARTTLS $false
-# Domain Security on the Receive connector; it requires TLS as an authentication mechanism.
-Set-ReceiveConnector -Identity "Default internal receive connector $env:COMPUTERNAME" -DomainSecureEnabled $true -AuthMechanism Tls
+# Domain Security on the Receive connector; it requires TLS as an authentication mechanism. Keep ExchangeServer:
+# with an Edge subscription, EdgeSync's Hub-to-Edge connection authenticates with it (the Edge default is "Tls, ExchangeServer").
+Set-ReceiveConnector -Identity "Default internal receive connector $env:COMPUTERNAME" -DomainSecureEnabled $true -AuthMechanism Tls, ExchangeServer
 
 # --- 4. Trust the partner's root ---------------------------------------------------------------------
 # CN=Fabrikam Root,O=Fabrikam, SHA-1 thumbprint <SHA1>: check it with the partner by phone before importing.
@@ -35,7 +36,7 @@ Get-ChildItem -Path Cert:\LocalMachine\Root\<SHA1>
 Get-ExchangeCertificate -Thumbprint <SHA1> | Format-List Thumbprint,Services,Status,NotAfter
 # Both lists must now contain fabrikam.com next to the entries that were there before.
 Get-TransportConfig | Format-List TLSSendDomainSecureList,TLSReceiveDomainSecureList
-# Where an Edge subscription exists, run this on a Mailbox (Hub Transport in 2010) server: EdgeSync must be in sync.
+# Edge subscription: run this on a Mailbox server (Hub Transport server in 2010), NOT on the Edge; EdgeSync must be in sync.
 Test-EdgeSynchronization
 # After sending a test message: the queue to fabrikam.com must not show a LastError such as "454 4.7.5 Certificate validation failure".
 Get-Queue | Format-List NextHopDomain,Status,LastError
