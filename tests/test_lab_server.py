@@ -321,3 +321,56 @@ def test_cli_demo_cleans_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert res.exit_code == 0, res.output
     assert "the scenario went as expected" in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+def _trickle(port: int, before: bytes, trickle: bytes) -> tuple[bytes, int]:
+    """Send ``before``, then ``trickle`` one byte every 0.1 s (well within any per-read timeout); return what
+    the server said and how many trickled bytes it took before it closed the session."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        data = sock.recv(4096)
+        sock.sendall(before)
+        sent = 0
+        sock.settimeout(0.1)
+        for byte in trickle:
+            try:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+                if b"421 " in data:
+                    break
+            except TimeoutError:
+                pass
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sent += 1
+        sock.settimeout(5)
+        try:
+            while b"421 " not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            pass
+        return data, sent
+
+
+def test_a_trickling_client_gets_421_per_command_deadline(lab_server: Start, time_limit: Callable[[float], None]
+                                                          ) -> None:
+    server = lab_server(command_timeout=1.0, data_timeout=1.0)
+    # One command line sent a byte at a time: each read is quick, the whole line is not.
+    line = b"NOOP " + b"x" * 200 + b"\r\n"
+    data, sent = _trickle(server.port, b"", line)
+    assert b"421 4.4.2 mx.lab.test Error: timeout exceeded" in data, data
+    assert sent < len(line)  # the line was never finished: the session ended during it
+    record = server.wait_for_session(lambda r: r.error == "timeout")
+    assert record is not None
+    # The same inside DATA: the message body trickles in.
+    body = b"Subject: slow\r\n\r\n" + b"y" * 200 + b"\r\n.\r\n"
+    data, sent = _trickle(server.port, b"EHLO x\r\nMAIL FROM:<a@elsewhere.test>\r\nRCPT TO:<b@lab.test>\r\nDATA\r\n",
+                          body)
+    assert b"354 " in data and b"421 4.4.2 mx.lab.test Error: timeout exceeded" in data, data
+    assert sent < len(body)

@@ -87,7 +87,8 @@ def lab() -> None:
 @click.option("--max-sessions", default=20, show_default=True, type=click.IntRange(1, 10000),
               help="Concurrent sessions; more get 421 4.3.2.")
 @click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(0.1),
-              help="Seconds to wait for each command.")
+              help="Seconds a client has to send each whole command line, and each whole message after DATA "
+                   "(then 421 4.4.2); not per read, so trickling clients cannot hold a session.")
 @home_option
 def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed_only: bool,
               domain_secure: tuple[str, ...], listen: str, personality: str, validator: str | None,
@@ -104,7 +105,7 @@ def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed
                        domain_secure=domain_secure, personality=Personality(personality),
                        validator=Personality(validator) if validator else None, require_tls=require_tls,
                        maildir=Path(maildir) if maildir else None, hostname=hostname, max_message=max_size,
-                       max_sessions=max_sessions, command_timeout=timeout)
+                       max_sessions=max_sessions, command_timeout=timeout, data_timeout=timeout)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger = logging.getLogger("certkit.lab")

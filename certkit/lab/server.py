@@ -402,8 +402,8 @@ class _Session:
 
     # -- I/O -----------------------------------------------------------------------------------------
 
-    async def _read(self, timeout: float) -> bytes:
-        deadline = time.monotonic() + timeout
+    async def _read(self, deadline: float) -> bytes:
+        """Bytes of the client (decrypted under TLS) before ``deadline`` (``time.monotonic()``), else TimeoutError."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -463,12 +463,18 @@ class _Session:
         else:
             e.greet(f"{self.cfg.host} ESMTP Postfix")
         await self._flush()
+        # One deadline per command line (command_timeout) and per DATA block (data_timeout), not per read: a
+        # client trickling one byte at a time must not hold a session (and a --max-sessions slot) for longer.
+        deadline: float | None = None
         while True:
             event = e.next_event()
             if event is NEED_DATA:
-                timeout = self.cfg.data_timeout if e.state is ServerState.DATA else self.cfg.command_timeout
-                e.receive_data(await self._read(timeout))
+                if deadline is None:
+                    timeout = self.cfg.data_timeout if e.state is ServerState.DATA else self.cfg.command_timeout
+                    deadline = time.monotonic() + timeout
+                e.receive_data(await self._read(deadline))
                 continue
+            deadline = None
             if isinstance(event, ClientClosed):
                 if event.mid_command:
                     self.record.error = "the client closed mid-command"
