@@ -148,6 +148,9 @@ def _query(resolver: dns.resolver.Resolver, qname: str, rdtype: str) -> tuple[li
 def resolve_host(name: str, *, nameserver: str | None = None, timeout: float = 5.0,
                  resolver: dns.resolver.Resolver | None = None) -> HostAddresses:
     """Every A then AAAA address of ``name``."""
+    if name.rstrip(".").lower() == "localhost" or name.rstrip(".").lower().endswith(".localhost"):
+        # RFC 6761 6.3: localhost names are the loopback address, without asking DNS (which has no /etc/hosts).
+        return HostAddresses(name, ("127.0.0.1",))
     r = resolver or make_resolver(nameserver, timeout)
     addresses: list[str] = []
     failures: list[DnsFailure] = []

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certkit.adapters.crlfetch import CrlCache
-from certkit.adapters.dns import DnsFailure, resolve_mail_domain
+from certkit.adapters.dns import DnsFailure, make_resolver, resolve_host, resolve_mail_domain
 from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
@@ -89,6 +89,14 @@ def parse_target(text: str, default_port: int = 25) -> Target:
         return Target(text, t, default_port, False)
     except ValueError:
         return Target(text, t.rstrip(".").lower(), default_port, True)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _port(text: str, original: str) -> int:
@@ -400,6 +408,8 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         raise InputError("--name and --domain are mutually exclusive.",
                          "Use --name for the host rule or --domain for the Domain Security rule.")
     parsed = [parse_target(t, port) for t in targets]
+    if nameserver is not None:
+        make_resolver(nameserver, timeout)  # a malformed --nameserver is an InputError before anything is probed
     at = (clock or SystemClock()).now()
     limit = max(1, concurrency)
     sem = asyncio.Semaphore(limit)
@@ -417,8 +427,16 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
             if route.failure is not None:
                 result.findings.append(dns_finding(route.failure, t.host))
             pairs = route.targets
-        else:
+        elif _is_ip(t.host):
             pairs = [(t.host, t.host)]
+        else:
+            # host:port: resolved like an MX host (dnspython, --nameserver, timeout; every A and AAAA address).
+            async with sem:
+                found = await loop.run_in_executor(
+                    pool, functools.partial(resolve_host, t.host, nameserver=nameserver, timeout=timeout))
+            if found.failure is not None and not found.addresses:
+                result.findings.append(dns_finding(found.failure, t.host))
+            pairs = [(t.host, a) for a in found.addresses]
         partner = domain if domain is not None else (t.host if t.is_domain and name is None else None)
         sender = mail_from if mail_from is not None else (f"probe@{_our_domain(ours)}" if ours else "probe@localhost")
         rcpt = rcpt_to if rcpt_to is not None else (f"postmaster@{t.host}" if t.is_domain else

@@ -12,14 +12,14 @@ verification of the receiver's certificate). Nothing here prints.
 from __future__ import annotations
 
 import datetime as _dt
+import ipaddress
 import secrets
-import socket
 from dataclasses import dataclass, field
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from certkit.adapters.crlfetch import CrlCache
-from certkit.adapters.dns import resolve_mail_domain
+from certkit.adapters.dns import resolve_host, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity, Delivery, SmtpSession, deliver_message
 from certkit.checks.probe import diagnose_session, dns_finding, failure_finding, parse_target
 from certkit.clock import Clock, SystemClock
@@ -141,8 +141,18 @@ def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | Non
     anchors = anchors if anchors is not None else AnchorSet()
     if via is not None:
         t = parse_target(via, 25)
-        pairs = [(t.host, _address(t.host))]
         port = t.port
+        if _is_ip(t.host):
+            pairs = [(t.host, t.host)]
+        else:
+            # A host name is resolved like an MX host (dnspython, nameserver, timeout; every A and AAAA address).
+            found = resolve_host(t.host, nameserver=nameserver, timeout=timeout)
+            if found.failure is not None and not found.addresses:
+                result.route_error = found.failure.detail
+                result.last_error = EXCHANGE_DNS_ERROR.format(error=found.failure.detail)
+                result.findings.append(dns_finding(found.failure, t.host))
+                return result
+            pairs = [(t.host, a) for a in found.addresses]
     else:
         route = resolve_mail_domain(hop, nameserver=nameserver, timeout=timeout)
         if route.failure is not None and not route.targets:
@@ -184,11 +194,12 @@ def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | Non
     return result
 
 
-def _address(host: str) -> str:
+def _is_ip(text: str) -> bool:
     try:
-        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
-    except OSError:
-        return host
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _our_host(identity: ClientIdentity | None) -> str:
