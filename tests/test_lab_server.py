@@ -307,9 +307,37 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         assert f"\n{n}. " in text
     assert "Delivered: 250 2.6.0" in text and "domain-secured=contoso.com" in text
     assert "domain-secured=fabrikam.com" in text
-    assert "Set-TransportConfig -TLSSendDomainSecureList" in text
     mail = list((tmp_path / "demo" / "fabrikam.com" / "maildir" / "new").iterdir())
     assert len(mail) == 1 and "domain-secured=yes contoso.com" in mail[0].read_bytes().decode()
+    # Step 4 shows what `certkit config exchange --version 2010` writes, line for line (one renderer).
+    step4 = text.split("\n4. ", 1)[1]
+    for needed in ('Set-TransportConfig -TLSSendDomainSecureList @{Add="fabrikam.com"}',
+                   "-Password $pfxPassword", 'certutil -addstore Root "C:\\certkit\\fabrikam.com-root.cer"',
+                   'Set-ReceiveConnector -Identity "Default internal receive connector $env:COMPUTERNAME" '
+                   "-DomainSecureEnabled $true -AuthMechanism Tls, ExchangeServer"):
+        assert needed in step4, needed
+    assert "Get-Credential" not in text and "certutil -addstore -f" not in text
+    from certkit.cli.common import CertkitGroup
+    from certkit.cli.config import COMMANDS as CONFIG_COMMANDS
+    from certkit.core.formats import load_certificates, pfx_bytes
+    from certkit.core.keys import load_private_key
+
+    group = CertkitGroup("certkit")
+    for config_command in CONFIG_COMMANDS:
+        group.add_command(config_command)
+    home = tmp_path / "demo" / "contoso.com"
+    cert = load_certificates((home / "certs" / "mail.contoso.com.crt").read_bytes())[0]
+    key = load_private_key((home / "certs" / "mail.contoso.com.key").read_bytes(), None)
+    (tmp_path / "mail.contoso.com.pfx").write_bytes(pfx_bytes(key, cert, [], b"pw"))
+    res = CliRunner(env={"CERTKIT_PFX_PASSWORD": "pw"}).invoke(group, [
+        "config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(tmp_path / "mail.contoso.com.pfx"),
+        "--version", "2010", "--partner-root", str(tmp_path / "demo" / "fabrikam.com" / "fabrikam.com-root.crt")])
+    assert res.exit_code == 0, res.output
+    shown = (home / "enable-domain-security-fabrikam.com.ps1").read_text()
+    assert res.stdout == shown
+    commands = [line for line in shown.splitlines() if line.strip() and not line.startswith("#")]
+    for line in commands:
+        assert line in step4, line
 
 
 def test_cli_demo_cleans_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

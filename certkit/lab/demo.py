@@ -20,10 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+
 from certkit.adapters.transport import ClientIdentity
 from certkit.adapters.truststore import TrustStore
 from certkit.ca import CertificateAuthority, IssuedCertificate, exchange_selfsigned
 from certkit.clock import Clock, SystemClock
+from certkit.configgen import exchange_script
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.lab.sender import SendResult, diagnosis_lines, queue_lines, send_message
 from certkit.lab.server import LabConfig, LabServer, Personality, run_in_thread
@@ -123,22 +126,15 @@ def _crl_server() -> Iterator[_CrlFiles]:
         thread.join(5)
 
 
-def exchange_commands(org: str, partner: str, fqdn: str, thumbprint: str, partner_root: str) -> list[str]:
-    """The Exchange Management Shell commands one Edge runs for Domain Security with ``partner``."""
-    return [
-        f"# on {fqdn} ({org})",
-        f"Import-ExchangeCertificate -FileData ([Byte[]](Get-Content -Encoding Byte -ReadCount 0 {fqdn}.pfx)) "
-        f"-Password (Get-Credential).Password",
-        f"Enable-ExchangeCertificate -Thumbprint {thumbprint} -Services SMTP",
-        f"certutil -addstore -f Root {partner_root}    # the partner's root, into the machine's trusted roots",
-        f'Set-TransportConfig -TLSSendDomainSecureList @{{Add="{partner}"}} '
-        f'-TLSReceiveDomainSecureList @{{Add="{partner}"}}',
-        'Set-SendConnector "EdgeSync - Default-First-Site-Name to Internet" -DomainSecureEnabled $true '
-        "-DNSRoutingEnabled $true -IgnoreSTARTTLS $false",
-        f'Set-ReceiveConnector "Default internal receive connector {fqdn.split(".")[0].upper()}" '
-        "-DomainSecureEnabled $true -AuthMechanism Tls",
-        "Get-Queue | fl NextHopDomain,Status,LastError",
-    ]
+def exchange_commands(partner: str, fqdn: str, certificate: x509.Certificate, partner_root: x509.Certificate
+                      ) -> tuple[str, list[str]]:
+    """What ``certkit config exchange --version 2010`` writes for the Edge ``fqdn`` (one script, one renderer):
+    the whole script (with its comments), and its command lines for the demo to show."""
+    script = exchange_script(partner, pfx_path=f"C:\\certkit\\{fqdn}.pfx", certificate=certificate, version="2010",
+                             partner_root=partner_root, partner_root_path=f"C:\\certkit\\{partner}-root.cer")
+    commands = [line + ("    # on a Mailbox/Hub server, not on the Edge" if line == "Test-EdgeSynchronization" else "")
+                for line in script.text.splitlines() if line.strip() and not line.startswith("#")]
+    return script.text, commands
 
 
 def _config(org: _Org, issued: IssuedCertificate) -> LabConfig:
@@ -254,12 +250,21 @@ def run_demo(say: Callable[[str], None], *, keep: bool = False, folder: Path | N
             back = result.reverse = send(fabrikam, contoso)
             _report_delivery(back, contoso, say, result)
 
-            step(4, "The same configuration on real Exchange servers (Exchange Management Shell)")
+            step(4, "The same configuration on real Exchange servers (Exchange Management Shell, Exchange 2010)")
+            say("   certkit config exchange writes the script each Edge runs; its commands (the script explains "
+                "each line in a comment):")
             for org in orgs:
-                assert org.issued is not None
-                indent(exchange_commands(org.name, org.partner, org.fqdn, sha1_thumbprint(org.issued.certificate),
-                                         f"{org.partner}-root.crt"))
+                partner = fabrikam if org is contoso else contoso
+                assert org.issued is not None and partner.ca is not None
+                text, commands = exchange_commands(org.partner, org.fqdn, org.issued.certificate, partner.ca.root)
+                script_file = org.home / f"enable-domain-security-{org.partner}.ps1"
+                script_file.write_text(text)
                 say("")
+                say(f"   $ certkit config exchange --partner {org.partner} --cert-pfx {org.fqdn}.pfx --version 2010 "
+                    f"--partner-root {org.partner}-root.crt --out {script_file.relative_to(work)}")
+                say(f"   # on {org.name}'s Edge {org.fqdn}:")
+                indent(commands, "     ")
+            say("")
         result.seconds = time.monotonic() - start
         say(f"Done in {result.seconds:.1f} s: "
             f"{'the scenario went as expected' if result.ok else 'something did not go as expected'}.")
