@@ -63,6 +63,9 @@ ZONES = {
     "nullmx.test": {"MX": ["0 ."]},
     "dangling.test": {"MX": ["10 gone.dangling.test."]},
     "slowmx.test": {"MX": ["10 slow.test."]},
+    "halfmx.test": {"MX": ["10 gone.halfmx.test.", "20 v4.halfmx.test.", "30 noaddr.halfmx.test."]},
+    "v4.halfmx.test": {"A": ["127.0.0.1"]},
+    "noaddr.halfmx.test": {"TXT": ['"no address here"']},
 }
 
 

@@ -56,3 +56,20 @@ def test_localhost_is_loopback_without_dns(dns_server: DnsServer) -> None:
     assert [a.address for a in result.addresses] == ["127.0.0.1"]
     assert [f.code for f in result.all_findings] == ["net.refused"]
     assert not any(name.startswith("localhost") for name, _ in dns_server.queries)
+
+
+def test_every_mx_host_without_an_address_is_reported(dns_server: DnsServer) -> None:
+    [result] = probe_sync(["halfmx.test"], port=1, nameserver=dns_server.address, timeout=1)
+    dns = [(f.code, f.subject, f.severity) for f in result.findings]
+    # Mail can still go to v4.halfmx.test: the dangling MX hosts are warnings, each named.
+    assert dns == [("dns.failure", "gone.halfmx.test", "warning"), ("dns.failure", "noaddr.halfmx.test", "warning")]
+    assert "NXDOMAIN" in result.findings[0].detail and "preference 10" in result.findings[0].detail
+    assert result.findings[0].to_dict()["enhanced_status"] == "5.1.2"
+    assert [a.host for a in result.addresses] == ["v4.halfmx.test"]
+
+
+def test_mx_hosts_all_without_address_are_errors(dns_server: DnsServer) -> None:
+    [result] = probe_sync(["dangling.test"], nameserver=dns_server.address, timeout=1)
+    assert [(f.code, f.subject, f.severity) for f in result.findings] == [
+        ("dns.failure", "gone.dangling.test", "error")]
+    assert result.addresses == [] and exit_code([result]) == 3

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certkit.adapters.crlfetch import CrlCache
-from certkit.adapters.dns import DnsFailure, make_resolver, resolve_host, resolve_mail_domain
+from certkit.adapters.dns import DnsFailure, MailRoute, make_resolver, resolve_host, resolve_mail_domain
 from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
@@ -296,6 +296,29 @@ def dns_finding(failure: DnsFailure, subject: str) -> Finding:
                    exchange_text=EXCHANGE_DNS_ERROR.format(error=failure.detail))
 
 
+def _route_findings(route: MailRoute, domain: str) -> list[Finding]:
+    """DNS findings of a mail domain: one ``dns.failure`` per MX host without an address (an error when no
+    MX host has one, else a warning: mail still goes to the others), or the route's own failure."""
+    usable = any(h.addresses for h in route.hosts)
+    out: list[Finding] = []
+    if not route.implicit:
+        for h in route.hosts:
+            if h.addresses:
+                continue
+            why = h.failure.detail if h.failure is not None else f"{h.name} has no A or AAAA record"
+            status = h.failure.enhanced_status if h.failure is not None else None
+            failure = DnsFailure("dns.failure", f"MX host {h.name} (preference {h.preference}) of {domain} has no "
+                                 f"address: {why}", status)
+            out.append(Finding(failure.code, failure.detail, subject=h.name,
+                               severity=Severity.WARNING if usable else Severity.ERROR,
+                               enhanced_status=failure.enhanced_status,
+                               exchange_text=EXCHANGE_DNS_ERROR.format(error=failure.detail),
+                               evidence={"mx": h.name, "preference": h.preference}))
+    if route.failure is not None and not out:
+        out.append(dns_finding(route.failure, domain))
+    return out
+
+
 def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = None,
                      at: _dt.datetime) -> list[Finding]:
     """The SMTP/TLS findings of one session (not the verification of their certificate)."""
@@ -424,8 +447,7 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
             async with sem:
                 route = await loop.run_in_executor(
                     pool, functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
-            if route.failure is not None:
-                result.findings.append(dns_finding(route.failure, t.host))
+            result.findings.extend(_route_findings(route, t.host))
             pairs = route.targets
         elif _is_ip(t.host):
             pairs = [(t.host, t.host)]
