@@ -466,13 +466,15 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
             say("address", f"[{done}/{total}] {_where(result)}: {result.verdict}")
 
         say("endpoints", f"probing {total} address(es) of {partner} on port {port}")
+        # MAIL FROM our domain (not a guess from the certificate's name): a receiving Exchange applies
+        # Domain Security only when the sender's domain is in its TLSReceiveDomainSecureList.
         # With a key that is not the certificate's, no handshake could present it: probe without one.
         usable = key is not None and public_key_matches(key, cert.public_key())
         identity = ClientIdentity(cert, key, tuple(c for c in chain if not is_self_signed(c))) \
             if key is not None and usable else None
         results = probe_sync([partner], anchors=anchor_set, identity=identity, port=port, validator="exchange",
                              domain=partner, nameserver=nameserver, timeout=timeout, clock=FixedClock(when),
-                             progress=on_address)
+                             progress=on_address, mail_from=f"probe@{our_domain}", helo_name=fqdn)
         for r in results:
             for e in r.addresses:
                 report.endpoints.append(e)
