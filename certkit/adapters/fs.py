@@ -54,6 +54,10 @@ def _write_temp(path: Path, data: bytes, mode: int, *, sync: bool = True) -> str
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise InputError(f"Cannot write into {folder}: {blocker} is a file, not a folder.",
+                         "Choose another output folder.") from None
     except OSError as exc:
         raise os_error(exc, f"into {folder}") from None
     try:
