@@ -6,10 +6,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from certkit.adapters.truststore import TrustStore
+from certkit.checks.probe import probe_sync
+from certkit.cli import main
 from certkit.cli.probe import probe_cmd
+from certkit.errors import UsageError
 from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
@@ -75,5 +79,22 @@ def test_probe_unreachable_exits_3(tmp_path: Path) -> None:
 
 
 def test_probe_without_target_is_usage(tmp_path: Path) -> None:
-    r = CliRunner().invoke(probe_cmd, ["--store", str(tmp_path / "t")])
-    assert r.exit_code != 0
+    r = CliRunner().invoke(main, ["probe", "--store", str(tmp_path / "t")])
+    assert r.exit_code == 2, r.output
+    assert "No target was given" in r.output
+
+
+@pytest.mark.parametrize("args", [["--timeout", "-1"], ["--timeout", "0"],
+                                  ["--concurrency", "0"], ["--concurrency", "-3"]])
+def test_probe_bad_numbers_are_usage(tmp_path: Path, args: list[str]) -> None:
+    r = CliRunner().invoke(main, ["probe", "127.0.0.1:1", "--store", str(tmp_path / "t"), *args])
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for '{args[0]}'" in r.output  # refused by the option, before anything runs
+    assert "net.refused" not in r.output
+
+
+@pytest.mark.parametrize(("kwargs"), [{"timeout": -1.0}, {"timeout": 0.0}, {"timeout": float("nan")},
+                                      {"concurrency": 0}])
+def test_probe_library_refuses_bad_numbers(kwargs: dict[str, float]) -> None:
+    with pytest.raises(UsageError):
+        probe_sync(["127.0.0.1:1"], **kwargs)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
 from certkit.core.smtp import Reply
 from certkit.core.verify import VerificationResult
-from certkit.errors import InputError
+from certkit.errors import InputError, UsageError
 from certkit.validation import Validator, validate_peer
 
 __all__ = [
@@ -431,10 +431,14 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         raise InputError("--name and --domain are mutually exclusive.",
                          "Use --name for the host rule or --domain for the Domain Security rule.")
     parsed = [parse_target(t, port) for t in targets]
+    if not timeout > 0:  # also refuses NaN
+        raise UsageError(f"The timeout must be a positive number of seconds, not {timeout!r}.", "Pass e.g. timeout=10.")
+    if concurrency < 1:
+        raise UsageError(f"The concurrency must be at least 1, not {concurrency!r}.", "Pass e.g. concurrency=50.")
     if nameserver is not None:
         make_resolver(nameserver, timeout)  # a malformed --nameserver is an InputError before anything is probed
     at = (clock or SystemClock()).now()
-    limit = max(1, concurrency)
+    limit = concurrency
     sem = asyncio.Semaphore(limit)
     cache = CrlCache(timeout=timeout)
     ours = identity.cert if identity else None

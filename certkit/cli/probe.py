@@ -155,8 +155,10 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
 @click.option("--rcpt", default=None, help="RCPT TO address (default: postmaster@<their domain>).")
 @click.option("--helo", default=None, help="EHLO name (default: our certificate's name, else localhost).")
 @click.option("--nameserver", default=None, help="DNS server as IP[:PORT] (default: the system's).")
-@click.option("--timeout", default=10.0, show_default=True, type=float, help="Seconds per step.")
-@click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1, max=3600),
+              help="Seconds per step (0.1 to 3600).")
+@click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000),
+              help="Sessions at once (1 to 1000).")
 @click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None, help="Read targets from FILE.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the transcript.")
