@@ -332,3 +332,11 @@ def test_unusable_identity_is_a_failure_not_an_exception(smtp_server: Start) -> 
     s = run_session("127.0.0.1", srv.port, identity=wrong, timeout=3)
     assert s.failure is not None and s.failure.code == "tls.handshake-failed"
     assert "cannot be used" in s.failure.detail
+
+
+def test_server_tls_error_is_a_certkit_error() -> None:
+    from certkit.adapters.transport import ServerTlsError
+    from certkit.errors import CertkitError
+
+    err = ServerTlsError("tlsv1 alert unknown ca")
+    assert isinstance(err, CertkitError) and str(err) == "tlsv1 alert unknown ca"

@@ -47,6 +47,7 @@ from certkit.core.smtp import (
     SmtpClient,
     State,
 )
+from certkit.errors import CertkitError
 
 __all__ = [
     "Channel",
@@ -631,7 +632,7 @@ def _transaction(d: _Driver, mail_from: str | None, rcpt_to: str | None) -> None
 # --- server-side TLS over memory BIOs (the lab endpoint) ----------------------------------------------
 
 
-class ServerTlsError(Exception):
+class ServerTlsError(CertkitError):
     """The server-side TLS handshake or record layer failed; the message is OpenSSL's reason."""
 
 
