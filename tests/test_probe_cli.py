@@ -98,3 +98,10 @@ def test_probe_bad_numbers_are_usage(tmp_path: Path, args: list[str]) -> None:
 def test_probe_library_refuses_bad_numbers(kwargs: dict[str, float]) -> None:
     with pytest.raises(UsageError):
         probe_sync(["127.0.0.1:1"], **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("target", ["[1.2.3]:25", "[1.2.3.4.5]:25", "[mx.fabrikam.test]:25", "[]:25", "[::g]:25"])
+def test_bracketed_targets_must_be_ip_addresses(tmp_path: Path, target: str) -> None:
+    r = CliRunner().invoke(main, ["probe", target, "--store", str(tmp_path / "t"), "--timeout", "1"])
+    assert r.exit_code == 2, r.output
+    assert "is not an IP address" in r.output

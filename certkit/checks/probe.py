@@ -78,6 +78,9 @@ def parse_target(text: str, default_port: int = 25) -> Target:
         port = _port(rest[1:], text) if rest.startswith(":") else default_port
         if rest and not rest.startswith(":"):
             raise InputError(f"Bad target {text!r}.", "Write [ADDRESS]:PORT.")
+        if not _is_ip(host):  # strict: no "1.2.3" (which the C resolver would read as 1.2.0.3)
+            raise InputError(f"{host!r} in target {text!r} is not an IP address.",
+                             "Write a full IPv4 or IPv6 address in brackets, e.g. [192.0.2.1]:25 or [2001:db8::1]:25.")
         return Target(text, host, port, False)
     if t.count(":") > 1:
         return Target(text, t, default_port, False)  # a bare IPv6 address
