@@ -18,6 +18,13 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     assert "make demo" in block.splitlines()[1] and "make test" in block.splitlines()[2]
 
 
+def test_the_readme_catalogue_table_is_the_catalogue() -> None:
+    from certkit.core.findings import markdown_table
+
+    # Regenerate with: .venv/bin/python -c "from certkit.core.findings import markdown_table; print(markdown_table())"
+    assert markdown_table() in README
+
+
 def test_every_catalogue_code_is_documented_with_its_texts() -> None:
     for code, entry in CATALOGUE.items():
         row = next((line for line in README.splitlines() if line.startswith(f"| `{code}` |")), None)

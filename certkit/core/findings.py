@@ -383,3 +383,18 @@ def worst(findings: Iterable[Finding]) -> Severity | None:
     """The most severe severity among ``findings`` (``None`` when there are none)."""
     found = [f.severity for f in findings if f.severity is not None]
     return min(found, key=lambda s: _ORDER[s]) if found else None
+
+
+def markdown_table() -> str:
+    """The catalogue as the Markdown table in the README (a test keeps the two identical)."""
+    def cell(value: object) -> str:
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    lines = ["| code | severity | side | TLS-RPT result type | enhanced status | Exchange shows | Postfix equivalent "
+             "| what it means | remedy |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in CATALOGUE.values():
+        lines.append(f"| `{c.code}` | {c.severity} | {c.side} | {cell(c.tlsrpt_result_type)} | "
+                     f"{cell(c.enhanced_status)} | {cell(c.exchange_text)} | {cell(c.postfix_text)} | "
+                     f"{cell(c.explanation)} | {cell(c.remedy)} |")
+    return "\n".join(lines)
+
