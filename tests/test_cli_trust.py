@@ -338,3 +338,17 @@ def test_export_refreshes_in_place_with_force(tmp_path: Path, pkis: dict[str, pk
 def test_verify_at_an_absurd_time_is_misuse(at: str, files: dict[str, Path], home: Path) -> None:
     r = run("verify", files["chain"], "--at", at, "--home", home)
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_list_reports_an_anchor_changed_behind_certkits_back_even_at_the_same_size(tmp_path: Path) -> None:
+    store = tmp_path / "trust"
+    root = pki.make_root("Tamper Root", org="T", fresh_key=True)
+    (tmp_path / "r.pem").write_bytes(root.pem)
+    assert run("add", str(tmp_path / "r.pem"), "--store", str(store)).exit_code == 0
+    (pem,) = store.glob("*.pem")
+    data = bytearray(pem.read_bytes())
+    i = data.index(b"\n", 40) - 5
+    data[i] = ord("A") if data[i] != ord("A") else ord("B")  # same size, different content
+    pem.write_bytes(bytes(data))
+    r = run("list", "--store", str(store))
+    assert r.exit_code == 1 and "changed behind certkit's back" in r.stderr and pem.name in r.stderr

@@ -198,6 +198,7 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
 def list_cmd(as_json: bool, home: str | None, store: str | None) -> None:
     """List the managed anchors, and say which certifi (Mozilla) root bundle is also trusted."""
     ts = _open(home, store)
+    ts.anchors()  # every file hash-checked: an anchor changed behind certkit's back is reported, not listed
     entries = ts.entries()
     roots = len(public_roots())
     if as_json:
