@@ -277,12 +277,26 @@ raw_starttls_silent: Handler = _plain_ehlo_then(lambda sock: time.sleep(10))
 def _not_tls(sock: socket.socket) -> None:
     sock.sendall(b"220 2.0.0 Ready\r\n")
     sock.recv(4096)  # the ClientHello
-    sock.sendall(b"this is not TLS\r\n" * 10)
+    sock.sendall(b"\x00\xff\x01\xfe" * 40)  # binary, neither TLS records nor SMTP text
     time.sleep(0.5)
 
 
-#: Answers 220 to STARTTLS and then speaks no TLS at all (garbage instead of a ServerHello).
+#: Answers 220 to STARTTLS and then speaks no TLS at all (binary garbage instead of a ServerHello).
 raw_starttls_garbage: Handler = _plain_ehlo_then(_not_tls)
+
+#: What :data:`raw_starttls_late_injection` injects.
+LATE_INJECTION = b"250-injected.test\r\n250 PIPELINING\r\n"
+
+
+def _inject_late(sock: socket.socket) -> None:
+    sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+    time.sleep(0.3)  # after the client's ClientHello has gone out
+    sock.sendall(LATE_INJECTION)
+    time.sleep(1)
+
+
+#: Answers 220 to STARTTLS, then injects plaintext SMTP 300 ms later, when the handshake is under way.
+raw_starttls_late_injection: Handler = _plain_ehlo_then(_inject_late)
 
 #: Answers 220 to STARTTLS and closes before the handshake.
 raw_starttls_close: Handler = _plain_ehlo_then(lambda sock: sock.sendall(b"220 2.0.0 Ready\r\n"))

@@ -21,6 +21,7 @@ from certkit.core.findings import Severity
 from tests.fixtures_net import HttpFiles, smtp_server
 from tests.pki import CLIENT, NOW, Issued, make_crl, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.smtp_servers import (
+    LATE_INJECTION,
     Handler,
     Scripted,
     SmtpTestServer,
@@ -30,6 +31,7 @@ from tests.smtp_servers import (
     raw_silent,
     raw_starttls_close,
     raw_starttls_garbage,
+    raw_starttls_late_injection,
     raw_starttls_silent,
     raw_trickle,
 )
@@ -260,6 +262,21 @@ def test_starttls_injection_is_discarded_and_reported(smtp_server: Start, pki: P
     # The injected lines were not taken as the reply to the EHLO after the handshake.
     assert addr.session.tls_ehlo is not None and addr.session.tls_ehlo.lines[0] == "mx.test"
     assert addr.session.rcpt is not None and addr.session.rcpt.code == 250
+    assert exit_code(results) == 1
+
+
+def test_starttls_injection_during_the_handshake_is_reported(smtp_server: Start, pki: Pki) -> None:
+    """Plaintext that arrives after our ClientHello breaks the handshake: still an injection, with the bytes."""
+    srv = smtp_server(raw_starttls_late_injection)
+    results = _probe(srv, pki, timeout=2)
+    assert codes(results) == ["smtp.starttls-injection", "tls.handshake-failed"]
+    injection, failed = results[0].all_findings
+    assert injection.evidence["data"] == "250-injected.test\\r\\n250 PIPELINING\\r\\n"
+    assert "during the TLS handshake" in injection.detail and "discarded" not in injection.detail
+    assert failed.evidence["stage"] == "handshake"
+    [addr] = results[0].addresses
+    assert addr.session is not None and addr.session.injected == LATE_INJECTION
+    assert addr.verdict == "would fail: STARTTLS response injection"
     assert exit_code(results) == 1
 
 

@@ -14,6 +14,7 @@ from tests.fixtures_net import require_postfix, smtp_server
 from tests.pki import Issued, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.postfix import PostfixInstance
 from tests.smtp_servers import (
+    LATE_INJECTION,
     Handler,
     Scripted,
     SmtpTestServer,
@@ -22,6 +23,7 @@ from tests.smtp_servers import (
     raw_huge_line,
     raw_silent,
     raw_split_banner,
+    raw_starttls_late_injection,
     raw_trickle,
 )
 
@@ -91,6 +93,13 @@ def test_starttls_injection_is_discarded_and_reported(smtp_server: Start) -> Non
     assert s.tls is not None and s.failure is None
     assert s.after_tls is not None and "mx.test" in s.after_tls.text
     assert any("discarded" in t.text for t in s.transcript)
+
+
+def test_plaintext_injected_during_the_handshake_is_kept_as_injected(smtp_server: Start) -> None:
+    s = probe(smtp_server(raw_starttls_late_injection))
+    assert s.failure is not None and s.failure.code == "tls.handshake-failed" and s.failure.stage == "handshake"
+    assert s.injected == LATE_INJECTION
+    assert any("during the TLS handshake" in t.text for t in s.transcript)
 
 
 def test_trickling_server_times_out_instead_of_hanging(smtp_server: Start) -> None:

@@ -46,6 +46,7 @@ from certkit.core.smtp import (
     Reply,
     SmtpClient,
     State,
+    looks_like_smtp_text,
 )
 from certkit.errors import CertkitError
 
@@ -262,6 +263,8 @@ class Channel:
         self.sock = sock
         self.conn: SSL.Connection | None = None
         self.certificate_requested = False
+        #: The first bytes the server sent during a client handshake (peeked, for injection checks).
+        self.first_server_bytes = b""
 
     def _wait(self, write: bool, deadline: float) -> None:
         remaining = deadline - time.monotonic()
@@ -335,8 +338,32 @@ class Channel:
             conn.set_tlsext_host_name(server_name.encode("idna"))
         conn.set_connect_state()
         self.conn = conn
-        self._retry(conn.do_handshake, deadline)
+        self.first_server_bytes = b""
+        while True:
+            # Peek (without consuming) at the server's first bytes: if they are SMTP text rather than TLS
+            # records, plaintext was injected after the 220 and the handshake is about to fail on it.
+            self._peek_first()
+            try:
+                conn.do_handshake()
+                break
+            except SSL.WantReadError:
+                self._wait(False, deadline)
+            except SSL.WantWriteError:
+                self._wait(True, deadline)
         return self.tls_info(server_name, client=True)
+
+    def _peek_first(self) -> None:
+        if self.first_server_bytes:
+            return
+        with contextlib.suppress(BlockingIOError, OSError):
+            self.first_server_bytes = self.sock.recv(4096, socket.MSG_PEEK)
+
+    def plaintext_in_handshake(self) -> bytes:
+        """After a failed client handshake: the SMTP-like plaintext the server sent instead of TLS (as peeked
+        before OpenSSL read it), or ``b""`` when its first bytes were TLS records, binary, or nothing."""
+        first = self.first_server_bytes
+        return first if looks_like_smtp_text(first) else b""
+        return first
 
     def start_tls_server(self, ctx: SSL.Context, deadline: float) -> TlsInfo:
         """Run the server handshake; raises :class:`SSL.Error` or :class:`TimeoutError` on failure."""
@@ -598,7 +625,15 @@ def _starttls(d: _Driver, helo_name: str, identity: ClientIdentity | None) -> bo
         d.engine.receive_data(early)
     s.injected = d.engine.injected
     d.sync_transcript()
-    d.handshake(identity)
+    try:
+        d.handshake(identity)
+    except _Stop:
+        # Plaintext that arrived after our ClientHello broke the handshake: the same injection, seen later.
+        late = d.channel.plaintext_in_handshake()
+        if late:
+            s.injected += late
+            d.note(f"the server sent {len(late)} plaintext octets during the TLS handshake: {late[:60]!r}")
+        raise
     d.engine.tls_established()
     d.sync_transcript()
     s.after_tls = _greet(d, helo_name, tls=True)

@@ -30,7 +30,7 @@ from certkit.adapters.dns import DnsFailure, MailRoute, make_resolver, resolve_h
 from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
-from certkit.core.smtp import Reply
+from certkit.core.smtp import Reply, printable
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError, UsageError
 from certkit.validation import Validator, validate_peer
@@ -329,9 +329,12 @@ def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = 
     s = session
     where = f"{s.address}:{s.port}"
     if s.injected:
+        late = s.tls is None and s.failure is not None and s.failure.stage == "handshake"
+        what = ("; they arrived during the TLS handshake, which failed on them" if late
+                else "; they were discarded")
         out.append(Finding("smtp.starttls-injection", f"{where} sent {len(s.injected)} octets of plaintext after "
-                           "its 220 to STARTTLS; they were discarded.", subject=where,
-                           evidence={"data": s.injected[:200].decode("latin-1")}))
+                           f"its 220 to STARTTLS{what}.", subject=where,
+                           evidence={"data": printable(s.injected, 200)}))
     if s.failure is not None:
         out.append(failure_finding(s))
         if s.failure.stage in ("connect", "banner", "ehlo", "helo", "starttls", "handshake"):

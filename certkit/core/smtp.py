@@ -53,7 +53,9 @@ __all__ = [
     "State",
     "TranscriptEntry",
     "Verb",
+    "looks_like_smtp_text",
     "parse_capabilities",
+    "printable",
 ]
 
 #: Longest reply line accepted, in octets without the line ending.
@@ -320,6 +322,46 @@ def parse_capabilities(reply: Reply) -> dict[str, str]:
         if words:
             caps[words[0].upper()] = words[1] if len(words) > 1 else ""
     return caps
+
+
+# C0 and C1 controls (ESC starts terminal sequences, CR rewrites a line), DEL, and the Unicode controls
+# that reorder or break displayed text (bidi overrides and isolates, line and paragraph separators).
+_UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group(0)
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def printable(text: str | bytes, limit: int | None = None) -> str:
+    """Peer-controlled text (replies, certificate names, injected bytes) made safe for a terminal or a log.
+
+    Control characters are escaped (``\\x1b``, ``\\r``), so a server cannot move the cursor, recolour or
+    overwrite what certkit prints; bytes are read as UTF-8 with undecodable octets escaped. With ``limit``,
+    at most that many characters of the input are kept, and ``...`` marks the cut.
+    """
+    t = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else text
+    cut = limit is not None and len(t) > limit
+    if cut:
+        t = t[:limit]
+    return _UNSAFE_RE.sub(_escape, t) + ("..." if cut else "")
+
+
+_SMTP_LINE_RE = re.compile(rb"[2-5][0-9][0-9][ -]")
+_TEXT_RE = re.compile(rb"[\t\r\n\x20-\x7e]+")
+
+
+def looks_like_smtp_text(data: bytes) -> bool:
+    """Whether ``data`` is SMTP-like plaintext (``NNN text`` or printable ASCII lines), not TLS records.
+
+    Used on what a server sent where the TLS handshake was expected: text there is plaintext sent after
+    the ``220`` to ``STARTTLS`` (response injection), not a broken TLS stack.
+    """
+    if not data or data[0] in (0x14, 0x15, 0x16, 0x17):  # TLS record content types
+        return False
+    return bool(_SMTP_LINE_RE.match(data) or _TEXT_RE.fullmatch(data))
 
 
 @dataclass
