@@ -19,6 +19,7 @@ from certkit.lab.sender import queue_lines, send_message
 from certkit.lab.server import LabServer, Personality
 from tests.lab_fixtures import LabPki, lab_pki, lab_server, time_limit
 from tests.pki import make_crl, make_leaf
+from tests.smtp_servers import Scripted, SmtpTestServer
 
 __all__ = ["lab_pki", "lab_server", "time_limit"]
 
@@ -284,6 +285,24 @@ def test_cli_send_exit_codes_and_queue(lab_server: Start, lab_pki: LabPki, tmp_p
             assert "peer.rejected-issuer-not-accepted" in res.output
         else:
             assert res.output.startswith("Delivered to lab.test via 127.0.0.1:")
+
+
+def test_cli_send_escapes_the_receiver_s_control_characters(lab_pki: LabPki, tmp_path: Path) -> None:
+    """The queue's LastError and the diagnosis quote the receiver's reply: its ESC and CR are escaped."""
+    evil = "454 4.7.5 \x1b[31mCertificate validation failure\r\x1b[2K"
+    srv = SmtpTestServer(Scripted(identity=lab_pki.server, hostname="mx\x1b[1m.lab.test",
+                                  mail_reply_after_tls=evil))
+    try:
+        cert, key = _write_identity(tmp_path, "evil", lab_pki, "trusted")
+        res = CliRunner().invoke(lab, ["send", "--from", "alice@contoso.test", "--to", "bob@lab.test", "--via",
+                                       f"127.0.0.1:{srv.port}", "--cert", cert, "--key", key, "--home",
+                                       str(tmp_path / "home"), "--timeout", "5", "-v"])
+    finally:
+        srv.close()
+    assert res.exit_code == 1, res.output
+    assert "\x1b" not in res.stdout and "\r" not in res.stdout
+    assert 'responded with: "454 4.7.5 \\x1b[31mCertificate validation failure\\r\\x1b[2K' in res.stdout
+    assert "220 mx\\x1b[1m.lab.test ESMTP test" in res.stdout
 
 
 def test_cli_serve_refuses_a_key_that_does_not_match(lab_pki: LabPki, tmp_path: Path) -> None:

@@ -105,3 +105,19 @@ def test_bracketed_targets_must_be_ip_addresses(tmp_path: Path, target: str) -> 
     r = CliRunner().invoke(main, ["probe", target, "--store", str(tmp_path / "t"), "--timeout", "1"])
     assert r.exit_code == 2, r.output
     assert "is not an IP address" in r.output
+
+
+def test_human_output_escapes_the_server_s_control_characters(smtp_server: Start, tmp_path: Path) -> None:
+    """Banner, replies and certificate names are the server's text: no ESC sequence or CR reaches the terminal."""
+    evil = make_leaf(INTER, ["mx1.fabrikam.test"], cn="mx1\x1b[31m.fabrikam.test\r")
+    srv = smtp_server(Scripted(identity=evil, chain=[INTER.cert], hostname="mx\x1b[31m.test\rOK",
+                               rcpt_reply="550 5.1.1 \x1b[2J\x1b[Hno such user\r\x9b"))
+    r = CliRunner().invoke(probe_cmd, [f"127.0.0.1:{srv.port}", "--store", _store(tmp_path, ROOT.cert),
+                                       "--managed-only", "--validator", "postfix", "--domain", "fabrikam.test",
+                                       "--timeout", "3", "-v"])
+    assert r.exit_code == 0, r.output
+    for raw in ("\x1b", "\r", "\x9b"):
+        assert raw not in r.stdout
+    assert "220 mx\\x1b[31m.test\\rOK ESMTP test" in r.stdout          # the banner, in the transcript
+    assert "550 5.1.1 \\x1b[2J\\x1b[Hno such user\\r\\x9b" in r.stdout  # a reply, in a finding
+    assert "CN=mx1\\x1b[31m.fabrikam.test\\r" in r.stdout             # a certificate subject

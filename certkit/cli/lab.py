@@ -19,6 +19,7 @@ from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.cli.common import KEY_PASSPHRASE_ENV, CertkitGroup, echo_json, home_option, resolve_home
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
+from certkit.core.smtp import printable
 from certkit.core.trust import AnchorSet
 from certkit.errors import InputError
 from certkit.lab.demo import run_demo
@@ -158,25 +159,29 @@ def send_cmd(mail_from: str, rcpt_to: str, via: str | None, cert: str, key: str,
     if as_json:
         echo_json(result.to_dict())
     else:
+        # The receiver's replies and names are its text: printable() escapes control characters (ESC, CR).
+        def out(text: str) -> None:
+            click.echo(printable(text))
+
         if verbose:
             for attempt in result.attempts:
                 for line in attempt.session.transcript:
-                    click.echo(str(line))
+                    out(str(line))
         if result.delivered:
             attempt = next(a for a in result.attempts if a.delivered)
             tls = attempt.session.tls
             assert attempt.accepted is not None
-            click.echo(f"Delivered to {result.next_hop} via {attempt.session.address}:{attempt.session.port} "
-                       f"({tls.version if tls else 'without TLS'}"
-                       f"{', domain-secured' if domain_secure and tls else ''}): {attempt.accepted.text}")
+            out(f"Delivered to {result.next_hop} via {attempt.session.address}:{attempt.session.port} "
+                f"({tls.version if tls else 'without TLS'}"
+                f"{', domain-secured' if domain_secure and tls else ''}): {attempt.accepted.text}")
         else:
-            click.echo("Not delivered; the message stays in the queue. Get-Queue | fl shows:")
+            out("Not delivered; the message stays in the queue. Get-Queue | fl shows:")
             for row in queue_lines(result):
-                click.echo("  " + row)
-            click.echo("")
-            click.echo("certkit's diagnosis (our side):")
+                out("  " + row)
+            out("")
+            out("certkit's diagnosis (our side):")
             for row in diagnosis_lines(result):
-                click.echo("  " + row)
+                out("  " + row)
     sys.exit(0 if result.delivered else 1)
 
 

@@ -20,6 +20,7 @@ from certkit.checks.probe import AddressResult, ProbeResult, exit_code, probe_sy
 from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, resolve_home, stderr_is_terminal
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
+from certkit.core.smtp import printable
 from certkit.errors import InputError, NotFoundError
 
 __all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "identity_from_home"]
@@ -109,30 +110,37 @@ class _Progress:
 
     def __call__(self, result: AddressResult) -> None:
         self.done += 1
-        where = f"{result.host} [{result.address}]:{result.port}" if result.host != result.address \
-            else f"[{result.address}]:{result.port}"
-        click.echo(f"[{self.done} done, {self.targets} target(s)] {where}: {result.verdict}", err=True)
+        click.echo(printable(f"[{self.done} done, {self.targets} target(s)] {_where(result)}: {result.verdict}"),
+                   err=True)
+
+
+def _where(a: AddressResult) -> str:
+    return f"{a.host} [{a.address}]:{a.port}" if a.host != a.address else f"[{a.address}]:{a.port}"
 
 
 def _print(results: list[ProbeResult], verbose: bool) -> None:
+    # Replies, certificate names and transcripts are the server's text: printable() escapes control
+    # characters so that a hostile server cannot recolour, move or overwrite what the admin reads.
+    def out(text: str) -> None:
+        click.echo(printable(text))
+
     for r in results:
         for f in r.findings:
-            click.echo(f"{r.target}: {f.severity}: {f.code}: {f.detail}")
+            out(f"{r.target}: {f.severity}: {f.code}: {f.detail}")
         for a in r.addresses:
-            where = f"{a.host} [{a.address}]:{a.port}" if a.host != a.address else f"[{a.address}]:{a.port}"
-            click.echo(f"{where}: {a.verdict}")
+            out(f"{_where(a)}: {a.verdict}")
             tls = a.session.tls if a.session else None
             if tls is not None:
-                click.echo(f"  TLS: {tls.version} {tls.cipher}; chain: "
-                           + " <- ".join(c.subject.rfc4514_string() for c in tls.peer_chain))
+                out(f"  TLS: {tls.version} {tls.cipher}; chain: "
+                    + " <- ".join(c.subject.rfc4514_string() for c in tls.peer_chain))
             for f in a.findings:
-                click.echo(f"  {f.severity}: {f.code}: {f.detail}")
+                out(f"  {f.severity}: {f.code}: {f.detail}")
                 if f.exchange_text and f.severity == "error":
-                    click.echo(f"    Exchange shows: {f.exchange_text}")
-                click.echo(f"    fix: {f.entry.remedy}")
+                    out(f"    Exchange shows: {f.exchange_text}")
+                out(f"    fix: {f.entry.remedy}")
             if verbose and a.session is not None:
                 for line in a.session.transcript:
-                    click.echo(f"    {line}")
+                    out(f"    {line}")
 
 
 @click.command("probe")
