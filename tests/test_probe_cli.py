@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,3 +127,31 @@ def test_human_output_escapes_the_server_s_control_characters(smtp_server: Start
     assert "220 mx\\x1b[31m.test\\rOK ESMTP test" in r.stdout          # the banner, in the transcript
     assert "550 5.1.1 \\x1b[2J\\x1b[Hno such user\\r\\x9b" in r.stdout  # a reply, in a finding
     assert "CN=mx1\\x1b[31m.fabrikam.test\\r" in r.stdout             # a certificate subject
+
+
+def test_ctrl_c_interrupts_promptly_with_exit_130(smtp_server: Start, tmp_path: Path) -> None:
+    """SIGINT while sessions wait on a silent server: no waiting for --timeout, one line, exit 130."""
+    connected = threading.Event()
+
+    def silent(sock: socket.socket) -> None:
+        connected.set()
+        time.sleep(15)
+
+    servers = [smtp_server(silent) for _ in range(3)]
+    proc = subprocess.Popen([sys.executable, "-m", "certkit", "probe", *(f"127.0.0.1:{s.port}" for s in servers),
+                             "--store", _store(tmp_path), "--managed-only", "--timeout", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert connected.wait(10), "the probe never connected"
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        assert time.monotonic() - t0 < 3  # a guard against waiting for the 10 s step timeout, not a benchmark
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err == "certkit: interrupted\n"
+    assert out == ""

@@ -14,13 +14,14 @@ and reports revocation facts as information only.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import datetime as _dt
 import functools
 import ipaddress
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -49,6 +50,9 @@ __all__ = [
     "probe_sync",
     "rejection_of_us",
 ]
+
+
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -430,7 +434,7 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
                 helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
                 concurrency: int = 50, clock: Clock | None = None,
                 progress: ProgressCallback | None = None) -> list[ProbeResult]:
-    """The coroutine behind :func:`probe_sync`: blocking sessions run in a pool of ``concurrency`` threads."""
+    """The coroutine behind :func:`probe_sync`: blocking sessions run in daemon threads, ``concurrency`` at once."""
     if validator not in ("exchange", "postfix"):
         raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
     if name is not None and domain is not None:
@@ -449,14 +453,13 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
     cache = CrlCache(timeout=timeout)
     ours = identity.cert if identity else None
     loop = asyncio.get_running_loop()
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="certkit-probe")
 
     async def one(t: Target) -> ProbeResult:
         result = ProbeResult(t.text)
         if t.is_domain:
             async with sem:
-                route = await loop.run_in_executor(
-                    pool, functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
+                route = await _in_daemon_thread(
+                    loop, functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
             result.findings.extend(_route_findings(route, t.host))
             pairs = route.targets
         elif _is_ip(t.host):
@@ -464,8 +467,8 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         else:
             # host:port: resolved like an MX host (dnspython, --nameserver, timeout; every A and AAAA address).
             async with sem:
-                found = await loop.run_in_executor(
-                    pool, functools.partial(resolve_host, t.host, nameserver=nameserver, timeout=timeout))
+                found = await _in_daemon_thread(
+                    loop, functools.partial(resolve_host, t.host, nameserver=nameserver, timeout=timeout))
             if found.failure is not None and not found.addresses:
                 result.findings.append(dns_finding(found.failure, t.host))
             pairs = [(t.host, a) for a in found.addresses]
@@ -477,7 +480,7 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
 
         async def addr(host: str, address: str) -> AddressResult:
             async with sem:
-                done = await loop.run_in_executor(pool, functools.partial(
+                done = await _in_daemon_thread(loop, functools.partial(
                     _probe_address, t.text, host, address, t.port, anchors=anchors, identity=identity, name=name,
                     domain=partner, validator=validator, mail_from=sender, rcpt_to=rcpt, helo_name=helo,
                     implicit_tls=implicit_tls, timeout=timeout, at=at, crl_cache=cache))
@@ -488,10 +491,32 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         result.addresses = list(await asyncio.gather(*(addr(h, a) for h, a in pairs)))
         return result
 
-    try:
-        return list(await asyncio.gather(*(one(t) for t in parsed)))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    return list(await asyncio.gather(*(one(t) for t in parsed)))
+
+
+def _in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], _R]) -> asyncio.Future[_R]:
+    """Run blocking ``fn`` in a daemon thread; the future completes on ``loop``.
+
+    Not an executor: its worker threads are joined at interpreter exit, so Ctrl-C would wait for every
+    session in flight (up to the whole --timeout). A cancelled probe abandons daemon threads instead;
+    each is bounded by its own timeouts. Concurrency is bounded by the caller's semaphore.
+    """
+    future: asyncio.Future[_R] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as e:  # handed to the awaiting coroutine
+            outcome = (False, e)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="certkit-probe", daemon=True).start()
+    return future
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:
