@@ -16,6 +16,7 @@ import certkit.cli.probe as probe_cli
 from certkit.adapters.truststore import TrustStore
 from certkit.checks.probe import AddressResult, probe_sync
 from certkit.cli import main
+from certkit.cli.probe import progress_bar
 from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
@@ -115,11 +116,23 @@ def test_progress_on_stderr_only_for_a_terminal(smtp_server: Start, tmp_path: Pa
     assert r.exit_code == 1
     data = json.loads(r.stdout)  # stdout holds the report and nothing else
     assert len(data["results"]) == 4
-    lines = r.stderr.splitlines()
     if not terminal:
-        assert lines == []
+        assert r.stderr == ""
         return
-    assert len(lines) == 4
-    assert lines[-1].startswith("[4 done, 4 target(s)] ")
-    assert sum("would deliver with Domain Security" in line for line in lines) == 3
-    assert sum("would fail: connection refused" in line for line in lines) == 1
+    assert r.stderr.startswith("\r[") and r.stderr.endswith("\n") and r.stderr.count("\n") == 1
+    frames = [f.rstrip() for f in r.stderr[:-1].split("\r")[1:]]
+    assert frames[-1] == "[####################] 4/4 addresses"
+    assert len(frames) == 8  # 4 targets planned, 4 addresses done
+
+
+@pytest.mark.parametrize(("done", "total", "resolving", "frame"), [
+    (0, 40, 0, "[----------] 0/40 addresses"),
+    (12, 40, 0, "[###-------] 12/40 addresses"),
+    (20, 40, 0, "[#####-----] 20/40 addresses"),
+    (40, 40, 0, "[##########] 40/40 addresses"),
+    (0, 0, 0, "[----------] 0/0 addresses"),
+    (0, 0, 3, "[----------] 0/0 addresses (3 target(s) to resolve)"),
+    (2, 2, 2, "[#####-----] 2/2 addresses (2 target(s) to resolve)"),
+])
+def test_progress_bar_frames(done: int, total: int, resolving: int, frame: str) -> None:
+    assert progress_bar(done, total, resolving=resolving, width=10) == frame

@@ -406,6 +406,8 @@ def _probe_address(target: str, host: str, address: str, port: int, *, anchors: 
 
 
 #: Called once per probed address, as soon as it is done (for progress displays); runs on the caller's loop.
+#: If it also has a ``planned(count)`` method, that is called once per target as soon as the number of its
+#: addresses is known (after DNS), so that a display can show ``done/total``.
 ProgressCallback = Callable[[AddressResult], None]
 
 
@@ -472,6 +474,9 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
             if found.failure is not None and not found.addresses:
                 result.findings.append(dns_finding(found.failure, t.host))
             pairs = [(t.host, a) for a in found.addresses]
+        planned = getattr(progress, "planned", None)
+        if callable(planned):
+            planned(len(pairs))
         partner = domain if domain is not None else (t.host if t.is_domain and name is None else None)
         sender = mail_from if mail_from is not None else (f"probe@{_our_domain(ours)}" if ours else "probe@localhost")
         rcpt = rcpt_to if rcpt_to is not None else (f"postmaster@{t.host}" if t.is_domain else

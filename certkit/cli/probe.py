@@ -23,7 +23,7 @@ from certkit.core.keys import load_private_key
 from certkit.core.smtp import printable
 from certkit.errors import InputError, NotFoundError
 
-__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "identity_from_home"]
+__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "identity_from_home", "progress_bar"]
 
 #: The version of the ``--json`` document (certkit/schemas/probe.schema.json); bumped only on breaking changes.
 JSON_SCHEMA_VERSION = 1
@@ -101,17 +101,46 @@ def _targets(targets: tuple[str, ...], from_file: str | None) -> list[str]:
     return out
 
 
+def progress_bar(done: int, total: int, *, resolving: int = 0, width: int = 20) -> str:
+    """One frame of the progress bar: ``[#####---------------] 12/40 addresses``.
+
+    ``total`` counts the addresses known so far; ``resolving`` the targets whose addresses are not known
+    yet (each counted as one address in the bar's fill until it is).
+    """
+    expected = total + resolving
+    filled = min(width, width * done // expected) if expected else 0
+    text = f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} addresses"
+    return text + (f" ({resolving} target(s) to resolve)" if resolving else "")
+
+
 class _Progress:
-    """One line per finished address on stderr (only used when stderr is a terminal)."""
+    """A progress bar on stderr (only used when stderr is a terminal), redrawn in place with ``\\r``."""
 
     def __init__(self, targets: int) -> None:
-        self.targets = targets
+        self.resolving = targets
+        self.total = 0
         self.done = 0
+        self._width = 0
+
+    def planned(self, count: int) -> None:
+        self.resolving -= 1
+        self.total += count
+        self._draw()
 
     def __call__(self, result: AddressResult) -> None:
         self.done += 1
-        click.echo(printable(f"[{self.done} done, {self.targets} target(s)] {_where(result)}: {result.verdict}"),
-                   err=True)
+        self._draw()
+
+    def _draw(self) -> None:
+        frame = progress_bar(self.done, self.total, resolving=self.resolving)
+        click.echo("\r" + frame.ljust(self._width), nl=False, err=True)
+        self._width = max(self._width, len(frame))
+
+    def finish(self) -> None:
+        """End the bar's line, so that what follows on stderr starts on its own."""
+        if self._width:
+            click.echo("", err=True)
+            self._width = 0
 
 
 def _where(a: AddressResult) -> str:
@@ -188,10 +217,15 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
                 else _identity(client_cert, client_key))
     path = Path(store) if store else default_store_path(resolve_home(home))
     anchors = TrustStore(path).anchor_set(managed_only=managed_only)
-    results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port, implicit_tls=implicit_tls,
-                         validator=validator, domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt,
-                         helo_name=helo, nameserver=nameserver, timeout=timeout, concurrency=concurrency,
-                         progress=_Progress(len(all_targets)) if stderr_is_terminal() else None)
+    progress = _Progress(len(all_targets)) if stderr_is_terminal() else None
+    try:
+        results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port,
+                             implicit_tls=implicit_tls, validator=validator, domain=domain, name=name,
+                             mail_from=mail_from, rcpt_to=rcpt, helo_name=helo, nameserver=nameserver,
+                             timeout=timeout, concurrency=concurrency, progress=progress)
+    finally:
+        if progress is not None:
+            progress.finish()
     if as_json:
         echo_json({"schema_version": JSON_SCHEMA_VERSION, "validator": validator,
                    "results": [r.to_dict() for r in results], "exit_code": exit_code(results)})
