@@ -101,6 +101,8 @@ class Scripted:
     mail_reply_after_tls: str | None = None  # e.g. Exchange's "454 4.7.5 Certificate validation failure" at MAIL
     ehlo_reply: str | None = None  # a refusal of EHLO and HELO (e.g. "550 5.7.1 Access denied")
     rcpt_reply: str = "250 2.1.5 Ok"
+    after_tls_reply: str | None = None  # RFC 3207's "554 ..." to every command but QUIT after the handshake
+    tls_version: int | None = None  # e.g. SSL.TLS1_VERSION: only that version, at OpenSSL security level 0
     sessions: list[TlsInfo] = field(default_factory=list)
 
     def __call__(self, sock: socket.socket) -> None:
@@ -139,7 +141,9 @@ class Scripted:
                         return
                     continue
             first_after_tls = False
-            if verb in ("EHLO", "HELO") and self.ehlo_reply is not None:
+            if tls is not None and self.after_tls_reply is not None and verb != "QUIT":
+                send(self.after_tls_reply)
+            elif verb in ("EHLO", "HELO") and self.ehlo_reply is not None:
                 send(self.ehlo_reply)
             elif verb == "EHLO":
                 caps = ["PIPELINING", "SIZE 10240000"]
@@ -156,6 +160,10 @@ class Scripted:
                 ctx = server_context(self.identity.cert, self.identity.key, self.chain,
                                      request_client_cert=self.request_client_cert,
                                      client_cas=self.client_cas or list(self.trusted or ()))
+                if self.tls_version is not None:
+                    ctx.set_min_proto_version(self.tls_version)
+                    ctx.set_max_proto_version(self.tls_version)
+                    ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
                 tls = ch.start_tls_server(ctx, time.monotonic() + STEP)
                 self.sessions.append(tls)
                 buf.clear()

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from OpenSSL import SSL
 
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import ProbeResult, exit_code, probe_sync
@@ -380,3 +382,69 @@ def test_refused_recipient_is_not_would_deliver(smtp_server: Start, pki: Pki) ->
     [addr] = results[0].addresses
     assert "would deliver" not in addr.verdict and "recipient was refused" in addr.verdict
     assert addr.findings[0].to_dict()["enhanced_status"] == "5.1.1"
+    assert addr.findings[0].severity is Severity.WARNING
+    assert exit_code(results) == 0  # a configuration warning about the test address, not a TLS error
+
+
+@pytest.mark.parametrize("version", [SSL.TLS1_VERSION, SSL.TLS1_1_VERSION], ids=["TLSv1", "TLSv1.1"])
+def test_old_protocol_is_observed_and_reported(smtp_server: Start, pki: Pki, version: int) -> None:
+    """The client offers TLS 1.0 and up at security level 0, so an old server is reported, not refused."""
+    srv = smtp_server(Scripted(identity=pki.leaf(key_type="rsa"), chain=[pki.inter.cert], tls_version=version))
+    results = _probe(srv, pki)
+    if results[0].addresses[0].session is not None and results[0].addresses[0].session.tls is None:
+        pytest.skip(f"this OpenSSL cannot do {version:#x} even at security level 0: {codes(results)}")
+    assert codes(results) == ["tls.old-protocol"]
+    [addr] = results[0].addresses
+    assert addr.session is not None and addr.session.tls is not None
+    assert addr.session.tls.version == {SSL.TLS1_VERSION: "TLSv1", SSL.TLS1_1_VERSION: "TLSv1.1"}[version]
+    assert addr.findings[0].severity is Severity.WARNING
+    assert addr.verdict == "would deliver with Domain Security"
+    assert exit_code(results) == 0
+
+
+def test_554_to_every_command_after_tls_is_a_weak_session(smtp_server: Start, pki: Pki) -> None:
+    """RFC 3207 4.1: a server that finds the TLS session too weak answers 554 to every command but QUIT."""
+    ours = make_leaf(pki.inter, ["edge.contoso.test"], eku=[CLIENT])
+    srv = smtp_server(Scripted(identity=pki.leaf(), chain=[pki.inter.cert],
+                               after_tls_reply="554 5.7.0 Command refused due to lack of security"))
+    results = _probe(srv, pki, identity=ClientIdentity(ours.cert, ours.key))
+    assert codes(results) == ["peer.rejected-weak-session"]
+    [addr] = results[0].addresses
+    [f] = addr.findings
+    assert f.evidence["step"] == "after the handshake"
+    assert f.evidence["reply"] == "554 5.7.0 Command refused due to lack of security"
+    assert addr.session is not None and addr.session.mail is None  # nothing was sent after the refused EHLO
+    assert addr.verdict == "would fail: the receiver finds the session too weak"
+    assert exit_code(results) == 1
+
+
+def _crl_without_number(issuer: Issued) -> x509.CertificateRevocationList:
+    """Correctly signed by ``issuer``, but without the CRL number RFC 5280 5.2.3 requires."""
+    return (x509.CertificateRevocationListBuilder().issuer_name(issuer.cert.subject)
+            .last_update(NOW - dt.timedelta(hours=1)).next_update(NOW + 7 * DAY)
+            .sign(issuer.key, hashes.SHA256()))
+
+
+@pytest.mark.parametrize("case", ["no-crl-number", "this-update-in-the-future"])
+def test_a_correctly_signed_but_unusable_crl_is_invalid_under_exchange(smtp_server: Start, pki: Pki,
+                                                                       case: str) -> None:
+    path = f"/{case}.crl"
+    crl = (_crl_without_number(pki.inter) if case == "no-crl-number"
+           else make_crl(pki.inter, this_update=NOW + DAY, next_update=NOW + 8 * DAY))
+    pki.crls.files[path] = crl.public_bytes(serialization.Encoding.DER)
+    srv = smtp_server(Scripted(identity=pki.leaf(cdp=pki.crls.url(path)), chain=[pki.inter.cert]))
+    results = _probe(srv, pki, validator="exchange")
+    # The verifier (certkit/core/verify.py) also says that no usable CRL was available (revocation.unreachable,
+    # although the CRL was fetched): the cause comes first.
+    assert codes(results) == ["revocation.crl-invalid", "revocation.unreachable"]
+    f = results[0].all_findings[0]
+    assert f.severity is Severity.ERROR
+    expected = "has no CRL number" if case == "no-crl-number" else "is dated in the future"
+    assert f.evidence["problem"].startswith(expected)
+    assert f.entry.exchange_text == "RevocationCheckFailure"
+    assert exit_code(results) == 1
+    # Postfix checks no revocation: the same facts are information only.
+    relaxed = _probe(srv, pki, validator="postfix")
+    assert [(f.code, f.severity) for f in relaxed[0].all_findings] == [("revocation.crl-invalid", Severity.INFO),
+                                                                        ("revocation.unreachable", Severity.INFO)]
+    assert exit_code(relaxed) == 0
