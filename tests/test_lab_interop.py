@@ -9,12 +9,12 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from certkit.checks.probe import probe_sync
-from certkit.lab.sender import send_message
+from certkit.checks.probe import probe_sync, rejection_of_us
 from certkit.lab.server import LabServer, Personality
 from tests.fixtures_net import require_postfix, require_tool
 from tests.lab_fixtures import LabPki, PostfixSender, lab_pki, lab_server, time_limit
@@ -69,6 +69,8 @@ def test_swaks_sees_the_personality_reply(lab_server: Start, pem_files: Path, pe
 @pytest.mark.parametrize(("personality", "which", "expected"), [
     (Personality.EXCHANGE, "trusted", "250 2.1.0 Sender OK"),
     (Personality.EXCHANGE, "foreign", EXCHANGE_454),
+    (Personality.EXCHANGE, "none", EXCHANGE_454),
+    (Personality.POSTFIX, "trusted", "250 2.1.0 Ok"),
     (Personality.POSTFIX, "foreign", POSTFIX_421),
     (Personality.POSTFIX, "none", POSTFIX_NONE),
 ])
@@ -83,9 +85,14 @@ def test_openssl_s_client_sees_the_personality_reply(lab_server: Start, pem_file
 
 
 @pytest.mark.parametrize(("personality", "which", "expected"), [
-    (Personality.EXCHANGE, "foreign", "< 250 8BITMIME"),   # Exchange refuses later, at MAIL FROM
+    # Exchange accepts EHLO after the handshake whatever the certificate and refuses later, at MAIL FROM,
+    # which posttls-finger never sends.
+    (Personality.EXCHANGE, "trusted", "< 250 8BITMIME"),
+    (Personality.EXCHANGE, "foreign", "< 250 8BITMIME"),
+    (Personality.EXCHANGE, "none", "< 250 8BITMIME"),
     (Personality.POSTFIX, "trusted", "< 250 8BITMIME"),
     (Personality.POSTFIX, "foreign", f"EHLO rejected: {POSTFIX_421}"),
+    (Personality.POSTFIX, "none", f"EHLO rejected: {POSTFIX_NONE}"),
 ])
 def test_posttls_finger_sees_the_personality_reply(lab_server: Start, pem_files: Path, personality: Personality,
                                                    which: str, expected: str) -> None:
@@ -126,6 +133,41 @@ def _wait_status(pf: PostfixSender, timeout: float = 20.0) -> str:
     return m.group(0)
 
 
+#: Postfix's "(in reply to X command)" -> where the probe says the refusal came (rejection_of_us).
+_POSTFIX_STEP = {"EHLO": "after the handshake", "MAIL FROM": "at MAIL FROM", "RCPT TO": "at RCPT TO"}
+
+
+def _postfix_refusal(status: str) -> tuple[str, str]:
+    """The remote reply Postfix logged and where it came: ``... said: R (in reply to X command))``, or
+    ``... refused to talk to me: R)`` for a refusal of its EHLO (here after the handshake: the certificate
+    was judged)."""
+    m = re.search(r"said: (.+) \(in reply to (EHLO|MAIL FROM|RCPT TO) command\)", status)
+    if m:
+        return m.group(1), _POSTFIX_STEP[m.group(2)]
+    m = re.search(r"refused to talk to me: (.+)\)$", status)
+    assert m, status
+    return m.group(1), "after the handshake"
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """What certkit's probe saw against the same endpoint with the same client certificate."""
+
+    errors: frozenset[str]
+    refusal: tuple[str, str] | None   # (reply text, where), as rejection_of_us says
+
+
+def _probe_view(server: LabServer, pki: LabPki, which: str) -> ProbeView:
+    results = probe_sync([f"127.0.0.1:{server.port}"], anchors=[pki.root.cert], identity=pki.identity(which),
+                         validator="postfix", domain="lab.test", mail_from="alice@contoso.test",
+                         rcpt_to="bob@lab.test", timeout=5)
+    [addr] = results[0].addresses
+    assert addr.session is not None
+    refusal = rejection_of_us(addr.session)
+    return ProbeView(frozenset(f.code for f in results[0].all_findings if f.severity == "error"),
+                     None if refusal is None else (refusal[1].text, refusal[0]))
+
+
 @pytest.mark.parametrize("personality", [Personality.EXCHANGE, Personality.POSTFIX])
 def test_postfix_sender_with_a_foreign_certificate_is_deferred_with_the_lab_reply(
         lab_server: Start, lab_pki: LabPki, postfix_sender: Callable[[str, int], PostfixSender],
@@ -136,57 +178,49 @@ def test_postfix_sender_with_a_foreign_certificate_is_deferred_with_the_lab_repl
     pf.submit("alice@contoso.test", "bob@lab.test")
     status = _wait_status(pf)
     assert status.startswith("status=deferred"), status
+    logged = _postfix_refusal(status)
     if personality is Personality.EXCHANGE:
-        assert f"said: {EXCHANGE_454} (in reply to MAIL FROM command)" in status
+        assert logged == (EXCHANGE_454, "at MAIL FROM")
     else:
-        assert POSTFIX_421 in status
+        assert logged == (POSTFIX_421, "after the handshake")
     assert not (tmp_path / "maildir" / "new").exists() or not list((tmp_path / "maildir" / "new").iterdir())
-    # certkit's view agrees, finding for finding: the same reply, our certificate refused as untrusted.
-    findings = _certkit_findings(server, lab_pki, "foreign", personality)
-    assert findings & {"peer.rejected-untrusted", "peer.rejected-issuer-not-accepted"}, findings
+    # certkit's probe agrees, finding for finding: the same reply at the same step, and exactly one cause
+    # (the lab lists its root as the only acceptable issuer; the self-signed certificate is not from it).
+    seen = _probe_view(server, lab_pki, "foreign")
+    assert seen.refusal == logged
+    assert seen.errors == {"peer.rejected-issuer-not-accepted"}
 
 
+@pytest.mark.parametrize("personality", [Personality.EXCHANGE, Personality.POSTFIX])
 def test_postfix_sender_with_a_trusted_certificate_delivers_into_the_maildir(
         lab_server: Start, lab_pki: LabPki, postfix_sender: Callable[[str, int], PostfixSender],
-        time_limit: Callable[[float], None], tmp_path: Path) -> None:
+        time_limit: Callable[[float], None], tmp_path: Path, personality: Personality) -> None:
     time_limit(45)
-    server = lab_server(personality=Personality.EXCHANGE)
+    server = lab_server(personality=personality)
     pf = postfix_sender("trusted", server.port)
     pf.submit("alice@contoso.test", "bob@lab.test", subject="domain secured")
     status = _wait_status(pf)
     assert status.startswith("status=sent"), status
-    assert "250 2.6.0" in status
+    assert ("250 2.6.0" if personality is Personality.EXCHANGE else "250 2.0.0 Ok: queued as") in status
     files = list((tmp_path / "maildir" / "new").iterdir())
     assert len(files) == 1
     text = files[0].read_bytes().decode()
-    assert "Received: from mx.contoso.test" in text and "domain-secured=yes contoso.test" in text
-    assert "Subject: domain secured" in text
+    assert "Received: from mx.contoso.test" in text and "Subject: domain secured" in text
+    if personality is Personality.EXCHANGE:
+        assert "domain-secured=yes contoso.test" in text
     assert "Verified TLS connection established" in pf.log()
-    assert not _certkit_findings(server, lab_pki, "trusted", Personality.EXCHANGE)
+    # certkit's probe agrees: no refusal, no error.
+    assert _probe_view(server, lab_pki, "trusted") == ProbeView(frozenset(), None)
 
 
-def _certkit_findings(server: LabServer, pki: LabPki, which: str, personality: Personality) -> set[str]:
-    """The error findings certkit reports for the same client certificate against the same endpoint.
-
-    The postfix personality refuses right after the handshake, which the probe sees; the exchange one
-    refuses at MAIL FROM, which the lab sender's diagnosis reads (see the report: the probe itself
-    does not yet treat a 454 at MAIL FROM as a rejection of our certificate).
-    """
-    identity = pki.identity(which)
-    if personality is Personality.POSTFIX:
-        results = probe_sync([f"127.0.0.1:{server.port}"], anchors=[pki.root.cert], identity=identity,
-                             validator="postfix", domain="lab.test", mail_from="alice@contoso.test",
-                             rcpt_to="bob@lab.test", timeout=5)
-        return {f.code for f in results[0].all_findings if f.severity == "error"}
-    sent = send_message("alice@contoso.test", "bob@lab.test", identity=identity, via=f"127.0.0.1:{server.port}",
-                        timeout=5)
-    return {f.code for f in sent.findings if f.severity == "error"}
-
-
-def test_probe_reports_the_exchange_rejection_at_mail_from(lab_server: Start, lab_pki: LabPki) -> None:
-    server = lab_server(personality=Personality.EXCHANGE)
-    results = probe_sync([f"127.0.0.1:{server.port}"], anchors=[lab_pki.root.cert],
-                         identity=lab_pki.identity("foreign"), validator="postfix", domain="lab.test",
-                         mail_from="alice@contoso.test", rcpt_to="bob@lab.test", timeout=5)
-    codes = {f.code for f in results[0].all_findings}
-    assert codes & {"peer.rejected-untrusted", "peer.rejected-issuer-not-accepted"}, codes
+@pytest.mark.parametrize(("personality", "which", "errors", "reply", "where"), [
+    (Personality.EXCHANGE, "foreign", {"peer.rejected-issuer-not-accepted"}, EXCHANGE_454, "at MAIL FROM"),
+    (Personality.EXCHANGE, "none", {"peer.rejected-no-client-cert"}, EXCHANGE_454, "at MAIL FROM"),
+    (Personality.POSTFIX, "foreign", {"peer.rejected-issuer-not-accepted"}, POSTFIX_421, "after the handshake"),
+    (Personality.POSTFIX, "none", {"peer.rejected-no-client-cert"}, POSTFIX_NONE, "after the handshake"),
+])
+def test_probe_names_the_cause_and_the_reply_of_each_personality(
+        lab_server: Start, lab_pki: LabPki, personality: Personality, which: str, errors: set[str], reply: str,
+        where: str) -> None:
+    seen = _probe_view(lab_server(personality=personality), lab_pki, which)
+    assert seen == ProbeView(frozenset(errors), (reply, where))
