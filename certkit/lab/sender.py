@@ -12,7 +12,6 @@ verification of the receiver's certificate). Nothing here prints.
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from email.utils import format_datetime, make_msgid
@@ -31,6 +30,7 @@ from certkit.core.findings import (
     Finding,
     Severity,
 )
+from certkit.core.names import is_ip_address
 from certkit.core.trust import AnchorSet, is_self_signed
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError
@@ -142,7 +142,7 @@ def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | Non
     if via is not None:
         t = parse_target(via, 25)
         port = t.port
-        if _is_ip(t.host):
+        if is_ip_address(t.host):
             pairs = [(t.host, t.host)]
         else:
             # A host name is resolved like an MX host (dnspython, nameserver, timeout; every A and AAAA address).
@@ -192,14 +192,6 @@ def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | Non
     if result.verification is not None:
         result.findings.extend(f for f in result.verification.findings if f.severity is not Severity.INFO)
     return result
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _our_host(identity: ClientIdentity | None) -> str:
