@@ -381,9 +381,11 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
             if not has_cdp:
                 out.append(Finding("revocation.no-cdp", f"{who} has no CRL distribution point, so its revocation "
                                    "cannot be checked.", subject=who))
-            elif not usable:
-                out.append(Finding("revocation.unreachable", f"No valid, current CRL from {_who(issuer)} was "
-                                   f"available to check {who}.", subject=who))
+            elif not matching:
+                # A CRL that was had but is stale, invalid or badly signed has its own finding above:
+                # "could not be had" is only for an issuer of whom no CRL was available at all.
+                out.append(Finding("revocation.unreachable", f"No CRL from {_who(issuer)} was available to check "
+                                   f"{who}.", subject=who))
     return out
 
 
