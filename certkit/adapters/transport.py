@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -561,17 +561,24 @@ def run_session(address: str, port: int = 25, *, server_name: str | None = None,
     session = SmtpSession(address=address, port=port, server_name=server_name, implicit_tls=implicit_tls)
     start = time.monotonic()
     d = _Driver(session, timeout, start + (deadline if deadline is not None else 4 * timeout))
-    try:
+    with _running(d, start):
         _dialogue(d, helo_name, mail_from, rcpt_to, identity, starttls)
+    return session
+
+
+@contextlib.contextmanager
+def _running(d: _Driver, start: float) -> Iterator[None]:
+    """Run a dialogue: a stop becomes the session's failure; the socket is closed and the clock read."""
+    try:
+        yield
     except _Stop as stop:
-        session.failure = stop.failure
+        d.s.failure = stop.failure
         d.note(f"stopped at {stop.failure.stage}: {stop.failure.detail}")
     finally:
         if d.channel is not None:
             d.channel.close()
         d.sync_transcript()
-        session.seconds = time.monotonic() - start
-    return session
+        d.s.seconds = time.monotonic() - start
 
 
 def _dialogue(d: _Driver, helo_name: str, mail_from: str | None, rcpt_to: str | None,
@@ -852,7 +859,7 @@ def deliver_message(address: str, port: int = 25, *, mail_from: str, rcpt_to: st
     result = Delivery(session)
     start = time.monotonic()
     d = _Driver(session, timeout, start + (deadline if deadline is not None else 6 * timeout))
-    try:
+    with _running(d, start):
         _dialogue_to_rcpt(d, helo_name, mail_from, rcpt_to, identity, require_tls)
         if d.state() is State.RCPT and approve is not None:
             result.refused_locally = approve(session)
@@ -867,14 +874,6 @@ def deliver_message(address: str, port: int = 25, *, mail_from: str, rcpt_to: st
                 session.quit = d.command("quit", Command.quit())
         elif d.state() in (State.MAIL, State.RCPT, State.READY, State.GREETED):
             session.quit = d.command("quit", Command.quit())
-    except _Stop as stop:
-        session.failure = stop.failure
-        d.note(f"stopped at {stop.failure.stage}: {stop.failure.detail}")
-    finally:
-        if d.channel is not None:
-            d.channel.close()
-        d.sync_transcript()
-        session.seconds = time.monotonic() - start
     return result
 
 
