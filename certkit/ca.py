@@ -38,10 +38,11 @@ from certkit.core.issuance import (
     build_exchange_selfsigned,
     build_leaf,
     random_serial,
+    san_names,
 )
 from certkit.core.keys import KeyType, PrivateKey, PublicKey, check_key_strength, generate_key, load_private_key
 from certkit.core.keys import private_key_pem as _key_pem
-from certkit.core.names import dns_name, general_name, parse_san
+from certkit.core.names import dns_name, general_name, is_ip_address, parse_san
 from certkit.core.profiles import ProfileName
 from certkit.errors import AlreadyExistsError, InputError, PassphraseError, PolicyError, StoreError
 
@@ -74,7 +75,14 @@ class IssuedCertificate:
 
     @property
     def name(self) -> str:
-        """The file stem: the certificate's common name (its FQDN)."""
+        """The file stem: the certificate's FQDN (its first fully qualified DNS name, else its CN).
+
+        For a transport certificate that is the CN; for Exchange's self-signed layout (CN = short
+        name) it is the FQDN in the SAN, so two Edges called "mail" do not collide in one folder.
+        """
+        fqdn = next((n for n in san_names(self.certificate) if "." in n and not is_ip_address(n)), None)
+        if fqdn is not None:
+            return fqdn
         attrs = self.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         return str(attrs[0].value) if attrs else serial_hex(self.certificate.serial_number)
 
@@ -230,10 +238,9 @@ class CertificateAuthority:
             raise PassphraseError("The CA key needs a passphrase.", "Set $CERTKIT_CA_PASSPHRASE or --passphrase-file.")
         if days < 1 or days > 36500:
             raise InputError(f"--days {days} is not a sensible CA lifetime.", "Use 1 to 36500 days (default 3650).")
-        for url in (crl_url, aia_url):
-            if url and not url.startswith("http://"):
-                raise InputError(f"{url} is not an http:// URL.",
-                                 "CRL and AIA URLs must be plain HTTP (RFC 5280; Windows fetches them without TLS).")
+        for option, url in (("--crl-url", crl_url), ("--aia-url", aia_url)):
+            if url is not None:
+                _check_http_url(option, url)
         domains = [dns_name(d) for d in permit_domains]
         existing = [p for p in ("ca.db", "root.key", "root.crt", "issuing.crt", "issuing.key") if (home / p).exists()]
         if "ca.db" in existing:
@@ -593,6 +600,23 @@ def exchange_selfsigned(fqdn: str, *, key_type: KeyType | str = KeyType.RSA2048,
     key = generate_key(key_type)
     cert = build_exchange_selfsigned(fqdn, key, serial=random_serial(), not_before=now - BACKDATE, days=days)
     return IssuedCertificate(cert, key, (), None)
+
+
+def _check_http_url(option: str, url: str) -> None:
+    """A CDP or AIA URL goes into every certificate issued afterwards: refuse what Windows cannot fetch."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    bad = [c for c in url if c.isspace() or c in "\"'<>\\^`{|}" or ord(c) < 32 or ord(c) > 126]
+    if parts.scheme != "http" or not parts.hostname or bad or parts.path in ("", "/"):
+        raise InputError(f"{option} {url!r} is not a plain http:// URL of a file (no spaces or quotes).",
+                         "Give e.g. http://pki.contoso.com/contoso.crl: Windows fetches CRLs and CA "
+                         "certificates over plain HTTP (RFC 5280 4.2.1.13).")
+    try:
+        parts.port  # noqa: B018 -- parsing the port is the check
+    except ValueError:
+        raise InputError(f"{option} {url!r} has an invalid port.",
+                         "Give e.g. http://pki.contoso.com:8080/ca.crl.") from None
 
 
 def _home_file(path: Path) -> bytes:

@@ -129,7 +129,8 @@ def test_root_to_stdout_and_der_file(home: Path, tmp_path: Path) -> None:
 def test_selfsigned_is_like_new_exchange_certificate(tmp_path: Path) -> None:
     code, out, err = run("selfsigned", "edge01.contoso.com", "--out", str(tmp_path))
     assert code == 0, err
-    cert = x509.load_pem_x509_certificate((tmp_path / "edge01.crt").read_bytes())
+    # files are named by the FQDN (the CN is the short name, as Exchange makes it)
+    cert = x509.load_pem_x509_certificate((tmp_path / "edge01.contoso.com.crt").read_bytes())
     assert cert.subject == cert.issuer
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "edge01"
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -356,3 +357,18 @@ def test_hostile_pem_is_read_in_linear_time(tmp_path: Path) -> None:
         with pytest.raises(MalformedInputError, match="no complete PEM block"):
             detect(data)
         assert time.process_time() - start < 20  # generous: linear takes well under a second
+
+
+def test_two_self_signed_edges_with_the_same_short_name_do_not_collide(tmp_path: Path) -> None:
+    assert run("selfsigned", "mail.contoso.com", "--out", str(tmp_path))[0] == 0
+    assert run("selfsigned", "mail.fabrikam.com", "--out", str(tmp_path))[0] == 0
+    assert {p.name for p in tmp_path.glob("*.crt")} == {"mail.contoso.com.crt", "mail.fabrikam.com.crt"}
+
+
+@pytest.mark.parametrize("url", ["http://x y/y.crl", "https://pki.contoso.com/c.crl", "http:///c.crl",
+                                 "http://pki.contoso.com", "http://pki.contoso.com/c\"rl", "http://h:99999/c.crl"])
+def test_a_crl_url_windows_cannot_fetch_is_refused(tmp_path: Path, url: str) -> None:
+    code, _, err = run("ca", "init", "--home", str(tmp_path / "h"), "--name", "U", "--key", "ec-p256",
+                       "--crl-url", url)
+    assert code == 2 and "--crl-url" in err
+    assert not (tmp_path / "h" / "ca.db").exists()

@@ -44,7 +44,7 @@ def test_pip_installed_wheel_gives_a_working_certkit_command(wheel: Path, tmp_pa
     certkit = str(venv / "bin" / "certkit")
     subprocess.run([certkit, "selfsigned", "edge01.contoso.com", "--out", str(tmp_path)], env=env, cwd=tmp_path,
                    check=True, capture_output=True, timeout=120)
-    done = subprocess.run([certkit, "inspect", str(tmp_path / "edge01.crt")], env=env, cwd=tmp_path,
+    done = subprocess.run([certkit, "inspect", str(tmp_path / "edge01.contoso.com.crt")], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Domain-security lint" in done.stdout  # rendered from the template inside the installed package
