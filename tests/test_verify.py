@@ -373,3 +373,15 @@ def test_result_serialises(root: pki.Issued, inter: pki.Issued, leaf: pki.Issued
     assert d["ok"] is False and d["findings"][0]["code"] == "name.host-mismatch"
     assert len(d["chain"]) == 3
     pickle.dumps(r.findings)
+
+
+@pytest.mark.parametrize("kwargs", [{"anchors": ["x"]}, {"crls": ["x"]}, {"name": 5}, {"intermediates": ["x"]}])
+def test_misuse_of_verify_chain_is_a_usage_error_not_a_python_error(kwargs: dict[str, object]) -> None:
+    from certkit import UsageError, verify_chain
+
+    leaf = pki.make_self_signed(["edge.fabrikam.com"])
+    args: dict[str, object] = {"anchors": [leaf.cert], **kwargs}
+    anchors = args.pop("anchors")
+    intermediates = args.pop("intermediates", ())
+    with pytest.raises(UsageError):
+        verify_chain(leaf.cert, intermediates, anchors, **args)  # type: ignore[arg-type]

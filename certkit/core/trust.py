@@ -22,7 +22,7 @@ from cryptography.x509.verification import Store
 
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.core.keys import MIN_RSA_BITS
-from certkit.errors import MalformedInputError
+from certkit.errors import MalformedInputError, UsageError
 
 __all__ = [
     "Anchor",
@@ -192,7 +192,12 @@ class AnchorSet:
     @classmethod
     def of(cls, certs: Iterable[x509.Certificate | Anchor], *, origin: str = "managed") -> AnchorSet:
         """An anchor set from certificates (without provenance) or anchors."""
-        return cls(tuple(c if isinstance(c, Anchor) else Anchor(c, origin=origin) for c in certs))
+        items = list(certs)
+        for c in items:
+            if not isinstance(c, Anchor | x509.Certificate):
+                raise UsageError(f"Trust anchors must be certificates, not {type(c).__name__}.",
+                                 "Pass cryptography x509.Certificate objects, an AnchorSet or a TrustStore.")
+        return cls(tuple(c if isinstance(c, Anchor) else Anchor(c, origin=origin) for c in items))
 
     def anchor_set(self) -> AnchorSet:
         return self

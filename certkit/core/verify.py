@@ -476,6 +476,13 @@ def _check_args(leaf: object, intermediates: object, name: str | None, domain: s
                          "Use name= for the MX host rule or domain= for the Domain Security rule.")
     if max_depth is not None and (not isinstance(max_depth, int) or max_depth < 0 or max_depth > 255):
         raise UsageError(f"max_depth {max_depth!r} is not a chain depth.", "Use an integer from 0 to 255.")
+    if not isinstance(intermediates, str | bytes) and any(
+            not isinstance(c, x509.Certificate) for c in intermediates):  # type: ignore[attr-defined]
+        raise UsageError("intermediates must be cryptography x509.Certificate objects.",
+                         "Load them with certkit.core.formats.load_certificates.")
+    for label, value in (("name", name), ("domain", domain)):
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"{label} must be text, not {type(value).__name__}.", f"Pass {label}='fabrikam.com'.")
 
 
 def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate] = (),
@@ -511,6 +518,9 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
     is not a host name) only when called wrongly.
     """
     _check_args(leaf, intermediates, name, domain, purpose, max_depth)
+    if any(not isinstance(c, x509.CertificateRevocationList) for c in crls):
+        raise UsageError("crls must be cryptography x509.CertificateRevocationList objects.",
+                         "Load them with certkit.core.formats.load_crl.")
     when = utcnow() if at is None else aware(at)
     if name is not None:
         name = _reference(name)
