@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from certkit.adapters.truststore import TrustStore
-from certkit.ca import CertificateAuthority, IssuedCertificate
+from certkit.ca import CertificateAuthority, IssuedCertificate, WriteOptions
 from certkit.cli import main
 from certkit.cli.common import KEY_PASSPHRASE_ENV
 from certkit.cli.probe import identity_from_home
@@ -160,3 +160,33 @@ def test_client_key_that_does_not_match_is_a_usage_error(home: Home, smtp_server
     r = _probe(home, smtp_server(_picky(home)), "--client-cert", str(tmp_path / "c.pem"), "--client-key",
                str(tmp_path / "c.key"))
     assert r.exit_code == 2 and "does not belong" in r.output
+
+
+def test_as_after_a_renewal_that_kept_the_key(home: Home, smtp_server: Start) -> None:
+    # `certkit ca renew NAME` keeps the key and writes no key file: --as takes the key of the
+    # certificate it renewed (renewed_from) and presents the renewed certificate.
+    home.ca.unlock(b"ca secret")
+    home.clock.advance(dt.timedelta(minutes=1))
+    first = home.ca.issue("edge.contoso.test", key_type="ec-p256", write=WriteOptions(home.out / "first"))
+    home.clock.advance(dt.timedelta(minutes=1))
+    second = home.ca.renew(first.serial, write=WriteOptions(home.out / "second", write_key=False))
+    home.clock.advance(dt.timedelta(minutes=1))
+    third = home.ca.renew(second.serial, write=WriteOptions(home.out / "third", write_key=False))
+    assert "key" not in home.ca.get(third.serial).files
+    identity = identity_from_home(home.path, "edge.contoso.test")
+    assert identity.cert.serial_number == third.serial
+    server = _picky(home)
+    r = _probe(home, smtp_server(server), "--as", "edge.contoso.test")
+    assert r.exit_code == 0, r.output
+    [tls] = server.sessions
+    assert tls.peer_chain[0].serial_number == third.serial
+
+
+def test_as_after_a_rekey_without_a_key_file(home: Home) -> None:
+    home.ca.unlock(b"ca secret")
+    home.clock.advance(dt.timedelta(minutes=1))
+    first = home.ca.issue("edge.contoso.test", key_type="ec-p256", write=WriteOptions(home.out / "first"))
+    home.clock.advance(dt.timedelta(minutes=1))
+    home.ca.renew(first.serial, rekey=True, write=WriteOptions(home.out / "second", write_key=False))
+    with pytest.raises(NotFoundError, match="key file"):
+        identity_from_home(home.path, "edge.contoso.test")

@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +23,10 @@ from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
 from certkit.core.smtp import printable
 from certkit.errors import InputError, NotFoundError
+
+if TYPE_CHECKING:
+    from certkit.adapters.castore import CertRecord
+    from certkit.ca import CertificateAuthority
 
 __all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "identity_from_home", "progress_bar"]
 
@@ -50,12 +55,39 @@ def _identity(cert: str | None, key: str | None) -> ClientIdentity | None:
     return _load_identity(cert, key)
 
 
+def _renewed_key_file(authority: CertificateAuthority, record: CertRecord) -> str | None:
+    """The key file of a certificate renewed without a new key: the one recorded for an earlier one.
+
+    ``certkit ca renew`` keeps the key and writes no key file; the ``renewed_from`` links lead back to
+    the record that wrote it. Only records with the same public key are followed (a ``--rekey`` renewal
+    breaks the chain: its key was written with it, or not at all).
+    """
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    wanted = record.certificate.public_key().public_bytes(der, spki)
+    seen = {record.serial}
+    current = record
+    while current.renewed_from is not None and current.renewed_from not in seen:
+        seen.add(current.renewed_from)
+        try:
+            current = authority.get(current.renewed_from)
+        except NotFoundError:
+            return None
+        if current.certificate.public_key().public_bytes(der, spki) != wanted:
+            return None
+        if current.files.get("key"):
+            return current.files["key"]
+    return None
+
+
 def identity_from_home(home: Path, name: str, *, at: dt.datetime | None = None) -> ClientIdentity:
     """Our client certificate for ``--as NAME``: the newest valid record of the CA in ``home`` naming NAME.
 
     A record matches when its CN or one of its SAN names is ``name`` (case-insensitive); revoked,
     expired and not-yet-valid records are skipped. The files recorded in the index when it was issued
-    are used: ``chain.pem`` (else ``crt``) and ``key``. Key passphrase: ``$CERTKIT_KEY_PASSPHRASE``.
+    are used: ``chain.pem`` (else ``crt``) and ``key``; a certificate renewed without a new key (which
+    writes no key file) uses the key file of the certificate it renewed (``renewed_from``, followed back
+    while the key is the same). Key passphrase: ``$CERTKIT_KEY_PASSPHRASE``.
     """
     from certkit.ca import CertificateAuthority
 
@@ -65,17 +97,17 @@ def identity_from_home(home: Path, name: str, *, at: dt.datetime | None = None) 
     with CertificateAuthority.open(home) as authority:
         records = [r for r in authority.records(revoked=False)
                    if wanted in {r.common_name.lower(), *(n.lower() for n in r.names)}]
-    if not records:
-        raise NotFoundError(f"The CA in {home} has no certificate for {name}.", hint)
-    valid = [r for r in records if r.status == "valid" and r.not_before <= now <= r.not_after]
-    if not valid:
-        raise NotFoundError(f"The CA in {home} has no currently valid certificate for {name} "
-                            f"({len(records)} expired or not yet valid).",
-                            "Renew it (certkit ca renew NAME), or give --client-cert and --client-key.")
-    # Newest: latest issuance, then latest expiry; on a tie, the later row of the index.
-    record = max(enumerate(valid), key=lambda pair: (pair[1].issued_at, pair[1].not_after, pair[0]))[1]
+        if not records:
+            raise NotFoundError(f"The CA in {home} has no certificate for {name}.", hint)
+        valid = [r for r in records if r.status == "valid" and r.not_before <= now <= r.not_after]
+        if not valid:
+            raise NotFoundError(f"The CA in {home} has no currently valid certificate for {name} "
+                                f"({len(records)} expired or not yet valid).",
+                                "Renew it (certkit ca renew NAME), or give --client-cert and --client-key.")
+        # Newest: latest issuance, then latest expiry; on a tie, the later row of the index.
+        record = max(enumerate(valid), key=lambda pair: (pair[1].issued_at, pair[1].not_after, pair[0]))[1]
+        key_file = record.files.get("key") or _renewed_key_file(authority, record)
     cert_file = record.files.get("chain.pem") or record.files.get("crt")
-    key_file = record.files.get("key")
     hint = "Give --client-cert and --client-key instead."
     if not cert_file or not Path(cert_file).is_file():
         raise NotFoundError(f"The certificate file of {name} (serial {record.serial_hex}) is not where the CA "
