@@ -6,7 +6,8 @@ exit code through :attr:`CertkitError.exit_code`:
 * ``2`` -- misuse: the input or the request is wrong (bad file, bad name, wrong passphrase, a file
   that would be overwritten). Fix the command and run it again.
 * ``1`` -- failure: the request was fine but could not be carried out (a corrupt index, a store
-  changed behind certkit's back, a peer that cannot be reached).
+  changed behind certkit's back).
+* ``3`` -- nothing could be reached: the network peer the command needs did not answer.
 
 A certificate that fails validation is *not* an error: the verifier returns findings as data.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "PassphraseError",
     "PolicyError",
     "StoreError",
+    "UnreachableError",
     "UsageError",
 ]
 
@@ -80,3 +82,9 @@ class NotFoundError(UsageError):
 
 class StoreError(CertkitError):
     """A CA home or trust store on disk is damaged, locked, or was changed behind certkit's back."""
+
+
+class UnreachableError(CertkitError):
+    """The network peer a command needs (an SMTP endpoint, a DNS server) could not be reached."""
+
+    exit_code = 3

@@ -103,3 +103,14 @@ def test_fetch_from_an_endpoint_without_starttls_is_a_clear_failure(tmp_path: Pa
 def test_fetch_bad_target_is_misuse(target: str, tmp_path: Path) -> None:
     result = run("trust", "fetch", target, "--store", str(tmp_path / "trust"))
     assert result.exit_code == 2
+
+
+def test_fetch_from_nothing_listening_is_exit_3(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    result = run("trust", "fetch", f"127.0.0.1:{port}", "--expect-sha256", "00" * 32,
+                 "--store", str(tmp_path / "trust"), "--timeout", "2")
+    assert result.exit_code == 3 and "No certificate was obtained" in result.stderr

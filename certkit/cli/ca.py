@@ -28,6 +28,7 @@ from certkit.clock import SystemClock
 from certkit.core.describe import describe_certificate, describe_crl, describe_csr
 from certkit.core.formats import Kind, PfxTarget, detect, load_csr, sha1_thumbprint, sha256_fingerprint
 from certkit.core.keys import KeyType
+from certkit.core.names import dns_name
 from certkit.core.profiles import ProfileName
 from certkit.errors import AlreadyExistsError, InputError, PassphraseError
 
@@ -145,10 +146,12 @@ def _read_names_file(path: str) -> list[tuple[str, tuple[str, ...]]]:
         if not line:
             continue
         parts = re.split(r"[\s,]+", line)
+        for part in parts:
+            try:
+                dns_name(part)
+            except InputError as exc:
+                raise InputError(f"{path}:{n}: {exc.message}", exc.hint) from None
         out.append((parts[0], tuple(parts[1:])))
-        if not parts[0]:
-            raise InputError(f"{path} line {n} has no name.", "Write one FQDN per line, optionally followed by "
-                             "accepted domains.")
     if not out:
         raise InputError(f"{path} names no host.", "Write one FQDN per line.")
     return out
@@ -248,6 +251,9 @@ def _parse_period(text: str) -> dt.timedelta:
 @home_option
 def ca_list(expiring: str | None, revoked: bool, as_json: bool, home: str | None) -> None:
     """Certificates this CA issued."""
+    if expiring and revoked:
+        raise InputError("--expiring lists valid certificates and --revoked revoked ones; give one of them.",
+                         "Use certkit ca list --expiring 30d, or certkit ca list --revoked.")
     authority = _open(home)
     if expiring:
         records = authority.records(expiring_within=_parse_period(expiring))

@@ -30,7 +30,7 @@ from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, s
 from certkit.core.names import is_ip_address
 from certkit.core.trust import is_ca
 from certkit.core.verify import verify_chain
-from certkit.errors import CertkitError, InputError, PassphraseError, UsageError
+from certkit.errors import CertkitError, InputError, PassphraseError, UnreachableError, UsageError
 
 __all__ = ["COMMANDS", "trust"]
 
@@ -156,8 +156,10 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
                           implicit_tls=starttls == "none")
     if session.tls is None or not session.tls.peer_chain:
         why = session.failure.detail if session.failure else "the endpoint did not start TLS"
-        raise CertkitError(f"No certificate was obtained from {host}:{real_port}: {why}.",
-                           "Check the host and port, or use certkit trust add with a file from the partner.")
+        error = (UnreachableError if session.failure is not None and session.failure.code.startswith("net.")
+                 else CertkitError)
+        raise error(f"No certificate was obtained from {host}:{real_port}: {why}.",
+                    "Check the host and port, or use certkit trust add with a file from the partner.")
     chain = session.tls.peer_chain
     offered = chain[0] if pin else chain[-1]
     if not pin and not is_ca(offered):
