@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         PassphraseError,
         PolicyError,
         StoreError,
+        UnreachableError,
         UsageError,
     )
     from certkit.tlsrpt import tlsrpt_report
@@ -80,6 +81,7 @@ _WHERE: dict[str, str] = {
     "SystemClock": "certkit.clock",
     "tlsrpt_report": "certkit.tlsrpt",
     "TrustStore": "certkit.adapters.truststore",
+    "UnreachableError": "certkit.errors",
     "UsageError": "certkit.errors",
     "VerificationResult": "certkit.core.verify",
     "verify_chain": "certkit.core.verify",
@@ -116,6 +118,7 @@ __all__ = [
     "StoreError",
     "SystemClock",
     "TrustStore",
+    "UnreachableError",
     "UsageError",
     "VerificationResult",
     "anchor_refusals",
