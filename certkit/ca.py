@@ -40,7 +40,15 @@ from certkit.core.issuance import (
     random_serial,
     san_names,
 )
-from certkit.core.keys import KeyType, PrivateKey, PublicKey, check_key_strength, generate_key, load_private_key
+from certkit.core.keys import (
+    KeyType,
+    PrivateKey,
+    PublicKey,
+    check_key_strength,
+    generate_key,
+    load_private_key,
+    public_key_matches,
+)
 from certkit.core.keys import private_key_pem as _key_pem
 from certkit.core.names import dns_name, general_name, is_ip_address, parse_san
 from certkit.core.profiles import ProfileName
@@ -321,6 +329,12 @@ class CertificateAuthority:
                                               source=f"the CA key {self.home / 'root.key'}")
         else:
             self._root_key = self._issuer_key
+        # A home whose certificate was swapped for another CA's would sign certificates nobody can verify.
+        for cert, key, label in ((self.issuer, self._issuer_key, "issuing CA"), (self.root, self._root_key, "root")):
+            if not public_key_matches(key, cert.public_key()):
+                self._issuer_key = self._root_key = None
+                raise StoreError(f"The CA home is damaged: the {label} certificate does not belong to its key.",
+                                 "Restore the CA home from a backup.")
 
     def _signing_key(self) -> PrivateKey:
         if self._issuer_key is None:

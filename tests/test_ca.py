@@ -390,6 +390,9 @@ def test_pfx_round_trips_with_key_certificate_and_chain(make_ca: MakeCA, target:
 
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda home: (home / "root.crt").write_text("garbage"), "is not a certificate"),
+    (lambda home: (home / "root.crt").write_bytes(
+        CertificateAuthority.init(home.parent / "other", name="Other CA", passphrase=PASS, key_type="ec-p256")
+        .root_pem()), "does not belong to its key"),
     (lambda home: (home / "root.key").unlink(), "cannot be read"),
 ])
 def test_a_damaged_home_is_a_store_error(ca: CertificateAuthority, damage: object, message: str) -> None:
