@@ -172,14 +172,20 @@ def postfix_config(partner: str, *, ca_bundle: Sequence[x509.Certificate], confi
 
 
 def partner_kit(root: x509.Certificate, *, edge_fqdn: str, domains: Sequence[str], crl_url: str | None,
-                organisation: str | None = None, generated: _dt.datetime | None = None) -> dict[str, bytes]:
-    """The files to send the partner: ``<name>-root.pem``, ``<name>-root.cer`` (DER) and ``README.txt``."""
+                organisation: str | None = None, generated: _dt.datetime | None = None,
+                more_crl_urls: Sequence[str] = ()) -> dict[str, bytes]:
+    """The files to send the partner: ``<name>-root.pem``, ``<name>-root.cer`` (DER) and ``README.txt``.
+
+    ``crl_url`` is our issuing CA's CRL; ``more_crl_urls`` the others the partner's Edge must reach too
+    (the root's CRL, named in our intermediate's distribution point).
+    """
     fqdn = _domain(edge_fqdn, "--edge-fqdn")
     doms = [_domain(d, "--domain") for d in domains]
     if not doms:
         raise InputError("No domain was given.", "Give our mail domain(s) with --domain.")
     stem = re.sub(r"[^a-z0-9.-]+", "-", doms[0])
     text = render("partner-kit.txt.j2", edge_fqdn=fqdn, domains=doms, crl_url=crl_url,
+                  more_crl_urls=[u for u in more_crl_urls if u and u != crl_url],
                   organisation=organisation or doms[0], root_subject=root.subject.rfc4514_string(),
                   sha256=sha256_fingerprint(root), sha1=sha1_thumbprint(root), not_after=root.not_valid_after_utc,
                   pem_name=f"{stem}-root.pem", cer_name=f"{stem}-root.cer", generated=generated)

@@ -271,6 +271,14 @@ def test_cli_postfix_and_partner_kit(tmp_path: Path, make_ca: object) -> None:
                                         str(tmp_path / "kit"), "--edge-fqdn", "edge.contoso.com",
                                         "--domain", "contoso.com"])
     assert result.exit_code == 2  # would overwrite
+    # With an intermediate, the partner's Edge must also reach the root's CRL (named in our intermediate).
+    ca2 = make_ca(intermediate=True)  # type: ignore[operator]
+    result = CliRunner().invoke(cli(), ["config", "partner-kit", "--home", str(ca2.home), "--out",
+                                        str(tmp_path / "kit2"), "--edge-fqdn", "edge.contoso.com",
+                                        "--domain", "contoso.com"])
+    assert result.exit_code == 0, result.output
+    readme = (tmp_path / "kit2/README.txt").read_text()
+    assert "http://127.0.0.1:1/contoso.crl" in readme and "http://127.0.0.1:1/contoso-root.crl" in readme
 
 
 # --- nothing a caller gives may inject lines into main.cf / master.cf -----------------------------------

@@ -126,6 +126,7 @@ def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_fil
                     force: bool, home: str | None) -> None:
     """What to send the partner: our root (PEM and DER), its fingerprints, our FQDN, domains and CRL URL."""
     organisation = None
+    more: list[str] = []
     if root_file:
         root = load_certificates(read_input(root_file, what="root certificate"), source=root_file)[0]
     else:
@@ -134,7 +135,9 @@ def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_fil
         with CertificateAuthority.open(resolve_home(home)) as ca:
             root, organisation = ca.root, ca.name
             crl_url = crl_url or ca.crl_url
-    files = partner_kit(root, edge_fqdn=edge_fqdn, domains=domains, crl_url=crl_url, organisation=organisation)
+            more = [ca.root_crl_url] if ca.root_crl_url else []
+    files = partner_kit(root, edge_fqdn=edge_fqdn, domains=domains, crl_url=crl_url, organisation=organisation,
+                        more_crl_urls=more)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
