@@ -42,6 +42,11 @@ class PeerValidation:
     fetches: tuple[CrlFetch, ...]
 
 
+def _subject(cert: x509.Certificate) -> str:
+    """How the verifier names a certificate in a finding's ``subject``."""
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
 def _ok_without_revocation(result: VerificationResult) -> bool:
     """Postfix's verdict: a path was built and there is no error except about revocation."""
     return result.reason is None and not any(
@@ -77,8 +82,13 @@ def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
     findings: list[Finding] = []
     for f in result.findings:
         if f.code == "revocation.unreachable" and failed:
-            why = "; ".join(f"{n['url']}: {n['error']}" for n in failed)
-            f = replace(f, detail=f"{f.detail} Download failed: {why}.", evidence={**f.evidence, "crl_fetch": failed})
+            # Only the downloads of that certificate's own distribution points: the finding is about it.
+            own = set(crl_urls(c for c in (*result.chain, *presented) if _subject(c) == f.subject))
+            mine = [n for n in failed if n["url"] in own]
+            if mine:
+                why = "; ".join(f"{n['url']}: {n['error']}" for n in mine)
+                f = replace(f, detail=f"{f.detail} Download failed: {why}.",
+                            evidence={**f.evidence, "crl_fetch": mine})
         if validator == "postfix" and f.code.startswith("revocation."):
             if f.code == "revocation.no-cdp" or (not urls and not crls):
                 continue  # Postfix has no notion of it; with no CRL anywhere there is nothing to report
