@@ -243,6 +243,21 @@ def test_cli_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                                         "--out", str(out)])
     assert result.exit_code == 0 and '-FileName "\\\\$env:COMPUTERNAME\\c`$\\certkit\\edge.pfx"' in out.read_text()
     assert 'Import-Certificate -FilePath "C:\\certkit\\fabrikam.com-root.cer"' in out.read_text()  # placeholder
+    # Our own leaf is not the partner's root: refused, nothing printed.
+    (tmp_path / "leaf.pem").write_bytes(pem(LEAF.cert))
+    result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx),
+                                        "--partner-root", str(tmp_path / "leaf.pem")])
+    assert result.exit_code == 2 and "not a root" in result.stderr and not result.stdout
+    # The certificate in the PFX is linted for the partner's Edge: an EC key on Exchange 2010 is a warning.
+    result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx),
+                                        "--version", "2010"])
+    assert result.exit_code == 0 and "warning" not in result.stderr  # the RSA transport certificate is fine
+    ec_leaf = make_leaf(INTER, ["edge.contoso.com", "contoso.com"], key_type="ec")
+    ec_pfx = tmp_path / "ec.pfx"
+    ec_pfx.write_bytes(pfx_bytes(ec_leaf.key, ec_leaf.cert, [INTER.cert], PFX_PASSWORD))
+    result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx",
+                                        str(ec_pfx), "--version", "2010"])
+    assert result.exit_code == 0 and "warning" in result.stderr and "key.not-rsa" in result.stderr
     monkeypatch.setenv("CERTKIT_PFX_PASSWORD", "wrong")
     result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx)])
     assert result.exit_code == 2 and "password" in result.stderr.lower()

@@ -10,6 +10,7 @@ import click
 from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many, read_input
 from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, home_option, read_secret, resolve_home
+from certkit.clock import SystemClock
 from certkit.configgen import (
     DEFAULT_RECEIVE_CONNECTOR,
     DEFAULT_SEND_CONNECTOR,
@@ -19,6 +20,8 @@ from certkit.configgen import (
     postfix_config,
 )
 from certkit.core.formats import load_certificates, load_pfx
+from certkit.core.lint import is_self_signed, lint_certificate
+from certkit.core.trust import is_ca
 from certkit.errors import InputError
 
 __all__ = ["COMMANDS"]
@@ -71,9 +74,16 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
     name = ntpath.basename(Path(pfx_file).name)
     default = f"C:\\certkit\\{name}" if version == "2010" else f"\\\\$env:COMPUTERNAME\\c$\\certkit\\{name}"
     where = server_path or default
+    # What the partner's Edge will judge: warn now rather than after the change window.
+    for finding in lint_certificate(cert, at=SystemClock().now(), exchange2010=version == "2010"):
+        click.echo(f"warning: {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}", err=True)
     root = None
     if partner_root:
         root = load_certificates(read_input(partner_root, what="partner root"), source=partner_root)[0]
+        if not is_ca(root) and not is_self_signed(root):
+            raise InputError(f"{partner_root} is {root.subject.rfc4514_string()}, a certificate issued by "
+                             f"{root.issuer.rfc4514_string()}, not a root.",
+                             "Give the partner's root CA certificate (or, for a self-signed Edge, that certificate).")
     script = exchange_script(partner, pfx_path=where, certificate=cert, version=version,
                              send_connector=send_connector, receive_connector=receive_connector,
                              partner_root=root, edge_subscription=not no_edge_subscription)
