@@ -393,3 +393,51 @@ def test_our_ca_root_is_taken_from_the_home(base: World, tmp_path: Path, monkeyp
         if base.server is not None:
             base.server.close()
             base.server = None
+
+
+def test_validator_decides_what_an_unreachable_crl_means(w: World, tmp_path: Path) -> None:
+    leaf = w.leaf(cdp=w.http.url("missing.crl"))
+    exchange = run(w, leaf=leaf)
+    assert not exchange.ready and "revocation.unreachable" in codes(exchange)
+    postfix = run(w, leaf=leaf, validator="postfix")
+    assert postfix.ready and postfix.exit_code == 0, [i.finding for i in postfix.items]
+    assert "revocation.unreachable" in codes(postfix, "info")
+    assert postfix.to_dict()["validator"] == "postfix" and exchange.to_dict()["validator"] == "exchange"
+    with pytest.raises(InputError, match="validator"):
+        run(w, validator="windows")
+
+
+def test_cli_validator(w: World, tmp_path: Path) -> None:
+    args = files(w, tmp_path, leaf=w.leaf(cdp=w.http.url("missing.crl")))
+    result = CliRunner().invoke(cli(), [*args, "--json"])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["validator"] == "exchange"
+    result = CliRunner().invoke(cli(), [*args, "--validator", "postfix", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    jsonschema.validate(data, SCHEMA)
+    assert data["validator"] == "postfix" and data["ready"] is True
+    assert any(f["code"] == "revocation.unreachable" and f["severity"] == "info"
+               for s in data["steps"] for f in s["findings"])
+    result = CliRunner().invoke(cli(), [*args, "--validator", "windows"])
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("partner", ["bad dom", "fabrikam..test", "-x.test", ""])
+def test_cli_malformed_partner_is_a_usage_error(w: World, tmp_path: Path, partner: str) -> None:
+    args = files(w, tmp_path)
+    i = args.index("--partner")
+    args[i + 1] = partner
+    result = CliRunner().invoke(cli(), args)
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("certkit: error: ")
+    if partner:
+        assert "--partner" in line and partner in line
+
+
+def test_library_malformed_domains(base: World) -> None:
+    with pytest.raises(InputError, match="--partner"):
+        run(base, "bad dom")
+    with pytest.raises(InputError, match="--our-domain"):
+        run(base, our_domain="contoso test")

@@ -155,3 +155,33 @@ def test_ctrl_c_interrupts_promptly_with_exit_130(smtp_server: Start, tmp_path: 
     assert proc.returncode == 130, err
     assert err == "certkit: interrupted\n"
     assert out == ""
+
+
+@pytest.mark.parametrize("target", [":25", "a b", "a b:25", "bad_host.test:25", "mx..fabrikam.test",
+                                    "mx-.fabrikam.test:25", "1.2.3:25", "1.2.3", "2001:db8::zz", "::1::2"])
+def test_malformed_targets_are_usage_errors_before_any_network_step(tmp_path: Path, target: str) -> None:
+    # No DNS server is given: a target that got as far as resolving would be exit 3, not 2.
+    r = CliRunner().invoke(main, ["probe", target, "--store", str(tmp_path / "t"), "--timeout", "1",
+                                  "--nameserver", "127.0.0.1:1"])
+    assert r.exit_code == 2, r.output
+    [line] = r.output.strip().splitlines()
+    assert line.startswith("certkit: error: ") and repr(target) in line
+
+
+@pytest.mark.parametrize("option", ["--domain", "--name"])
+def test_malformed_domain_and_name_are_usage_errors(tmp_path: Path, option: str) -> None:
+    r = CliRunner().invoke(main, ["probe", "127.0.0.1:1", "--store", str(tmp_path / "t"), "--timeout", "1",
+                                  option, "bad dom"])
+    assert r.exit_code == 2, r.output
+    assert option in r.output and "space" in r.output
+
+
+def test_well_formed_targets_still_parse() -> None:
+    from certkit.checks.probe import parse_target
+
+    assert parse_target("Fabrikam.TEST.").host == "fabrikam.test"
+    assert parse_target("MX1.fabrikam.test:2525").port == 2525
+    assert parse_target("192.0.2.1").host == "192.0.2.1"
+    assert parse_target("2001:db8::1").host == "2001:db8::1"
+    assert parse_target("[2001:db8::1]:26").port == 26
+    assert parse_target("localhost:25").host == "localhost"

@@ -42,10 +42,11 @@ from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.core.issuance import san_names
 from certkit.core.keys import PrivateKey, public_key_matches
 from certkit.core.lint import lint_certificate
+from certkit.core.names import dns_name
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
 from certkit.core.verify import domain_matches, verify_chain
 from certkit.errors import InputError
-from certkit.validation import validate_peer
+from certkit.validation import Validator, validate_peer
 
 __all__ = [
     "CRL_WARNING",
@@ -163,6 +164,7 @@ class PreflightReport:
     smart_host: str | None = None
     endpoints: list[AddressResult] = field(default_factory=list)
     accepted_domains: tuple[str, ...] = ()
+    validator: Validator = "exchange"
 
     @property
     def reached(self) -> bool:
@@ -222,6 +224,7 @@ class PreflightReport:
             "edge_fqdn": self.edge_fqdn,
             "at": self.at.isoformat(),
             "port": self.port,
+            "validator": self.validator,
             "ready": self.ready,
             "verdict": self.verdict,
             "exit_code": self.exit_code,
@@ -281,10 +284,18 @@ def _our_remedy(f: Finding) -> str | None:
     return _OUR_CHAIN_REMEDY.get(f.code) if f.side is Side.OURS else None
 
 
+def _domain(value: str, option: str) -> str:
+    """A domain option as a checked host name (lower-case A-label), or an :class:`InputError` naming it."""
+    try:
+        return dns_name(value)
+    except InputError as e:
+        raise InputError(f"Bad {option}: {e.message}", e.hint) from None
+
+
 def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Sequence[x509.Certificate],
                        anchors: AnchorSet, *, our_domain: str, accepted: Sequence[str], edge_fqdn: str,
-                       exchange2010: bool, at: _dt.datetime, crl_cache: CrlCache
-                       ) -> tuple[list[Finding], list[ChainCert]]:
+                       exchange2010: bool, at: _dt.datetime, crl_cache: CrlCache,
+                       validator: Validator = "exchange") -> tuple[list[Finding], list[ChainCert]]:
     """Step 1: our certificate as the partner's Edge sees it."""
     who = cert.subject.rfc4514_string()
     out: list[Finding] = list(lint_certificate(cert, at=at, side=Side.OURS, exchange2010=exchange2010))
@@ -328,7 +339,7 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
     if self_signed:
         result = verify_chain(cert, inters, trust, purpose="client", at=at)
     else:
-        check = validate_peer(cert, inters, trust, crl_source=crl_cache.get, purpose="client", validator="exchange",
+        check = validate_peer(cert, inters, trust, crl_source=crl_cache.get, purpose="client", validator=validator,
                               at=at)
         result, fetches = check.result, check.fetches
     path = list(result.chain)
@@ -396,21 +407,26 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
               chain: Sequence[x509.Certificate] = (), anchors: Any = (), edge_fqdn: str | None = None,
               accepted_domains: Sequence[str] = (), smart_host: str | None = None, nameserver: str | None = None,
               port: int = 25, timeout: float = 10.0, exchange2010: bool = True, at: _dt.datetime | None = None,
-              clock: Clock | None = None, progress: PreflightProgress | None = None) -> PreflightReport:
+              clock: Clock | None = None, progress: PreflightProgress | None = None,
+              validator: Validator = "exchange") -> PreflightReport:
     """Run the pre-flight for Domain Security with ``partner`` (see the module docstring).
 
     ``cert``/``key``/``chain``: our transport certificate, its key and the intermediates (and root) we
     send; ``anchors``: the trust store (an :class:`~certkit.core.trust.AnchorSet`, certificates, or a
     :class:`~certkit.adapters.truststore.TrustStore`) used for their certificates and our chain;
     ``edge_fqdn``: our Edge's public FQDN (default: our certificate's CN); ``smart_host``: the smart
-    host our Send connector uses, if any (blocking); ``at`` or ``clock``: the time to judge at.
+    host our Send connector uses, if any (blocking); ``at`` or ``clock``: the time to judge at;
+    ``validator``: whose rules judge their certificate and our chain (``exchange``: revocation must be
+    checkable; ``postfix``: revocation facts are information only).
     Never raises for what it finds: the findings are in the report.
     """
-    partner = partner.strip().rstrip(".").lower()
-    our_domain = our_domain.strip().rstrip(".").lower()
-    if not partner or not our_domain:
+    if not partner.strip() or not our_domain.strip():
         raise InputError("The partner domain and our domain are both needed.",
                          "Give --partner fabrikam.com --our-domain contoso.com.")
+    partner = _domain(partner, "--partner")
+    our_domain = _domain(our_domain, "--our-domain")
+    if validator not in ("exchange", "postfix"):
+        raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
     if partner == our_domain:
         raise InputError(f"The partner domain is our own domain {our_domain}.", "Give the partner's domain.")
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout >= MIN_TIMEOUT):
@@ -425,7 +441,7 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
     anchor_set = as_anchor_set(anchors)
     cache = CrlCache(timeout=min(timeout, 10.0))
     report = PreflightReport(partner, our_domain, fqdn, when, port, cert, smart_host=smart_host,
-                             accepted_domains=tuple(d.lower() for d in accepted_domains))
+                             accepted_domains=tuple(d.lower() for d in accepted_domains), validator=validator)
 
     def say(step: str, text: str) -> None:
         if progress is not None:
@@ -435,7 +451,8 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
     say("certificate", f"checking our certificate {_cn(cert) or cert.subject.rfc4514_string()}")
     found, report.our_chain = _check_certificate(cert, key, chain, anchor_set, our_domain=our_domain,
                                                  accepted=report.accepted_domains, edge_fqdn=fqdn,
-                                                 exchange2010=exchange2010, at=when, crl_cache=cache)
+                                                 exchange2010=exchange2010, at=when, crl_cache=cache,
+                                                 validator=validator)
     report.items += [Item("certificate", _EKU_DIRECTION.get(f.code, BOTH), f, remedy=_our_remedy(f)) for f in found]
 
     # 2. Routing.
@@ -472,7 +489,7 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
         usable = key is not None and public_key_matches(key, cert.public_key())
         identity = ClientIdentity(cert, key, tuple(c for c in chain if not is_self_signed(c))) \
             if key is not None and usable else None
-        results = probe_sync([partner], anchors=anchor_set, identity=identity, port=port, validator="exchange",
+        results = probe_sync([partner], anchors=anchor_set, identity=identity, port=port, validator=validator,
                              domain=partner, nameserver=nameserver, timeout=timeout, clock=FixedClock(when),
                              progress=on_address, mail_from=f"probe@{our_domain}", helo_name=fqdn)
         for r in results:

@@ -31,6 +31,7 @@ from certkit.adapters.dns import DnsFailure, MailRoute, make_resolver, resolve_h
 from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
+from certkit.core.names import dns_name
 from certkit.core.smtp import Reply, printable
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError, UsageError
@@ -87,15 +88,38 @@ def parse_target(text: str, default_port: int = 25) -> Target:
                              "Write a full IPv4 or IPv6 address in brackets, e.g. [192.0.2.1]:25 or [2001:db8::1]:25.")
         return Target(text, host, port, False)
     if t.count(":") > 1:
+        if not _is_ip(t):
+            raise InputError(f"{t!r} in target {text!r} is not an IP address.",
+                             "Write IPv6 addresses as [ADDRESS]:PORT, e.g. [2001:db8::1]:25.")
         return Target(text, t, default_port, False)  # a bare IPv6 address
     if ":" in t:
         host, p = t.rsplit(":", 1)
-        return Target(text, host, _port(p, text), False)
-    try:
-        ipaddress.ip_address(t)
+        port = _port(p, text)
+        return Target(text, host if _is_ip(host) else _host_name(host, text), port, False)
+    if _is_ip(t):
         return Target(text, t, default_port, False)
-    except ValueError:
-        return Target(text, t.rstrip(".").lower(), default_port, True)
+    return Target(text, _host_name(t, text), default_port, True)
+
+
+def _option_name(value: str, option: str) -> str:
+    try:
+        return dns_name(value)
+    except InputError as e:
+        raise InputError(f"Bad {option}: {e.message}", e.hint) from None
+
+
+def _host_name(host: str, original: str) -> str:
+    """``host`` as a checked host name (lower-case A-label), or an :class:`InputError` naming the target."""
+    if not host.strip():
+        raise InputError(f"Bad target {original!r}: the host name is missing.",
+                         "Give a domain, host:port or [ip]:port, e.g. fabrikam.com or mx1.fabrikam.com:25.")
+    if all(label.isdigit() for label in host.rstrip(".").split(".")):
+        raise InputError(f"{host!r} in target {original!r} is not an IP address.",
+                         "Write a full IPv4 address, e.g. 192.0.2.1 or [192.0.2.1]:25.")
+    try:
+        return dns_name(host)
+    except InputError as e:
+        raise InputError(f"Bad target {original!r}: {e.message}", e.hint) from None
 
 
 def _is_ip(text: str) -> bool:
@@ -442,6 +466,10 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
     if name is not None and domain is not None:
         raise InputError("--name and --domain are mutually exclusive.",
                          "Use --name for the host rule or --domain for the Domain Security rule.")
+    if domain is not None:
+        domain = _option_name(domain, "--domain")
+    if name is not None and not _is_ip(name.strip("[]")):
+        name = _option_name(name, "--name")
     parsed = [parse_target(t, port) for t in targets]
     if not timeout > 0:  # also refuses NaN
         raise UsageError(f"The timeout must be a positive number of seconds, not {timeout!r}.", "Pass e.g. timeout=10.")

@@ -100,6 +100,8 @@ class _Progress:
 @click.option("--at", "at_text", default=None, help="Judge at this time (ISO 8601) instead of now.")
 @click.option("--exchange-2010/--no-exchange-2010", default=True, show_default=True,
               help="Apply Exchange 2010's rule: RSA keys only.")
+@click.option("--validator", type=click.Choice(["exchange", "postfix"]), default="exchange", show_default=True,
+              help="Whose rules decide: exchange requires checkable revocation, postfix checks none.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as one self-contained HTML file.")
 @click.option("--tlsrpt", "tlsrpt_file", type=click.Path(dir_okay=False), default=None,
@@ -110,7 +112,7 @@ class _Progress:
 def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, chain_file: str | None,
                   store: str | None, managed_only: bool, edge_fqdn: str | None, accepted: tuple[str, ...],
                   smart_host: str | None, nameserver: str | None, port: int, timeout: float, at_text: str | None,
-                  exchange_2010: bool, report_file: str | None, tlsrpt_file: str | None, as_json: bool,
+                  exchange_2010: bool, validator: str, report_file: str | None, tlsrpt_file: str | None, as_json: bool,
                   home: str | None) -> None:
     """Check, before switching on Domain Security with PARTNER, that both directions will work.
 
@@ -137,6 +139,7 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
                        edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host, nameserver=nameserver,
                        port=port, timeout=timeout, exchange2010=exchange_2010, at=at,
+                       validator="postfix" if validator == "postfix" else "exchange",
                        progress=_Progress() if stderr_is_terminal() else None)
     if report_file:
         _write(report_file, render_html(report).encode("utf-8"), "--report")
