@@ -59,7 +59,10 @@ def test_domain_through_mx_with_a_good_chain(smtp_server: Start, dns: DnsServer)
     [addr] = results[0].addresses
     assert (addr.host, addr.address) == ("mx1.fabrikam.test", "127.0.0.1")
     assert addr.ok, addr.findings
-    assert addr.verdict == "would deliver with Domain Security"
+    # No client certificate was presented: TLS and their certificate are fine, Domain Security untested.
+    assert addr.verdict.startswith("TLS and their certificate OK; Domain Security not tested: no client certificate")
+    assert addr.domain_security_untested == [
+        "no client certificate was presented (use --as NAME or --client-cert/--client-key)"]
     assert addr.session is not None and addr.session.rcpt is not None
     assert addr.session.rcpt.lines == ("2.1.5 Ok",)
     assert exit_code(results) == 0

@@ -49,7 +49,11 @@ def test_probe_json_good_chain(smtp_server: Start, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
     [addr] = data["results"][0]["addresses"]
-    assert addr["verdict"] == "would deliver with Domain Security"
+    assert addr["verdict"].startswith("TLS and their certificate OK; Domain Security not tested: no client cert")
+    assert addr["domain_security_tested"] is False
+    assert addr["domain_security_untested"] == [
+        "no client certificate was presented (use --as NAME or --client-cert/--client-key)"]
+    assert r.exit_code == 0
     assert addr["tls"]["chain"][0] == "CN=mx1.fabrikam.test"
 
 
@@ -185,3 +189,34 @@ def test_well_formed_targets_still_parse() -> None:
     assert parse_target("2001:db8::1").host == "2001:db8::1"
     assert parse_target("[2001:db8::1]:26").port == 26
     assert parse_target("localhost:25").host == "localhost"
+
+
+@pytest.mark.parametrize("domain", [None, "fabrikam.test"])
+def test_verdict_says_whether_domain_security_was_tested(smtp_server: Start, tmp_path: Path,
+                                                         domain: str | None) -> None:
+    """An address target without --domain checks no name: TLS is fine, but Domain Security was not tested."""
+    from certkit.schemas import load
+
+    jsonschema = pytest.importorskip("jsonschema")
+    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], trusted=[INTER.cert]))
+    (tmp_path / "c.pem").write_bytes(CLIENT.pem + INTER.pem)
+    (tmp_path / "c.key").write_bytes(CLIENT.key_pem)
+    args = [f"127.0.0.1:{srv.port}", "--store", _store(tmp_path, ROOT.cert), "--managed-only",
+            "--validator", "postfix", "--timeout", "3", "--client-cert", str(tmp_path / "c.pem"),
+            "--client-key", str(tmp_path / "c.key"), *(["--domain", domain] if domain else [])]
+    r = CliRunner().invoke(probe_cmd, args)
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(probe_cmd, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    jsonschema.validate(data, load())
+    [addr] = data["results"][0]["addresses"]
+    if domain is None:
+        assert addr["verdict"] == ("TLS and their certificate OK; Domain Security not tested: no partner domain to "
+                                   "check their certificate's name against (use --domain)")
+        assert addr["domain_security_tested"] is False
+        assert addr["domain_security_untested"] == [
+            "no partner domain to check their certificate's name against (use --domain)"]
+    else:
+        assert addr["verdict"] == "would deliver with Domain Security"
+        assert addr["domain_security_tested"] is True and addr["domain_security_untested"] == []

@@ -85,6 +85,11 @@ def _serve_inter_crl(pki: Pki) -> None:
         serialization.Encoding.PEM)
 
 
+#: The verdict of a clean session that presented no client certificate: Domain Security was not tested.
+NO_CLIENT_CERT = ("TLS and their certificate OK; Domain Security not tested: no client certificate was presented "
+                  "(use --as NAME or --client-cert/--client-key)")
+
+
 def codes(results: list[ProbeResult]) -> list[str]:
     return [f.code for r in results for f in r.all_findings]
 
@@ -110,7 +115,7 @@ def test_good_chain_with_checkable_revocation(smtp_server: Start, pki: Pki, vali
     results = _probe(srv, pki, validator=validator)
     assert codes(results) == []
     [addr] = results[0].addresses
-    assert addr.verdict == "would deliver with Domain Security"
+    assert addr.verdict == NO_CLIENT_CERT
     assert addr.verification is not None and addr.verification.ok
     assert exit_code(results) == 0
 
@@ -224,7 +229,7 @@ def test_crl_unreachable_postfix_is_information(smtp_server: Start, pki: Pki) ->
     results = _probe(srv, pki, validator="postfix")
     assert codes(results) == ["revocation.unreachable"]
     assert results[0].all_findings[0].severity is Severity.INFO
-    assert results[0].addresses[0].verdict == "would deliver with Domain Security"
+    assert results[0].addresses[0].verdict == NO_CLIENT_CERT
     assert exit_code(results) == 0
 
 
@@ -398,7 +403,7 @@ def test_old_protocol_is_observed_and_reported(smtp_server: Start, pki: Pki, ver
     assert addr.session is not None and addr.session.tls is not None
     assert addr.session.tls.version == {SSL.TLS1_VERSION: "TLSv1", SSL.TLS1_1_VERSION: "TLSv1.1"}[version]
     assert addr.findings[0].severity is Severity.WARNING
-    assert addr.verdict == "would deliver with Domain Security"
+    assert addr.verdict == NO_CLIENT_CERT
     assert exit_code(results) == 0
 
 

@@ -162,17 +162,41 @@ class AddressResult:
             refused = next((f for f in self.findings if f.code == "smtp.recipient-refused"), None)
             if refused is not None:
                 return "TLS and certificates are fine, but the test recipient was refused (not delivered)"
+            untested = self.domain_security_untested
+            if untested:
+                return "TLS and their certificate OK; Domain Security not tested: " + "; ".join(untested)
             return "would deliver with Domain Security"
         first = next(f for f in self.findings if f.severity is Severity.ERROR)
         return f"would fail: {first.entry.title}"
+
+    @property
+    def domain_security_untested(self) -> list[str]:
+        """Why this session did not test Domain Security, though TLS was set up (empty: it did, or no TLS).
+
+        Domain Security is mutual: a session that presented no client certificate did not test whether
+        they accept ours, and one that checked their certificate against no name (an address target
+        without ``--domain``/``--name``) did not test the partner-domain rule.
+        """
+        tls = self.session.tls if self.session else None
+        if tls is None:
+            return []
+        reasons: list[str] = []
+        if not tls.client_cert_sent:
+            reasons.append("no client certificate was presented (use --as NAME or --client-cert/--client-key)")
+        if self.verification is None or self.verification.rule is None:
+            reasons.append("no partner domain to check their certificate's name against (use --domain)")
+        return reasons
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json`` (see ``certkit/schemas/probe.schema.json``)."""
         s = self.session
         tls = s.tls if s else None
+        untested = self.domain_security_untested
         return {
             "target": self.target, "host": self.host, "address": self.address, "port": self.port,
             "reached": self.reached, "ok": self.ok, "verdict": self.verdict,
+            "domain_security_tested": tls is not None and not untested,
+            "domain_security_untested": untested,
             "tls": None if tls is None else {
                 "version": tls.version, "cipher": tls.cipher,
                 "chain": [c.subject.rfc4514_string() for c in tls.peer_chain],
