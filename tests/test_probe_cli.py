@@ -220,3 +220,39 @@ def test_verdict_says_whether_domain_security_was_tested(smtp_server: Start, tmp
     else:
         assert addr["verdict"] == "would deliver with Domain Security"
         assert addr["domain_security_tested"] is True and addr["domain_security_untested"] == []
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--mail-from", "bad addr"), ("--mail-from", "probe@contoso.test\r\nRCPT TO:<x@y>"), ("--mail-from", "probe"),
+    ("--mail-from", "@contoso.test"), ("--mail-from", "probe@"), ("--mail-from", "probe@bad dom"),
+    ("--mail-from", "a<b@contoso.test"), ("--rcpt", "postmaster@fabrikam..test"), ("--rcpt", ""),
+    ("--helo", "bad helo"), ("--helo", "192.0.2.1"), ("--helo", "edge_1.contoso.test"), ("--helo", "[1.2.3]"),
+])
+def test_malformed_addresses_and_helo_are_usage_errors(tmp_path: Path, option: str, value: str) -> None:
+    # Port 1 is closed: an address that got as far as connecting would be exit 3, not 2.
+    r = CliRunner().invoke(main, ["probe", "127.0.0.1:1", "--store", str(tmp_path / "t"), "--timeout", "1",
+                                  "--domain", "fabrikam.test", option, value])
+    assert r.exit_code == 2, r.output
+    [line] = r.output.strip().splitlines()
+    assert line.startswith("certkit: error: ") and option in line
+
+
+@pytest.mark.parametrize(("option", "value", "sent"), [
+    ("--mail-from", "<probe@Contoso.TEST>", "MAIL FROM:<probe@contoso.test>"),
+    ("--mail-from", "", "MAIL FROM:<>"),
+    ("--rcpt", "postmaster", "RCPT TO:<postmaster>"),
+    ("--rcpt", "admin@[127.0.0.1]", "RCPT TO:<admin@[127.0.0.1]>"),
+    ("--helo", "[127.0.0.1]", "EHLO [127.0.0.1]"),
+    ("--helo", "[IPv6:::1]", "EHLO [IPv6:::1]"),
+    ("--helo", "Edge.Contoso.TEST", "EHLO edge.contoso.test"),
+])
+def test_well_formed_addresses_and_helo_are_sent(smtp_server: Start, tmp_path: Path, option: str, value: str,
+                                                 sent: str) -> None:
+    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
+    store = _store(tmp_path, ROOT.cert)
+    r = CliRunner().invoke(main, ["probe", f"127.0.0.1:{srv.port}", "--store", store, "--managed-only",
+                                  "--validator", "postfix", "--timeout", "3", "--domain", "fabrikam.test",
+                                  "--json", option, value])
+    assert r.exit_code == 0, r.output
+    [addr] = json.loads(r.output)["results"][0]["addresses"]
+    assert any(t["text"] == sent for t in addr["transcript"]), addr["transcript"]

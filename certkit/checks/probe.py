@@ -101,6 +101,66 @@ def parse_target(text: str, default_port: int = 25) -> Target:
     return Target(text, _host_name(t, text), default_port, True)
 
 
+def _address_literal(text: str) -> bool:
+    """``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` (RFC 5321 4.1.3)."""
+    if not (text.startswith("[") and text.endswith("]")):
+        return False
+    inner = text[1:-1]
+    if inner[:5].lower() == "ipv6:":
+        inner = inner[5:]
+        return ":" in inner and _is_ip(inner)
+    return "." in inner and ":" not in inner and _is_ip(inner)
+
+
+def check_address(value: str, option: str, *, null_ok: bool = False, postmaster_ok: bool = False) -> str:
+    """A MAIL FROM / RCPT TO address as sent between ``<`` and ``>``: ``local@domain``, or an :class:`InputError`.
+
+    One pair of angle brackets around it is dropped. No spaces or control characters (a CR or LF
+    would inject a command), a non-empty local part of at most 64 characters, and a domain that is a
+    host name or an address literal. ``null_ok``: the empty null reverse-path; ``postmaster_ok``: the
+    bare ``postmaster`` RCPT TO allows.
+    """
+    raw = value.strip()
+    if raw.startswith("<") and raw.endswith(">"):
+        raw = raw[1:-1]
+    hint = "Give an address like probe@contoso.com (no spaces, no angle brackets inside)."
+    if not raw:
+        if null_ok:
+            return ""
+        raise InputError(f"{option} is empty.", hint)
+    if postmaster_ok and raw.lower() == "postmaster":
+        return raw
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "<>" for c in raw):
+        raise InputError(f"{option} {value!r} is not a mail address: it contains a space, a control character "
+                         "or an angle bracket.", hint)
+    local, at, domain = raw.rpartition("@")
+    if not at or not local or not domain:
+        raise InputError(f"{option} {value!r} is not a mail address: it needs the form local@domain.", hint)
+    if len(local) > 64:
+        raise InputError(f"{option} {value!r} is not a mail address: the part before @ is over 64 characters.", hint)
+    if _address_literal(domain):
+        return raw
+    try:
+        return f"{local}@{dns_name(domain)}"
+    except InputError as e:
+        raise InputError(f"{option} {value!r} is not a mail address: {e.message}", hint) from None
+
+
+def check_helo(value: str) -> str:
+    """The ``--helo`` name: a host name or an address literal (``[192.0.2.1]``), or an :class:`InputError`."""
+    raw = value.strip()
+    hint = "Give our Edge's host name (mail.contoso.com) or an address literal such as [192.0.2.1]."
+    if _address_literal(raw):
+        return raw
+    if _is_ip(raw):
+        raise InputError(f"--helo {value!r}: an address must be written as an address literal in brackets.",
+                         f"Write [{raw}]." if "." in raw else f"Write [IPv6:{raw}].")
+    try:
+        return dns_name(raw)
+    except InputError as e:
+        raise InputError(f"Bad --helo: {e.message}", hint) from None
+
+
 def _option_name(value: str, option: str) -> str:
     try:
         return dns_name(value)
@@ -494,6 +554,12 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         domain = _option_name(domain, "--domain")
     if name is not None and not _is_ip(name.strip("[]")):
         name = _option_name(name, "--name")
+    if mail_from is not None:
+        mail_from = check_address(mail_from, "--mail-from", null_ok=True)
+    if rcpt_to is not None:
+        rcpt_to = check_address(rcpt_to, "--rcpt", postmaster_ok=True)
+    if helo_name is not None:
+        helo_name = check_helo(helo_name)
     parsed = [parse_target(t, port) for t in targets]
     if not timeout > 0:  # also refuses NaN
         raise UsageError(f"The timeout must be a positive number of seconds, not {timeout!r}.", "Pass e.g. timeout=10.")
