@@ -18,6 +18,7 @@ import contextlib
 import datetime as _dt
 import functools
 import ipaddress
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -572,14 +573,14 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
     sem = asyncio.Semaphore(limit)
     cache = CrlCache(timeout=timeout)
     ours = identity.cert if identity else None
-    loop = asyncio.get_running_loop()
+    workers = _DaemonWorkers(asyncio.get_running_loop(), limit, prestart=len(parsed))
 
     async def one(t: Target) -> ProbeResult:
         result = ProbeResult(t.text)
         if t.is_domain:
             async with sem:
-                route = await _in_daemon_thread(
-                    loop, functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
+                route = await workers.submit(
+                    functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
             result.findings.extend(_route_findings(route, t.host))
             pairs = route.targets
         elif _is_ip(t.host):
@@ -587,8 +588,8 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         else:
             # host:port: resolved like an MX host (dnspython, --nameserver, timeout; every A and AAAA address).
             async with sem:
-                found = await _in_daemon_thread(
-                    loop, functools.partial(resolve_host, t.host, nameserver=nameserver, timeout=timeout))
+                found = await workers.submit(
+                    functools.partial(resolve_host, t.host, nameserver=nameserver, timeout=timeout))
             if found.failure is not None and not found.addresses:
                 result.findings.append(dns_finding(found.failure, t.host))
             pairs = [(t.host, a) for a in found.addresses]
@@ -603,7 +604,7 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
 
         async def addr(host: str, address: str) -> AddressResult:
             async with sem:
-                done = await _in_daemon_thread(loop, functools.partial(
+                done = await workers.submit(functools.partial(
                     _probe_address, t.text, host, address, t.port, anchors=anchors, identity=identity, name=name,
                     domain=partner, validator=validator, mail_from=sender, rcpt_to=rcpt, helo_name=helo,
                     implicit_tls=implicit_tls, timeout=timeout, at=at, crl_cache=cache))
@@ -614,32 +615,59 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         result.addresses = list(await asyncio.gather(*(addr(h, a) for h, a in pairs)))
         return result
 
-    return list(await asyncio.gather(*(one(t) for t in parsed)))
+    try:
+        return list(await asyncio.gather(*(one(t) for t in parsed)))
+    finally:
+        workers.close()
 
 
-def _in_daemon_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], _R]) -> asyncio.Future[_R]:
-    """Run blocking ``fn`` in a daemon thread; the future completes on ``loop``.
+class _DaemonWorkers:
+    """Blocking work on a few daemon threads, started once per run; results complete futures on ``loop``.
 
     Not an executor: its worker threads are joined at interpreter exit, so Ctrl-C would wait for every
-    session in flight (up to the whole --timeout). A cancelled probe abandons daemon threads instead;
-    each is bounded by its own timeouts. Concurrency is bounded by the caller's semaphore.
+    session in flight (up to the whole --timeout); daemon workers are abandoned instead, each session
+    bounded by its own timeouts. Not a thread per session either: ``Thread.start()`` waits until the new
+    thread runs, which under a busy GIL cost milliseconds per session on the event loop's thread.
     """
-    future: asyncio.Future[_R] = loop.create_future()
 
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():
-            (future.set_result if ok else future.set_exception)(value)
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int, *, prestart: int = 0) -> None:
+        self.loop = loop
+        self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        self.count = count
+        self.started = 0
+        # Started before any session runs, a thread starts at once; started later, it waits for the GIL.
+        for _ in range(min(prestart, count)):
+            self._start()
 
-    def run() -> None:
-        try:
-            outcome: tuple[bool, Any] = (True, fn())
-        except BaseException as e:  # handed to the awaiting coroutine
-            outcome = (False, e)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, *outcome)
+    def _start(self) -> None:
+        self.started += 1
+        threading.Thread(target=self._work, name="certkit-probe", daemon=True).start()
 
-    threading.Thread(target=run, name="certkit-probe", daemon=True).start()
-    return future
+    def submit(self, fn: Callable[[], _R]) -> asyncio.Future[_R]:
+        future: asyncio.Future[_R] = self.loop.create_future()
+        self.jobs.put((fn, future))
+        if self.started < self.count and self.jobs.qsize() > 0:  # more work than workers: one more
+            self._start()
+        return future
+
+    def close(self) -> None:
+        for _ in range(self.started):
+            self.jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            fn, future = job
+            try:
+                outcome: tuple[bool, Any] = (True, fn())
+            except BaseException as e:  # handed to the awaiting coroutine
+                outcome = (False, e)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                self.loop.call_soon_threadsafe(_settle, future, *outcome)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if not future.done():
+        (future.set_result if ok else future.set_exception)(value)
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:
