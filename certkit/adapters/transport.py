@@ -363,7 +363,6 @@ class Channel:
         before OpenSSL read it), or ``b""`` when its first bytes were TLS records, binary, or nothing."""
         first = self.first_server_bytes
         return first if looks_like_smtp_text(first) else b""
-        return first
 
     def start_tls_server(self, ctx: SSL.Context, deadline: float) -> TlsInfo:
         """Run the server handshake; raises :class:`SSL.Error` or :class:`TimeoutError` on failure."""
