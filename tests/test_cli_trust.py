@@ -352,3 +352,25 @@ def test_list_reports_an_anchor_changed_behind_certkits_back_even_at_the_same_si
     pem.write_bytes(bytes(data))
     r = run("list", "--store", str(store))
     assert r.exit_code == 1 and "changed behind certkit's back" in r.stderr and pem.name in r.stderr
+
+
+def test_add_ca_only_takes_the_ca_out_of_a_chain_file(tmp_path: Path, files: dict[str, Path],
+                                                        pkis: dict[str, pki.Issued]) -> None:
+    store = str(tmp_path / "only")
+    r = run("add", files["chain"], "--store", store)
+    assert r.exit_code == 2  # the leaf in the chain is refused, and with it the whole file
+    r = run("add", files["chain"], "--ca-only", "--store", store)
+    assert r.exit_code == 0, r.output
+    added = {a["fingerprint_sha256"] for a in anchors_json(store)}
+    assert added == {sha256_fingerprint(pkis["inter"].cert)}  # the chain file holds the leaf and the intermediate
+    leaf_only = tmp_path / "leaf.pem"
+    leaf_only.write_bytes(pkis["leaf"].pem)
+    r = run("add", str(leaf_only), "--ca-only", "--store", store)
+    assert r.exit_code == 2 and "no CA certificate" in r.stderr
+
+
+def anchors_json(store: str) -> list[dict[str, object]]:
+    r = run("list", "--json", "--store", store)
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    return data["anchors"]  # type: ignore[no-any-return]

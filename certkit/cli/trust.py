@@ -78,18 +78,25 @@ def trust() -> None:
 @click.option("--partner", "partners", multiple=True, help="Partner domain this anchor is for (repeatable).")
 @click.option("--pin", is_flag=True, help="Trust exactly this non-CA certificate (a partner's self-signed Edge).")
 @click.option("--force", is_flag=True, help="Accept an expired, weak-key (RSA < 2048) or SHA-1-signed anchor.")
+@click.option("--ca-only", is_flag=True,
+              help="Take only the CA certificates from the files (e.g. the root inside a chain or a PFX).")
 @_pfx_option
 @home_option
 @_store_option
 def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...], pin: bool, force: bool,
-            pfx_password_file: str | None, home: str | None, store: str | None) -> None:
+            ca_only: bool, pfx_password_file: str | None, home: str | None, store: str | None) -> None:
     """Trust the certificates in FILE... (PEM, DER, PKCS#7 .p7b/.p7c, or the certificates inside a PFX)."""
     certs: list[x509.Certificate] = []
     sources: list[str | None] = []
     for f in files:  # read everything first: one bad file adds nothing
         for cert in _read_certs(f, pfx_password_file):
+            if ca_only and not is_ca(cert):
+                continue
             certs.append(cert)
             sources.append(str(Path(f).resolve()))
+    if not certs:
+        raise InputError(f"{', '.join(files)} hold no CA certificate.",
+                         "Give the partner's root, or trust exactly a certificate with --pin.")
     ts = _open(home, store)
     results = ts.add_many(certs, label=label, partners=partners, pin=pin, force=force, sources=sources)
     for r in results:
