@@ -37,8 +37,8 @@ from certkit.core.issuance import (
     build_crl,
     build_exchange_selfsigned,
     build_leaf,
+    fqdn_of,
     random_serial,
-    san_names,
 )
 from certkit.core.keys import (
     KeyType,
@@ -50,7 +50,7 @@ from certkit.core.keys import (
     public_key_matches,
 )
 from certkit.core.keys import private_key_pem as _key_pem
-from certkit.core.names import dns_name, general_name, is_ip_address, parse_san
+from certkit.core.names import dns_name, general_name, parse_san
 from certkit.core.profiles import ProfileName
 from certkit.errors import AlreadyExistsError, InputError, PassphraseError, PolicyError, StoreError
 
@@ -88,7 +88,7 @@ class IssuedCertificate:
         For a transport certificate that is the CN; for Exchange's self-signed layout (CN = short
         name) it is the FQDN in the SAN, so two Edges called "mail" do not collide in one folder.
         """
-        fqdn = next((n for n in san_names(self.certificate) if "." in n and not is_ip_address(n)), None)
+        fqdn = fqdn_of(self.certificate)
         if fqdn is not None:
             return fqdn
         attrs = self.certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)

@@ -32,6 +32,7 @@ __all__ = [
     "build_exchange_selfsigned",
     "build_leaf",
     "check_name_constraints",
+    "fqdn_of",
     "random_serial",
 ]
 
@@ -275,6 +276,19 @@ def build_crl(*, issuer_cert: x509.Certificate, issuer_key: PrivateKey, revoked:
             rb = rb.add_extension(x509.CRLReason(entry.reason), critical=False)
         builder = builder.add_revoked_certificate(rb.build())
     return builder.sign(issuer_key, hashes.SHA256())
+
+
+def fqdn_of(cert: x509.Certificate) -> str | None:
+    """The certificate's host name: its first fully qualified, non-wildcard DNS name in the SAN.
+
+    For a transport certificate that is the CN; for Exchange's self-signed layout (CN and first SAN
+    = the short name) it is the FQDN that follows.
+    """
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    return next((n for n in san.get_values_for_type(x509.DNSName) if "." in n and "*" not in n), None)
 
 
 def san_names(cert: x509.Certificate) -> list[str]:

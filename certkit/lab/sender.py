@@ -30,6 +30,7 @@ from certkit.core.findings import (
     Finding,
     Severity,
 )
+from certkit.core.issuance import fqdn_of
 from certkit.core.names import is_ip_address
 from certkit.core.trust import AnchorSet, is_self_signed
 from certkit.core.verify import VerificationResult
@@ -195,18 +196,7 @@ def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | Non
 
 
 def _our_host(identity: ClientIdentity | None) -> str:
-    if identity is None:
-        return "localhost"
-    from cryptography import x509
-
-    try:
-        names = identity.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = [n for n in names.get_values_for_type(x509.DNSName) if "." in n and "*" not in n]
-        if dns:
-            return dns[0]
-    except x509.ExtensionNotFound:
-        pass
-    return "localhost"
+    return (fqdn_of(identity.cert) if identity is not None else None) or "localhost"
 
 
 def queue_lines(result: SendResult, *, server: str = "EDGE01") -> list[str]:

@@ -53,6 +53,7 @@ from certkit.adapters.crlfetch import CrlFetch, fetch_crl
 from certkit.adapters.transport import ServerTls, ServerTlsError, TlsInfo, server_context
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import Finding, Severity
+from certkit.core.issuance import fqdn_of
 from certkit.core.trust import AnchorSet, is_ca
 from certkit.core.verify import VerificationResult, verify_chain
 from certkit.errors import InputError
@@ -136,13 +137,9 @@ class LabConfig:
         """The name in the banner and in replies."""
         if self.hostname:
             return self.hostname
-        try:
-            names = self.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            dns = [n for n in names.get_values_for_type(x509.DNSName) if "." in n and "*" not in n]
-            if dns:
-                return dns[0]
-        except x509.ExtensionNotFound:
-            pass
+        fqdn = fqdn_of(self.cert)
+        if fqdn is not None:
+            return fqdn
         cns = self.cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         return str(cns[0].value) if cns else "localhost"
 
