@@ -1,11 +1,12 @@
-"""STARTTLS probe throughput: certkit vs sslyze 6 vs a loop of posttls-finger, on the same 200 endpoints.
+"""STARTTLS probe cost: certkit vs a bare asyncio+ssl handshake loop vs sslyze 6 vs posttls-finger, same endpoints.
 
-    .venv/bin/python bench/bench_probe.py [--endpoints 200] [--concurrency 50] [--rounds 3] [--skip-sslyze]
-                                          [--skip-finger]
+    .venv/bin/python bench/bench_probe.py [--key rsa|ec] [--endpoints 200] [--concurrency 50] [--rounds 3]
+                                          [--skip-sslyze] [--skip-finger] [--serve]
 
 The endpoints: ``--endpoints`` SMTP servers on 127.0.0.1, each on its own port, served by one asyncio
 loop in a child process (so the servers do not compete with the probing process for its GIL). Each
-one speaks ESMTP with STARTTLS (stdlib ``ssl``; EC P-256 leaf signed by an intermediate, chain sent),
+one speaks ESMTP with STARTTLS (stdlib ``ssl``; ``--key rsa`` (default): RSA-2048 root, intermediate and
+leaf, ``--key ec``: EC P-256; the leaf is signed by the intermediate and the chain is sent),
 then answers MAIL, RCPT, RSET and QUIT. The leaf and the intermediate carry CRL distribution points
 served by a loopback HTTP server in the same child process.
 
@@ -16,6 +17,11 @@ What each tool does per endpoint:
   verification against the trust store with the Domain Security name rule, the CRLs fetched (once
   per run) and checked for every CA-issued certificate, and the diagnosis. Every endpoint must come
   back "would deliver".
+* the bare loop: a separate Python process (this script with ``--bare-client``, which imports only the
+  standard library) that, with asyncio, stdlib ``ssl`` and the same concurrency, connects to every
+  endpoint, reads the banner, sends EHLO and STARTTLS, does the TLS handshake (verifying the chain
+  against the root as cafile and the name mx.bench.test, both in OpenSSL) and closes. The floor
+  that any Python STARTTLS prober pays.
 * sslyze 6: ``sslyze --starttls smtp --certinfo --certinfo_ca_file ROOT --targets_in FILE`` with
   targets written ``mx.bench.test:PORT{127.0.0.1}`` so that it validates the MX name (one
   process, its own concurrency): connectivity test plus certificate info and validation against
@@ -25,19 +31,25 @@ What each tool does per endpoint:
   ``posttls-finger -c -l secure -h native -F ROOT -P /dev/null "[127.0.0.1]:PORT" bench.test``:
   STARTTLS, handshake, chain and name verification; no transaction, no revocation.
 
-Each tool runs ``--rounds`` times on the same endpoints; the best time is reported with all rounds.
-Timings are printed, never asserted: this is not a test.
+Each round runs every tool once, in turn, on the same endpoints (so that load on the machine hits all of
+them alike). For each tool the best wall time and the least client CPU time (user + system of the
+client process and its children, from ``getrusage(RUSAGE_CHILDREN)`` deltas) over the rounds are
+reported, with every round. ``--serve`` only starts the endpoints and prints the client command lines
+(for profiling), until interrupted. Timings are printed, never asserted: this is not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import http.server
 import json
+import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import ssl
@@ -49,14 +61,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import pki
-
-from certkit.adapters.truststore import TrustStore
+# cryptography, tests/pki.py and certkit are imported in main() only: the --bare-client process must
+# start with the standard library alone.
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 
@@ -122,6 +128,8 @@ def _serve(folder: str, count: int, ready: multiprocessing.synchronize.Event, po
         def log_message(self, format: str, *args: object) -> None:
             pass
 
+    # A client that closes without close_notify makes asyncio's TLS layer log a warning per connection.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["BENCH_CRL_PORT"])), Crl)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
 
@@ -143,9 +151,7 @@ def _serve(folder: str, count: int, ready: multiprocessing.synchronize.Event, po
 # --- the tools ------------------------------------------------------------------------------------------
 
 
-def run_certkit(targets: Path, store: Path, concurrency: int) -> tuple[float, str]:
-    cmd = [str(CERTKIT), "probe", "--from", str(targets), "--store", str(store), "--managed-only", "--validator",
-           "exchange", "--domain", DOMAIN, "--json", "--concurrency", str(concurrency), "--timeout", "10"]
+def run_certkit(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     seconds = time.perf_counter() - t0
@@ -206,6 +212,73 @@ def run_finger(ports: list[int], root_pem: Path, work: Path) -> tuple[float, str
     return seconds, f"{verified}/{len(ports)} verified"
 
 
+async def _bare_one(port: int, ctx: ssl.SSLContext, server_name: str, timeout: float) -> bool:
+    async def reply(reader: asyncio.StreamReader) -> bytes:
+        while True:  # the last line of a reply has a space after the code
+            line = await reader.readline()
+            if len(line) < 4 or line[3:4] != b"-":
+                return line
+
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if not (await reply(reader)).startswith(b"220"):
+                return False
+            writer.write(b"EHLO bare.bench.test\r\n")
+            if not (await reply(reader)).startswith(b"250"):
+                return False
+            writer.write(b"STARTTLS\r\n")
+            if not (await reply(reader)).startswith(b"220"):
+                return False
+            await writer.start_tls(ctx, server_hostname=server_name)
+            return writer.get_extra_info("peercert") is not None
+    except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+
+def bare_client(targets: Path, cafile: Path, concurrency: int) -> None:
+    """The --bare-client process: banner, EHLO, STARTTLS, verified handshake, close; prints a JSON summary."""
+    ports = [int(line.rsplit(":", 1)[1]) for line in targets.read_text().split()]
+    ctx = ssl.create_default_context(cafile=str(cafile))  # CERT_REQUIRED, check_hostname, the bench root only
+
+    async def run() -> int:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(port: int) -> bool:
+            async with sem:
+                return await _bare_one(port, ctx, "mx.bench.test", 10)
+
+        return sum(await asyncio.gather(*(one(p) for p in ports)))
+
+    ok = asyncio.run(run())
+    print(json.dumps({"ok": ok, "total": len(ports)}))
+
+
+def run_bare(targets: Path, root_pem: Path, concurrency: int) -> tuple[float, str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-client", str(targets), "--cafile", str(root_pem),
+           "--concurrency", str(concurrency)]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    seconds = time.perf_counter() - t0
+    try:
+        data = json.loads(out.stdout)
+    except ValueError:
+        return seconds, f"no JSON (exit {out.returncode}): {out.stderr[-300:]}"
+    return seconds, f"{data['ok']}/{data['total']} verified handshakes after STARTTLS, exit {out.returncode}"
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the reaped children of this process (and of their reaped children)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (Linux /proc), 0 where unavailable."""
     try:
@@ -222,7 +295,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="runs per tool; the best is reported")
     ap.add_argument("--skip-sslyze", action="store_true")
     ap.add_argument("--skip-finger", action="store_true")
+    ap.add_argument("--key", choices=("rsa", "ec"), default="rsa",
+                    help="rsa: RSA-2048 root, intermediate and leaf (default); ec: EC P-256")
+    ap.add_argument("--serve", action="store_true",
+                    help="only start the endpoints and print the client commands (for profiling); Ctrl-C ends")
+    ap.add_argument("--bare-client", type=Path, metavar="TARGETS", help=argparse.SUPPRESS)
+    ap.add_argument("--cafile", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.bare_client is not None:
+        bare_client(args.bare_client, args.cafile, args.concurrency)
+        return
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    sys.path.insert(0, str(ROOT_DIR / "tests"))
+    import pki
+
+    from certkit.adapters.truststore import TrustStore
 
     work = Path(tempfile.mkdtemp(prefix="certkit-bench-probe-"))
     with socket.socket() as s:
@@ -230,9 +320,11 @@ def main() -> None:
         crl_port = s.getsockname()[1]
     os.environ["BENCH_CRL_PORT"] = str(crl_port)
     base = f"http://127.0.0.1:{crl_port}"
-    root = pki.make_root("Bench Root", org="Bench")
-    inter = pki.make_intermediate(root, "Bench Issuing CA", org="Bench", cdp=f"{base}/root.crl")
-    leaf = pki.make_leaf(inter, ["mx.bench.test", DOMAIN], cdp=f"{base}/inter.crl")
+    kind = {"key_type": args.key, "bits": 2048, "fresh_key": True}  # three distinct keys
+    root = pki.make_root("Bench Root", org="Bench", **kind)
+    inter = pki.make_intermediate(root, "Bench Issuing CA", org="Bench", cdp=f"{base}/root.crl", **kind)
+    leaf = pki.make_leaf(inter, ["mx.bench.test", DOMAIN], cdp=f"{base}/inter.crl", **kind)
+    key_text = "RSA-2048" if args.key == "rsa" else "EC P-256"
     der = serialization.Encoding.DER
     crls = {"/root.crl": pki.make_crl(root).public_bytes(der), "/inter.crl": pki.make_crl(inter).public_bytes(der)}
     (work / "server.pem").write_bytes(leaf.pem + inter.pem)
@@ -253,40 +345,67 @@ def main() -> None:
         ports = [int(p) for p in ports_file.read_text().split()]
         targets = work / "targets.txt"
         targets.write_text("".join(f"127.0.0.1:{p}\n" for p in ports))
-        print(f"{len(ports)} STARTTLS endpoints on 127.0.0.1 (EC P-256 leaf + intermediate, CRLs on :{crl_port}); "
-              f"{os.cpu_count()} CPUs; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
+        print(f"{len(ports)} STARTTLS endpoints on 127.0.0.1 ({key_text} root, intermediate and leaf, chain sent; "
+              f"CRLs on :{crl_port}); {os.cpu_count()} CPUs; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
         assert child.pid is not None
-        rows: list[tuple[str, float, float, str]] = []
+        certkit_cmd = [str(CERTKIT), "probe", "--from", str(targets), "--store", str(store), "--managed-only",
+                       "--validator", "exchange", "--domain", DOMAIN, "--json", "--concurrency",
+                       str(args.concurrency), "--timeout", "10"]
+        if args.serve:
+            print("certkit:", " ".join(certkit_cmd))
+            print("bare:   ", " ".join([sys.executable, str(Path(__file__).resolve()), "--bare-client", str(targets),
+                                         "--cafile", str(root_pem), "--concurrency", str(args.concurrency)]),
+                  flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                child.join()
+            return
 
-        def timed(name: str, run: Callable[[], tuple[float, str]]) -> None:
-            # Best of --rounds (other load on the machine only ever adds time); server CPU of that round.
-            best: tuple[float, float, str] | None = None
-            all_seconds: list[float] = []
-            for _ in range(args.rounds):
-                cpu0 = _cpu_seconds(child.pid or 0)
-                seconds, note = run()
-                all_seconds.append(seconds)
-                if best is None or seconds < best[0]:
-                    best = (seconds, _cpu_seconds(child.pid or 0) - cpu0, note)
-            assert best is not None
-            spread = "/".join(f"{x:.2f}" for x in all_seconds)
-            rows.append((name, best[0], best[1], f"{best[2]} (rounds: {spread} s)"))
-
-        timed(f"certkit probe (--concurrency {args.concurrency})",
-              lambda: run_certkit(targets, store, args.concurrency))
+        tools: list[tuple[str, Callable[[], tuple[float, str]]]] = [
+            (f"certkit probe (--concurrency {args.concurrency})", lambda: run_certkit(certkit_cmd)),
+            (f"bare asyncio+ssl loop (concurrency {args.concurrency})",
+             lambda: run_bare(targets, root_pem, args.concurrency)),
+        ]
         if not args.skip_sslyze:
             if SSLYZE.exists():
-                timed("sslyze --starttls smtp --certinfo", lambda: run_sslyze(ports, root_pem, work))
+                tools.append(("sslyze --starttls smtp --certinfo", lambda: run_sslyze(ports, root_pem, work)))
             else:
                 print(f"sslyze not found at {SSLYZE}: python3 -m venv bench/.venv-sslyze && "
                       "bench/.venv-sslyze/bin/pip install 'sslyze>=6,<7'")
         if not args.skip_finger:
-            timed("posttls-finger, sequential loop", lambda: run_finger(ports, root_pem, work))
-        ours = rows[0][1]
-        print(f"{'tool':<40} {'seconds':>8} {'ms/endpoint':>12} {'vs certkit':>11} {'server CPU s':>13}  result")
-        for name, seconds, server_cpu, note in rows:
-            print(f"{name:<40} {seconds:8.2f} {1000 * seconds / len(ports):12.1f} {seconds / ours:10.1f}x "
-                  f"{server_cpu:13.2f}  {note}")
+            tools.append(("posttls-finger, sequential loop", lambda: run_finger(ports, root_pem, work)))
+
+        # Round-robin: every round runs each tool once, so that load on the machine hits all of them alike.
+        walls: dict[str, list[float]] = {name: [] for name, _ in tools}
+        cpus: dict[str, list[float]] = {name: [] for name, _ in tools}
+        server: dict[str, list[float]] = {name: [] for name, _ in tools}
+        notes: dict[str, str] = {}
+        for _ in range(args.rounds):
+            for name, run in tools:
+                cpu0, srv0 = _children_cpu(), _cpu_seconds(child.pid or 0)
+                seconds, note = run()
+                cpus[name].append(_children_cpu() - cpu0)
+                server[name].append(_cpu_seconds(child.pid or 0) - srv0)
+                walls[name].append(seconds)
+                notes.setdefault(name, note)
+                if note != notes[name]:
+                    notes[name] += f" | other round: {note}"
+
+        best_wall = {name: min(v) for name, v in walls.items()}
+        best_cpu = {name: min(v) for name, v in cpus.items()}
+        ours, bare = tools[0][0], tools[1][0]
+        print(f"{'tool':<42} {'wall s':>7} {'ms/endp':>8} {'vs certkit':>10} {'client CPU s':>13} "
+              f"{'server CPU s':>13}  result")
+        for name, _ in tools:
+            print(f"{name:<42} {best_wall[name]:7.2f} {1000 * best_wall[name] / len(ports):8.1f} "
+                  f"{best_wall[name] / best_wall[ours]:9.2f}x {best_cpu[name]:13.2f} {min(server[name]):13.2f}  "
+                  f"{notes[name]}")
+            print(f"{'':<42} rounds: wall {'/'.join(f'{x:.2f}' for x in walls[name])} s, "
+                  f"client CPU {'/'.join(f'{x:.2f}' for x in cpus[name])} s")
+        print(f"certkit / bare loop: client CPU {best_cpu[ours] / best_cpu[bare]:.2f}x (target <= 1.5x), "
+              f"wall {best_wall[ours] / best_wall[bare]:.2f}x")
+        sslyze = next((n for n, _ in tools if n.startswith("sslyze")), None)
+        if sslyze is not None:
+            print(f"sslyze / certkit wall: {best_wall[sslyze] / best_wall[ours]:.2f}x (target >= 5x)")
     finally:
         child.terminate()
         child.join(5)

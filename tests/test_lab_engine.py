@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from certkit.lab.engine import (
+from certkit.core.smtp.server import (
     MAX_COMMAND_LINE,
     NEED_DATA,
+    PAUSED,
     SERVER_TRANSITIONS,
     ClientClosed,
     CommandReceived,
@@ -99,12 +100,15 @@ def test_plaintext_pipelined_after_starttls_is_discarded_never_executed() -> Non
     assert e.state is ServerState.TLS_PENDING
     assert e.discarded == b"MAIL FROM:<evil@example.com>\r\n"
     e.receive_data(b"RCPT TO:<x@y>\r\n")
+    assert e.next_event() is PAUSED  # the 220 must go out first
+    assert e.data_to_send() == b"220 2.0.0 Ready to start TLS\r\n"
     assert e.next_event() is NEED_DATA
     e.tls_established()
     assert e.state is ServerState.GREETED and e.tls
+    assert e.discarded == b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<x@y>\r\n"
     e.receive_data(b"MAIL FROM:<a@contoso.com>\r\n")
     assert e.next_event() is NEED_DATA
-    assert e.data_to_send().startswith(b"220 2.0.0 Ready to start TLS\r\n503 5.5.1")  # EHLO is required again
+    assert e.data_to_send().startswith(b"503 5.5.1")  # EHLO is required again
 
 
 def test_starttls_inside_tls_is_refused() -> None:

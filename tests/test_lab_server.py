@@ -205,7 +205,7 @@ def test_messages_over_the_size_limit_get_552(lab_server: Start) -> None:
 def test_idle_clients_are_dropped_with_421(lab_server: Start) -> None:
     server = lab_server(command_timeout=0.3)
     data = _talk(server.port, [b"EHLO x\r\n"], expect=20)
-    assert b"421 4.4.2 mx.lab.test Error: timeout exceeded" in data
+    assert b"421 4.4.1 Connection timed out" in data
 
 
 def test_the_session_cap_turns_extra_clients_away(lab_server: Start) -> None:
@@ -411,7 +411,7 @@ def test_a_trickling_client_gets_421_per_command_deadline(lab_server: Start, tim
     # One command line sent a byte at a time: each read is quick, the whole line is not.
     line = b"NOOP " + b"x" * 200 + b"\r\n"
     data, sent = _trickle(server.port, b"", line)
-    assert b"421 4.4.2 mx.lab.test Error: timeout exceeded" in data, data
+    assert b"421 4.4.1 Connection timed out" in data, data
     assert sent < len(line)  # the line was never finished: the session ended during it
     record = server.wait_for_session(lambda r: r.error == "timeout")
     assert record is not None
@@ -419,5 +419,5 @@ def test_a_trickling_client_gets_421_per_command_deadline(lab_server: Start, tim
     body = b"Subject: slow\r\n\r\n" + b"y" * 200 + b"\r\n.\r\n"
     data, sent = _trickle(server.port, b"EHLO x\r\nMAIL FROM:<a@elsewhere.test>\r\nRCPT TO:<b@lab.test>\r\nDATA\r\n",
                           body)
-    assert b"354 " in data and b"421 4.4.2 mx.lab.test Error: timeout exceeded" in data, data
+    assert b"354 " in data and b"421 4.4.1 Connection timed out" in data, data
     assert sent < len(body)

@@ -256,10 +256,36 @@ def test_full_transaction_and_transcript() -> None:
     assert texts[-1] == ("S", "221 2.0.0 Bye")
 
 
-def test_data_is_never_sent() -> None:
+def test_data_only_after_an_accepted_recipient_and_the_message_only_after_354() -> None:
     c = ready()
-    with pytest.raises(LocalProtocolError, match="never sends DATA"):
+    with pytest.raises(LocalProtocolError, match="Cannot send DATA in state ready"):
         c.send("DATA")
+    with pytest.raises(LocalProtocolError, match="Cannot send MESSAGE in state ready"):
+        c.send_message(b"x")
+    c.send(Command.mail("a@contoso.com"))
+    c.receive_data(b"250 2.1.0 Ok\r\n")
+    c.next_event()
+    c.send(Command.rcpt("b@fabrikam.com"))
+    c.receive_data(b"250 2.1.5 Ok\r\n")
+    c.next_event()
+    assert c.send(Command.data()) == b"DATA\r\n"
+    c.receive_data(b"354 go ahead\r\n")
+    assert c.next_event().code == 354 and c.state is State.DATA
+    assert c.send_message(b".hidden\nline\r\n") == b"..hidden\r\nline\r\n.\r\n"
+    c.receive_data(b"250 2.0.0 Ok: queued\r\n")
+    assert c.next_event().code == 250 and c.state is State.READY
+
+
+def test_a_refused_data_keeps_the_transaction_and_sends_no_message() -> None:
+    c = ready()
+    for cmd, reply in ((Command.mail("a@contoso.com"), b"250 ok\r\n"), (Command.rcpt("b@fabrikam.com"), b"250 ok\r\n"),
+                       (Command.data(), b"554 5.5.1 no valid recipients\r\n")):
+        c.send(cmd)
+        c.receive_data(reply)
+        c.next_event()
+    assert c.state is State.RCPT
+    with pytest.raises(LocalProtocolError):
+        c.send_message(b"x")
 
 
 def test_one_command_in_flight() -> None:
@@ -295,4 +321,4 @@ def test_table_states_are_consistent() -> None:
     for (state, verb), (ok, fail) in TRANSITIONS.items():
         assert isinstance(state, State) and isinstance(verb, Verb)
         assert ok in State and fail in State
-    assert not any(v.value == "DATA" for v in Verb)
+    assert {v for (_, v) in TRANSITIONS} >= {Verb.DATA, Verb.MESSAGE}

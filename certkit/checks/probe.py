@@ -29,10 +29,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certkit.adapters.crlfetch import CrlCache
 from certkit.adapters.dns import DnsFailure, MailRoute, make_resolver, resolve_host, resolve_mail_domain
-from certkit.adapters.transport import REJECTION_CODES, ClientIdentity, SmtpSession, run_session
+from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
 from certkit.core.names import dns_name
+from certkit.core.personality import rejection_of_us
 from certkit.core.smtp import Reply, printable
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError, UsageError
@@ -316,31 +317,6 @@ def _has_client_auth(cert: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return True
     return ExtendedKeyUsageOID.CLIENT_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
-
-
-def _is_security_refusal(reply: Reply) -> bool:
-    """A reply that refuses us for security: 421/454/530/554 with a 4.7.x/5.7.x or no enhanced status."""
-    return reply.code in REJECTION_CODES and (reply.enhanced is None or reply.enhanced[2:4] == "7.")
-
-
-def rejection_of_us(session: SmtpSession) -> tuple[str, Reply] | None:
-    """Where and by which reply the server refused us after the handshake, if it did (the one rule).
-
-    Postfix refuses the first command after the handshake (``421 4.7.1``): any of 421/454/530/554 there
-    is a refusal of our certificate. Exchange accepts EHLO and refuses ``MAIL FROM`` (``454 4.7.5
-    Certificate validation failure``); at MAIL FROM (or RCPT TO) only a security reply counts (421/454/
-    530/554 with a 4.7.x/5.7.x or no enhanced status), not a policy or availability refusal such as
-    ``421 4.3.2`` or ``550 5.7.1``. Returns ``("after the handshake" | "at MAIL FROM" | "at RCPT TO", reply)``.
-    The lab sender uses this same function.
-    """
-    if session.tls is None:
-        return None
-    if session.rejected_after_tls and session.after_tls is not None:
-        return "after the handshake", session.after_tls
-    for where, reply in (("at MAIL FROM", session.mail), ("at RCPT TO", session.rcpt)):
-        if reply is not None and _is_security_refusal(reply):
-            return where, reply
-    return None
 
 
 def _reply_status(reply: Reply) -> str:

@@ -1,12 +1,11 @@
 """The lab: an Exchange-like (or Postfix-like) Domain Security endpoint, a sender, and the demo.
 
-* :mod:`certkit.lab.engine` -- the sans-I/O SMTP server engine (one transition table).
 * :mod:`certkit.lab.server` -- :class:`LabServer`, the asyncio endpoint with the personalities' replies.
 * :mod:`certkit.lab.sender` -- one delivery as the sending Edge does it, and the queue as Get-Queue shows it.
 * :mod:`certkit.lab.demo` -- contoso.com and fabrikam.com on loopback, from failure to success.
 """
 
-from certkit.lab.engine import SmtpServerEngine
+from certkit.core.smtp.server import SmtpServerEngine
 from certkit.lab.server import LabConfig, LabServer, Personality, SessionRecord, client_verdict, run_in_thread
 
 __all__ = ["LabConfig", "LabServer", "Personality", "SessionRecord", "SmtpServerEngine", "client_verdict",

@@ -32,10 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as _dt
-import enum
 import logging
 import os
-import re
 import secrets
 import socket
 import threading
@@ -54,17 +52,20 @@ from certkit.adapters.transport import ServerTls, ServerTlsError, TlsInfo, serve
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import Finding, Severity
 from certkit.core.issuance import fqdn_of
-from certkit.core.trust import AnchorSet, is_ca
-from certkit.core.verify import VerificationResult, verify_chain
-from certkit.errors import InputError
-from certkit.lab.engine import (
+from certkit.core.personality import Behaviour, Personality, behaviour
+from certkit.core.smtp.server import (
     NEED_DATA,
+    PAUSED,
     ClientClosed,
     CommandReceived,
     MessageReceived,
     ServerState,
     SmtpServerEngine,
 )
+from certkit.core.smtp.wire import Verb
+from certkit.core.trust import AnchorSet, is_ca
+from certkit.core.verify import VerificationResult, verify_chain
+from certkit.errors import InputError
 from certkit.validation import validate_peer
 
 __all__ = [
@@ -79,15 +80,9 @@ __all__ = [
 log = logging.getLogger("certkit.lab")
 
 #: The reply Exchange gives a domain-secure partner whose certificate does not validate.
-EXCHANGE_REJECT = "454 4.7.5 Certificate validation failure"
-TLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
-
-
-class Personality(enum.StrEnum):
-    """Whose behaviour the endpoint imitates."""
-
-    EXCHANGE = "exchange"
-    POSTFIX = "postfix"
+EXCHANGE_REJECT = "{} {}".format(*behaviour(Personality.EXCHANGE).reply("cert-untrusted"))
+#: The reply to MAIL FROM without TLS where TLS is required.
+TLS_FIRST = "{} {}".format(*behaviour(Personality.EXCHANGE).reply("tls-first"))
 
 
 @dataclass(frozen=True)
@@ -121,6 +116,11 @@ class LabConfig:
             if not d or "*" in d:
                 raise InputError(f"{d!r} cannot be in the domain-secure list.",
                                  "Give plain domains; Exchange allows no wildcards there.")
+
+    @property
+    def behaviour(self) -> Behaviour:
+        """The personality's replies and rules (:mod:`certkit.core.personality`)."""
+        return behaviour(self.personality)
 
     @property
     def rules(self) -> Personality:
@@ -252,7 +252,6 @@ def client_verdict(chain: Sequence[x509.Certificate], anchors: AnchorSet, *, dom
 # --- the server ----------------------------------------------------------------------------------------
 
 
-_ADDR_RE = re.compile(r"^(?:FROM|TO):\s*<([^<>\s]*)>(?:\s+(.*))?$", re.IGNORECASE)
 
 
 class LabServer:
@@ -389,7 +388,9 @@ class _Session:
         self.cfg = server.config
         self.reader = reader
         self.writer = writer
-        self.engine = SmtpServerEngine(max_message=self.cfg.max_message)
+        self.behaviour = self.cfg.behaviour
+        self.engine = SmtpServerEngine(max_message=self.cfg.max_message,
+                                       refusals=self.behaviour.refusals(self.cfg.host))
         self.tls: ServerTls | None = None
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer_ip = str(peer[0])
@@ -438,7 +439,7 @@ class _Session:
         except TimeoutError:
             self.record.error = "timeout"
             with contextlib.suppress(Exception):
-                self.engine.close(f"4.4.2 {self.cfg.host} Error: timeout exceeded")
+                self.engine.close(self.behaviour.reply("timeout", host=self.cfg.host)[1])
                 await self._flush()
         except ServerTlsError as e:
             self.record.error = f"TLS: {e}"
@@ -452,20 +453,27 @@ class _Session:
                     self.writer.write(self.tls.outgoing())
             self.server._record(self.record)
 
+    def _say(self, situation: str, **values: object) -> None:
+        """Answer the pending command with the personality's reply for ``situation``."""
+        code, text = self.behaviour.reply(situation, host=self.cfg.host, ip=self.peer_ip, **values)
+        self.engine.reply(code, text)
+
     async def _dialogue(self) -> None:
         e = self.engine
-        stamp = format_datetime(self.server.clock.now())
-        if self.exchange:
-            e.greet(f"{self.cfg.host} Microsoft ESMTP MAIL Service ready at {stamp}")
-        else:
-            e.greet(f"{self.cfg.host} ESMTP Postfix")
+        code, banner = self.behaviour.reply("banner", host=self.cfg.host,
+                                            stamp=format_datetime(self.server.clock.now()))
+        e.greet(banner, code)
         await self._flush()
         # One deadline per command line (command_timeout) and per DATA block (data_timeout), not per read: a
         # client trickling one byte at a time must not hold a session (and a --max-sessions slot) for longer.
         deadline: float | None = None
         while True:
             event = e.next_event()
-            if event is NEED_DATA:
+            if event is NEED_DATA or event is PAUSED:
+                # Every reply the engine made itself goes out before we wait for the client.
+                await self._flush()
+                if event is PAUSED:
+                    continue
                 if deadline is None:
                     timeout = self.cfg.data_timeout if e.state is ServerState.DATA else self.cfg.command_timeout
                     deadline = time.monotonic() + timeout
@@ -523,93 +531,87 @@ class _Session:
         return result.ok
 
     async def _command(self, cmd: CommandReceived) -> None:
-        e, cfg, host = self.engine, self.cfg, self.cfg.host
-        if not self.exchange and e.tls and not self.judged:
+        e, cfg, b = self.engine, self.cfg, self.behaviour
+        if b.refuses_at == "after-handshake" and e.tls and not self.judged:
             # Postfix (smtpd_tls_req_ccert): the first command after the handshake learns the verdict.
             self.judged = True
             if not await self._judge(None):
-                why = "No client certificate presented" if self.record.verdict == "none" else \
-                    "Client certificate not trusted"
-                self.record.rejection = f"421 4.7.1 {host} Error: {why}"
-                e.reply(421, f"4.7.1 {host} Error: {why}")
+                code, text = b.certificate_refusal(cfg.host, presented=self.record.verdict != "none")
+                self.record.rejection = f"{code} {text}"
+                e.reply(code, text)
                 return
         verb = cmd.verb
-        if verb in ("EHLO", "HELO"):
+        if verb in (Verb.EHLO, Verb.HELO):
             if not cmd.argument:
-                e.reply(501, f"5.5.4 Syntax: {verb} hostname")
+                self._say("helo-syntax")
                 return
             self.record.helo = cmd.argument
-            first = f"{host} Hello [{self.peer_ip}]" if self.exchange else host
-            if verb == "HELO":
-                e.reply(250, first)
+            code, first = b.reply("ehlo" if verb is Verb.EHLO else "helo", host=cfg.host, ip=self.peer_ip)
+            if verb is Verb.HELO:
+                e.reply(code, first)
                 return
             caps = [first, f"SIZE {cfg.max_message}", "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME"]
             if not e.tls:
                 caps.append("STARTTLS")
-            e.reply(250, *caps)
-        elif verb == "STARTTLS":
-            e.reply(220, "2.0.0 SMTP server ready" if self.exchange else "2.0.0 Ready to start TLS")
-        elif verb == "MAIL":
+            e.reply(code, *caps)
+        elif verb is Verb.STARTTLS:
+            self._say("starttls")
+        elif verb is Verb.MAIL:
             await self._mail(cmd)
-        elif verb == "RCPT":
-            m = _ADDR_RE.match(cmd.argument)
-            if not m or "@" not in m.group(1):
-                e.reply(501, "5.1.3 Invalid address")
-            elif len(self.record.recipients) >= cfg.max_recipients:
-                e.reply(452, "4.5.3 Too many recipients")
+        elif verb is Verb.RCPT:
+            assert cmd.path is not None
+            if len(self.record.recipients) >= cfg.max_recipients:
+                self._say("rcpt-limit")
             else:
-                self.record.recipients.append(m.group(1))
-                e.reply(250, "2.1.5 Recipient OK" if self.exchange else "2.1.5 Ok")
-        elif verb == "DATA":
-            e.reply(354, "Start mail input; end with <CRLF>.<CRLF>" if self.exchange else
-                    "End data with <CR><LF>.<CR><LF>")
-        elif verb == "RSET":
-            self.record.mail_from = self.record.mail_from  # the record keeps the last transaction
-            e.reply(250, "2.0.0 Resetting" if self.exchange else "2.0.0 Ok")
-        elif verb == "NOOP":
-            e.reply(250, "2.0.0 OK" if self.exchange else "2.0.0 Ok")
-        elif verb == "QUIT":
-            e.reply(221, f"2.0.0 {host} Service closing transmission channel" if self.exchange else "2.0.0 Bye")
-        elif verb == "VRFY":
-            e.reply(252, "2.1.5 Cannot VRFY user")
+                self.record.recipients.append(cmd.path.address)
+                self._say("rcpt-ok")
+        elif verb is Verb.DATA:
+            self._say("data")
+        elif verb is Verb.RSET:
+            self._say("rset")
+        elif verb is Verb.NOOP:
+            self._say("noop")
+        elif verb is Verb.QUIT:
+            self._say("quit")
+        elif verb is Verb.VRFY:
+            self._say("vrfy")
         else:
-            e.reply(214, "2.0.0 EHLO HELO STARTTLS MAIL RCPT DATA RSET NOOP QUIT")
+            self._say("help")
 
     async def _mail(self, cmd: CommandReceived) -> None:
         e, cfg = self.engine, self.cfg
-        m = _ADDR_RE.match(cmd.argument)
-        if not m:
-            e.reply(501, "5.5.4 Invalid address")
+        assert cmd.path is not None
+        sender = cmd.path.address
+        size = cmd.path.parameter("SIZE")
+        if size is not None and size.isdigit() and int(size) > cfg.max_message:
+            self._say("too-big")
             return
-        sender, params = m.group(1), (m.group(2) or "")
-        size = re.search(r"(?i)\bSIZE=(\d+)", params)
-        if size and int(size.group(1)) > cfg.max_message:
-            e.reply(552, "5.3.4 Message size exceeds fixed maximum message size")
-            return
-        domain = sender.rsplit("@", 1)[1].lower().rstrip(".") if "@" in sender else ""
+        domain = cmd.path.domain
         secure = self.exchange and domain in cfg.domain_secure
         if not e.tls and (cfg.tls_required or secure):
-            self.record.rejection = TLS_FIRST
-            e.reply(530, "5.7.0 Must issue a STARTTLS command first")
+            code, text = self.behaviour.reply("tls-first")
+            self.record.rejection = f"{code} {text}"
+            e.reply(code, text)
             return
         self.record.mail_from = sender
         self.record.recipients.clear()
         if secure:
             if not await self._judge(domain):
-                self.record.rejection = EXCHANGE_REJECT
-                e.reply(454, "4.7.5 Certificate validation failure")
+                code, text = self.behaviour.certificate_refusal(cfg.host, presented=self.record.verdict != "none")
+                self.record.rejection = f"{code} {text}"
+                e.reply(code, text)
                 return
             self.record.domain_secured = domain
         elif self.exchange and e.tls and self.record.verdict is None and self.record.tls is not None \
                 and self.record.tls.peer_chain:
             await self._judge(None)  # for the Received header only: opportunistic TLS refuses no one
         self.record.rejection = None
-        e.reply(250, "2.1.0 Sender OK" if self.exchange else "2.1.0 Ok")
+        self._say("mail-ok")
 
     def _message(self, msg: MessageReceived) -> None:
-        e, cfg = self.engine, self.cfg
+        cfg = self.cfg
         if msg.oversized:
-            e.reply(552, "5.3.4 Message size exceeds fixed maximum message size")
+            self._say("too-big")
             return
         queue_id = secrets.token_hex(6).upper()
         if cfg.maildir is not None:
@@ -617,13 +619,12 @@ class _Session:
                 path = _deliver(cfg.maildir, self._received(queue_id) + msg.content, cfg.host)
             except OSError as err:
                 self.record.error = f"Maildir: {err}"
-                e.reply(451, "4.3.0 Local error in processing")
+                self._say("local-error")
                 return
             self.record.delivered.append(path)
         else:
             self.record.delivered.append(Path(os.devnull))
-        e.reply(250, f"2.6.0 <{queue_id}@{cfg.host}> Queued mail for delivery" if self.exchange
-                else f"2.0.0 Ok: queued as {queue_id}")
+        self._say("queued", queue_id=queue_id)
 
     def _received(self, queue_id: str) -> bytes:
         r, cfg = self.record, self.cfg

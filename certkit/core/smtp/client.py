@@ -1,10 +1,11 @@
-"""A sans-I/O SMTP client engine: bytes in, events out; commands in, bytes out.
+"""The client side of SMTP without I/O: bytes in, events out; commands in, bytes out.
 
 The engine never touches a socket or a clock (the design of h11). A transport feeds it what the peer
 sent with :meth:`SmtpClient.receive_data`, pulls parsed events with :meth:`SmtpClient.next_event`, and
-turns commands into wire bytes with :meth:`SmtpClient.send`. The TLS handshake itself belongs to the
-transport: after the ``220`` reply to ``STARTTLS`` the engine waits in :attr:`State.TLS_PENDING` until
-the transport calls :meth:`SmtpClient.tls_established`.
+turns commands into wire bytes with :meth:`SmtpClient.send`. The TLS handshake belongs to the transport:
+after the ``220`` reply to ``STARTTLS`` the engine waits in :attr:`State.TLS_PENDING` until the transport
+calls :meth:`SmtpClient.tls_established`. The order of commands a sending MTA follows is not here but in
+:mod:`certkit.core.smtp.dialogue`; this engine only enforces what SMTP allows.
 
 Rules of this module (they mirror h11's header):
 
@@ -19,10 +20,11 @@ Rules of this module (they mirror h11's header):
   :class:`InjectedData` event (STARTTLS response injection, Poddebniak et al., USENIX Security 2021).
   After TLS starts, everything learnt before (EHLO capabilities) is forgotten (RFC 3207 4.2), and
   ``EHLO`` (or ``HELO``) is required again.
-* Limits bound memory whatever the peer sends: :data:`MAX_LINE` octets per reply line (RFC 5321
-  allows 512; real servers send longer texts), :data:`MAX_REPLY` octets and :data:`MAX_LINES` lines
-  per reply. Crossing one is a protocol error reported as soon as it is seen, not after waiting.
-* The engine never sends ``DATA``: certkit probes, it does not deliver mail.
+* Limits are those of :mod:`certkit.core.smtp.wire`: :data:`MAX_REPLY_LINE` octets per reply line,
+  :data:`MAX_REPLY` octets and :data:`MAX_REPLY_LINES` lines per reply. Crossing one is a protocol error
+  reported as soon as it is seen, not after waiting.
+* ``DATA`` is a command like the others; after its ``354`` the message goes out with
+  :meth:`SmtpClient.send_message`, dot-stuffed (:func:`~certkit.core.smtp.wire.dot_stuff`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,19 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from certkit.core.smtp.wire import (
+    MAX_COMMAND_LINE,
+    MAX_REPLY,
+    MAX_REPLY_LINE,
+    MAX_REPLY_LINES,
+    TOO_LONG,
+    LineBuffer,
+    Reply,
+    Verb,
+    dot_stuff,
+    enhanced_status,
+    parse_capabilities,
+)
 from certkit.errors import CertkitError, UsageError
 
 __all__ = [
@@ -48,24 +63,17 @@ __all__ = [
     "NeedData",
     "ProtocolError",
     "RemoteProtocolError",
-    "Reply",
     "SmtpClient",
     "State",
     "TranscriptEntry",
-    "Verb",
-    "looks_like_smtp_text",
-    "parse_capabilities",
-    "printable",
 ]
 
-#: Longest reply line accepted, in octets without the line ending.
-MAX_LINE = 2048
-#: Largest reply accepted, in octets.
-MAX_REPLY = 64 * 1024
-#: Most lines accepted in one multi-line reply.
-MAX_LINES = 512
-#: Longest command line the engine sends, CRLF included (RFC 5321 4.5.3.1.4).
-MAX_COMMAND = 512
+#: Longest reply line accepted, in octets without the line ending (an alias of :data:`MAX_REPLY_LINE`).
+MAX_LINE = MAX_REPLY_LINE
+#: Most lines accepted in one multi-line reply (an alias of :data:`MAX_REPLY_LINES`).
+MAX_LINES = MAX_REPLY_LINES
+#: Longest command line the engine sends, CRLF included (an alias of :data:`MAX_COMMAND_LINE`).
+MAX_COMMAND = MAX_COMMAND_LINE
 
 
 class LocalProtocolError(UsageError):
@@ -85,31 +93,17 @@ class State(enum.StrEnum):
     TLS_PENDING = "tls-pending"  # 220 to STARTTLS received: the transport must do the handshake
     MAIL = "mail"                # MAIL FROM accepted
     RCPT = "rcpt"                # at least one RCPT TO accepted
+    DATA = "data"                # 354 to DATA received: the message must follow
     REJECTED = "rejected"        # the greeting was negative (554): only QUIT makes sense
     CLOSED = "closed"            # QUIT answered, 421 received, or the peer closed
     ERROR = "error"              # the peer broke the protocol; nothing more is parsed
-
-
-class Verb(enum.StrEnum):
-    """The commands the engine knows; ``GREETING`` and ``HANDSHAKE`` are the pseudo-commands of the table."""
-
-    GREETING = "GREETING"
-    EHLO = "EHLO"
-    HELO = "HELO"
-    STARTTLS = "STARTTLS"
-    HANDSHAKE = "HANDSHAKE"
-    MAIL = "MAIL"
-    RCPT = "RCPT"
-    RSET = "RSET"
-    NOOP = "NOOP"
-    QUIT = "QUIT"
 
 
 _S = State
 _V = Verb
 
 #: ``(state, verb) -> (state after a positive reply, state after a negative reply)``.
-#: Positive means 2xx (and 3xx, which no command here expects); a 421 always leads to CLOSED.
+#: Positive means 2xx or 3xx (354 to DATA); a 421 always leads to CLOSED.
 TRANSITIONS: dict[tuple[State, Verb], tuple[State, State]] = {
     (_S.BANNER, _V.GREETING): (_S.GREETED, _S.REJECTED),
     (_S.GREETED, _V.EHLO): (_S.READY, _S.GREETED),         # a refused EHLO leaves room for HELO
@@ -133,50 +127,13 @@ TRANSITIONS: dict[tuple[State, Verb], tuple[State, State]] = {
     (_S.RCPT, _V.RSET): (_S.READY, _S.RCPT),
     (_S.RCPT, _V.NOOP): (_S.RCPT, _S.RCPT),
     (_S.RCPT, _V.QUIT): (_S.CLOSED, _S.CLOSED),
+    (_S.RCPT, _V.DATA): (_S.DATA, _S.RCPT),
+    (_S.DATA, _V.MESSAGE): (_S.READY, _S.READY),          # RFC 5321 4.1.1.4: either way a new transaction
     (_S.REJECTED, _V.QUIT): (_S.CLOSED, _S.CLOSED),
 }
 
 
 # --- events -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One complete server reply: the code, the RFC 3463 enhanced status (if any) and the text lines.
-
-    ``command`` is the verb it answers (``GREETING`` for the banner, ``None`` for an unsolicited reply).
-    ``lines`` hold the text after ``NNN-``/``NNN `` of each line, the enhanced code left in place.
-    """
-
-    code: int
-    enhanced: str | None
-    lines: tuple[str, ...]
-    command: Verb | None = None
-
-    @property
-    def positive(self) -> bool:
-        """2xx or 3xx."""
-        return 200 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        """4xx."""
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        """5xx."""
-        return self.code >= 500
-
-    @property
-    def text(self) -> str:
-        """The reply as one line of text, as an admin would quote it: ``454 4.7.5 Certificate ...``."""
-        return f"{self.code} {' '.join(line for line in self.lines if line)}".rstrip()
-
-    def wire_lines(self) -> list[str]:
-        """The reply lines as they were on the wire (without line endings)."""
-        last = len(self.lines) - 1
-        return [f"{self.code}{' ' if i == last else '-'}{line}" for i, line in enumerate(self.lines)]
 
 
 @dataclass(frozen=True)
@@ -243,23 +200,22 @@ _VERB_RE = re.compile(r"^([A-Za-z]+)(?:[ ](.*))?$", re.DOTALL)
 
 @dataclass(frozen=True)
 class Command:
-    """A client command. Build it with the helpers (``Command.ehlo("probe.example")``) or from a string."""
+    """A command line: a verb and its argument. Build it with the helpers (``Command.ehlo("probe.example")``)
+    or parse a line with :meth:`parse` (both roles: the server engine parses what clients send this way)."""
 
     verb: Verb
     argument: str = ""
 
     @classmethod
     def parse(cls, line: str) -> Command:
-        """``"MAIL FROM:<a@b>"`` -> ``Command(Verb.MAIL, "FROM:<a@b>")``. Unknown verbs and DATA are refused."""
+        """``"MAIL FROM:<a@b>"`` -> ``Command(Verb.MAIL, "FROM:<a@b>")``. Unknown verbs are refused."""
         m = _VERB_RE.match(line.removesuffix("\r\n"))
         if not m:
             raise LocalProtocolError(f"Not an SMTP command: {line[:60]!r}.", "Pass e.g. 'EHLO probe.example'.")
         word = m.group(1).upper()
-        if word == "DATA":
-            raise LocalProtocolError("certkit never sends DATA.", "The probe stops after RCPT TO; use RSET/QUIT.")
-        if word in (Verb.GREETING, Verb.HANDSHAKE) or word not in Verb.__members__:
+        if word not in Verb.__members__ or Verb(word).pseudo:
             raise LocalProtocolError(f"The engine does not send {word!r}.",
-                                     "Use EHLO, HELO, STARTTLS, MAIL, RCPT, RSET, NOOP or QUIT.")
+                                     "Use EHLO, HELO, STARTTLS, MAIL, RCPT, DATA, RSET, NOOP, VRFY, HELP or QUIT.")
         return cls(Verb(word), m.group(2) or "")
 
     @classmethod
@@ -284,6 +240,10 @@ class Command:
         return cls(Verb.RCPT, f"TO:<{recipient}>")
 
     @classmethod
+    def data(cls) -> Command:
+        return cls(Verb.DATA)
+
+    @classmethod
     def rset(cls) -> Command:
         return cls(Verb.RSET)
 
@@ -300,68 +260,9 @@ class Command:
         return f"{self.verb.value} {self.argument}" if self.argument else self.verb.value
 
 
-# --- reply parsing ----------------------------------------------------------------------------------
+# --- the engine -------------------------------------------------------------------------------------
 
 _LINE_RE = re.compile(rb"^([2-5][0-9][0-9])([ -]?)(.*)$", re.DOTALL)
-# RFC 3463: class "." subject "." detail; class must agree with the reply code's first digit.
-_ENHANCED_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
-
-
-def _enhanced(code: int, text: str) -> str | None:
-    m = _ENHANCED_RE.match(text)
-    if m and int(m.group(1)) == code // 100:
-        return m.group(0)
-    return None
-
-
-def parse_capabilities(reply: Reply) -> dict[str, str]:
-    """EHLO keywords (upper case) and their parameters, from a positive EHLO reply (RFC 5321 4.1.1.1)."""
-    caps: dict[str, str] = {}
-    for line in reply.lines[1:]:
-        words = line.strip().split(None, 1)
-        if words:
-            caps[words[0].upper()] = words[1] if len(words) > 1 else ""
-    return caps
-
-
-# C0 and C1 controls (ESC starts terminal sequences, CR rewrites a line), DEL, and the Unicode controls
-# that reorder or break displayed text (bidi overrides and isolates, line and paragraph separators).
-_UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
-
-
-def _escape(m: re.Match[str]) -> str:
-    c = m.group(0)
-    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-
-
-def printable(text: str | bytes, limit: int | None = None) -> str:
-    """Peer-controlled text (replies, certificate names, injected bytes) made safe for a terminal or a log.
-
-    Control characters are escaped (``\\x1b``, ``\\r``), so a server cannot move the cursor, recolour or
-    overwrite what certkit prints; bytes are read as UTF-8 with undecodable octets escaped. With ``limit``,
-    at most that many characters of the input are kept, and ``...`` marks the cut.
-    """
-    t = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else text
-    cut = limit is not None and len(t) > limit
-    if cut:
-        t = t[:limit]
-    return _UNSAFE_RE.sub(_escape, t) + ("..." if cut else "")
-
-
-_SMTP_LINE_RE = re.compile(rb"[2-5][0-9][0-9][ -]")
-_TEXT_RE = re.compile(rb"[\t\r\n\x20-\x7e]+")
-
-
-def looks_like_smtp_text(data: bytes) -> bool:
-    """Whether ``data`` is SMTP-like plaintext (``NNN text`` or printable ASCII lines), not TLS records.
-
-    Used on what a server sent where the TLS handshake was expected: text there is plaintext sent after
-    the ``220`` to ``STARTTLS`` (response injection), not a broken TLS stack.
-    """
-    if not data or data[0] in (0x14, 0x15, 0x16, 0x17):  # TLS record content types
-        return False
-    return bool(_SMTP_LINE_RE.match(data) or _TEXT_RE.fullmatch(data))
 
 
 @dataclass
@@ -391,7 +292,7 @@ class SmtpClient:
         self.transcript: list[TranscriptEntry] = []
         #: Everything discarded after the 220 to STARTTLS (STARTTLS response injection).
         self.injected: bytes = b""
-        self._buffer = bytearray()
+        self._lines = LineBuffer(MAX_REPLY_LINE + 2)
         self._pending: Verb | None = Verb.GREETING
         self._reply = _ReplyBuilder()
         self._eof = False
@@ -423,7 +324,7 @@ class SmtpClient:
             return
         if self.state in (State.ERROR, State.CLOSED):
             return
-        self._buffer += data
+        self._lines.feed(data)
 
     def next_event(self) -> Event:
         """The next event, or :data:`NEED_DATA` when more bytes are needed."""
@@ -434,25 +335,19 @@ class SmtpClient:
         if self.state is State.CLOSED:
             return ConnectionClosed()
         while True:
-            nl = self._buffer.find(b"\n")
-            if nl < 0:
-                if len(self._buffer) > MAX_LINE:
-                    return self._fail(f"reply line longer than {MAX_LINE} octets", bytes(self._buffer[:80]))
+            raw = self._lines.next_line()
+            if raw is TOO_LONG:
+                return self._fail(f"reply line longer than {MAX_REPLY_LINE} octets", b"")
+            if raw is None:
                 if self._eof:
-                    partial = self._partial_bytes() + bytes(self._buffer)
-                    self._buffer.clear()
+                    partial = self._partial_bytes() + self._lines.take_all()
                     self.state = State.CLOSED
                     self._pending = None
                     self.transcript.append(TranscriptEntry("*", "connection closed by the server"
                                                            + (" in the middle of a reply" if partial else "")))
                     return ConnectionClosed(partial)
                 return NEED_DATA
-            raw = bytes(self._buffer[:nl])
-            del self._buffer[: nl + 1]
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            if len(raw) > MAX_LINE:
-                return self._fail(f"reply line longer than {MAX_LINE} octets", raw[:80])
+            assert isinstance(raw, bytes)
             event = self._line(raw)
             if event is not None:
                 return event
@@ -474,8 +369,8 @@ class SmtpClient:
         b.code = code
         b.lines.append(rest.decode("utf-8", errors="replace"))
         b.size += len(raw) + 2
-        if b.size > MAX_REPLY or len(b.lines) > MAX_LINES:
-            return self._fail(f"a reply larger than {MAX_REPLY} octets or {MAX_LINES} lines", raw[:80])
+        if b.size > MAX_REPLY or len(b.lines) > MAX_REPLY_LINES:
+            return self._fail(f"a reply larger than {MAX_REPLY} octets or {MAX_REPLY_LINES} lines", raw[:80])
         if sep == b"-":
             return None
         self._reply = _ReplyBuilder()
@@ -483,7 +378,7 @@ class SmtpClient:
 
     def _complete(self, code: int, lines: tuple[str, ...]) -> Event:
         verb = self._pending
-        reply = Reply(code, _enhanced(code, lines[0]) if lines else None, lines, verb)
+        reply = Reply(code, enhanced_status(code, lines[0]) if lines else None, lines, verb)
         for wire in reply.wire_lines():
             self.transcript.append(TranscriptEntry("S", wire))
         self._pending = None
@@ -496,16 +391,16 @@ class SmtpClient:
             self.state = State.CLOSED
         else:
             on_ok, on_fail = TRANSITIONS[(self.state, verb)]
-            self.state = on_ok if reply.positive else on_fail
+            positive = reply.code == 354 if verb is Verb.DATA else reply.positive
+            self.state = on_ok if positive else on_fail
         if verb is Verb.EHLO and reply.positive:
             self.capabilities = parse_capabilities(reply)
         elif verb is Verb.HELO and reply.positive:
             self.capabilities = {}
         if verb is Verb.STARTTLS and self.state is State.TLS_PENDING:
             self.capabilities = {}
-            if self._buffer:
-                self._discard_injected(bytes(self._buffer))
-                self._buffer.clear()
+            if len(self._lines):
+                self._discard_injected(self._lines.take_all())
             if self.injected:
                 self._queued.append(InjectedData(self.injected))
         return reply
@@ -519,7 +414,7 @@ class SmtpClient:
         self._error = ProtocolError(reason, data)
         self.state = State.ERROR
         self._pending = None
-        self._buffer.clear()
+        self._lines.take_all()
         self.transcript.append(TranscriptEntry("*", f"protocol error: {reason}"))
         return self._error
 
@@ -528,26 +423,37 @@ class SmtpClient:
     def send(self, command: Command | str) -> bytes:
         """Check ``command`` against the state table and return its wire bytes (with CRLF)."""
         cmd = command if isinstance(command, Command) else Command.parse(command)
-        if cmd.verb in (Verb.GREETING, Verb.HANDSHAKE):
+        if cmd.verb.pseudo:
             raise LocalProtocolError(f"{cmd.verb.value} is not a command.", "Send EHLO, MAIL, RCPT, QUIT, ...")
-        if self._pending is not None:
-            raise LocalProtocolError(f"Cannot send {cmd.verb.value} while waiting for the reply to "
-                                     f"{self._pending.value}.", "Read events until the reply arrives.")
-        if (self.state, cmd.verb) not in TRANSITIONS:
-            raise LocalProtocolError(f"Cannot send {cmd.verb.value} in state {self.state.value}.",
-                                     "Follow banner, EHLO, STARTTLS, EHLO, MAIL, RCPT, QUIT.")
+        self._check(cmd.verb)
         if cmd.verb is Verb.STARTTLS and self.tls:
             raise LocalProtocolError("TLS is already active.", "Send EHLO after the handshake, not STARTTLS.")
         line = cmd.line()
-        if "\r" in line or "\n" in line:
-            raise LocalProtocolError("A command must not contain a line break.",
-                                     "Check addresses and names for CR or LF (command injection).")
+        if "\r" in line or "\n" in line or "\x00" in line:
+            raise LocalProtocolError("A command must not contain a line break or NUL.",
+                                     "Check addresses and names for CR, LF or NUL (command injection).")
         data = line.encode("utf-8") + b"\r\n"
-        if len(data) > MAX_COMMAND:
-            raise LocalProtocolError(f"The command is longer than {MAX_COMMAND} octets.", "Shorten the argument.")
+        if len(data) > MAX_COMMAND_LINE:
+            raise LocalProtocolError(f"The command is longer than {MAX_COMMAND_LINE} octets.",
+                                     "Shorten the argument.")
         self._pending = cmd.verb
         self.transcript.append(TranscriptEntry("C", line))
         return data
+
+    def send_message(self, message: bytes) -> bytes:
+        """After ``354``: the message's wire bytes, dot-stuffed, with the final ``.`` line."""
+        self._check(Verb.MESSAGE)
+        self._pending = Verb.MESSAGE
+        self.transcript.append(TranscriptEntry("C", f"<message of {len(message)} octets>"))
+        return dot_stuff(message)
+
+    def _check(self, verb: Verb) -> None:
+        if self._pending is not None:
+            raise LocalProtocolError(f"Cannot send {verb.value} while waiting for the reply to "
+                                     f"{self._pending.value}.", "Read events until the reply arrives.")
+        if (self.state, verb) not in TRANSITIONS:
+            raise LocalProtocolError(f"Cannot send {verb.value} in state {self.state.value}.",
+                                     "Follow banner, EHLO, STARTTLS, EHLO, MAIL, RCPT, DATA, QUIT.")
 
     def tls_established(self) -> None:
         """The transport completed the TLS handshake after STARTTLS: forget the plaintext phase."""
@@ -557,7 +463,7 @@ class SmtpClient:
         self.state = TRANSITIONS[(State.TLS_PENDING, Verb.HANDSHAKE)][0]
         self.tls = True
         self.capabilities = {}
-        self._buffer.clear()
+        self._lines.take_all()
         self.transcript.append(TranscriptEntry("*", "TLS established; capabilities forgotten, EHLO required"))
 
     def closed(self) -> None:
