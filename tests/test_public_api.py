@@ -41,12 +41,12 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("layer", ["core", "adapters"])
 def test_core_and_adapters_never_import_the_cli(layer: str) -> None:
-    for path in (PKG / layer).glob("*.py"):
+    for path in (PKG / layer).rglob("*.py"):
         assert not [m for m in _imports(path) if m.startswith("certkit.cli") or m == "click"], path
 
 
 def test_core_never_prints_or_touches_sockets_or_files() -> None:
-    for path in (PKG / "core").glob("*.py"):
+    for path in (PKG / "core").rglob("*.py"):
         source = path.read_text()
         tree = ast.parse(source)
         calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}

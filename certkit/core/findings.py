@@ -15,6 +15,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from certkit.core.personality import (
+    EXCHANGE_CONNECT_ERROR,
+    EXCHANGE_DNS_ERROR,
+    EXCHANGE_WRAP,
+    Personality,
+    behaviour,
+)
+
 __all__ = ["CATALOGUE", "CLASSIC", "EXCHANGE_CONNECT_ERROR", "EXCHANGE_DNS_ERROR", "EXCHANGE_WRAP", "Code", "Finding",
            "Severity", "Side", "finding", "worst"]
 
@@ -36,12 +44,17 @@ class Side(enum.StrEnum):
     CONFIGURATION = "configuration"  # a setting on our side (routing, smart host, store)
 
 
-EXCHANGE_WRAP = '451 4.4.0 Primary target IP address responded with: "{inner}."'
-CLASSIC = EXCHANGE_WRAP.format(inner="454 4.7.5 Certificate validation failure")
-#: Exchange 2007/2010's LastError when it could not talk to the target at all (``inner`` is the socket error).
-EXCHANGE_CONNECT_ERROR = '441 4.4.1 Error encountered while communicating with primary target IP address: "{inner}"'
-#: Exchange's LastError when routing through DNS failed (``error`` is the resolver's reason).
-EXCHANGE_DNS_ERROR = "451 4.4.0 DNS query failed. The error was: {error}"
+
+
+def _said(personality: Personality, situation: str) -> str:
+    """A reply of the personality model as one line (``<host>`` where the MTA puts its name)."""
+    code, text = behaviour(personality).reply(situation, host="<host>")
+    return f"{code} {text}"
+
+
+CLASSIC = EXCHANGE_WRAP.format(inner=_said(Personality.EXCHANGE, "cert-untrusted"))
+_TLS_FIRST = _said(Personality.POSTFIX, "tls-first")
+_PF_UNTRUSTED = _said(Personality.POSTFIX, "cert-untrusted")
 
 
 @dataclass(frozen=True)
@@ -219,8 +232,8 @@ _ENTRIES: tuple[Code, ...] = (
     _c("smtp.tls-required", "error", "ours", "server requires STARTTLS first",
        "The server refused a command because TLS was not started.",
        "Send with STARTTLS (on Exchange: the Send connector must not ignore STARTTLS).",
-       status="5.7.0", exchange=EXCHANGE_WRAP.format(inner="530 5.7.0 Must issue a STARTTLS command first"),
-       postfix="530 5.7.0 Must issue a STARTTLS command first"),
+       status="5.7.0", exchange=EXCHANGE_WRAP.format(inner=_said(Personality.EXCHANGE, "tls-first")),
+       postfix=_TLS_FIRST),
     _c("smtp.mail-refused", "error", "theirs", "MAIL FROM refused",
        "The server refused the transaction at MAIL FROM for a reason that is not about TLS or our certificate "
        "(the server is not accepting mail now, a policy refuses our sender, or the dialogue broke). No mail "
@@ -253,30 +266,30 @@ _ENTRIES: tuple[Code, ...] = (
        "Present the transport certificate: certkit probe ... --as FQDN (on Exchange: enable a certificate "
        "for SMTP with Enable-ExchangeCertificate -Services SMTP).",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
-       postfix="421 4.7.1 <host> Error: No client certificate presented"),
+       postfix=_said(Personality.POSTFIX, "cert-missing")),
     _c("peer.rejected-untrusted", "error", "ours", "they do not trust our certificate",
        "The receiver completed the handshake and then refused us: it could not validate our certificate "
        "(most often: it does not trust our root, or our certificate is self-signed).",
        "Send the partner our root (certkit ca root --out ROOT.crt; certkit config partner-kit) and ask them "
        "to import it; use a CA-signed certificate rather than a self-signed one.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
-       postfix="421 4.7.1 <host> Error: Client certificate not trusted"),
+       postfix=_PF_UNTRUSTED),
     _c("peer.rejected-issuer-not-accepted", "error", "ours", "our issuer is not on their list",
        "The server's list of acceptable client-certificate issuers does not include our issuer, so it "
        "does not trust our CA.",
        "Send the partner our root (certkit ca root --out ROOT.crt) and ask them to import it.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
-       postfix="421 4.7.1 <host> Error: Client certificate not trusted"),
+       postfix=_PF_UNTRUSTED),
     _c("peer.rejected-no-client-auth", "error", "ours", "our certificate lacks clientAuth",
        "Our certificate's EKU does not allow client use, and the receiver refused it.",
        "Reissue with both EKUs: certkit ca issue FQDN --profile transport.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
-       postfix="421 4.7.1 <host> Error: Client certificate not trusted"),
+       postfix=_PF_UNTRUSTED),
     _c("peer.rejected-expired", "error", "ours", "our certificate expired",
        "Our certificate has expired, and the receiver refused it.",
        "Renew it: certkit ca renew SERIAL.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
-       postfix="421 4.7.1 <host> Error: Client certificate not trusted"),
+       postfix=_PF_UNTRUSTED),
     _c("peer.rejected-weak-session", "error", "ours", "the receiver finds the session too weak",
        "RFC 3207: the server answers 554 to every command because the TLS session is not good enough for it.",
        "Present a certificate they trust and use TLS 1.2 or later.", tlsrpt="validation-failure", status="5.7.0"),

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BEHAVIOURS",
+    "EXCHANGE_CONNECT_ERROR",
+    "EXCHANGE_DNS_ERROR",
+    "EXCHANGE_WRAP",
     "REJECTION_CODES",
     "Behaviour",
     "Personality",
@@ -44,6 +47,13 @@ class Personality(enum.StrEnum):
     EXCHANGE = "exchange"
     POSTFIX = "postfix"
 
+
+#: What a sending Exchange Edge's queue (Get-Queue LastError) shows for a receiver's transient reply ``inner``.
+EXCHANGE_WRAP = '451 4.4.0 Primary target IP address responded with: "{inner}."'
+#: Exchange 2007/2010's LastError when it could not talk to the target at all (``inner`` is the socket error).
+EXCHANGE_CONNECT_ERROR = '441 4.4.1 Error encountered while communicating with primary target IP address: "{inner}"'
+#: Exchange's LastError when routing through DNS failed (``error`` is the resolver's reason).
+EXCHANGE_DNS_ERROR = "451 4.4.0 DNS query failed. The error was: {error}"
 
 #: Replies after the handshake that mean the server refused us (Exchange 454, Postfix 421, RFC 3207 554, 530).
 REJECTION_CODES = frozenset({421, 454, 530, 554})

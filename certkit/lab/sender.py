@@ -32,6 +32,7 @@ from certkit.core.findings import (
 )
 from certkit.core.issuance import fqdn_of
 from certkit.core.names import is_ip_address
+from certkit.core.personality import Personality, behaviour
 from certkit.core.trust import AnchorSet, is_self_signed
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError
@@ -108,7 +109,8 @@ def _their_certificate(session: SmtpSession, anchors: AnchorSet, domain: str, at
 def _last_error(delivery: Delivery) -> str:
     s = delivery.session
     if delivery.refused_locally is not None:
-        return f"454 4.7.5 Certificate validation failure (on our side: {delivery.refused_locally}) {FAILOVER}"
+        code, text = behaviour(Personality.EXCHANGE).reply("cert-untrusted")
+        return f"{code} {text} (on our side: {delivery.refused_locally}) {FAILOVER}"
     reply = delivery.last_reply
     if s.failure is not None and (reply is None or s.failure.stage in ("connect", "handshake")):
         if s.failure.code in ("net.refused", "net.timeout", "net.closed"):
