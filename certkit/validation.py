@@ -25,6 +25,7 @@ from cryptography import x509
 
 from certkit.adapters.crlfetch import CrlFetch
 from certkit.core.findings import Finding, Severity
+from certkit.core.personality import behaviour
 from certkit.core.verify import Purpose, VerificationResult, crl_urls, verify_chain
 
 __all__ = ["CrlSource", "PeerValidation", "Validator", "validate_peer"]
@@ -63,6 +64,9 @@ def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
     Name, purpose and anchors are as for :func:`~certkit.core.verify.verify_chain`. Never raises for a
     certificate that fails: the answer is in ``.result``.
     """
+    # The revocation rule is the personality's (certkit.core.personality): Exchange refuses on a revoked
+    # certificate and on a CRL it cannot check; Postfix checks no CRL at all.
+    decides_revocation = behaviour(validator).checks_revocation
     presented = [leaf, *intermediates]
     urls = crl_urls(presented)
     fetches = [crl_source(u) for u in urls]
@@ -89,12 +93,12 @@ def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
                 why = "; ".join(f"{n['url']}: {n['error']}" for n in mine)
                 f = replace(f, detail=f"{f.detail} Download failed: {why}.",
                             evidence={**f.evidence, "crl_fetch": mine})
-        if validator == "postfix" and f.code.startswith("revocation."):
+        if not decides_revocation and f.code.startswith("revocation."):
             if f.code == "revocation.no-cdp" or (not urls and not crls):
                 continue  # Postfix has no notion of it; with no CRL anywhere there is nothing to report
             f = replace(f, severity=Severity.INFO)
         findings.append(f)
-    if validator == "postfix":
+    if not decides_revocation:
         result = replace(result, findings=tuple(findings), ok=_ok_without_revocation(result))
     else:
         result = replace(result, findings=tuple(findings))
