@@ -209,13 +209,32 @@ def test_idle_clients_are_dropped_with_421(lab_server: Start) -> None:
 
 
 def test_the_session_cap_turns_extra_clients_away(lab_server: Start) -> None:
-    server = lab_server(max_sessions=1)
+    # The only slot is held by a client that keeps working (a NOOP every 0.1 s): the newcomer waits for a slot
+    # (no banner) for stress_timeout + 1 s, then gets the personality's busy reply.
+    import threading
+
+    server = lab_server(max_sessions=1, stress_timeout=0.5)
     hold = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    stop = threading.Event()
+
+    def keep_busy() -> None:
+        f = hold.makefile("rb")
+        f.readline()
+        while not stop.is_set():
+            hold.sendall(b"NOOP\r\n")
+            f.readline()
+            time.sleep(0.1)
+
+    worker = threading.Thread(target=keep_busy, daemon=True)
+    worker.start()
     try:
-        assert hold.recv(1024).startswith(b"220 ")
+        started = time.monotonic()
         data = _talk(server.port, [], expect=1)
-        assert data.startswith(b"421 4.3.2")
+        assert data.startswith(b"421 4.3.2 The maximum number of concurrent server connections"), data
+        assert 1.2 < time.monotonic() - started < 4
     finally:
+        stop.set()
+        worker.join(5)
         hold.close()
 
 

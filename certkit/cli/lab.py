@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -86,15 +87,19 @@ def lab() -> None:
 @click.option("--max-size", default=10 * 1024 * 1024, show_default=True, type=click.IntRange(1024),
               help="Largest message accepted, in octets.")
 @click.option("--max-sessions", default=20, show_default=True, type=click.IntRange(1, 10000),
-              help="Concurrent sessions; more get 421 4.3.2.")
-@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(0.1),
-              help="Seconds a client has to send each whole command line, and each whole message after DATA "
-                   "(then 421 4.4.2); not per read, so trickling clients cannot hold a session.")
+              help="Concurrent sessions; more wait for a slot, then get 421 4.3.2.")
+@click.option("--timeout", default=None, type=click.FloatRange(0.1),
+              help="Seconds a client has to send each whole command line, each whole message after DATA and "
+                   "to finish the TLS handshake (then 421); not per read, so trickling clients cannot hold a "
+                   "session. [default: 300; the handshake 30]")
+@click.option("--stress-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="The timeout while all --max-sessions slots are taken (Postfix's ${stress?{10}:{300}}s), so "
+                   "idle connections cannot lock others out; a new connection then waits this plus 1 s for a slot.")
 @home_option
 def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed_only: bool,
               domain_secure: tuple[str, ...], listen: str, personality: str, validator: str | None,
               require_tls: bool, maildir: str | None, hostname: str | None, max_size: int, max_sessions: int,
-              timeout: float, home: str | None) -> None:
+              timeout: float | None, stress_timeout: float, home: str | None) -> None:
     """Run an SMTP endpoint that asks for a client certificate and judges it like Exchange or Postfix.
 
     Sessions are logged on stderr, one line each, with the findings that explain a refused certificate.
@@ -106,7 +111,12 @@ def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed
                        domain_secure=domain_secure, personality=Personality(personality),
                        validator=Personality(validator) if validator else None, require_tls=require_tls,
                        maildir=Path(maildir) if maildir else None, hostname=hostname, max_message=max_size,
-                       max_sessions=max_sessions, command_timeout=timeout, data_timeout=timeout)
+                       max_sessions=max_sessions, stress_timeout=stress_timeout)
+    if timeout is not None:
+        # One --timeout for every wait on the client, the handshake included (Postfix's smtpd_timeout covers
+        # the handshake too); without it, RFC 5321's 5 minutes per command and LabConfig's 30 s per handshake.
+        config = dataclasses.replace(config, command_timeout=timeout, data_timeout=timeout,
+                                     handshake_timeout=timeout)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logger = logging.getLogger("certkit.lab")

@@ -1,12 +1,13 @@
 """The lab endpoint: an asyncio SMTP server that behaves like an Exchange Edge Receive connector with
 Domain Security, or like Postfix with required client certificates.
 
-:class:`LabServer` drives one :class:`~certkit.lab.engine.SmtpServerEngine` per connection over a plain
-asyncio stream; TLS runs in :class:`certkit.adapters.transport.ServerTls` over memory BIOs (pyOpenSSL
-stays in the transport module). During the handshake the server asks for a client certificate and
-accepts whatever is presented (as Exchange does); the certificate is then judged by
-:func:`certkit.core.verify.verify_chain` for the client purpose, and refused with the SMTP reply of the
-chosen personality:
+What the server answers is decided by :class:`certkit.lab.receiver.Receiver` (sans-I/O, over the
+:class:`~certkit.core.smtp.server.SmtpServerEngine`, with the replies of :mod:`certkit.core.personality`);
+this module only moves bytes, runs TLS, keeps time, judges certificates in a thread and writes the Maildir.
+TLS runs in :class:`certkit.adapters.transport.ServerTls` over memory BIOs (pyOpenSSL stays in the
+transport module). During the handshake the server asks for a client certificate and accepts whatever is
+presented (as Exchange does); the certificate is then judged by :func:`client_verdict` and refused with
+the SMTP reply of the chosen personality:
 
 ``exchange``
     The check runs at ``MAIL FROM``, when the sender's domain becomes known: if that domain is in the
@@ -22,14 +23,25 @@ chosen personality:
     presented``) and the connection closes. Postfix checks the chain and the EKU, neither the name nor
     revocation.
 
+Against hostile clients the server holds as Postfix does: every reply is sent as soon as it exists;
+nothing more is read from a client while its replies are unsent (the engine pauses at 16 KiB, and each
+write waits for asyncio's transport buffer to drain), so memory per connection is bounded whatever the
+client does. When every session slot is taken (``max_sessions``) the server is under stress and every
+wait for a client (command, DATA, handshake, reading our replies) is cut to ``stress_timeout`` (Postfix's
+``smtpd_timeout = ${stress?{10}:{300}}s``), and a new connection waits, without a banner, up to
+``stress_timeout`` + 1 s for a slot before it gets the personality's ``421`` (like a listen queue), so
+idle connections cannot lock well-behaved clients out.
+
 Accepted mail goes into a Maildir with a ``Received:`` header that records the TLS session, the client
 certificate and whether the sender was domain-secured. Each session ends with one log line (logger
-``certkit.lab``) and a :class:`SessionRecord` that says why a client certificate failed (the findings).
+``certkit.lab``; peer text escaped) and a :class:`SessionRecord` that says why a client certificate
+failed (the findings).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as _dt
 import logging
@@ -40,32 +52,33 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from certkit.adapters.crlfetch import CrlFetch, fetch_crl
-from certkit.adapters.transport import ServerTls, ServerTlsError, TlsInfo, server_context
+from certkit.adapters.transport import ServerTls, ServerTlsError, server_context
 from certkit.clock import Clock, SystemClock
-from certkit.core.findings import Finding, Severity
+from certkit.core.findings import Severity
 from certkit.core.issuance import fqdn_of
 from certkit.core.personality import Behaviour, Personality, behaviour
-from certkit.core.smtp.server import (
-    NEED_DATA,
-    PAUSED,
-    ClientClosed,
-    CommandReceived,
-    MessageReceived,
-    ServerState,
-    SmtpServerEngine,
-)
-from certkit.core.smtp.wire import Verb
+from certkit.core.smtp.server import ServerState
+from certkit.core.smtp.wire import format_reply
 from certkit.core.trust import AnchorSet, is_ca
 from certkit.core.verify import VerificationResult, verify_chain
 from certkit.errors import InputError
+from certkit.lab.receiver import (
+    CLOSED,
+    NEED_DATA,
+    REPLIED,
+    START_TLS,
+    Deliver,
+    NeedVerdict,
+    Receiver,
+    SessionRecord,
+)
 from certkit.validation import validate_peer
 
 __all__ = [
@@ -83,11 +96,18 @@ log = logging.getLogger("certkit.lab")
 EXCHANGE_REJECT = "{} {}".format(*behaviour(Personality.EXCHANGE).reply("cert-untrusted"))
 #: The reply to MAIL FROM without TLS where TLS is required.
 TLS_FIRST = "{} {}".format(*behaviour(Personality.EXCHANGE).reply("tls-first"))
+#: Connections that may wait for a session slot at once; more are turned away at once (Postfix's
+#: ``inet_listen_backlog`` is 100 too).
+MAX_WAITING = 100
 
-
+_T = TypeVar("_T")
 @dataclass(frozen=True)
 class LabConfig:
-    """Everything an endpoint needs. Immutable: :meth:`LabServer.reconfigure` swaps it for new sessions."""
+    """Everything an endpoint needs. Immutable: :meth:`LabServer.reconfigure` swaps it for new sessions.
+
+    The timeouts are in seconds, each for a whole command line, a whole message after ``DATA`` or a whole
+    handshake (not per read: a client trickling one octet at a time gains nothing).
+    """
 
     cert: x509.Certificate
     key: CertificateIssuerPrivateKeyTypes
@@ -103,8 +123,10 @@ class LabConfig:
     max_recipients: int = 100
     max_sessions: int = 20
     command_timeout: float = 300.0               # RFC 5321 4.5.3.2.7: a server waits 5 minutes for a command
-    data_timeout: float = 180.0                  # per data block (RFC 5321 4.5.3.2.5)
-    handshake_timeout: float = 30.0
+    data_timeout: float = 180.0                  # the message after 354 (RFC 5321 4.5.3.2.5: 3 minutes)
+    handshake_timeout: float = 30.0              # the TLS handshake after STARTTLS
+    #: Replaces the timeouts above while every session slot is taken (Postfix: ``${stress?{10}:{300}}s``).
+    stress_timeout: float = 10.0
     crl_timeout: float = 5.0
 
     def __post_init__(self) -> None:
@@ -143,67 +165,6 @@ class LabConfig:
         cns = self.cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         return str(cns[0].value) if cns else "localhost"
 
-
-@dataclass
-class SessionRecord:
-    """What one session did, for the log and for tests."""
-
-    peer: str
-    started: _dt.datetime
-    helo: str | None = None
-    tls: TlsInfo | None = None
-    mail_from: str | None = None
-    recipients: list[str] = field(default_factory=list)
-    verification: VerificationResult | None = None
-    verdict: str | None = None             # "trusted", "untrusted", "none" (no certificate), None: not judged
-    domain_secured: str | None = None      # the partner domain when the session was domain-secured
-    rejection: str | None = None           # the reply that refused the client's certificate or session
-    replies: list[str] = field(default_factory=list)
-    discarded: bytes = b""
-    delivered: list[Path] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def findings(self) -> tuple[Finding, ...]:
-        """Why the client certificate failed (errors first), as the probe would say it."""
-        if self.verification is None:
-            return ()
-        return tuple(sorted(self.verification.findings, key=lambda f: f.severity is not Severity.ERROR))
-
-    @property
-    def client_subject(self) -> str | None:
-        if self.tls is None or not self.tls.peer_chain:
-            return None
-        return self.tls.peer_chain[0].subject.rfc4514_string()
-
-    def log_line(self) -> str:
-        """One line: who, TLS, the client certificate, the outcome and, for a refusal, the findings."""
-        parts = [f"session {self.peer}", f"helo={self.helo or '-'}"]
-        if self.tls is not None:
-            parts.append(f"tls={self.tls.version}")
-            parts.append(f'client-cert="{self.client_subject}"' if self.client_subject else "client-cert=none")
-        else:
-            parts.append("tls=none")
-        if self.mail_from is not None:
-            parts.append(f"from=<{self.mail_from}>")
-        if self.recipients:
-            parts.append("to=" + ",".join(f"<{r}>" for r in self.recipients))
-        if self.discarded:
-            parts.append(f"discarded={len(self.discarded)} plaintext octets after STARTTLS (CVE-2011-0411)")
-        if self.rejection:
-            parts.append(f'rejected="{self.rejection}"')
-        elif self.delivered:
-            parts.append(f"delivered={len(self.delivered)}")
-        if self.domain_secured:
-            parts.append(f"domain-secured={self.domain_secured}")
-        if self.error:
-            parts.append(f"error={self.error}")
-        errors = [f for f in self.findings if f.severity is Severity.ERROR]
-        if self.rejection and errors:
-            parts.append("because: " + "; ".join(f"{f.code}: {f.detail}" for f in errors))
-        elif self.rejection and self.verdict == "none":
-            parts.append("because: no client certificate was presented")
-        return " ".join(parts)
 
 
 # --- judging the client certificate ------------------------------------------------------------------
@@ -249,9 +210,8 @@ def client_verdict(chain: Sequence[x509.Certificate], anchors: AnchorSet, *, dom
                          purpose="client", validator="exchange", domain=domain, at=at).result
 
 
+
 # --- the server ----------------------------------------------------------------------------------------
-
-
 
 
 class LabServer:
@@ -264,6 +224,11 @@ class LabServer:
     ``host`` is loopback by default: a lab endpoint is not meant to face the internet.
     ``on_session`` is called with every finished :class:`SessionRecord` (they are also kept in
     :attr:`sessions`, the most recent 1000).
+
+    At most ``config.max_sessions`` sessions run at once. While all slots are taken the server is under
+    stress (:attr:`stress_since`): the sessions' waits are cut to ``config.stress_timeout``, and new
+    connections wait for a slot (at most :data:`MAX_WAITING` of them, each up to ``stress_timeout`` + 1 s)
+    before the personality's ``busy`` reply.
     """
 
     def __init__(self, config: LabConfig, *, host: str = "127.0.0.1", port: int = 2525, clock: Clock | None = None,
@@ -274,12 +239,17 @@ class LabServer:
         self.clock: Clock = clock or SystemClock()
         self.on_session = on_session
         self.sessions: list[SessionRecord] = []
+        #: Sessions holding a slot.
         self.active = 0
+        #: ``time.monotonic()`` when every slot became taken; ``None`` when the server is not under stress.
+        self.stress_since: float | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._crls = _CrlSource(config.crl_timeout)
         self._ctx_for: LabConfig | None = None
         self._ctx: Any = None
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._stress_begins: asyncio.Future[None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------------------
 
@@ -291,7 +261,7 @@ class LabServer:
         self.port = int(sock.getsockname()[1])
 
     async def stop(self) -> None:
-        """Stop listening and end the sessions in progress."""
+        """Stop listening and end the sessions in progress (each gets the personality's ``421``)."""
         if self._server is not None:
             self._server.close()
             for task in list(self._tasks):
@@ -332,6 +302,56 @@ class LabServer:
             self._ctx_for = cfg
         return self._ctx
 
+    # -- slots and stress ----------------------------------------------------------------------------
+
+    def deadline(self, started: float, timeout: float) -> float:
+        """When a wait for the client that began at ``started`` (``time.monotonic()``) ends: ``timeout``
+        later, or ``stress_timeout`` after the later of ``started`` and the start of stress, if sooner."""
+        end = started + timeout
+        if self.stress_since is not None:
+            end = min(end, max(started, self.stress_since) + self.config.stress_timeout)
+        return end
+
+    def _stress_signal(self) -> asyncio.Future[None]:
+        """A future that completes when the server comes under stress (waits then re-check their deadline)."""
+        if self._stress_begins is None or self._stress_begins.done():
+            self._stress_begins = asyncio.get_running_loop().create_future()
+        return self._stress_begins
+
+    def _update_stress(self) -> None:
+        if self.active >= self.config.max_sessions:
+            if self.stress_since is None:
+                self.stress_since = time.monotonic()
+                if self._stress_begins is not None and not self._stress_begins.done():
+                    self._stress_begins.set_result(None)
+        else:
+            self.stress_since = None
+
+    def _leave(self) -> None:
+        # The slot passes straight to the connection that waited longest, so a newcomer cannot jump the queue.
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.active -= 1
+        self._update_stress()
+
+    async def _wait_for_slot(self) -> bool:
+        """Wait (no banner yet) for a slot, as a connection in a listen queue does; true once it holds one."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.config.stress_timeout + 1.0)
+        except TimeoutError:
+            pass
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(waiter)
+        return waiter.done() and not waiter.cancelled()
+
     # -- sessions ------------------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -339,17 +359,19 @@ class LabServer:
         if task is not None:
             self._tasks.add(task)
         try:
-            if self.active >= self.config.max_sessions:
-                writer.write(f"421 4.3.2 {self.config.host} Too many concurrent connections; try again later\r\n"
-                             .encode())
+            cfg = self.config
+            if self.active < cfg.max_sessions:
+                self.active += 1
+                self._update_stress()
+            elif len(self._waiting) >= MAX_WAITING or not await self._wait_for_slot():
+                writer.write(format_reply(*cfg.behaviour.reply("busy", host=cfg.host)))
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.drain(), 5)
                 return
-            self.active += 1
             try:
                 await _Session(self, reader, writer).run()
             finally:
-                self.active -= 1
+                self._leave()
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -383,272 +405,169 @@ class _Closed(Exception):
 
 
 class _Session:
+    """The I/O of one session: the socket, TLS, time limits, the verdict thread, the Maildir.
+
+    Every decision is the :class:`~certkit.lab.receiver.Receiver`'s.
+    """
+
     def __init__(self, server: LabServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.server = server
         self.cfg = server.config
         self.reader = reader
         self.writer = writer
-        self.behaviour = self.cfg.behaviour
-        self.engine = SmtpServerEngine(max_message=self.cfg.max_message,
-                                       refusals=self.behaviour.refusals(self.cfg.host))
-        self.tls: ServerTls | None = None
         peer = writer.get_extra_info("peername") or ("?", 0)
-        self.peer_ip = str(peer[0])
-        self.record = SessionRecord(f"{peer[0]}:{peer[1]}", server.clock.now())
-        self.judged = False
-        self.exchange = self.cfg.personality is Personality.EXCHANGE
+        self.receiver = Receiver(self.cfg, clock=server.clock, peer_ip=str(peer[0]), peer_port=int(peer[1]))
+        self.tls: ServerTls | None = None
+        self._reading: asyncio.Future[bytes] | None = None
 
-    # -- I/O -----------------------------------------------------------------------------------------
+    # -- waiting for the client ------------------------------------------------------------------------
 
-    async def _read(self, deadline: float) -> bytes:
-        """Bytes of the client (decrypted under TLS) before ``deadline`` (``time.monotonic()``), else TimeoutError."""
-        while True:
-            remaining = deadline - time.monotonic()
+    async def _wait(self, fut: asyncio.Future[_T], started: float, timeout: float) -> _T:
+        """``fut``'s result, or TimeoutError at :meth:`LabServer.deadline` (re-read when stress begins)."""
+        server = self.server
+        while not fut.done():
+            remaining = server.deadline(started, timeout) - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
-            data = await asyncio.wait_for(self.reader.read(65536), remaining)
+            waits: set[asyncio.Future[Any]] = {fut}
+            if server.stress_since is None:
+                waits.add(server._stress_signal())
+            await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        return fut.result()
+
+    async def _recv(self, started: float, timeout: float) -> bytes:
+        """Raw bytes from the socket (``b""`` at the end of the stream)."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self.reader.read(65536))
+        data = await self._wait(self._reading, started, timeout)
+        self._reading = None
+        return data
+
+    async def _read(self, started: float, timeout: float) -> bytes:
+        """Bytes of the client (decrypted under TLS); ``b""`` when it closed."""
+        while True:
+            data = await self._recv(started, timeout)
             if self.tls is None:
                 return data
             self.tls.receive(data)
             plain = self.tls.read()
-            await self._write_raw(self.tls.outgoing())
+            await self._send_raw(self.tls.outgoing(), started, timeout)
             if plain or not data or self.tls.closed:
                 return plain
 
-    async def _write_raw(self, data: bytes) -> None:
-        if data:
-            self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.cfg.command_timeout)
-
-    async def _flush(self) -> None:
-        out = self.engine.data_to_send()
-        if not out:
+    async def _send_raw(self, data: bytes, started: float, timeout: float) -> None:
+        if not data:
             return
-        for line in out.decode("utf-8", "replace").splitlines():
-            self.record.replies.append(line)
-        if self.tls is not None:
-            self.tls.write(out)
-            out = self.tls.outgoing()
-        await self._write_raw(out)
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() == 0:
+            return  # all in the kernel already: nothing to wait for
+        # Above asyncio's high-water mark, drain() waits until the client reads: we read nothing meanwhile.
+        drain = asyncio.ensure_future(self.writer.drain())
+        try:
+            await self._wait(drain, started, timeout)
+        finally:
+            if not drain.done():
+                drain.cancel()
 
-    # -- the dialogue -------------------------------------------------------------------------------
+    def _encrypt(self, out: bytes) -> bytes:
+        if self.tls is not None and out:
+            self.tls.write(out)
+            return self.tls.outgoing()
+        return out
+
+    async def _flush(self, timeout: float) -> None:
+        """Send every reply made so far; the client has ``timeout`` to take them."""
+        out = self._encrypt(self.receiver.data_to_send())
+        await self._send_raw(out, time.monotonic(), timeout)
+
+    # -- the session -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        r = self.receiver
         try:
             await self._dialogue()
         except TimeoutError:
-            self.record.error = "timeout"
+            r.timeout()
             with contextlib.suppress(Exception):
-                self.engine.close(self.behaviour.reply("timeout", host=self.cfg.host)[1])
-                await self._flush()
+                await self._flush(2.0)
         except ServerTlsError as e:
-            self.record.error = f"TLS: {e}"
-        except (ConnectionError, _Closed, asyncio.IncompleteReadError):
-            self.record.error = self.record.error or "connection lost"
-        finally:
-            self.record.discarded = self.engine.discarded
+            r.record.error = f"TLS: {e}"
             if self.tls is not None:
+                with contextlib.suppress(Exception):
+                    self.writer.write(self.tls.outgoing())  # the alert tells the client why
+        except (ConnectionError, _Closed, asyncio.IncompleteReadError):
+            r.record.error = r.record.error or "connection lost"
+        except asyncio.CancelledError:
+            r.shutdown()
+            with contextlib.suppress(Exception):
+                self.writer.write(self._encrypt(r.data_to_send()))  # no await: we are being cancelled
+            raise
+        finally:
+            if self._reading is not None:
+                self._reading.cancel()
+            if self.tls is not None and self.tls.done:
                 with contextlib.suppress(Exception):
                     self.tls.close()
                     self.writer.write(self.tls.outgoing())
-            self.server._record(self.record)
-
-    def _say(self, situation: str, **values: object) -> None:
-        """Answer the pending command with the personality's reply for ``situation``."""
-        code, text = self.behaviour.reply(situation, host=self.cfg.host, ip=self.peer_ip, **values)
-        self.engine.reply(code, text)
+            self.server._record(r.finish())
 
     async def _dialogue(self) -> None:
-        e = self.engine
-        code, banner = self.behaviour.reply("banner", host=self.cfg.host,
-                                            stamp=format_datetime(self.server.clock.now()))
-        e.greet(banner, code)
-        await self._flush()
-        # One deadline per command line (command_timeout) and per DATA block (data_timeout), not per read: a
-        # client trickling one byte at a time must not hold a session (and a --max-sessions slot) for longer.
-        deadline: float | None = None
+        r, cfg = self.receiver, self.cfg
+        # One time limit per command line (command_timeout) and per message (data_timeout), counted from the
+        # previous reply, not per read: a client trickling one byte at a time cannot hold a slot for longer.
+        started = time.monotonic()
         while True:
-            event = e.next_event()
-            if event is NEED_DATA or event is PAUSED:
-                # Every reply the engine made itself goes out before we wait for the client.
-                await self._flush()
-                if event is PAUSED:
-                    continue
-                if deadline is None:
-                    timeout = self.cfg.data_timeout if e.state is ServerState.DATA else self.cfg.command_timeout
-                    deadline = time.monotonic() + timeout
-                e.receive_data(await self._read(deadline))
-                continue
-            deadline = None
-            if isinstance(event, ClientClosed):
-                if event.mid_command:
-                    self.record.error = "the client closed mid-command"
-                return
-            if isinstance(event, CommandReceived):
-                await self._command(event)
-            elif isinstance(event, MessageReceived):
-                self._message(event)
-            await self._flush()
-            if e.state is ServerState.TLS_PENDING:
+            action = r.next_action()
+            # Every reply goes out as soon as it exists, before we wait for anything (RFC 5321 4.3.1).
+            await self._flush(cfg.command_timeout)
+            if action is NEED_DATA:
+                timeout = cfg.data_timeout if r.engine.state is ServerState.DATA else cfg.command_timeout
+                r.receive_data(await self._read(started, timeout))
+            elif action is REPLIED:
+                started = time.monotonic()
+            elif action is START_TLS:
                 await self._handshake()
-            if e.state is ServerState.CLOSED:
+                started = time.monotonic()
+            elif isinstance(action, NeedVerdict):
+                r.verdict(await asyncio.to_thread(client_verdict, action.chain, cfg.anchors, domain=action.domain,
+                                                  rules=action.rules, at=action.at,
+                                                  crl_source=self.server._crls.get))
+            elif isinstance(action, Deliver):
+                await self._store(action)
+            elif action is CLOSED:
                 return
+            # PAUSED: the flush above waited until the client took its replies.
 
     async def _handshake(self) -> None:
         tls = ServerTls(self.server._context())
         self.tls = tls
-        deadline = time.monotonic() + self.cfg.handshake_timeout
+        started, timeout = time.monotonic(), self.cfg.handshake_timeout
         while not tls.handshake():
-            await self._write_raw(tls.outgoing())
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            data = await asyncio.wait_for(self.reader.read(65536), remaining)
+            await self._send_raw(tls.outgoing(), started, timeout)
+            data = await self._recv(started, timeout)
             if not data:
                 raise _Closed
             tls.receive(data)
-        await self._write_raw(tls.outgoing())
-        self.engine.tls_established()
-        self.record.tls = tls.info()
+        await self._send_raw(tls.outgoing(), started, timeout)
+        self.receiver.tls_established(tls.info())
         # TLS 1.3 may carry the first command in the same flight as the client's Finished.
         early = tls.read()
-        await self._write_raw(tls.outgoing())
+        await self._send_raw(tls.outgoing(), started, timeout)
         if early:
-            self.engine.receive_data(early)
+            self.receiver.receive_data(early)
 
-    async def _judge(self, domain: str | None) -> bool:
-        """Validate the client certificate (once per domain); true when trusted."""
-        info = self.record.tls
-        if info is None or not info.peer_chain:
-            self.record.verdict = "none"
-            return False
-        cfg = self.cfg
-        result = await asyncio.to_thread(client_verdict, info.peer_chain, cfg.anchors, domain=domain,
-                                         rules=cfg.rules, at=self.server.clock.now(),
-                                         crl_source=self.server._crls.get)
-        self.record.verification = result
-        self.record.verdict = "trusted" if result.ok else "untrusted"
-        return result.ok
-
-    async def _command(self, cmd: CommandReceived) -> None:
-        e, cfg, b = self.engine, self.cfg, self.behaviour
-        if b.refuses_at == "after-handshake" and e.tls and not self.judged:
-            # Postfix (smtpd_tls_req_ccert): the first command after the handshake learns the verdict.
-            self.judged = True
-            if not await self._judge(None):
-                code, text = b.certificate_refusal(cfg.host, presented=self.record.verdict != "none")
-                self.record.rejection = f"{code} {text}"
-                e.reply(code, text)
-                return
-        verb = cmd.verb
-        if verb in (Verb.EHLO, Verb.HELO):
-            if not cmd.argument:
-                self._say("helo-syntax")
-                return
-            self.record.helo = cmd.argument
-            code, first = b.reply("ehlo" if verb is Verb.EHLO else "helo", host=cfg.host, ip=self.peer_ip)
-            if verb is Verb.HELO:
-                e.reply(code, first)
-                return
-            caps = [first, f"SIZE {cfg.max_message}", "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME"]
-            if not e.tls:
-                caps.append("STARTTLS")
-            e.reply(code, *caps)
-        elif verb is Verb.STARTTLS:
-            self._say("starttls")
-        elif verb is Verb.MAIL:
-            await self._mail(cmd)
-        elif verb is Verb.RCPT:
-            assert cmd.path is not None
-            if len(self.record.recipients) >= cfg.max_recipients:
-                self._say("rcpt-limit")
-            else:
-                self.record.recipients.append(cmd.path.address)
-                self._say("rcpt-ok")
-        elif verb is Verb.DATA:
-            self._say("data")
-        elif verb is Verb.RSET:
-            self._say("rset")
-        elif verb is Verb.NOOP:
-            self._say("noop")
-        elif verb is Verb.QUIT:
-            self._say("quit")
-        elif verb is Verb.VRFY:
-            self._say("vrfy")
-        else:
-            self._say("help")
-
-    async def _mail(self, cmd: CommandReceived) -> None:
-        e, cfg = self.engine, self.cfg
-        assert cmd.path is not None
-        sender = cmd.path.address
-        size = cmd.path.parameter("SIZE")
-        if size is not None and size.isdigit() and int(size) > cfg.max_message:
-            self._say("too-big")
+    async def _store(self, request: Deliver) -> None:
+        maildir = self.cfg.maildir
+        if maildir is None:
+            self.receiver.delivered(None)
             return
-        domain = cmd.path.domain
-        secure = self.exchange and domain in cfg.domain_secure
-        if not e.tls and (cfg.tls_required or secure):
-            code, text = self.behaviour.reply("tls-first")
-            self.record.rejection = f"{code} {text}"
-            e.reply(code, text)
+        try:
+            # fsync can take a while: not on the event loop, where it would stall every session.
+            path = await asyncio.to_thread(_deliver, maildir, request.data, self.cfg.host)
+        except OSError as err:
+            self.receiver.delivery_failed(str(err))
             return
-        self.record.mail_from = sender
-        self.record.recipients.clear()
-        if secure:
-            if not await self._judge(domain):
-                code, text = self.behaviour.certificate_refusal(cfg.host, presented=self.record.verdict != "none")
-                self.record.rejection = f"{code} {text}"
-                e.reply(code, text)
-                return
-            self.record.domain_secured = domain
-        elif self.exchange and e.tls and self.record.verdict is None and self.record.tls is not None \
-                and self.record.tls.peer_chain:
-            await self._judge(None)  # for the Received header only: opportunistic TLS refuses no one
-        self.record.rejection = None
-        self._say("mail-ok")
-
-    def _message(self, msg: MessageReceived) -> None:
-        cfg = self.cfg
-        if msg.oversized:
-            self._say("too-big")
-            return
-        queue_id = secrets.token_hex(6).upper()
-        if cfg.maildir is not None:
-            try:
-                path = _deliver(cfg.maildir, self._received(queue_id) + msg.content, cfg.host)
-            except OSError as err:
-                self.record.error = f"Maildir: {err}"
-                self._say("local-error")
-                return
-            self.record.delivered.append(path)
-        else:
-            self.record.delivered.append(Path(os.devnull))
-        self._say("queued", queue_id=queue_id)
-
-    def _received(self, queue_id: str) -> bytes:
-        r, cfg = self.record, self.cfg
-        tls = r.tls
-        if tls is None:
-            how = "ESMTP"
-            detail = "no TLS"
-        else:
-            how = "ESMTPS"
-            if not tls.peer_chain:
-                cert = "no client certificate"
-            else:
-                leaf = tls.peer_chain[0]
-                state = {"trusted": "verified OK", "untrusted": "not verified"}.get(r.verdict or "", "not checked")
-                cert = (f'client certificate "{leaf.subject.rfc4514_string()}" issued by '
-                        f'"{leaf.issuer.rfc4514_string()}" ({state})')
-            detail = f"version={tls.version} cipher={tls.cipher}; {cert}"
-        secured = f"domain-secured={'yes ' + r.domain_secured if r.domain_secured else 'no'}"
-        stamp = format_datetime(self.server.clock.now())
-        header = (f"Received: from {r.helo or 'unknown'} ([{self.peer_ip}])\r\n"
-                  f"\tby {cfg.host} (certkit lab, {cfg.personality.value} personality) with {how} id {queue_id}\r\n"
-                  f"\t({detail}; {secured})\r\n"
-                  f"\tfor <{r.recipients[0] if r.recipients else 'unknown'}>; {stamp}\r\n")
-        return header.encode("utf-8", "replace")
+        self.receiver.delivered(path)
 
 
 def _deliver(maildir: Path, data: bytes, host: str) -> Path:
