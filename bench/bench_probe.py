@@ -51,6 +51,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -298,7 +299,7 @@ def main() -> None:
     ap.add_argument("--key", choices=("rsa", "ec"), default="rsa",
                     help="rsa: RSA-2048 root, intermediate and leaf (default); ec: EC P-256")
     ap.add_argument("--serve", action="store_true",
-                    help="only start the endpoints and print the client commands (for profiling); Ctrl-C ends")
+                    help="only start the endpoints, print the client commands (for profiling); Ctrl-C or SIGTERM ends")
     ap.add_argument("--bare-client", type=Path, metavar="TARGETS", help=argparse.SUPPRESS)
     ap.add_argument("--cafile", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -356,6 +357,7 @@ def main() -> None:
             print("bare:   ", " ".join([sys.executable, str(Path(__file__).resolve()), "--bare-client", str(targets),
                                          "--cafile", str(root_pem), "--concurrency", str(args.concurrency)]),
                   flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # kill PID also stops the endpoints
             with contextlib.suppress(KeyboardInterrupt):
                 child.join()
             return
