@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from cryptography import x509
 
-from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session
+from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session, run_session_async
 from tests.fixtures_net import require_postfix, smtp_server
 from tests.pki import Issued, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.postfix import PostfixInstance
@@ -37,6 +40,18 @@ SERVER = make_leaf(INTER, ["mx.fabrikam.test"])
 CLIENT = make_leaf(INTER, ["edge.contoso.test"])
 FOREIGN_ROOT = make_root("Foreign Root")
 FOREIGN = make_leaf(FOREIGN_ROOT, ["edge.contoso.test"])
+
+
+def _run_session_on_asyncio(*args: Any, **kwargs: Any) -> SmtpSession:
+    return asyncio.run(run_session_async(*args, **kwargs))
+
+
+@pytest.fixture(params=["sockets", "asyncio"], autouse=True)
+def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs the one dialogue over both transports: blocking sockets and asyncio with memory BIOs."""
+    if request.param == "asyncio":
+        monkeypatch.setattr(sys.modules[__name__], "run_session", _run_session_on_asyncio)
+    return str(request.param)
 
 
 def probe(srv: SmtpTestServer, *, identity: Issued | None = None, chain: tuple[x509.Certificate, ...] = (),

@@ -22,6 +22,7 @@ certificate without requiring it and accepts whatever is presented, as Exchange 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import select
@@ -71,7 +72,9 @@ __all__ = [
     "client_context",
     "deliver_message",
     "run_dialogue",
+    "run_dialogue_async",
     "run_session",
+    "run_session_async",
     "server_context",
 ]
 
@@ -276,18 +279,7 @@ class Channel:
     def tls_info(self, server_name: str | None, *, client: bool) -> TlsInfo:
         """The negotiated session. On the server side ``peer_chain`` is the client's chain."""
         assert self.conn is not None
-        conn = self.conn
-        chain = conn.get_peer_cert_chain(as_cryptography=True) or []
-        if not client:
-            peer = conn.get_peer_certificate(as_cryptography=True)
-            chain = ([peer] + [c for c in chain if c != peer]) if peer is not None else list(chain)
-        cas = conn.get_client_ca_list(as_cryptography=True) if client else []
-        has_cert = conn.get_certificate() is not None
-        return TlsInfo(version=conn.get_protocol_version_name(), cipher=conn.get_cipher_name(),
-                       peer_chain=tuple(chain), client_ca_names=tuple(cas),
-                       certificate_requested=self.certificate_requested,
-                       client_cert_sent=client and has_cert and self.certificate_requested,
-                       server_name=server_name)
+        return _tls_info(self.conn, server_name, client=client, requested=self.certificate_requested)
 
     def close(self) -> None:
         """Close quietly (a TLS close_notify is attempted without waiting)."""
@@ -298,12 +290,31 @@ class Channel:
             self.sock.close()
 
 
+def _tls_info(conn: SSL.Connection, server_name: str | None, *, client: bool, requested: bool) -> TlsInfo:
+    """The negotiated session of ``conn``. On the server side ``peer_chain`` is the client's chain."""
+    chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+    if not client:
+        peer = conn.get_peer_certificate(as_cryptography=True)
+        chain = ([peer] + [c for c in chain if c != peer]) if peer is not None else list(chain)
+    cas = conn.get_client_ca_list(as_cryptography=True) if client else []
+    has_cert = conn.get_certificate() is not None
+    return TlsInfo(version=conn.get_protocol_version_name(), cipher=conn.get_cipher_name(),
+                   peer_chain=tuple(chain), client_ca_names=tuple(cas), certificate_requested=requested,
+                   client_cert_sent=client and has_cert and requested, server_name=server_name)
+
+
+class _Requested:
+    """A client connection's app data: whether the server sent a CertificateRequest."""
+
+    certificate_requested = False
+
+
 def _on_info(conn: SSL.Connection, where: int, ret: int) -> None:
-    # Notes on the connection's Channel (its app data) that the server sent a CertificateRequest.
+    # Notes on the connection's app data (a Channel or a _Requested) that the server sent a CertificateRequest.
     if where & SSL.SSL_CB_LOOP and b"certificate request" in conn.get_state_string():
-        channel = conn.get_app_data()
-        if isinstance(channel, Channel):
-            channel.certificate_requested = True
+        holder = conn.get_app_data()
+        if isinstance(holder, (Channel, _Requested)):
+            holder.certificate_requested = True
 
 
 _watched: weakref.WeakSet[SSL.Context] = weakref.WeakSet()
@@ -446,6 +457,243 @@ class _Driver:
                                     self.channel.plaintext_in_handshake())
         self.s.steps.append(Step("handshake", None, None, time.monotonic() - t0))
         return info
+
+
+class _AsyncDriver:
+    """Runs one :class:`ClientDialogue` on an asyncio event loop: plain non-blocking sockets, and TLS through
+    pyOpenSSL memory BIOs (no thread per session). Same outcomes as :class:`_Driver`, step for step."""
+
+    def __init__(self, dialogue: ClientDialogue, identity: ClientIdentity | None, timeout: float,
+                 deadline: float) -> None:
+        self.dialogue = dialogue
+        self.s = dialogue.session
+        self.engine = dialogue.engine
+        self.identity = identity
+        self.timeout = timeout
+        self.deadline = deadline
+        self.start = time.monotonic()
+        self.loop = asyncio.get_running_loop()
+        self.sock: socket.socket | None = None
+        self.conn: SSL.Connection | None = None
+        self._seen = 0
+
+    def step_deadline(self) -> float:
+        return min(time.monotonic() + self.timeout, self.deadline)
+
+    def sync_transcript(self) -> None:
+        entries = self.engine.transcript
+        if self._seen < len(entries):
+            now = round(time.monotonic() - self.start, 4)
+            for entry in entries[self._seen:]:
+                self.s.transcript.append(TranscriptLine(entry.direction, entry.text, now))
+            self._seen = len(entries)
+
+    async def run(self) -> None:
+        try:
+            failure = await self.connect()
+            if failure is not None:
+                self.dialogue.stop(failure)
+            request = self.dialogue.request
+            while request is not None:
+                outcome: Outcome
+                if isinstance(request, Exchange):
+                    outcome = await self.exchange(request)
+                else:
+                    outcome = await self.handshake()
+                self.sync_transcript()
+                request = self.dialogue.advance(outcome)
+        finally:
+            self.close()
+            self.sync_transcript()
+            self.s.seconds = time.monotonic() - self.start
+
+    async def connect(self) -> Failure | None:
+        t0 = time.monotonic()
+        address, port = self.s.address, self.s.port
+        try:
+            async with asyncio.timeout_at(self.step_deadline()):
+                if is_ip_address(address):
+                    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                    target: tuple[str, int] = (address, port)
+                else:
+                    infos = await self.loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+                    family, target = infos[0][0], (str(infos[0][4][0]), int(infos[0][4][1]))
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                self.sock = sock
+                await self.loop.sock_connect(sock, target)
+        except ConnectionRefusedError as e:
+            return Failure("net.refused", "connect", f"connection refused ({e.strerror})")
+        except TimeoutError:
+            return Failure("net.timeout", "connect", f"no connection within {self.timeout:g} s")
+        except OSError as e:
+            return Failure("net.refused", "connect", f"cannot connect: {e.strerror or e}")
+        self.s.connected = True
+        self.dialogue.note(f"connected to {address}:{port}")
+        self.s.steps.append(Step("connect", None, None, time.monotonic() - t0))
+        return None
+
+    async def _recv_raw(self) -> bytes:
+        assert self.sock is not None
+        try:
+            return await self.loop.sock_recv(self.sock, 65536)
+        except ConnectionResetError:
+            return b""
+
+    async def _send_raw(self, data: bytes) -> None:
+        assert self.sock is not None
+        if data:
+            await self.loop.sock_sendall(self.sock, data)
+
+    def _tls_out(self) -> bytes:
+        assert self.conn is not None
+        out = b""
+        while True:
+            try:
+                chunk = self.conn.bio_read(65536)
+            except SSL.WantReadError:
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+    async def recv(self) -> bytes:
+        """Plaintext from the server (decrypted under TLS); ``b""`` at end of stream."""
+        conn = self.conn
+        if conn is None:
+            return await self._recv_raw()
+        while True:
+            try:
+                return conn.recv(65536)
+            except SSL.WantReadError:
+                await self._send_raw(self._tls_out())  # e.g. a key update to acknowledge
+                data = await self._recv_raw()
+                if not data:
+                    return b""
+                conn.bio_write(data)
+            except (SSL.ZeroReturnError, SSL.SysCallError):
+                return b""
+
+    async def send(self, data: bytes) -> None:
+        if self.conn is None:
+            await self._send_raw(data)
+            return
+        self.conn.sendall(data)
+        await self._send_raw(self._tls_out())
+
+    async def exchange(self, request: Exchange) -> Outcome:
+        """Send the request's bytes, then read until the engine has a reply event."""
+        t0 = time.monotonic()
+        self.sync_transcript()
+        if request.data:
+            try:
+                async with asyncio.timeout_at(self.step_deadline()):
+                    await self.send(request.data)
+            except TimeoutError:
+                return Failure("net.timeout", request.stage, f"could not send {request.shown} in time")
+            except (OSError, SSL.Error) as e:
+                return Failure("net.closed", request.stage, f"the connection broke while sending: {e}")
+        try:
+            async with asyncio.timeout_at(self.step_deadline()):
+                while True:
+                    event = self.engine.next_event()
+                    if isinstance(event, NeedData):
+                        try:
+                            data = await self.recv()
+                        except (OSError, SSL.Error) as e:
+                            data = b""
+                            self.dialogue.note(f"read error: {e}")
+                        self.engine.receive_data(data)
+                        continue
+                    if isinstance(event, InjectedData):
+                        continue
+                    if isinstance(event, Reply):
+                        self.s.steps.append(Step(request.stage, request.shown, event, time.monotonic() - t0))
+                    return event
+        except TimeoutError:
+            return Failure("net.timeout", request.stage, f"no complete reply within {self.timeout:g} s")
+
+    async def handshake(self) -> TlsInfo | HandshakeFailure:
+        assert self.sock is not None
+        t0 = time.monotonic()
+        # Plaintext already waiting before our ClientHello was injected after the 220: the engine
+        # discards it and reports it (STARTTLS response injection).
+        with contextlib.suppress(BlockingIOError, ConnectionError):
+            early = self.sock.recv(65536)
+            if early:
+                self.engine.receive_data(early)
+        try:
+            ctx = _shared_client_context(self.identity)
+        except SSL.Error as e:
+            return HandshakeFailure(Failure("tls.handshake-failed", "handshake",
+                                            f"our certificate and key cannot be used: {_ssl_reason(e)}"))
+        state = _Requested()
+        conn = SSL.Connection(ctx, None)
+        conn.set_app_data(state)
+        name = self.s.server_name
+        if name and not is_ip_address(name):
+            conn.set_tlsext_host_name(name.encode("idna"))
+        conn.set_connect_state()
+        self.conn = conn
+        first = b""
+        try:
+            async with asyncio.timeout_at(self.step_deadline()):
+                while True:
+                    try:
+                        conn.do_handshake()
+                        break
+                    except SSL.WantReadError:
+                        await self._send_raw(self._tls_out())
+                        data = await self._recv_raw()
+                        first = first or data
+                        if not data:
+                            conn.bio_shutdown()
+                            raise SSL.SysCallError(-1, "Unexpected EOF") from None
+                        conn.bio_write(data)
+                await self._send_raw(self._tls_out())
+        except TimeoutError:
+            failure = Failure("net.timeout", "handshake", f"TLS handshake not done within {self.timeout:g} s")
+            return HandshakeFailure(failure, first if looks_like_smtp_text(first) else b"")
+        except (SSL.Error, OSError) as e:
+            reason = _ssl_reason(e)
+            self.dialogue.note(f"TLS handshake failed: {reason}")
+            return HandshakeFailure(Failure("tls.handshake-failed", "handshake", reason),
+                                    first if looks_like_smtp_text(first) else b"")
+        self.s.steps.append(Step("handshake", None, None, time.monotonic() - t0))
+        return _tls_info(conn, name, client=True, requested=state.certificate_requested)
+
+    def close(self) -> None:
+        """Close quietly: a TLS close_notify is sent if the socket takes it at once."""
+        if self.sock is None:
+            return
+        if self.conn is not None:
+            with contextlib.suppress(SSL.Error, OSError):
+                self.conn.shutdown()
+                self.sock.send(self._tls_out())
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+async def run_dialogue_async(dialogue: ClientDialogue, *, identity: ClientIdentity | None = None,
+                             timeout: float = 10.0, deadline: float | None = None) -> SmtpSession:
+    """:func:`run_dialogue` on the running asyncio loop: no thread, TLS through memory BIOs."""
+    start = time.monotonic()
+    await _AsyncDriver(dialogue, identity, timeout,
+                       start + (deadline if deadline is not None else 4 * timeout)).run()
+    return dialogue.session
+
+
+async def run_session_async(address: str, port: int = 25, *, server_name: str | None = None,
+                            helo_name: str = "localhost", mail_from: str | None = None, rcpt_to: str | None = None,
+                            identity: ClientIdentity | None = None, implicit_tls: bool = False,
+                            starttls: bool = True, timeout: float = 10.0,
+                            deadline: float | None = None) -> SmtpSession:
+    """:func:`run_session` as a coroutine on the running loop (the probe runs many at once this way)."""
+    session = SmtpSession(address=address, port=port, server_name=server_name, implicit_tls=implicit_tls)
+    plan = Plan(helo_name=helo_name, mail_from=mail_from, rcpt_to=rcpt_to, starttls=starttls,
+                implicit_tls=implicit_tls)
+    return await run_dialogue_async(ClientDialogue(plan, session), identity=identity, timeout=timeout,
+                                    deadline=deadline)
 
 
 def run_dialogue(dialogue: ClientDialogue, *, identity: ClientIdentity | None = None, timeout: float = 10.0,

@@ -2,7 +2,7 @@
 
 :func:`probe_sync` (and the coroutine :func:`probe`) resolve each target (a mail domain through MX
 records, or ``host[:port]``/``[ip]:port``), run one SMTP session per address with
-:func:`certkit.adapters.transport.run_session`, verify the presented chain with
+:func:`certkit.adapters.transport.run_session_async`, verify the presented chain with
 :func:`certkit.core.verify.verify_chain` (fetching the CRLs of its distribution points), and turn what
 was seen into :class:`~certkit.core.findings.Finding` data. Nothing here prints.
 
@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certkit.adapters.crlfetch import CrlCache
 from certkit.adapters.dns import DnsFailure, MailRoute, make_resolver, resolve_host, resolve_mail_domain
-from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session
+from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session_async
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
 from certkit.core.names import dns_name
@@ -474,13 +474,10 @@ def _verify(session: SmtpSession, anchors: Any, *, name: str | None, domain: str
                          name=name, domain=domain, at=at).result
 
 
-def _probe_address(target: str, host: str, address: str, port: int, *, anchors: Any,
+def _judge_address(target: str, host: str, address: str, port: int, session: SmtpSession, *, anchors: Any,
                    identity: ClientIdentity | None, name: str | None, domain: str | None, validator: str,
-                   mail_from: str | None, rcpt_to: str | None, helo_name: str, implicit_tls: bool, timeout: float,
                    at: _dt.datetime, crl_cache: CrlCache) -> AddressResult:
-    sni = host if host != address else None
-    session = run_session(address, port, server_name=sni, helo_name=helo_name, mail_from=mail_from,
-                          rcpt_to=rcpt_to, identity=identity, implicit_tls=implicit_tls, timeout=timeout)
+    """The diagnosis and the verification of one finished session (blocking: may download CRLs)."""
     result = AddressResult(target, host, address, port, session)
     result.findings.extend(diagnose_session(session, identity=identity, at=at))
     result.verification = _verify(session, anchors, name=name, domain=domain, at=at, validator=validator,
@@ -521,7 +518,8 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
                 helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
                 concurrency: int = 50, clock: Clock | None = None,
                 progress: ProgressCallback | None = None) -> list[ProbeResult]:
-    """The coroutine behind :func:`probe_sync`: blocking sessions run in daemon threads, ``concurrency`` at once."""
+    """The coroutine behind :func:`probe_sync`: ``concurrency`` sessions at once on the running loop; DNS and
+    the verification (which may download CRLs) on a few daemon threads."""
     if validator not in ("exchange", "postfix"):
         raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
     if name is not None and domain is not None:
@@ -549,7 +547,10 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
     sem = asyncio.Semaphore(limit)
     cache = CrlCache(timeout=timeout)
     ours = identity.cert if identity else None
-    workers = _DaemonWorkers(asyncio.get_running_loop(), limit, prestart=len(parsed))
+    # Threads only for blocking work (DNS, CRL downloads): a few are enough, and fewer threads fight less
+    # over the GIL with the sessions on the loop.
+    threads = min(limit, _WORKERS)
+    workers = _DaemonWorkers(asyncio.get_running_loop(), threads, prestart=min(len(parsed), threads))
 
     async def one(t: Target) -> ProbeResult:
         result = ProbeResult(t.text)
@@ -580,10 +581,14 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
 
         async def addr(host: str, address: str) -> AddressResult:
             async with sem:
+                # The session runs on this loop (TLS through memory BIOs); only the judging, which may
+                # download CRLs, goes to a worker thread.
+                session = await run_session_async(
+                    address, t.port, server_name=host if host != address else None, helo_name=helo,
+                    mail_from=sender, rcpt_to=rcpt, identity=identity, implicit_tls=implicit_tls, timeout=timeout)
                 done = await workers.submit(functools.partial(
-                    _probe_address, t.text, host, address, t.port, anchors=anchors, identity=identity, name=name,
-                    domain=partner, validator=validator, mail_from=sender, rcpt_to=rcpt, helo_name=helo,
-                    implicit_tls=implicit_tls, timeout=timeout, at=at, crl_cache=cache))
+                    _judge_address, t.text, host, address, t.port, session, anchors=anchors, identity=identity,
+                    name=name, domain=partner, validator=validator, at=at, crl_cache=cache))
             if progress is not None:
                 progress(done)
             return done
@@ -595,6 +600,10 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         return list(await asyncio.gather(*(one(t) for t in parsed)))
     finally:
         workers.close()
+
+
+#: Worker threads for DNS look-ups and verification (CRL downloads block for up to the timeout each).
+_WORKERS = 8
 
 
 class _DaemonWorkers:
