@@ -518,8 +518,11 @@ class _Session:
         started = time.monotonic()
         while True:
             action = r.next_action()
-            # Every reply goes out as soon as it exists, before we wait for anything (RFC 5321 4.3.1).
-            await self._flush(cfg.command_timeout)
+            if action is not REPLIED:
+                # Every reply goes out before we wait for anything (the client, a thread, the handshake). After
+                # a reply, the next command may already be here (RFC 2920 pipelining): its reply joins the same
+                # write, as Postfix batches them, and the engine pauses at 16 KiB of unsent replies.
+                await self._flush(cfg.command_timeout)
             if action is NEED_DATA:
                 timeout = cfg.data_timeout if r.engine.state is ServerState.DATA else cfg.command_timeout
                 r.receive_data(await self._read(started, timeout))
