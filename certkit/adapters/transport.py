@@ -459,9 +459,62 @@ class _Driver:
         return info
 
 
+class _Stream(asyncio.Protocol):
+    """Bytes from the server into a buffer, and a way to wait for more (the socket stays registered with
+    the event loop for the whole session: no register/unregister per read)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buffer = bytearray()
+        self.eof = False
+        self.transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def take(self) -> bytes:
+        """Whatever has arrived, without waiting."""
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+    async def read(self) -> bytes:
+        """The bytes that arrived (waiting for some); ``b""`` at end of stream."""
+        while not self.buffer and not self.eof:
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.take()
+
+    def write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
 class _AsyncDriver:
-    """Runs one :class:`ClientDialogue` on an asyncio event loop: plain non-blocking sockets, and TLS through
-    pyOpenSSL memory BIOs (no thread per session). Same outcomes as :class:`_Driver`, step for step."""
+    """Runs one :class:`ClientDialogue` on an asyncio event loop: an asyncio transport for the bytes, and TLS
+    through pyOpenSSL memory BIOs (no thread per session). Same outcomes as :class:`_Driver`, step for step."""
 
     def __init__(self, dialogue: ClientDialogue, identity: ClientIdentity | None, timeout: float,
                  deadline: float) -> None:
@@ -473,8 +526,10 @@ class _AsyncDriver:
         self.deadline = deadline
         self.start = time.monotonic()
         self.loop = asyncio.get_running_loop()
-        self.sock: socket.socket | None = None
+        self.stream: _Stream | None = None
         self.conn: SSL.Connection | None = None
+        #: The end of our handshake flight (TLS 1.3 Finished), sent together with the next command.
+        self._unsent = b""
         self._seen = 0
 
     def step_deadline(self) -> float:
@@ -512,16 +567,7 @@ class _AsyncDriver:
         address, port = self.s.address, self.s.port
         try:
             async with asyncio.timeout_at(self.step_deadline()):
-                if is_ip_address(address):
-                    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-                    target: tuple[str, int] = (address, port)
-                else:
-                    infos = await self.loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-                    family, target = infos[0][0], (str(infos[0][4][0]), int(infos[0][4][1]))
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                self.sock = sock
-                await self.loop.sock_connect(sock, target)
+                _, self.stream = await self.loop.create_connection(lambda: _Stream(self.loop), address, port)
         except ConnectionRefusedError as e:
             return Failure("net.refused", "connect", f"connection refused ({e.strerror})")
         except TimeoutError:
@@ -532,18 +578,6 @@ class _AsyncDriver:
         self.dialogue.note(f"connected to {address}:{port}")
         self.s.steps.append(Step("connect", None, None, time.monotonic() - t0))
         return None
-
-    async def _recv_raw(self) -> bytes:
-        assert self.sock is not None
-        try:
-            return await self.loop.sock_recv(self.sock, 65536)
-        except ConnectionResetError:
-            return b""
-
-    async def _send_raw(self, data: bytes) -> None:
-        assert self.sock is not None
-        if data:
-            await self.loop.sock_sendall(self.sock, data)
 
     def _tls_out(self) -> bytes:
         assert self.conn is not None
@@ -557,29 +591,38 @@ class _AsyncDriver:
                 return out
             out += chunk
 
+    def _flush(self) -> None:
+        assert self.stream is not None
+        if self._unsent:
+            self.stream.write(self._unsent)
+            self._unsent = b""
+
     async def recv(self) -> bytes:
         """Plaintext from the server (decrypted under TLS); ``b""`` at end of stream."""
+        assert self.stream is not None
+        self._flush()
         conn = self.conn
         if conn is None:
-            return await self._recv_raw()
+            return await self.stream.read()
         while True:
             try:
                 return conn.recv(65536)
             except SSL.WantReadError:
-                await self._send_raw(self._tls_out())  # e.g. a key update to acknowledge
-                data = await self._recv_raw()
+                self.stream.write(self._tls_out())  # e.g. a key update to acknowledge
+                data = await self.stream.read()
                 if not data:
                     return b""
                 conn.bio_write(data)
             except (SSL.ZeroReturnError, SSL.SysCallError):
                 return b""
 
-    async def send(self, data: bytes) -> None:
-        if self.conn is None:
-            await self._send_raw(data)
-            return
-        self.conn.sendall(data)
-        await self._send_raw(self._tls_out())
+    def send(self, data: bytes) -> None:
+        assert self.stream is not None
+        if self.conn is not None:
+            self.conn.sendall(data)
+            data = self._tls_out()
+        self.stream.write(self._unsent + data)
+        self._unsent = b""
 
     async def exchange(self, request: Exchange) -> Outcome:
         """Send the request's bytes, then read until the engine has a reply event."""
@@ -587,10 +630,7 @@ class _AsyncDriver:
         self.sync_transcript()
         if request.data:
             try:
-                async with asyncio.timeout_at(self.step_deadline()):
-                    await self.send(request.data)
-            except TimeoutError:
-                return Failure("net.timeout", request.stage, f"could not send {request.shown} in time")
+                self.send(request.data)
             except (OSError, SSL.Error) as e:
                 return Failure("net.closed", request.stage, f"the connection broke while sending: {e}")
         try:
@@ -614,14 +654,14 @@ class _AsyncDriver:
             return Failure("net.timeout", request.stage, f"no complete reply within {self.timeout:g} s")
 
     async def handshake(self) -> TlsInfo | HandshakeFailure:
-        assert self.sock is not None
+        stream = self.stream
+        assert stream is not None
         t0 = time.monotonic()
-        # Plaintext already waiting before our ClientHello was injected after the 220: the engine
-        # discards it and reports it (STARTTLS response injection).
-        with contextlib.suppress(BlockingIOError, ConnectionError):
-            early = self.sock.recv(65536)
-            if early:
-                self.engine.receive_data(early)
+        # Plaintext already here before our ClientHello was injected after the 220: the engine discards it
+        # and reports it (STARTTLS response injection).
+        early = stream.take()
+        if early:
+            self.engine.receive_data(early)
         try:
             ctx = _shared_client_context(self.identity)
         except SSL.Error as e:
@@ -643,14 +683,13 @@ class _AsyncDriver:
                         conn.do_handshake()
                         break
                     except SSL.WantReadError:
-                        await self._send_raw(self._tls_out())
-                        data = await self._recv_raw()
+                        stream.write(self._tls_out())
+                        data = await stream.read()
                         first = first or data
                         if not data:
                             conn.bio_shutdown()
                             raise SSL.SysCallError(-1, "Unexpected EOF") from None
                         conn.bio_write(data)
-                await self._send_raw(self._tls_out())
         except TimeoutError:
             failure = Failure("net.timeout", "handshake", f"TLS handshake not done within {self.timeout:g} s")
             return HandshakeFailure(failure, first if looks_like_smtp_text(first) else b"")
@@ -659,19 +698,22 @@ class _AsyncDriver:
             self.dialogue.note(f"TLS handshake failed: {reason}")
             return HandshakeFailure(Failure("tls.handshake-failed", "handshake", reason),
                                     first if looks_like_smtp_text(first) else b"")
+        # Our last handshake flight goes out with the next command (one segment instead of two).
+        self._unsent = self._tls_out()
         self.s.steps.append(Step("handshake", None, None, time.monotonic() - t0))
         return _tls_info(conn, name, client=True, requested=state.certificate_requested)
 
     def close(self) -> None:
-        """Close quietly: a TLS close_notify is sent if the socket takes it at once."""
-        if self.sock is None:
+        """Close: a TLS close_notify is queued, and the transport closes once it has written it."""
+        stream = self.stream
+        if stream is None or stream.transport is None:
             return
         if self.conn is not None:
             with contextlib.suppress(SSL.Error, OSError):
                 self.conn.shutdown()
-                self.sock.send(self._tls_out())
-        with contextlib.suppress(OSError):
-            self.sock.close()
+                self._unsent += self._tls_out()
+        self._flush()
+        stream.transport.close()
 
 
 async def run_dialogue_async(dialogue: ClientDialogue, *, identity: ClientIdentity | None = None,
