@@ -23,6 +23,7 @@ import datetime as _dt
 import functools
 import ipaddress
 import itertools
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -124,15 +125,20 @@ def crl_urls(certs: Iterable[x509.Certificate]) -> list[str]:
     """
     urls: list[str] = []
     for cert in certs:
-        try:
-            cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        except (x509.ExtensionNotFound, ValueError):
-            continue
-        for dp in cdp:
-            for gn in dp.full_name or ():
-                if isinstance(gn, x509.UniformResourceIdentifier) and gn.value.lower().startswith("http://"):
-                    urls.append(gn.value)
+        urls.extend(_cert_crl_urls(cert))
     return list(dict.fromkeys(urls))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cert_crl_urls(cert: x509.Certificate) -> tuple[str, ...]:
+    # Memoised per certificate (equal = same DER): a probe asks for the same intermediates' points for
+    # every endpoint, and validate_peer asks again for the path it built.
+    try:
+        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ()
+    return tuple(gn.value for dp in cdp for gn in dp.full_name or ()
+                 if isinstance(gn, x509.UniformResourceIdentifier) and gn.value.lower().startswith("http://"))
 
 
 def _dns_sans(cert: x509.Certificate) -> list[str]:
@@ -303,8 +309,9 @@ def _assemble(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
 # revocation
 
 
-def _crl_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate, at: _dt.datetime) -> str | None:
-    """Why a correctly signed CRL still cannot be used, or ``None``."""
+def _crl_static_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> str | None:
+    """Why a correctly signed CRL still cannot be used whatever the time, or ``None`` (the time is
+    :func:`_crl_findings`'s to check)."""
     try:
         ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
         if not ku.crl_sign:
@@ -315,27 +322,66 @@ def _crl_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate, 
         crl.extensions.get_extension_for_class(x509.CRLNumber)
     except x509.ExtensionNotFound:
         return "has no CRL number (RFC 5280 5.2.3 requires one)"
-    if crl.last_update_utc > at:
-        return f"is dated in the future (thisUpdate {_when(crl.last_update_utc)})"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _CrlVsIssuer:
+    """What one CRL is with respect to one CA certificate, whatever the time (see :func:`_crl_vs_issuer`)."""
+
+    names_issuer: bool  # the CRL's issuer name is the CA's subject
+    signed: bool  # ... and its signature verifies with the CA's key
+    problem: str | None  # ... and why it still cannot be used, time aside (_crl_static_problem)
+
+
+_CRL_MEMO_SIZE = 4096
+_crl_memo: dict[tuple[bytes, x509.Certificate], _CrlVsIssuer] = {}
+_crl_memo_lock = threading.Lock()
+
+
+def _crl_vs_issuer(crl: x509.CertificateRevocationList, fingerprint: bytes,
+                   issuer: x509.Certificate) -> _CrlVsIssuer:
+    """Name match, signature and time-independent problems of ``crl`` against ``issuer``, memoised.
+
+    The key is the CRL's SHA-256 fingerprint (its whole DER, signature included) and the CA certificate
+    (equal = same DER, so the same name, key and extensions): a probe checks the same few CRLs against
+    the same few CAs for every endpoint, and a signature check is the costliest part of it. The memo is
+    bounded (oldest first out) and holds no CRL.
+    """
+    memo_key = (fingerprint, issuer)
+    found = _crl_memo.get(memo_key)
+    if found is not None:
+        return found
+    if crl.issuer != issuer.subject:
+        facts = _CrlVsIssuer(names_issuer=False, signed=False, problem=None)
+    else:
+        try:
+            good = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            good = False
+        facts = _CrlVsIssuer(names_issuer=True, signed=good,
+                             problem=_crl_static_problem(crl, issuer) if good else None)
+    with _crl_memo_lock:
+        while len(_crl_memo) >= _CRL_MEMO_SIZE:
+            del _crl_memo[next(iter(_crl_memo))]
+        _crl_memo[memo_key] = facts
+    return facts
 
 
 def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],
                   at: _dt.datetime, require: bool) -> list[Finding]:
     out: list[Finding] = []
     reported_crls: set[bytes] = set()
+    fingerprinted = [(crl, crl.fingerprint(hashes.SHA256())) for crl in crls]
     # Every CA-issued certificate of the path: each but the last (the anchor, or a pinned leaf).
     for cert, issuer in itertools.pairwise(chain):
-        who = _who(cert)
-        matching = [crl for crl in crls if crl.issuer == issuer.subject]
-        usable: list[x509.CertificateRevocationList] = []
-        for crl in matching:
-            key = crl.fingerprint(hashes.SHA256())
-            try:
-                good = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-            except (TypeError, ValueError, UnsupportedAlgorithm):
-                good = False
-            if not good:
+        matching = False
+        for crl, key in fingerprinted:
+            facts = _crl_vs_issuer(crl, key, issuer)
+            if not facts.names_issuer:
+                continue
+            matching = True
+            if not facts.signed:
                 if key not in reported_crls:
                     reported_crls.add(key)
                     out.append(Finding("revocation.crl-bad-signature",
@@ -343,7 +389,9 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
                                        f"{_who(issuer)}; it was ignored.", subject=_who(issuer),
                                        evidence={"crl_issuer": crl.issuer.rfc4514_string()}))
                 continue
-            problem = _crl_problem(crl, issuer, at)
+            problem = facts.problem
+            if problem is None and crl.last_update_utc > at:
+                problem = f"is dated in the future (thisUpdate {_when(crl.last_update_utc)})"
             if problem is not None:
                 if key not in reported_crls:
                     reported_crls.add(key)
@@ -351,21 +399,19 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
                                        "ignored.", subject=_who(issuer), evidence={"problem": problem}))
                 continue
             next_update = crl.next_update_utc
-            if next_update is not None and at > next_update:
-                if key not in reported_crls:
-                    reported_crls.add(key)
-                    out.append(Finding("revocation.crl-stale",
-                                       f"The CRL from {_who(issuer)} expired {_span(at - next_update)} ago "
-                                       f"(nextUpdate {_when(next_update)}).", subject=_who(issuer),
-                                       evidence={"next_update": next_update.isoformat()}))
-            else:
-                usable.append(crl)
+            if next_update is not None and at > next_update and key not in reported_crls:
+                reported_crls.add(key)
+                out.append(Finding("revocation.crl-stale",
+                                   f"The CRL from {_who(issuer)} expired {_span(at - next_update)} ago "
+                                   f"(nextUpdate {_when(next_update)}).", subject=_who(issuer),
+                                   evidence={"next_update": next_update.isoformat()}))
             entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if entry is not None:
                 reason = "unspecified"
                 with contextlib.suppress(x509.ExtensionNotFound):
                     reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
                 when = entry.revocation_date_utc
+                who = _who(cert)
                 out.append(Finding("revocation.revoked",
                                    f"{who} (serial {cert.serial_number:X}) was revoked on {_when(when)}, "
                                    f"reason: {reason}.", subject=who,
@@ -379,13 +425,13 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
             except x509.ExtensionNotFound:
                 has_cdp = False
             if not has_cdp:
-                out.append(Finding("revocation.no-cdp", f"{who} has no CRL distribution point, so its revocation "
-                                   "cannot be checked.", subject=who))
+                out.append(Finding("revocation.no-cdp", f"{_who(cert)} has no CRL distribution point, so its "
+                                   "revocation cannot be checked.", subject=_who(cert)))
             elif not matching:
                 # A CRL that was had but is stale, invalid or badly signed has its own finding above:
                 # "could not be had" is only for an issuer of whom no CRL was available at all.
                 out.append(Finding("revocation.unreachable", f"No CRL from {_who(issuer)} was available to check "
-                                   f"{who}.", subject=who))
+                                   f"{_who(cert)}.", subject=_who(cert)))
     return out
 
 
