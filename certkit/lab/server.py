@@ -372,6 +372,10 @@ class LabServer:
                 await _Session(self, reader, writer).run()
             finally:
                 self._leave()
+        except asyncio.CancelledError:
+            # stop(): the session said 421 and was recorded. Ending normally keeps Python 3.11's start_server
+            # callback from logging the cancelled handler as an unhandled exception.
+            pass
         finally:
             writer.close()
             with contextlib.suppress(Exception):
