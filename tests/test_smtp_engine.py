@@ -124,12 +124,15 @@ def test_plaintext_after_starttls_220_is_discarded_and_reported() -> None:
     c.receive_data(b"220 2.0.0 Ready\r\n250-injected\r\n250 more\r\n")
     ev = c.next_event()
     assert isinstance(ev, Reply) and ev.code == 220
-    inj = c.next_event()
-    assert inj == InjectedData(b"250-injected\r\n250 more\r\n")
+    assert c.next_event() is NEED_DATA  # nothing is parsed while the handshake is due
     assert c.injected == b"250-injected\r\n250 more\r\n"
     c.receive_data(b"later plaintext")  # still before the handshake: also discarded
     assert c.injected.endswith(b"later plaintext")
     c.tls_established()
+    # One report of everything discarded, once the plaintext phase is over, whatever the packets were.
+    assert c.next_event() == InjectedData(b"250-injected\r\n250 more\r\nlater plaintext")
+    assert [t.text for t in c.transcript if t.text.startswith("discarded")] == [
+        "discarded 39 plaintext octets sent after the 220 to STARTTLS: b'250-injected\\r\\n250 more\\r\\nlater plaintext'"]
     c.send(Command.ehlo("probe"))
     ev = feed(c, b"250 mx\r\n")
     assert isinstance(ev, Reply) and ev.command is Verb.EHLO  # the injected 250s were not taken as the reply

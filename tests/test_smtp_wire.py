@@ -320,8 +320,6 @@ def test_invalid_paths(argument: str, keyword: str, why: str) -> None:
     assert parse_path(argument, keyword) == why
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: wire.py _CONTROL_RE is [\\x00-\\x1f\\x7f]; C1 controls (U+0080-U+009F, "
-                                       "e.g. NEL U+0085, CSI U+009B) pass parse_path and check_domain")
 @pytest.mark.parametrize("control", ["\x85", "\x9b"], ids=["NEL", "CSI"])
 def test_c1_control_characters_are_refused_in_addresses_and_domains(control: str) -> None:
     assert isinstance(parse_path(f"TO:<a{control}b@contoso.test>", "TO"), str)

@@ -16,8 +16,10 @@ Rules of this module (they mirror h11's header):
   :class:`ProtocolError` event, after which the engine is in :attr:`State.ERROR` and stays there.
   End of stream is a :class:`ConnectionClosed` event (with the partial reply, if one was cut short).
 * A ``421`` reply ends the session wherever it comes (RFC 5321 4.2.5), also as an unsolicited reply.
-* Plaintext after the ``220`` reply to ``STARTTLS`` is never parsed: it is discarded and reported as an
-  :class:`InjectedData` event (STARTTLS response injection, Poddebniak et al., USENIX Security 2021).
+* Plaintext after the ``220`` reply to ``STARTTLS`` is never parsed: it is discarded and reported as one
+  :class:`InjectedData` event once the plaintext phase is over (:meth:`SmtpClient.tls_established` or
+  :meth:`SmtpClient.closed`), whatever the packets (STARTTLS response injection, Poddebniak et al.,
+  USENIX Security 2021).
   After TLS starts, everything learnt before (EHLO capabilities) is forgotten (RFC 3207 4.2), and
   ``EHLO`` (or ``HELO``) is required again.
 * Limits are those of :mod:`certkit.core.smtp.wire`: :data:`MAX_REPLY_LINE` octets per reply line,
@@ -292,12 +294,13 @@ class SmtpClient:
         self.transcript: list[TranscriptEntry] = []
         #: Everything discarded after the 220 to STARTTLS (STARTTLS response injection).
         self.injected: bytes = b""
-        self._lines = LineBuffer(MAX_REPLY_LINE + 2)
+        self._lines = LineBuffer(MAX_REPLY_LINE, ending_counts=False)
         self._pending: Verb | None = Verb.GREETING
         self._reply = _ReplyBuilder()
         self._eof = False
         self._error: ProtocolError | None = None
         self._queued: list[Event] = []
+        self._injected_reported = False
 
     # -- properties --------------------------------------------------------------------------------
 
@@ -401,14 +404,20 @@ class SmtpClient:
             self.capabilities = {}
             if len(self._lines):
                 self._discard_injected(self._lines.take_all())
-            if self.injected:
-                self._queued.append(InjectedData(self.injected))
         return reply
 
     def _discard_injected(self, data: bytes) -> None:
+        # Reported once, when the plaintext phase is over (tls_established or closed), so that the events
+        # do not depend on how the bytes were split into packets.
         self.injected += data
-        self.transcript.append(TranscriptEntry("*", f"discarded {len(data)} plaintext octets sent after the "
-                                                    f"220 to STARTTLS: {data[:60]!r}"))
+
+    def _report_injected(self) -> None:
+        if self.injected and not self._injected_reported:
+            self._injected_reported = True
+            data = self.injected
+            self._queued.append(InjectedData(data))
+            self.transcript.append(TranscriptEntry("*", f"discarded {len(data)} plaintext octets sent after the "
+                                                        f"220 to STARTTLS: {data[:60]!r}"))
 
     def _fail(self, reason: str, data: bytes) -> ProtocolError:
         self._error = ProtocolError(reason, data)
@@ -464,9 +473,11 @@ class SmtpClient:
         self.tls = True
         self.capabilities = {}
         self._lines.take_all()
+        self._report_injected()
         self.transcript.append(TranscriptEntry("*", "TLS established; capabilities forgotten, EHLO required"))
 
     def closed(self) -> None:
         """The transport gave up on the session (timeout, TLS failure): no more events will be parsed."""
+        self._report_injected()
         self.state = State.CLOSED
         self._pending = None

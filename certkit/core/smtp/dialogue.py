@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from certkit.core.personality import REJECTION_CODES
+from certkit.core.personality import REJECTION_CODES, is_security_refusal
 from certkit.core.smtp.client import (
     Command,
     ConnectionClosed,
@@ -142,8 +142,9 @@ class SmtpSession:
 
     @property
     def rejected_after_tls(self) -> bool:
-        """The server refused us right after the handshake (454, 421, 530, 554): it rejected our certificate."""
-        return self.after_tls is not None and self.after_tls.code in REJECTION_CODES
+        """The server refused us right after the handshake (454, 421, 530, 554 with a 4.7.x/5.7.x status or
+        none): it rejected our certificate. A ``421 4.3.2`` (shutting down, busy) is not about us."""
+        return self.after_tls is not None and is_security_refusal(self.after_tls)
 
     @property
     def timings(self) -> dict[str, float]:

@@ -330,10 +330,8 @@ class SmtpServerEngine:
         assert isinstance(line, bytes)
         text = line.decode("utf-8", "replace")
         word, _, argument = text.partition(" ")
-        try:
-            verb = Verb(word.upper())
-        except ValueError:
-            verb = None
+        # ASCII only: str.upper() maps "ſTARTTLS" (U+017F) to STARTTLS, which a filter in front would not see.
+        verb = Verb(word.upper()) if word.isascii() and word.upper() in Verb.__members__ else None
         if verb is None or verb not in _KNOWN:
             self._refuse(self.refusals.unknown, text)
             return None

@@ -234,7 +234,8 @@ class LineBuffer:
     """Bytes in, lines out, never more than ``limit`` octets held for one line (its ending included).
 
     :meth:`next_line` returns a complete line without its ending, ``None`` when none is complete, or
-    :data:`TOO_LONG` once per overlong line. An overlong line is reported as soon as ``limit`` octets
+    :data:`TOO_LONG` once per overlong line. ``limit`` counts the line ending unless ``ending_counts`` is
+    false (reply lines, whose limit is on the text). An overlong line is reported as soon as ``limit`` octets
     without an end have arrived; whatever else of it arrives later is dropped up to and including its
     LF, and the following line is read from its start.
 
@@ -242,9 +243,11 @@ class LineBuffer:
     Postfix and Exchange accept).
     """
 
-    def __init__(self, limit: int, *, crlf_only: bool = False) -> None:
+    def __init__(self, limit: int, *, crlf_only: bool = False, ending_counts: bool = True) -> None:
         self.limit = limit
         self.crlf_only = crlf_only
+        #: Whether the line ending counts toward ``limit`` (RFC 5321's command and text lines) or not (replies).
+        self.ending_counts = ending_counts
         self._buf = bytearray()
         self._skipping = False  # inside the rest of an overlong line
         self._scan = 0          # where the search for the line end resumes
@@ -289,7 +292,7 @@ class LineBuffer:
                     del self._buf[: len(self._buf) - keep]
                     self._scan = 0
                     return None
-                if len(self._buf) >= self.limit:
+                if self._partial_too_long():
                     # Report now: the client waiting for a reply must not wait for the end of the line.
                     keep = 1 if self.crlf_only and self._buf.endswith(b"\r") else 0
                     del self._buf[: len(self._buf) - keep]
@@ -303,9 +306,17 @@ class LineBuffer:
             if self._skipping:
                 self._skipping = False
                 continue
-            if end + width > self.limit:
+            if (end + width if self.ending_counts else end) > self.limit:
                 return TOO_LONG
             return line
+
+    def _partial_too_long(self) -> bool:
+        """Whether the line received so far (no ending yet) is already longer than the limit allows."""
+        size = len(self._buf)
+        if self.ending_counts:
+            return size >= self.limit
+        # Without the ending: a final CR may still be the start of CRLF.
+        return size > self.limit + (1 if self._buf.endswith(b"\r") else 0)
 
 
 class BodyReader:
@@ -365,7 +376,8 @@ def dot_stuff(message: bytes) -> bytes:
 
 # --- command arguments ----------------------------------------------------------------------------------
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators (str.splitlines() breaks on them).
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PATH_RE = re.compile(r"^(FROM|TO):[ ]?<([^<>]*)>(?:[ ]+(.*))?$", re.IGNORECASE | re.DOTALL)
 _LOCAL_RE = re.compile(r'^(?:[A-Za-z0-9!#$%&\'*+/=?^_`{|}~\x80-\U0010ffff-]+(?:\.[A-Za-z0-9!#$%&\'*+/=?^_`{|}~'
                        r'\x80-\U0010ffff-]+)*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*")$')
