@@ -84,7 +84,9 @@ def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
         result = run()
     failed = [{"url": f.url, "error": f.error} for f in fetches if not f.ok]
     findings: list[Finding] = []
+    changed = False
     for f in result.findings:
+        seen = f
         if f.code == "revocation.unreachable" and failed:
             # Only the downloads of that certificate's own distribution points: the finding is about it.
             own = set(crl_urls(c for c in (*result.chain, *presented) if _subject(c) == f.subject))
@@ -97,9 +99,10 @@ def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
             if f.code == "revocation.no-cdp" or (not urls and not crls):
                 continue  # Postfix has no notion of it; with no CRL anywhere there is nothing to report
             f = replace(f, severity=Severity.INFO)
+        changed = changed or f is not seen
         findings.append(f)
     if not decides_revocation:
         result = replace(result, findings=tuple(findings), ok=_ok_without_revocation(result))
-    else:
+    elif changed:  # (the usual case needs no copy)
         result = replace(result, findings=tuple(findings))
     return PeerValidation(result, tuple(fetches))

@@ -8,13 +8,15 @@ import pickle
 import pki
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from certkit.core.trust import AnchorSet
-from certkit.core.verify import VerificationResult, domain_matches, host_matches, verify_chain
+from certkit.core.verify import VerificationResult, crl_urls, domain_matches, host_matches, verify_chain
 from certkit.errors import InputError, UsageError
 
 NOW = pki.NOW
 SEC = dt.timedelta(seconds=1)
+HOUR = dt.timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
@@ -333,6 +335,41 @@ def test_require_revocation_needs_cdp_and_crl_per_ca_issued_cert(root: pki.Issue
     no_cdp = pki.make_leaf(inter, ["mx.fabrikam.com"])
     r = verify_chain(no_cdp.cert, [inter.cert], [root.cert], crls=crls, require_revocation=True, at=NOW)
     assert not r.ok and codes(r) == ["revocation.no-cdp"]
+
+
+def test_crl_checks_are_remembered_per_crl_and_ca_certificate(root: pki.Issued) -> None:
+    # The same CA name with two keys, and the same CRL and chains again and again: the verdicts must be those
+    # of a first look every time (certkit.core.verify memoises signature checks per CRL and CA certificate).
+    ca_a = pki.make_intermediate(root, "Memo CA", fresh_key=True)
+    ca_b = pki.make_intermediate(root, "Memo CA", fresh_key=True)
+    leaf_a, leaf_b = pki.make_leaf(ca_a, ["mx.fabrikam.com"]), pki.make_leaf(ca_b, ["mx.fabrikam.com"])
+    crl_a = pki.make_crl(ca_a, [leaf_b.cert.serial_number])
+    forged = pki.make_crl(ca_a, [leaf_a.cert.serial_number], wrong_key=True)
+    future = pki.make_crl(ca_a, this_update=NOW + dt.timedelta(hours=1))
+    for _ in range(2):
+        assert verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], crls=[crl_a], at=NOW).ok
+        r = verify_chain(leaf_b.cert, [ca_b.cert], [root.cert], crls=[crl_a], at=NOW)
+        assert codes(r) == ["revocation.crl-bad-signature"]
+        r = verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], crls=[forged, crl_a], at=NOW)
+        assert codes(r) == ["revocation.crl-bad-signature"]
+        # The time is never remembered: the same CRL is in the future at NOW and fine two hours later.
+        r = verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], crls=[future], at=NOW)
+        assert codes(r) == ["revocation.crl-invalid"] and "in the future" in r.findings[0].detail
+        assert verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], crls=[future], at=NOW + 2 * HOUR).ok
+        # An equal certificate parsed again (as every probe of an endpoint does) gets the same answers.
+        again = x509.load_der_x509_certificate(ca_b.cert.public_bytes(serialization.Encoding.DER))
+        r = verify_chain(leaf_b.cert, [again], [root.cert], crls=[crl_a], at=NOW)
+        assert codes(r) == ["revocation.crl-bad-signature"]
+
+
+def test_crl_urls_in_order_each_once_http_only(root: pki.Issued) -> None:
+    ca = pki.make_intermediate(root, "URL CA", cdp="http://crl.fabrikam.com/root.crl")
+    one = pki.make_leaf(ca, ["mx.fabrikam.com"], cdp="HTTP://crl.fabrikam.com/ca.crl")
+    two = pki.make_leaf(ca, ["mx2.fabrikam.com"], cdp="ldap://dc.fabrikam.com/ca")
+    for _ in range(2):
+        assert crl_urls([one.cert, ca.cert, two.cert, root.cert, ca.cert]) == [
+            "HTTP://crl.fabrikam.com/ca.crl", "http://crl.fabrikam.com/root.crl"]
+        assert crl_urls(c for c in (two.cert, root.cert)) == []
 
 
 def test_pinned_leaf_needs_no_crl(root: pki.Issued) -> None:

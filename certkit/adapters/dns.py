@@ -5,18 +5,23 @@ A and AAAA address; a domain without MX records is its own implicit MX (RFC 5321
 (``0 .``, RFC 7505) means the domain accepts no mail. Failures are data (:class:`DnsFailure`, whose
 ``code`` is a finding code: ``dns.failure`` or ``dns.no-mx``), never exceptions, except for a
 malformed ``nameserver`` argument, which is the caller's mistake (:class:`~certkit.errors.InputError`).
+
+dnspython is imported by the functions that use it, not with this module: a probe of IP addresses
+never asks DNS, and importing dnspython is a good part of the command's start-up time. Each function
+imports the same modules in the same order, so that threads resolving at once cannot deadlock on the
+import locks of dnspython's modules.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-
-import dns.exception
-import dns.name
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from certkit.errors import InputError
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 __all__ = [
     "DnsFailure",
@@ -112,6 +117,10 @@ def _port(text: str, original: str) -> int:
 
 def make_resolver(nameserver: str | None = None, timeout: float = 5.0) -> dns.resolver.Resolver:
     """A resolver asking ``nameserver`` (IP[:PORT]) or the system's servers, each query bounded by ``timeout``."""
+    import dns.exception
+    import dns.name
+    import dns.resolver
+
     if nameserver is not None:
         ip, port = parse_nameserver(nameserver)
         resolver = dns.resolver.Resolver(configure=False)
@@ -126,6 +135,10 @@ def make_resolver(nameserver: str | None = None, timeout: float = 5.0) -> dns.re
 
 
 def _describe(err: Exception, qname: str, rdtype: str) -> DnsFailure:
+    import dns.exception
+    import dns.name
+    import dns.resolver
+
     if isinstance(err, dns.resolver.NXDOMAIN):
         return DnsFailure("dns.failure", f"{qname} does not exist (NXDOMAIN)", "5.1.2")
     if isinstance(err, dns.resolver.LifetimeTimeout | dns.exception.Timeout):
@@ -136,6 +149,10 @@ def _describe(err: Exception, qname: str, rdtype: str) -> DnsFailure:
 
 
 def _query(resolver: dns.resolver.Resolver, qname: str, rdtype: str) -> tuple[list[object], DnsFailure | None]:
+    import dns.exception
+    import dns.name
+    import dns.resolver
+
     try:
         answer = resolver.resolve(qname, rdtype, search=False)
     except dns.resolver.NoAnswer:
@@ -167,6 +184,10 @@ def resolve_host(name: str, *, nameserver: str | None = None, timeout: float = 5
 
 def resolve_mail_domain(domain: str, *, nameserver: str | None = None, timeout: float = 5.0) -> MailRoute:
     """The MX hosts of ``domain`` by preference, with their addresses (see :class:`MailRoute`)."""
+    import dns.exception
+    import dns.name
+    import dns.resolver
+
     try:
         domain = dns.name.from_text(domain).to_text(omit_final_dot=True)
     except dns.exception.DNSException as e:

@@ -11,7 +11,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +49,8 @@ def _exists(path: Path) -> AlreadyExistsError:
 
 
 def _write_temp(path: Path, data: bytes, mode: int, *, sync: bool = True) -> str:
+    import tempfile  # here, not at the top: with shutil and random it is start-up time every command pays
+
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)

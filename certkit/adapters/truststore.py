@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many, file_lock
 from certkit.clock import Clock, SystemClock
@@ -385,6 +384,8 @@ class TrustStore:
         elif fmt == "p7b":
             if not certs:
                 raise UsageError("The store has no anchors to export.", "Add some with certkit trust add.")
+            from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
             data = pkcs7.serialize_certificates(certs, Encoding.DER)
         elif fmt == "der-dir":
             if out is None:

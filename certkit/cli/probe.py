@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from cryptography.hazmat.primitives import serialization
 
 from certkit.adapters.fs import read_input
 from certkit.adapters.transport import ClientIdentity
@@ -39,6 +38,8 @@ def _load_identity(cert: str, key: str) -> ClientIdentity:
     passphrase = os.environ.get(KEY_PASSPHRASE_ENV)
     pkey = load_private_key(read_input(key, what="client key"), passphrase.encode() if passphrase else None,
                             source=key)
+    from cryptography.hazmat.primitives import serialization
+
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if (pkey.public_key().public_bytes(serialization.Encoding.DER, spki)
             != certs[0].public_key().public_bytes(serialization.Encoding.DER, spki)):
@@ -62,6 +63,8 @@ def _renewed_key_file(authority: CertificateAuthority, record: CertRecord) -> st
     the record that wrote it. Only records with the same public key are followed (a ``--rekey`` renewal
     breaks the chain: its key was written with it, or not at all).
     """
+    from cryptography.hazmat.primitives import serialization
+
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     wanted = record.certificate.public_key().public_bytes(der, spki)

@@ -3,6 +3,10 @@
 Every loader takes bytes and a ``source`` (a file name, for messages) and raises
 :class:`~certkit.errors.MalformedInputError` or :class:`~certkit.errors.PassphraseError` with one
 line that names the file and what to do.
+
+``cryptography.hazmat.primitives.serialization`` (with its ssh, pkcs7 and pkcs12 modules, which bring
+the cipher modules and much of the email package) is imported by the functions that use it: reading a
+trust store, probing and verifying never need it, and importing it shows in the CLI's start-up time.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from cryptography.hazmat.primitives import hashes
 
 from certkit.core.keys import PrivateKey
 from certkit.errors import InputError, MalformedInputError, PassphraseError
@@ -96,11 +99,15 @@ def sha256_fingerprint(cert: x509.Certificate) -> str:
 
 
 def cert_pem(*certs: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return b"".join(c.public_bytes(Encoding.PEM) for c in certs)
 
 
 def cert_der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.DER)
 
 
 def _pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
@@ -158,6 +165,8 @@ def load_certificates(data: bytes, *, source: str = "the input", password: bytes
                 except ValueError as exc:
                     raise _broken_pem(source, label, exc) from None
             elif label == "PKCS7":
+                from cryptography.hazmat.primitives.serialization import pkcs7
+
                 try:
                     certs.extend(pkcs7.load_pem_pkcs7_certificates(block))
                 except ValueError as exc:
@@ -172,6 +181,8 @@ def load_certificates(data: bytes, *, source: str = "the input", password: bytes
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
         pass
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
     try:
         return list(pkcs7.load_der_pkcs7_certificates(data))
     except ValueError as exc:
@@ -202,6 +213,8 @@ def _looks_like_pfx(data: bytes) -> bool:
 def load_pfx(data: bytes, password: bytes | None, *, source: str = "the PFX"
              ) -> tuple[PrivateKey | None, x509.Certificate | None, list[x509.Certificate]]:
     """The key, the certificate and the extra certificates of a PKCS#12 file."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     _check_size(data, source)
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, password)
@@ -225,6 +238,9 @@ def load_pfx(data: bytes, password: bytes | None, *, source: str = "the PFX"
 def pfx_bytes(key: PrivateKey, cert: x509.Certificate, chain: list[x509.Certificate], password: bytes,
               *, target: PfxTarget | str = PfxTarget.LEGACY, friendly_name: str | None = None) -> bytes:
     """A PFX Windows can import. See :class:`PfxTarget` for why ``legacy`` exists."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     if not password:
         raise InputError("A PFX needs a password.",
                          "Set $CERTKIT_PFX_PASSWORD or use --pfx-password-file; Windows refuses empty ones.")
@@ -332,6 +348,8 @@ def detect(data: bytes, *, source: str = "the input", password: bytes | None = N
     except ValueError:
         pass
     try:
+        from cryptography.hazmat.primitives.serialization import pkcs7
+
         return Loaded(Kind.CERTIFICATES, certificates=tuple(pkcs7.load_der_pkcs7_certificates(data)))
     except ValueError:
         pass

@@ -1,10 +1,12 @@
-"""Key types certkit issues, and the rules it holds keys to."""
+"""Key types certkit issues, and the rules it holds keys to.
+
+``serialization`` is imported by the functions that use it, for start-up time (see :mod:`certkit.core.formats`).
+"""
 
 from __future__ import annotations
 
 import enum
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from certkit.errors import InputError, MalformedInputError, PassphraseError, PolicyError
@@ -89,6 +91,8 @@ def check_key_strength(key: object, *, what: str = "The key") -> None:
 
 def private_key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
     """PKCS#8 PEM, encrypted with the best available scheme when a passphrase is given."""
+    from cryptography.hazmat.primitives import serialization
+
     enc: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -97,6 +101,8 @@ def private_key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
 
 def load_private_key(data: bytes, passphrase: bytes | None = None, *, source: str = "the key") -> PrivateKey:
     """Load a PEM or DER private key; errors say whether the passphrase or the file is at fault."""
+    from cryptography.hazmat.primitives import serialization
+
     loaders = (serialization.load_pem_private_key,) if b"-----BEGIN" in data else (
         serialization.load_der_private_key,)
     for loader in loaders:
@@ -129,6 +135,8 @@ def load_private_key(data: bytes, passphrase: bytes | None = None, *, source: st
 
 def public_key_matches(private_key: PrivateKey, public_key: object) -> bool:
     """True when ``private_key`` is the private half of ``public_key``."""
+    from cryptography.hazmat.primitives import serialization
+
     mine = private_key.public_key().public_bytes(serialization.Encoding.DER,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
     try:

@@ -334,22 +334,42 @@ class _CrlVsIssuer:
     problem: str | None  # ... and why it still cannot be used, time aside (_crl_static_problem)
 
 
-_CRL_MEMO_SIZE = 4096
-_crl_memo: dict[tuple[bytes, x509.Certificate], _CrlVsIssuer] = {}
+#: CA certificate -> {CRL SHA-256 fingerprint -> facts}; bounded, oldest out first (see _crl_vs_issuer).
+_crl_memo: dict[x509.Certificate, dict[bytes, _CrlVsIssuer]] = {}
 _crl_memo_lock = threading.Lock()
+_MEMO_ISSUERS = 1024
+_MEMO_CRLS_PER_ISSUER = 64
 
 
-def _crl_vs_issuer(crl: x509.CertificateRevocationList, fingerprint: bytes,
-                   issuer: x509.Certificate) -> _CrlVsIssuer:
-    """Name match, signature and time-independent problems of ``crl`` against ``issuer``, memoised.
+def _bounded_put(memo: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    """``memo[key] = value``, first dropping the oldest entries beyond ``size``; hold ``_crl_memo_lock``."""
+    while len(memo) >= size:
+        del memo[next(iter(memo))]
+    memo[key] = value
 
-    The key is the CRL's SHA-256 fingerprint (its whole DER, signature included) and the CA certificate
-    (equal = same DER, so the same name, key and extensions): a probe checks the same few CRLs against
-    the same few CAs for every endpoint, and a signature check is the costliest part of it. The memo is
-    bounded (oldest first out) and holds no CRL.
+
+def _crl_memo_of(issuer: x509.Certificate) -> dict[bytes, _CrlVsIssuer]:
+    """What is known of CRLs against ``issuer`` (a certificate is hashed once per pair of the path)."""
+    known = _crl_memo.get(issuer)
+    if known is None:
+        with _crl_memo_lock:
+            known = _crl_memo.get(issuer)
+            if known is None:
+                known = {}
+                _bounded_put(_crl_memo, issuer, known, _MEMO_ISSUERS)
+    return known
+
+
+def _crl_vs_issuer(crl: x509.CertificateRevocationList, fingerprint: bytes, issuer: x509.Certificate,
+                   known: dict[bytes, _CrlVsIssuer]) -> _CrlVsIssuer:
+    """Name match, signature and time-independent problems of ``crl`` against ``issuer``, memoised in ``known``.
+
+    The key is the CA certificate (equal = same DER, so the same name, key and extensions) and the
+    CRL's SHA-256 fingerprint (its whole DER, signature included): a probe checks the same few CRLs
+    against the same few CAs for every endpoint, and the signature check is the costliest part. The
+    memo is bounded and holds no CRL.
     """
-    memo_key = (fingerprint, issuer)
-    found = _crl_memo.get(memo_key)
+    found = known.get(fingerprint)
     if found is not None:
         return found
     if crl.issuer != issuer.subject:
@@ -362,9 +382,7 @@ def _crl_vs_issuer(crl: x509.CertificateRevocationList, fingerprint: bytes,
         facts = _CrlVsIssuer(names_issuer=True, signed=good,
                              problem=_crl_static_problem(crl, issuer) if good else None)
     with _crl_memo_lock:
-        while len(_crl_memo) >= _CRL_MEMO_SIZE:
-            del _crl_memo[next(iter(_crl_memo))]
-        _crl_memo[memo_key] = facts
+        _bounded_put(known, fingerprint, facts, _MEMO_CRLS_PER_ISSUER)
     return facts
 
 
@@ -376,8 +394,9 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
     # Every CA-issued certificate of the path: each but the last (the anchor, or a pinned leaf).
     for cert, issuer in itertools.pairwise(chain):
         matching = False
+        known = _crl_memo_of(issuer)
         for crl, key in fingerprinted:
-            facts = _crl_vs_issuer(crl, key, issuer)
+            facts = _crl_vs_issuer(crl, key, issuer, known)
             if not facts.names_issuer:
                 continue
             matching = True
