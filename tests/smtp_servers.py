@@ -1,13 +1,15 @@
-"""Small STARTTLS servers on 127.0.0.1 for transport and probe tests, each misbehaving on purpose.
+"""Small STARTTLS servers on 127.0.0.1 for transport and probe tests.
 
 :class:`SmtpTestServer` listens on a free loopback port and runs one handler per connection in a
-daemon thread. :class:`Scripted` is an SMTP server good enough for a probe (EHLO, STARTTLS, MAIL, RCPT,
-RSET, QUIT), with knobs for the failures the probe must survive; the ``raw_*`` handlers break SMTP
+daemon thread. :class:`Scripted` is the product's lab endpoint (a :class:`certkit.lab.receiver.Receiver`
+configured through :class:`certkit.lab.server.LabConfig`, as Exchange or Postfix) over the test socket,
+with knobs for deliberate misbehaviour applied on the wire around it; the ``raw_*`` handlers break SMTP
 itself (trickle, garbage, close mid-reply). TLS uses certkit's own server helpers (pyOpenSSL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -15,9 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from OpenSSL import SSL
 
 from certkit.adapters.transport import Channel, TlsInfo, server_context
+from certkit.clock import SystemClock
+from certkit.core.personality import Personality
+from certkit.core.smtp.server import ServerState
+from certkit.core.smtp.wire import MAX_COMMAND_LINE, printable
+from certkit.core.trust import AnchorSet
+from certkit.lab.receiver import CLOSED, NEED_DATA, REPLIED, START_TLS, Deliver, NeedVerdict, Receiver, SessionRecord
+from certkit.lab.server import LabConfig, client_verdict
 from tests.pki import Issued
 
 Handler = Callable[[socket.socket], None]
@@ -79,126 +88,231 @@ class SmtpTestServer:
 
 @dataclass
 class Scripted:
-    """A scripted SMTP server. Call it with a socket (it is a :data:`Handler`).
+    """A lab SMTP server on the test socket. Call it with a socket (it is a :data:`Handler`).
 
-    ``identity`` is the server certificate (with ``chain`` sent after it). ``trusted`` lists issuers
-    whose client certificates are accepted; when set, the server behaves like Postfix with
-    ``smtpd_tls_req_ccert = yes`` (``421`` to the first command after the handshake), or like Exchange
-    with ``exchange=True`` (``454 4.7.5 Certificate validation failure``).
+    The decisions are the product's: a :class:`certkit.lab.receiver.Receiver` configured through
+    :class:`certkit.lab.server.LabConfig` (replies, the personality's texts, where a client certificate is
+    judged). This class only moves bytes, runs the TLS handshake (:class:`Channel` and :func:`server_context`,
+    so the test controls ``request_client_cert``, ``client_cas`` and ``tls_version``) and judges certificates
+    with :func:`certkit.lab.server.client_verdict`, as ``lab serve``'s ``_Session`` does.
+
+    ``identity`` is the server certificate (with ``chain`` sent after it). The personality:
+
+    * ``trusted=None``: Exchange without a domain-secure list (opportunistic TLS, nobody refused).
+    * ``trusted=[CAs]``: Postfix with ``smtpd_tls_req_ccert = yes``: ``421 4.7.1`` to the first command after
+      the handshake unless the client certificate chains to ``trusted``; TLS required for MAIL.
+    * ``trusted=[CAs], exchange=True``: Exchange with ``domain_secure`` (the senders' domains, required):
+      ``454 4.7.5 Certificate validation failure`` at ``MAIL FROM`` from such a domain unless the client
+      certificate chains to ``trusted`` and matches the sender's domain.
+
+    Revocation is judged by ``validator``'s rules (Postfix by default: the test certificates have no CRL
+    distribution points). ``require_tls_for_mail`` is ``LabConfig.require_tls`` (``530 5.7.0``).
+
+    The other knobs are deliberate misbehaviour that ``lab serve`` never shows: the wrapper applies them on
+    the wire around the receiver, as another MTA or a middlebox would (see ``tests/test_smtp_memory.py``).
+    A command answered by a distortion never reaches the receiver. A ``hostname`` with control characters
+    goes out raw (a hostile server: the receiver itself would escape them).
     """
 
-    identity: Issued | None = None
+    identity: Issued
     chain: Sequence[x509.Certificate] = ()
     hostname: str = "mx.test"
-    offer_starttls: bool = True
-    starttls_reply: str = "220 2.0.0 Ready to start TLS"
-    inject: bytes = b""
     trusted: Sequence[x509.Certificate] | None = None
     exchange: bool = False
-    client_cas: Sequence[x509.Certificate] = ()
+    domain_secure: Sequence[str] = ()
+    validator: Personality | None = Personality.POSTFIX
     require_tls_for_mail: bool = False
+    client_cas: Sequence[x509.Certificate] = ()
     request_client_cert: bool = True
-    mail_reply_after_tls: str | None = None  # e.g. Exchange's "454 4.7.5 Certificate validation failure" at MAIL
-    ehlo_reply: str | None = None  # a refusal of EHLO and HELO (e.g. "550 5.7.1 Access denied")
-    rcpt_reply: str = "250 2.1.5 Ok"
-    after_tls_reply: str | None = None  # RFC 3207's "554 ..." to every command but QUIT after the handshake
     tls_version: int | None = None  # e.g. SSL.TLS1_VERSION: only that version, at OpenSSL security level 0
+    # -- distortions on the wire (deliberate misbehaviour, see _Wire) --
+    offer_starttls: bool = True     # False: STARTTLS is cut from the EHLO reply and STARTTLS is an unknown command
+    starttls_reply: str | None = None  # replaces the reply to STARTTLS (e.g. "454 4.7.0 TLS not available ...")
+    inject: bytes = b""             # plaintext sent right after the 220 to STARTTLS (CVE-2011-0411 style)
+    ehlo_reply: str | None = None   # a refusal of EHLO and HELO (e.g. "550 5.7.1 Access denied")
+    rcpt_reply: str | None = None   # the reply to every RCPT TO
+    after_tls_reply: str | None = None  # RFC 3207's "554 ..." to every command but QUIT after the handshake
+    mail_reply_after_tls: str | None = None  # e.g. "454 4.7.5 ..." at MAIL FROM whatever the certificate
+    #: The handshakes (``peer_chain``: the client's certificates), in order.
     sessions: list[TlsInfo] = field(default_factory=list)
+    #: The receiver's record of each finished session.
+    records: list[SessionRecord] = field(default_factory=list)
+
+    def lab_config(self) -> LabConfig:
+        """The lab endpoint this server is (see the class docstring)."""
+        if self.exchange and not (self.trusted is not None and self.domain_secure):
+            raise ValueError("exchange=True needs trusted= and the senders' domains in domain_secure=")
+        postfix = self.trusted is not None and not self.exchange
+        return LabConfig(self.identity.cert, self.identity.key, tuple(self.chain),
+                         anchors=AnchorSet.of(self.trusted or ()), domain_secure=tuple(self.domain_secure),
+                         personality=Personality.POSTFIX if postfix else Personality.EXCHANGE,
+                         validator=self.validator, require_tls=self.require_tls_for_mail, hostname=self.hostname)
+
+    def tls_context(self) -> SSL.Context:
+        ctx = server_context(self.identity.cert, self.identity.key, self.chain,
+                             request_client_cert=self.request_client_cert,
+                             client_cas=self.client_cas or list(self.trusted or ()))
+        if self.tls_version is not None:
+            ctx.set_min_proto_version(self.tls_version)
+            ctx.set_max_proto_version(self.tls_version)
+            ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+        return ctx
 
     def __call__(self, sock: socket.socket) -> None:
-        ch = Channel(sock)
-        buf = bytearray()
+        peer = sock.getpeername()
+        receiver = Receiver(self.lab_config(), clock=SystemClock(), peer_ip=str(peer[0]), peer_port=int(peer[1]))
+        try:
+            _Wire(self, Channel(sock), receiver).run()
+        finally:
+            self.records.append(receiver.finish())
 
-        def send(text: str) -> None:
-            ch.sendall(text.encode() + b"\r\n", time.monotonic() + STEP)
 
-        def read_line() -> str | None:
-            while b"\r\n" not in buf:
-                data = ch.recv(time.monotonic() + STEP)
+class _Wire:
+    """One session: the receiver's driver loop (``lab serve``'s ``_Session``, blocking), and the distortions.
+
+    Command lines are handed to the receiver one at a time, so each output of the receiver is the reply to
+    one known command (what the EHLO distortion needs) and a distortion can answer a command instead of it.
+    The message after ``DATA`` goes to the receiver as it comes.
+    """
+
+    def __init__(self, server: Scripted, ch: Channel, receiver: Receiver) -> None:
+        self.s = server
+        self.ch = ch
+        self.r = receiver
+        self.buf = bytearray()
+        self.skipping = False  # inside an overlong line, which the receiver refuses itself
+        b = receiver.behaviour
+        unknown = b.refusals(receiver.host).unknown
+        self.unknown = f"{unknown[0]} {unknown[1]}"
+
+    def send(self, data: bytes) -> None:
+        if not data:
+            return
+        raw, shown = self.s.hostname, printable(self.s.hostname)
+        if raw != shown:
+            # Distortion: a hostile server's name with raw control characters. The receiver escapes them
+            # (format_reply); this server sends them as they are, for tests of what the client prints.
+            data = data.replace(shown.encode(), raw.encode())
+        self.ch.sendall(data, time.monotonic() + STEP)
+
+    def run(self) -> None:
+        r = self.r
+        try:
+            if not self.drive(None):
+                return
+            while True:
+                data = self.ch.recv(time.monotonic() + STEP)
                 if not data:
-                    return None
-                buf.extend(data)
-            i = buf.index(b"\r\n")
-            line = bytes(buf[:i]).decode()
-            del buf[: i + 2]
-            return line
+                    r.receive_data(b"")
+                    self.drive(None)
+                    return
+                self.buf += data
+                if not self.take():
+                    return
+        except TimeoutError:
+            r.timeout()  # the personality's 421, as lab serve says it
+            with contextlib.suppress(OSError, TimeoutError, SSL.Error):
+                self.send(r.data_to_send())
 
-        send(f"220 {self.hostname} ESMTP test")
-        tls: TlsInfo | None = None
-        first_after_tls = False
+    def take(self) -> bool:
+        """Hand what was received to the receiver (or a distortion); false once the session is over."""
+        r = self.r
+        while self.buf:
+            if r.engine.state is ServerState.DATA or self.skipping:
+                # The message (or the rest of an overlong line): the receiver's alone, whatever it holds.
+                end = len(self.buf) if not self.skipping else self.buf.find(b"\n") + 1 or len(self.buf)
+                chunk = bytes(self.buf[:end])
+                del self.buf[:end]
+                self.skipping = self.skipping and not chunk.endswith(b"\n")
+                r.receive_data(chunk)
+                if not self.drive(None):
+                    return False
+                continue
+            end = self.buf.find(b"\n") + 1
+            if not end:
+                if len(self.buf) >= MAX_COMMAND_LINE:
+                    self.skipping = True  # the receiver answers the overlong line (500) and skips its rest
+                    continue
+                return True
+            line = bytes(self.buf[:end])
+            del self.buf[:end]
+            word = line.split(b" ", 1)[0].strip().decode("ascii", "replace").upper()
+            reply = self.distortion(word)
+            if reply is not None:
+                self.send(reply.encode() + b"\r\n")
+                continue
+            r.receive_data(line)
+            if not self.drive(word):
+                return False
+        return True
+
+    def distortion(self, verb: str) -> str | None:
+        """The reply a distortion gives to a command of ``verb`` instead of the receiver, if any."""
+        s, tls = self.s, self.r.engine.tls
+        if tls and s.after_tls_reply is not None and verb != "QUIT":
+            return s.after_tls_reply
+        if verb in ("EHLO", "HELO") and s.ehlo_reply is not None:
+            return s.ehlo_reply
+        if verb == "STARTTLS" and not tls:
+            if not s.offer_starttls:
+                return self.unknown  # a server without TLS does not know the command
+            if s.starttls_reply is not None and not s.starttls_reply.startswith("220"):
+                return s.starttls_reply
+        if verb == "MAIL" and tls and s.mail_reply_after_tls is not None:
+            return s.mail_reply_after_tls
+        if verb == "RCPT" and s.rcpt_reply is not None:
+            return s.rcpt_reply
+        return None
+
+    def drive(self, verb: str | None) -> bool:
+        """The receiver's loop until it needs the client again; false once the session is over."""
+        r, s = self.r, self.s
         while True:
-            line = read_line()
-            if line is None:
-                return
-            verb = line.split(" ", 1)[0].upper()
-            if first_after_tls and self.trusted is not None and verb != "QUIT":
-                first_after_tls = False
-                assert tls is not None
-                verdict = self._judge(tls)
-                if verdict:
-                    send(verdict)
-                    if not self.exchange:
-                        return
-                    continue
-            first_after_tls = False
-            if tls is not None and self.after_tls_reply is not None and verb != "QUIT":
-                send(self.after_tls_reply)
-            elif verb in ("EHLO", "HELO") and self.ehlo_reply is not None:
-                send(self.ehlo_reply)
-            elif verb == "EHLO":
-                caps = ["PIPELINING", "SIZE 10240000"]
-                if self.offer_starttls and tls is None and self.identity is not None:
-                    caps.append("STARTTLS")
-                lines = [self.hostname, *caps, "8BITMIME"]
-                send("\r\n".join(f"250{'-' if i < len(lines) - 1 else ' '}{text}" for i, text in enumerate(lines)))
-            elif verb == "HELO":
-                send(f"250 {self.hostname}")
-            elif verb == "STARTTLS" and tls is None and self.identity is not None and self.offer_starttls:
-                ch.sendall(self.starttls_reply.encode() + b"\r\n" + self.inject, time.monotonic() + STEP)
-                if not self.starttls_reply.startswith("220"):
-                    continue
-                ctx = server_context(self.identity.cert, self.identity.key, self.chain,
-                                     request_client_cert=self.request_client_cert,
-                                     client_cas=self.client_cas or list(self.trusted or ()))
-                if self.tls_version is not None:
-                    ctx.set_min_proto_version(self.tls_version)
-                    ctx.set_max_proto_version(self.tls_version)
-                    ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
-                tls = ch.start_tls_server(ctx, time.monotonic() + STEP)
-                self.sessions.append(tls)
-                buf.clear()
-                first_after_tls = True
-            elif verb == "MAIL":
-                if tls is not None and self.mail_reply_after_tls:
-                    send(self.mail_reply_after_tls)
-                elif self.require_tls_for_mail and tls is None:
-                    send("530 5.7.0 Must issue a STARTTLS command first")
-                else:
-                    send("250 2.1.0 Ok")
-            elif verb == "RCPT":
-                send(self.rcpt_reply)
-            elif verb in ("RSET", "NOOP"):
-                send("250 2.0.0 Ok")
-            elif verb == "QUIT":
-                send("221 2.0.0 Bye")
-                return
-            else:
-                send("502 5.5.2 Error: command not recognized")
+            action = r.next_action()
+            if action is REPLIED:
+                continue  # as _Session: replies go out before the next wait (pipelined ones together)
+            out = r.data_to_send()
+            if verb == "EHLO" and not s.offer_starttls:
+                out = without_starttls(out)  # distortion: STARTTLS stripped (no TLS, or a middlebox)
+            if out and r.engine.state is ServerState.TLS_PENDING:  # the 220 to STARTTLS
+                if s.starttls_reply is not None:
+                    out = s.starttls_reply.encode() + b"\r\n"  # distortion: another 220 text
+                out += s.inject  # distortion: plaintext after the 220, before the handshake
+            self.send(out)
+            if action is NEED_DATA:
+                return True
+            if action is START_TLS:
+                if not self.handshake():
+                    return False
+            elif isinstance(action, NeedVerdict):
+                r.verdict(client_verdict(action.chain, r.config.anchors, domain=action.domain, rules=action.rules,
+                                         at=action.at))
+            elif isinstance(action, Deliver):
+                r.delivered(None)  # accepted, not kept
+            elif action is CLOSED:
+                return False
+            # PAUSED: the replies went out above.
 
-    def _judge(self, tls: TlsInfo) -> str | None:
-        """The rejection reply for the client certificate, or ``None`` when it is trusted."""
-        rejection = "454 4.7.5 Certificate validation failure" if self.exchange else None
-        if not tls.peer_chain:
-            return rejection or f"421 4.7.1 {self.hostname} Error: No client certificate presented"
-        leaf = tls.peer_chain[0]
-        for ca in self.trusted or ():
-            if leaf.issuer == ca.subject:
-                try:
-                    leaf.verify_directly_issued_by(ca)
-                except (ValueError, TypeError, InvalidSignature):
-                    continue
-                return None
-        return rejection or f"421 4.7.1 {self.hostname} Error: Client certificate not trusted"
+    def handshake(self) -> bool:
+        # Plaintext that came with or after STARTTLS: the receiver discards it (CVE-2011-0411) and records it.
+        if self.buf:  # (b"" would be the end of the stream)
+            self.r.receive_data(bytes(self.buf))
+            self.buf.clear()
+        try:
+            info = self.ch.start_tls_server(self.s.tls_context(), time.monotonic() + STEP)
+        except SSL.Error as e:
+            self.r.record.error = f"TLS: {e}"
+            return False
+        self.s.sessions.append(info)
+        self.r.tls_established(info)
+        return True
+
+
+def without_starttls(reply: bytes) -> bytes:
+    """An EHLO reply with its STARTTLS line removed (as ``tests/test_smtp_memory.py`` strips it)."""
+    lines = [line for line in reply.split(b"\r\n")[:-1] if line[4:].upper() != b"STARTTLS"]
+    last = len(lines) - 1
+    return b"".join(line[:3] + (b" " if i == last else b"-") + line[4:] + b"\r\n" for i, line in enumerate(lines))
 
 
 def raw_trickle(sock: socket.socket) -> None:

@@ -321,7 +321,7 @@ def test_cli_send_escapes_the_receiver_s_control_characters(lab_pki: LabPki, tmp
     assert res.exit_code == 1, res.output
     assert "\x1b" not in res.stdout and "\r" not in res.stdout
     assert 'responded with: "454 4.7.5 \\x1b[31mCertificate validation failure\\r\\x1b[2K' in res.stdout
-    assert "220 mx\\x1b[1m.lab.test ESMTP test" in res.stdout
+    assert "220 mx\\x1b[1m.lab.test Microsoft ESMTP MAIL Service ready at " in res.stdout  # Exchange's banner
 
 
 def test_cli_serve_refuses_a_key_that_does_not_match(lab_pki: LabPki, tmp_path: Path) -> None:

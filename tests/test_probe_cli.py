@@ -58,7 +58,9 @@ def test_probe_json_good_chain(smtp_server: Start, tmp_path: Path) -> None:
 
 
 def test_probe_text_rejected_client_cert(smtp_server: Start, tmp_path: Path) -> None:
-    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], trusted=[INTER.cert], exchange=True))
+    # Without a client certificate the probe sends MAIL FROM:<probe@localhost>: domain-secure there.
+    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], trusted=[INTER.cert], exchange=True,
+                               domain_secure=["localhost"]))
     store = _store(tmp_path, ROOT.cert)
     r = CliRunner().invoke(probe_cmd, [f"127.0.0.1:{srv.port}", "--store", store, "--managed-only",
                                        "--validator", "postfix", "--timeout", "3", "-v"])
@@ -128,7 +130,7 @@ def test_human_output_escapes_the_server_s_control_characters(smtp_server: Start
     assert r.exit_code == 0, r.output
     for raw in ("\x1b", "\r", "\x9b"):
         assert raw not in r.stdout
-    assert "220 mx\\x1b[31m.test\\rOK ESMTP test" in r.stdout          # the banner, in the transcript
+    assert "220 mx\\x1b[31m.test\\rOK Microsoft ESMTP MAIL Service ready at " in r.stdout  # the banner
     assert "550 5.1.1 \\x1b[2J\\x1b[Hno such user\\r\\x9b" in r.stdout  # a reply, in a finding
     assert "CN=mx1\\x1b[31m.fabrikam.test\\r" in r.stdout             # a certificate subject
 

@@ -267,7 +267,7 @@ def test_starttls_injection_is_discarded_and_reported(smtp_server: Start, pki: P
     assert addr.session is not None
     assert addr.session.injected == b"250-injected\r\n250 PIPELINING\r\n"
     # The injected lines were not taken as the reply to the EHLO after the handshake.
-    assert addr.session.tls_ehlo is not None and addr.session.tls_ehlo.lines[0] == "mx.test"
+    assert addr.session.tls_ehlo is not None and addr.session.tls_ehlo.lines[0] == "mx.test Hello [127.0.0.1]"
     assert addr.session.rcpt is not None and addr.session.rcpt.code == 250
     assert exit_code(results) == 1
 

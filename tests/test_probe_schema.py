@@ -74,7 +74,8 @@ def test_schema_is_shipped_in_the_package() -> None:
 
 def test_good_chain_and_rejected_client_cert(validator: Any, smtp_server: Start, tmp_path: Path) -> None:
     good = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
-    picky = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], trusted=[INTER.cert], exchange=True))
+    picky = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], trusted=[INTER.cert], exchange=True,
+                                 domain_secure=["contoso.test"]))  # our certificate's domain, the probe's sender
     (tmp_path / "c.pem").write_bytes(FOREIGN.pem)
     (tmp_path / "c.key").write_bytes(FOREIGN.key_pem)
     code, data = _run(tmp_path, f"127.0.0.1:{good.port}", f"127.0.0.1:{picky.port}", "--validator", "postfix",

@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session, run_session_async
+from certkit.core.personality import rejection_of_us
 from tests.fixtures_net import require_postfix, smtp_server
 from tests.pki import Issued, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.postfix import PostfixInstance
@@ -193,11 +194,15 @@ def test_postfix_like_server_accepts_trusted_client_cert(smtp_server: Start) -> 
     assert server.sessions[0].peer_chain[0] == CLIENT.cert
 
 
-def test_exchange_like_server_says_454(smtp_server: Start) -> None:
-    s = probe(smtp_server(Scripted(identity=SERVER, trusted=[INTER.cert], exchange=True)),
+def test_exchange_like_server_says_454_at_mail_from(smtp_server: Start) -> None:
+    """Exchange with Domain Security accepts EHLO and refuses MAIL FROM from a domain-secure sender."""
+    s = probe(smtp_server(Scripted(identity=SERVER, trusted=[INTER.cert], exchange=True,
+                                   domain_secure=["contoso.test"])),
               identity=make_self_signed(["edge.contoso.test"]))
-    assert s.after_tls is not None and s.after_tls.text == "454 4.7.5 Certificate validation failure"
-    assert s.rejected_after_tls
+    assert s.after_tls is not None and s.after_tls.code == 250 and not s.rejected_after_tls
+    assert s.mail is not None and s.mail.text == "454 4.7.5 Certificate validation failure"
+    assert rejection_of_us(s) == ("at MAIL FROM", s.mail)
+    assert s.rcpt is None
     assert s.quit is not None and s.quit.code == 221
 
 
