@@ -379,9 +379,12 @@ def dot_stuff(message: bytes) -> bytes:
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators (str.splitlines() breaks on them).
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PATH_RE = re.compile(r"^(FROM|TO):[ ]?<([^<>]*)>(?:[ ]+(.*))?$", re.IGNORECASE | re.DOTALL)
-_LOCAL_RE = re.compile(r'^(?:[A-Za-z0-9!#$%&\'*+/=?^_`{|}~\x80-\U0010ffff-]+(?:\.[A-Za-z0-9!#$%&\'*+/=?^_`{|}~'
-                       r'\x80-\U0010ffff-]+)*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*")$')
-_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9\x80-\U0010ffff-]{1,63}(?<!-)$")
+# Negated classes (everything but ASCII specials) rather than ranges up to U+10FFFF: the same sets, and
+# compiled in microseconds instead of milliseconds at every start-up. Controls are refused before these run.
+_ATEXT = r"[^\x00-\x20\x7f\"(),.:;<>@\[\\\]]"
+_LOCAL_RE = re.compile(rf'^(?:{_ATEXT}+(?:\.{_ATEXT}+)*|"(?:[^\x00-\x1f\x7f"\\]|\\[\x20-\x7e])*")$')
+# Letters, digits and hyphens in ASCII; any non-ASCII character (UTF-8 domains, RFC 6531).
+_LABEL_RE = re.compile(r"^(?!-)[^\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]{1,63}(?<!-)$")
 _LITERAL_RE = re.compile(r"^\[(?:IPv6:[0-9A-Fa-f:.]+|[0-9]{1,3}(?:\.[0-9]{1,3}){3})\]$")
 
 
