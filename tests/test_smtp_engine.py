@@ -132,7 +132,8 @@ def test_plaintext_after_starttls_220_is_discarded_and_reported() -> None:
     # One report of everything discarded, once the plaintext phase is over, whatever the packets were.
     assert c.next_event() == InjectedData(b"250-injected\r\n250 more\r\nlater plaintext")
     assert [t.text for t in c.transcript if t.text.startswith("discarded")] == [
-        "discarded 39 plaintext octets sent after the 220 to STARTTLS: b'250-injected\\r\\n250 more\\r\\nlater plaintext'"]
+        "discarded 39 plaintext octets sent after the 220 to STARTTLS: "
+        "b'250-injected\\r\\n250 more\\r\\nlater plaintext'"]
     c.send(Command.ehlo("probe"))
     ev = feed(c, b"250 mx\r\n")
     assert isinstance(ev, Reply) and ev.command is Verb.EHLO  # the injected 250s were not taken as the reply
