@@ -335,14 +335,16 @@ def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.d
     ev: dict[str, Any] = {"reply": reply.text, "step": when}
     if tls is not None:
         ev["acceptable_issuers"] = [n.rfc4514_string() for n in tls.client_ca_names]
+    # What our Exchange queue would show is their reply, wrapped (Postfix's 421 as much as Exchange's 454).
+    shown = _wrapped(reply)
     if reply.code == 554:
         return [Finding("peer.rejected-weak-session", f"They answered '{reply.text}' {when}.",
-                        evidence=ev)]
+                        evidence=ev, exchange_text=shown)]
     if identity is None or tls is None or not tls.client_cert_sent:
         why = "we have no client certificate" if identity is None else "the server did not ask for one"
         return [Finding("peer.rejected-no-client-cert",
                         f"They answered '{reply.text}' {when}; we presented no certificate ({why}).",
-                        evidence=ev)]
+                        evidence=ev, exchange_text=shown)]
     ours = identity.cert
     who = ours.subject.rfc4514_string()
     out: list[Finding] = []
@@ -350,18 +352,19 @@ def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.d
     if tls.client_ca_names and not ours_issuers & set(tls.client_ca_names):
         out.append(Finding("peer.rejected-issuer-not-accepted",
                            f"They answered '{reply.text}' {when}; our issuer {ours.issuer.rfc4514_string()} is not "
-                           f"among the {len(tls.client_ca_names)} issuer(s) they accept.", subject=who, evidence=ev))
+                           f"among the {len(tls.client_ca_names)} issuer(s) they accept.", subject=who, evidence=ev,
+                           exchange_text=shown))
     if not _has_client_auth(ours):
         out.append(Finding("peer.rejected-no-client-auth",
                            f"They answered '{reply.text}' {when}; our certificate has no clientAuth EKU.", subject=who,
-                           evidence=ev))
+                           evidence=ev, exchange_text=shown))
     if ours.not_valid_after_utc < at:
         out.append(Finding("peer.rejected-expired", f"They answered '{reply.text}' {when}; our certificate expired on "
-                           f"{ours.not_valid_after_utc:%Y-%m-%d}.", subject=who, evidence=ev))
+                           f"{ours.not_valid_after_utc:%Y-%m-%d}.", subject=who, evidence=ev, exchange_text=shown))
     if not out:
         out.append(Finding("peer.rejected-untrusted",
                            f"They answered '{reply.text}' {when}: they do not trust our certificate.",
-                           subject=who, evidence=ev))
+                           subject=who, evidence=ev, exchange_text=shown))
     return out
 
 
