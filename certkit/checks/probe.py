@@ -261,7 +261,7 @@ class AddressResult:
             "domain_security_untested": untested,
             "tls": None if tls is None else {
                 "version": tls.version, "cipher": tls.cipher,
-                "chain": [c.subject.rfc4514_string() for c in tls.peer_chain],
+                "chain": [_subject_text(c) for c in tls.peer_chain],
                 "acceptable_client_issuers": [n.rfc4514_string() for n in tls.client_ca_names],
                 "client_certificate_sent": tls.client_cert_sent,
             },
@@ -272,6 +272,12 @@ class AddressResult:
             "timings": s.timings if s else {},
             "seconds": round(s.seconds, 4) if s else None,
         }
+
+
+@functools.lru_cache(maxsize=4096)
+def _subject_text(cert: x509.Certificate) -> str:
+    """A certificate's subject as RFC 4514 text, remembered: many MX hosts present the same intermediates."""
+    return cert.subject.rfc4514_string()
 
 
 def _verification_dict(v: VerificationResult | None) -> dict[str, Any] | None:

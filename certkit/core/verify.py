@@ -106,12 +106,18 @@ class VerificationResult:
             "at": self.at.isoformat() if self.at else None,
             "pinned": self.pinned,
             "anchor": self.anchor.describe() if self.anchor else None,
-            "chain": [{"subject": c.subject.rfc4514_string(), "issuer": c.issuer.rfc4514_string(),
-                       "fingerprint_sha256": sha256_fingerprint(c),
-                       "not_after": c.not_valid_after_utc.isoformat()} for c in self.chain],
+            "chain": [dict(_chain_entry(c)) for c in self.chain],
             "reason": self.reason,
             "findings": [f.to_dict() for f in self.findings],
         }
+
+
+@functools.lru_cache(maxsize=4096)
+def _chain_entry(cert: x509.Certificate) -> dict[str, str]:
+    """How a chain member is described in JSON; remembered per certificate, because a probe of many MX hosts
+    describes the same intermediate and root hundreds of times (each name formatting costs microseconds)."""
+    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+            "fingerprint_sha256": sha256_fingerprint(cert), "not_after": cert.not_valid_after_utc.isoformat()}
 
 
 # ---------------------------------------------------------------------------------------------
