@@ -261,12 +261,6 @@ class Channel:
         with contextlib.suppress(BlockingIOError, OSError):
             self.first_server_bytes = self.sock.recv(4096, socket.MSG_PEEK)
 
-    def plaintext_in_handshake(self) -> bytes:
-        """After a failed client handshake: the SMTP-like plaintext the server sent instead of TLS (as peeked
-        before OpenSSL read it), or ``b""`` when its first bytes were TLS records, binary, or nothing."""
-        first = self.first_server_bytes
-        return first if looks_like_smtp_text(first) else b""
-
     def start_tls_server(self, ctx: SSL.Context, deadline: float) -> TlsInfo:
         """Run the server handshake; raises :class:`SSL.Error` or :class:`TimeoutError` on failure."""
         conn = SSL.Connection(ctx, self.sock)
@@ -340,8 +334,8 @@ def _shared_client_context(identity: ClientIdentity | None) -> SSL.Context:
 # --- the session --------------------------------------------------------------------------------------
 
 
-class _Driver:
-    """Runs one :class:`ClientDialogue` over a :class:`Channel`: the I/O and the clock, nothing else."""
+class _DriverBase:
+    """What both drivers share: the dialogue, the clock, the transcript's time stamps, the failure texts."""
 
     def __init__(self, dialogue: ClientDialogue, identity: ClientIdentity | None, timeout: float,
                  deadline: float) -> None:
@@ -352,21 +346,60 @@ class _Driver:
         self.timeout = timeout
         self.deadline = deadline
         self.start = time.monotonic()
-        self.channel: Channel | None = None
         self._seen = 0
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
 
     def step_deadline(self) -> float:
         return min(time.monotonic() + self.timeout, self.deadline)
 
     def sync_transcript(self) -> None:
-        now = round(self.elapsed(), 4)
         entries = self.engine.transcript
-        for entry in entries[self._seen:]:
-            self.s.transcript.append(TranscriptLine(entry.direction, entry.text, now))
-        self._seen = len(entries)
+        if self._seen < len(entries):
+            now = round(time.monotonic() - self.start, 4)
+            for entry in entries[self._seen:]:
+                self.s.transcript.append(TranscriptLine(entry.direction, entry.text, now))
+            self._seen = len(entries)
+
+    def connected(self, t0: float) -> None:
+        self.s.connected = True
+        self.dialogue.note(f"connected to {self.s.address}:{self.s.port}")
+        self.s.steps.append(Step("connect", None, None, time.monotonic() - t0))
+
+    def connect_failure(self, error: OSError) -> Failure:
+        if isinstance(error, ConnectionRefusedError):
+            return Failure("net.refused", "connect", f"connection refused ({error.strerror})")
+        if isinstance(error, TimeoutError):
+            return Failure("net.timeout", "connect", f"no connection within {self.timeout:g} s")
+        return Failure("net.refused", "connect", f"cannot connect: {error.strerror or error}")
+
+    def client_context(self) -> SSL.Context | HandshakeFailure:
+        try:
+            return _shared_client_context(self.identity)
+        except SSL.Error as e:
+            return HandshakeFailure(Failure("tls.handshake-failed", "handshake",
+                                            f"our certificate and key cannot be used: {_ssl_reason(e)}"))
+
+    def handshake_failure(self, error: Exception, first: bytes) -> HandshakeFailure:
+        """The outcome of a failed handshake; ``first``: what the server sent first (injected plaintext?)."""
+        plaintext = first if looks_like_smtp_text(first) else b""
+        if isinstance(error, TimeoutError):
+            return HandshakeFailure(Failure("net.timeout", "handshake",
+                                            f"TLS handshake not done within {self.timeout:g} s"), plaintext)
+        reason = _ssl_reason(error)
+        self.dialogue.note(f"TLS handshake failed: {reason}")
+        return HandshakeFailure(Failure("tls.handshake-failed", "handshake", reason), plaintext)
+
+    def replied(self, request: Exchange, event: object, t0: float) -> None:
+        if isinstance(event, Reply):
+            self.s.steps.append(Step(request.stage, request.shown, event, time.monotonic() - t0))
+
+
+class _Driver(_DriverBase):
+    """Runs one :class:`ClientDialogue` over a blocking :class:`Channel`: the I/O and the clock, nothing else."""
+
+    def __init__(self, dialogue: ClientDialogue, identity: ClientIdentity | None, timeout: float,
+                 deadline: float) -> None:
+        super().__init__(dialogue, identity, timeout, deadline)
+        self.channel: Channel | None = None
 
     def run(self) -> None:
         try:
@@ -389,16 +422,10 @@ class _Driver:
         try:
             sock = socket.create_connection((self.s.address, self.s.port),
                                             timeout=max(0.001, self.step_deadline() - t0))
-        except ConnectionRefusedError as e:
-            return Failure("net.refused", "connect", f"connection refused ({e.strerror})")
-        except TimeoutError:
-            return Failure("net.timeout", "connect", f"no connection within {self.timeout:g} s")
         except OSError as e:
-            return Failure("net.refused", "connect", f"cannot connect: {e.strerror or e}")
+            return self.connect_failure(e)
         self.channel = Channel(sock)
-        self.s.connected = True
-        self.dialogue.note(f"connected to {self.s.address}:{self.s.port}")
-        self.s.steps.append(Step("connect", None, None, time.monotonic() - t0))
+        self.connected(t0)
         return None
 
     def exchange(self, request: Exchange) -> Outcome:
@@ -428,8 +455,7 @@ class _Driver:
                 continue
             if isinstance(event, (InjectedData, NeedData)):
                 continue
-            if isinstance(event, Reply):
-                self.s.steps.append(Step(request.stage, request.shown, event, time.monotonic() - t0))
+            self.replied(request, event, t0)
             return event
 
     def handshake(self) -> TlsInfo | HandshakeFailure:
@@ -440,21 +466,13 @@ class _Driver:
         early = self.channel.recv_ready()
         if early:
             self.engine.receive_data(early)
-        try:
-            ctx = _shared_client_context(self.identity)
-        except SSL.Error as e:
-            return HandshakeFailure(Failure("tls.handshake-failed", "handshake",
-                                            f"our certificate and key cannot be used: {_ssl_reason(e)}"))
+        ctx = self.client_context()
+        if isinstance(ctx, HandshakeFailure):
+            return ctx
         try:
             info = self.channel.start_tls_client(ctx, self.s.server_name, self.step_deadline())
-        except TimeoutError:
-            failure = Failure("net.timeout", "handshake", f"TLS handshake not done within {self.timeout:g} s")
-            return HandshakeFailure(failure, self.channel.plaintext_in_handshake())
-        except (SSL.Error, OSError) as e:
-            reason = _ssl_reason(e)
-            self.dialogue.note(f"TLS handshake failed: {reason}")
-            return HandshakeFailure(Failure("tls.handshake-failed", "handshake", reason),
-                                    self.channel.plaintext_in_handshake())
+        except (TimeoutError, SSL.Error, OSError) as e:
+            return self.handshake_failure(e, self.channel.first_server_bytes)
         self.s.steps.append(Step("handshake", None, None, time.monotonic() - t0))
         return info
 
@@ -512,36 +530,18 @@ class _Stream(asyncio.Protocol):
             self.transport.write(data)
 
 
-class _AsyncDriver:
+class _AsyncDriver(_DriverBase):
     """Runs one :class:`ClientDialogue` on an asyncio event loop: an asyncio transport for the bytes, and TLS
     through pyOpenSSL memory BIOs (no thread per session). Same outcomes as :class:`_Driver`, step for step."""
 
     def __init__(self, dialogue: ClientDialogue, identity: ClientIdentity | None, timeout: float,
                  deadline: float) -> None:
-        self.dialogue = dialogue
-        self.s = dialogue.session
-        self.engine = dialogue.engine
-        self.identity = identity
-        self.timeout = timeout
-        self.deadline = deadline
-        self.start = time.monotonic()
+        super().__init__(dialogue, identity, timeout, deadline)
         self.loop = asyncio.get_running_loop()
         self.stream: _Stream | None = None
         self.conn: SSL.Connection | None = None
         #: The end of our handshake flight (TLS 1.3 Finished), sent together with the next command.
         self._unsent = b""
-        self._seen = 0
-
-    def step_deadline(self) -> float:
-        return min(time.monotonic() + self.timeout, self.deadline)
-
-    def sync_transcript(self) -> None:
-        entries = self.engine.transcript
-        if self._seen < len(entries):
-            now = round(time.monotonic() - self.start, 4)
-            for entry in entries[self._seen:]:
-                self.s.transcript.append(TranscriptLine(entry.direction, entry.text, now))
-            self._seen = len(entries)
 
     async def run(self) -> None:
         try:
@@ -568,15 +568,9 @@ class _AsyncDriver:
         try:
             async with asyncio.timeout_at(self.step_deadline()):
                 _, self.stream = await self.loop.create_connection(lambda: _Stream(self.loop), address, port)
-        except ConnectionRefusedError as e:
-            return Failure("net.refused", "connect", f"connection refused ({e.strerror})")
-        except TimeoutError:
-            return Failure("net.timeout", "connect", f"no connection within {self.timeout:g} s")
         except OSError as e:
-            return Failure("net.refused", "connect", f"cannot connect: {e.strerror or e}")
-        self.s.connected = True
-        self.dialogue.note(f"connected to {address}:{port}")
-        self.s.steps.append(Step("connect", None, None, time.monotonic() - t0))
+            return self.connect_failure(e)
+        self.connected(t0)
         return None
 
     def _tls_out(self) -> bytes:
@@ -647,8 +641,7 @@ class _AsyncDriver:
                         continue
                     if isinstance(event, InjectedData):
                         continue
-                    if isinstance(event, Reply):
-                        self.s.steps.append(Step(request.stage, request.shown, event, time.monotonic() - t0))
+                    self.replied(request, event, t0)
                     return event
         except TimeoutError:
             return Failure("net.timeout", request.stage, f"no complete reply within {self.timeout:g} s")
@@ -662,11 +655,9 @@ class _AsyncDriver:
         early = stream.take()
         if early:
             self.engine.receive_data(early)
-        try:
-            ctx = _shared_client_context(self.identity)
-        except SSL.Error as e:
-            return HandshakeFailure(Failure("tls.handshake-failed", "handshake",
-                                            f"our certificate and key cannot be used: {_ssl_reason(e)}"))
+        ctx = self.client_context()
+        if isinstance(ctx, HandshakeFailure):
+            return ctx
         state = _Requested()
         conn = SSL.Connection(ctx, None)
         conn.set_app_data(state)
@@ -690,14 +681,8 @@ class _AsyncDriver:
                             conn.bio_shutdown()
                             raise SSL.SysCallError(-1, "Unexpected EOF") from None
                         conn.bio_write(data)
-        except TimeoutError:
-            failure = Failure("net.timeout", "handshake", f"TLS handshake not done within {self.timeout:g} s")
-            return HandshakeFailure(failure, first if looks_like_smtp_text(first) else b"")
-        except (SSL.Error, OSError) as e:
-            reason = _ssl_reason(e)
-            self.dialogue.note(f"TLS handshake failed: {reason}")
-            return HandshakeFailure(Failure("tls.handshake-failed", "handshake", reason),
-                                    first if looks_like_smtp_text(first) else b"")
+        except (TimeoutError, SSL.Error, OSError) as e:
+            return self.handshake_failure(e, first)
         # Our last handshake flight goes out with the next command (one segment instead of two).
         self._unsent = self._tls_out()
         self.s.steps.append(Step("handshake", None, None, time.monotonic() - t0))
