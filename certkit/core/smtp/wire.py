@@ -25,6 +25,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from certkit.core.text import printable  # the one escaping function; re-exported here
+
 __all__ = [
     "MAX_COMMAND_LINE",
     "MAX_REPLY",
@@ -177,31 +179,6 @@ def parse_capabilities(reply: Reply) -> dict[str, str]:
 
 
 # --- text that came from the peer -------------------------------------------------------------------
-
-# C0 and C1 controls (ESC starts terminal sequences, CR rewrites a line), DEL, and the Unicode controls
-# that reorder or break displayed text (bidi overrides and isolates, line and paragraph separators).
-_UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
-
-
-def _escape(m: re.Match[str]) -> str:
-    c = m.group(0)
-    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-
-
-def printable(text: str | bytes, limit: int | None = None) -> str:
-    """Peer-controlled text (replies, certificate names, injected bytes) made safe for a terminal or a log.
-
-    Control characters are escaped (``\\x1b``, ``\\r``), so a peer cannot move the cursor, recolour or
-    overwrite what certkit prints; bytes are read as UTF-8 with undecodable octets escaped. With ``limit``,
-    at most that many characters of the input are kept, and ``...`` marks the cut.
-    """
-    t = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else text
-    cut = limit is not None and len(t) > limit
-    if cut:
-        t = t[:limit]
-    return _UNSAFE_RE.sub(_escape, t) + ("..." if cut else "")
-
 
 _SMTP_LINE_RE = re.compile(rb"[2-5][0-9][0-9][ -]")
 _TEXT_RE = re.compile(rb"[\t\r\n\x20-\x7e]+")

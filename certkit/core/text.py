@@ -1,0 +1,43 @@
+"""The one escaping function for text certkit did not write: certificate and CSR names, CRL issuers, a
+server's replies, file names.
+
+Everything certkit prints that came from outside goes through :func:`printable` -- the CLI's lines, its
+error lines, the lab's logs, the probe's transcripts -- so no input can forge an output line (CR, LF),
+drive the terminal (ESC, BEL), or reorder what is shown (bidi overrides).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["printable"]
+
+# C0 and C1 controls (ESC starts terminal sequences, CR rewrites a line), DEL, the Unicode controls that
+# reorder or break displayed text (bidi marks, overrides and isolates, line and paragraph separators), and
+# lone surrogates (an undecodable byte in a file name; unprintable on a UTF-8 terminal).
+_UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                        "\ud800-\udfff]")
+_NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group(0)
+    n = ord(c)
+    if 0xDC80 <= n <= 0xDCFF:  # os.fsdecode's surrogateescape: the byte the name really holds
+        return f"\\x{n - 0xDC00:02x}"
+    return _NAMED.get(c) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}")
+
+
+def printable(text: str | bytes, limit: int | None = None) -> str:
+    """Text from outside (peer replies, certificate names, file names) made safe for a terminal or a log.
+
+    Control characters are escaped (``\\x1b``, ``\\r``), so the text cannot move the cursor, recolour or
+    overwrite what certkit prints, nor add a line; bytes are read as UTF-8 with undecodable octets escaped.
+    With ``limit``, at most that many characters of the input are kept, and ``...`` marks the cut.
+    Backslashes are kept as they are, so escaping twice changes nothing.
+    """
+    t = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else text
+    cut = limit is not None and len(t) > limit
+    if cut:
+        t = t[:limit]
+    return _UNSAFE_RE.sub(_escape, t) + ("..." if cut else "")
