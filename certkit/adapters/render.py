@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
+from certkit.core.text import printable
 from certkit.errors import StoreError
 
 __all__ = ["render", "template_dir"]
@@ -26,6 +28,26 @@ def template_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise StoreError("certkit's templates are missing from the installation.", "Reinstall certkit (pip install .).")
+
+
+#: Templates whose output a person reads on a terminal (inspect, preflight, the partner kit): every string
+#: in their context is escaped with :func:`~certkit.core.text.printable` before rendering, so a
+#: certificate's names cannot add lines or drive the terminal. HTML is escaped by autoescape; configuration
+#: templates (Postfix, PowerShell) quote their values themselves.
+_FOR_PEOPLE = (".txt.j2",)
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every string in it (through dicts, lists and tuples) made printable."""
+    if isinstance(value, markupsafe.Markup):  # already HTML: escaping controls adds no markup characters
+        return markupsafe.Markup(printable(value))
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_escaped(v) for v in value) if type(value) in (list, tuple) else value
+    return value
 
 
 def _ts(value: dt.datetime | None) -> str:
@@ -49,6 +71,8 @@ def _env() -> jinja2.Environment:
 def render(name: str, **context: Any) -> str:
     """Render the template ``name`` (e.g. ``inspect.txt.j2``) with ``context``."""
     try:
+        if name.endswith(_FOR_PEOPLE):
+            context = {k: _escaped(v) for k, v in context.items()}
         return _env().get_template(name).render(**context)
     except jinja2.TemplateNotFound:
         raise StoreError(f"The template {name} is missing from the installation.",

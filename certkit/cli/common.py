@@ -12,6 +12,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -22,8 +23,9 @@ from typing import Any, TypeVar
 
 import click
 
-from certkit.adapters.fs import read_input
-from certkit.errors import CertkitError, InputError, PassphraseError
+from certkit.adapters.inputs import read_input
+from certkit.core.text import printable
+from certkit.errors import CertkitError, InputError, PassphraseError, StoreError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,10 +35,29 @@ PFX_PASSWORD_ENV = "CERTKIT_PFX_PASSWORD"
 KEY_PASSPHRASE_ENV = "CERTKIT_KEY_PASSPHRASE"
 
 
+def say(text: str, *, err: bool = False) -> None:
+    """Print one line that holds text from outside (a certificate's names, a file name, a server's words).
+
+    :func:`~certkit.core.text.printable` escapes control characters, so that text cannot add a line,
+    drive the terminal or reorder what is shown.
+    """
+    click.echo(printable(text), err=err)
+
+
 def fail(err: CertkitError) -> None:
-    """Print one line for ``err`` and exit with its code."""
-    click.echo(f"certkit: error: {err}", err=True)
+    """Print one line for ``err`` and exit with its code (file and certificate names in it escaped)."""
+    click.echo(f"certkit: error: {printable(str(err))}", err=True)
     sys.exit(err.exit_code)
+
+
+def file_error(exc: OSError) -> CertkitError:
+    """The last resort for a file operation that failed where no caller said what it was: one line that
+    names the file; a full or failing disk is a failure (1), anything else the caller's to fix (2)."""
+    name = printable(os.fsdecode(exc.filename), 240) if exc.filename is not None else "a file"
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        return StoreError(f"{name}: {reason}.", "Check the disk (free space, dmesg) and try again.")
+    return UsageError(f"{name}: {reason}.", "Check the path and its permissions, then try again.")
 
 
 class CertkitGroup(click.Group):
@@ -52,6 +73,10 @@ class CertkitGroup(click.Group):
             sys.exit(130)
         except BrokenPipeError:
             sys.exit(1)
+        except OSError as exc:
+            if exc.filename is None:  # not a file (a socket, a network error): not for this boundary
+                raise
+            fail(file_error(exc))
         return None
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many, read_input
+from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many
+from certkit.adapters.inputs import read_input
 from certkit.adapters.truststore import TrustStore, default_store_path
-from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, home_option, read_secret, resolve_home
+from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, home_option, read_secret, resolve_home, say
 from certkit.clock import SystemClock
 from certkit.configgen import (
     DEFAULT_RECEIVE_CONNECTOR,
@@ -32,7 +33,7 @@ def _write_or_print(text: str, out: str | None, force: bool) -> None:
         click.echo(text, nl=False)
     else:
         atomic_write(out, text.encode("utf-8"), overwrite=force)
-        click.echo(f"wrote {out}", err=True)
+        say(f"wrote {out}", err=True)
 
 
 @click.group("config", cls=CertkitGroup)
@@ -76,7 +77,7 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
     where = server_path or default
     # What the partner's Edge will judge: warn now rather than after the change window.
     for finding in lint_certificate(cert, at=SystemClock().now(), exchange2010=version == "2010"):
-        click.echo(f"warning: {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}", err=True)
+        say(f"warning: {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}", err=True)
     root = None
     if partner_root:
         root = load_certificates(read_input(partner_root, what="partner root"), source=partner_root)[0]
@@ -120,7 +121,7 @@ def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_many([(folder / n, data, PUBLIC) for n, data in cfg.files.items()], overwrite=force)
-    click.echo(f"wrote {', '.join(sorted(cfg.files))} to {folder}", err=True)
+    say(f"wrote {', '.join(sorted(cfg.files))} to {folder}", err=True)
 
 
 @config_group.command("partner-kit")
@@ -151,7 +152,7 @@ def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_fil
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
-    click.echo(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
+    say(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
 
 
 COMMANDS: list[click.Command] = [config_group]

@@ -14,13 +14,13 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certkit.adapters.fs import read_input
+from certkit.adapters.inputs import read_input
 from certkit.adapters.transport import ClientIdentity
 from certkit.adapters.truststore import TrustStore, default_store_path
-from certkit.cli.common import KEY_PASSPHRASE_ENV, CertkitGroup, echo_json, home_option, resolve_home
+from certkit.cli.common import KEY_PASSPHRASE_ENV, CertkitGroup, echo_json, home_option, resolve_home, say
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
-from certkit.core.smtp import printable
+from certkit.core.text import printable
 from certkit.core.trust import AnchorSet
 from certkit.errors import InputError
 from certkit.lab.demo import run_demo
@@ -55,6 +55,14 @@ def _anchors(store: str | None, home: str | None, managed_only: bool) -> AnchorS
     return TrustStore(path).anchor_set(managed_only=managed_only)
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Every log line escaped with :func:`~certkit.core.text.printable` as a whole: whatever a client, a
+    certificate or a file name put in a record, each record stays one line of plain text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -68,10 +76,10 @@ def lab() -> None:
 
 
 @lab.command("serve")
-@click.option("--cert", required=True, type=click.Path(dir_okay=False),
+@click.option("--cert", required=True, type=click.Path(),
               help="Our certificate (PEM, may hold the chain).")
-@click.option("--key", required=True, type=click.Path(dir_okay=False), help="Its key ($CERTKIT_KEY_PASSPHRASE).")
-@click.option("--chain", type=click.Path(dir_okay=False), default=None, help="Intermediates to send (PEM).")
+@click.option("--key", required=True, type=click.Path(), help="Its key ($CERTKIT_KEY_PASSPHRASE).")
+@click.option("--chain", type=click.Path(), default=None, help="Intermediates to send (PEM).")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
 @click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")
 @click.option("--domain-secure", "domain_secure", multiple=True, metavar="DOMAIN",
@@ -118,7 +126,7 @@ def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed
         config = dataclasses.replace(config, command_timeout=timeout, data_timeout=timeout,
                                      handshake_timeout=timeout)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.setFormatter(_EscapingFormatter("%(asctime)s %(message)s"))
     logger = logging.getLogger("certkit.lab")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -130,7 +138,7 @@ def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed
         except OSError as e:
             raise InputError(f"Cannot listen on {listen}: {e.strerror or e}.", "Choose another --listen.") from e
         secure = ", ".join(config.domain_secure) or "none"
-        click.echo(f"certkit lab: listening on {host}:{server.port} as {config.host} ({config.personality} "
+        say(f"certkit lab: listening on {host}:{server.port} as {config.host} ({config.personality} "
                    f"personality; domain-secure: {secure}; {len(config.anchors)} trusted anchor(s))", err=True)
         await server.serve_forever()
 
@@ -142,9 +150,9 @@ def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed
 @click.option("--from", "mail_from", required=True, help="Sender address (its domain is ours).")
 @click.option("--to", "rcpt_to", required=True, help="Recipient address (its domain is the next hop).")
 @click.option("--via", default=None, metavar="HOST:PORT", help="Deliver here instead of the MX hosts.")
-@click.option("--cert", required=True, type=click.Path(dir_okay=False), help="Our transport certificate (PEM).")
-@click.option("--key", required=True, type=click.Path(dir_okay=False), help="Its key ($CERTKIT_KEY_PASSPHRASE).")
-@click.option("--chain", type=click.Path(dir_okay=False), default=None, help="Intermediates to send (PEM).")
+@click.option("--cert", required=True, type=click.Path(), help="Our transport certificate (PEM).")
+@click.option("--key", required=True, type=click.Path(), help="Its key ($CERTKIT_KEY_PASSPHRASE).")
+@click.option("--chain", type=click.Path(), default=None, help="Intermediates to send (PEM).")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
 @click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")
 @click.option("--domain-secure", is_flag=True,

@@ -15,12 +15,14 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from certkit.adapters.fs import atomic_write, read_input
+from certkit.adapters.fs import atomic_write
+from certkit.adapters.inputs import read_input
 from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.checks.preflight import MIN_TIMEOUT, preflight, render_html, render_text
 from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, parse_at, resolve_home, stderr_is_terminal
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
+from certkit.core.text import printable
 from certkit.core.trust import is_self_signed
 from certkit.errors import CertkitError, UsageError
 
@@ -68,6 +70,7 @@ class _Progress:
     """One line per step on stderr; the addresses as a growing bar on one line."""
 
     def __call__(self, step: str, text: str) -> None:
+        text = printable(text)  # names and replies from the partner's DNS and servers
         if step == "address":
             done, _, rest = text.partition("] ")
             n, _, total = done.strip("[").partition("/")

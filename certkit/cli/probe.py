@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from certkit.adapters.fs import read_input
+from certkit.adapters.inputs import read_input
 from certkit.adapters.transport import ClientIdentity
 from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.checks.probe import AddressResult, ProbeResult, exit_code, probe_sync
 from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, resolve_home, stderr_is_terminal
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
-from certkit.core.smtp import printable
+from certkit.core.text import printable
 from certkit.errors import InputError, NotFoundError
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from cryptography import x509
 
-from certkit.adapters.fs import read_input
+from certkit.adapters.inputs import read_input
 from certkit.adapters.roots import certifi_version, public_roots
 from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.cli.common import (
@@ -25,9 +25,11 @@ from certkit.cli.common import (
     parse_at,
     read_secret,
     resolve_home,
+    say,
 )
 from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, sha256_fingerprint
 from certkit.core.names import is_ip_address
+from certkit.core.text import printable
 from certkit.core.trust import is_ca
 from certkit.core.verify import verify_chain
 from certkit.errors import CertkitError, InputError, PassphraseError, UnreachableError, UsageError
@@ -41,7 +43,7 @@ def _store_option(f: F) -> F:
 
 
 def _pfx_option(f: F) -> F:
-    return click.option("--pfx-password-file", "pfx_password_file", type=click.Path(dir_okay=False), default=None,
+    return click.option("--pfx-password-file", "pfx_password_file", type=click.Path(), default=None,
                         help=f"File holding the PFX password (else ${PFX_PASSWORD_ENV} or a prompt).")(f)
 
 
@@ -58,8 +60,9 @@ def _read_certs(path: str, pfx_password_file: str | None) -> list[x509.Certifica
     try:
         return load_certificates(data, source=path)
     except PassphraseError:
-        password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt=f"Password for {path}",
-                               what="PFX password", option="--pfx-password-file")
+        password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file,
+                               prompt=f"Password for {printable(path, 240)}", what="PFX password",
+                               option="--pfx-password-file")
         return load_certificates(data, source=path, password=password)
 
 
@@ -73,7 +76,7 @@ def trust() -> None:
 
 
 @trust.command("add")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--label", default=None, help="A name for the anchor(s), e.g. fabrikam.")
 @click.option("--partner", "partners", multiple=True, help="Partner domain this anchor is for (repeatable).")
 @click.option("--pin", is_flag=True, help="Trust exactly this non-CA certificate (a partner's self-signed Edge).")
@@ -103,13 +106,13 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
         c = r.anchor.cert
         state = "added" if r.added else "already trusted"
         kind = "CA" if is_ca(c) else "pinned (not a CA)"
-        click.echo(f"{state}: {c.subject.rfc4514_string()}")
-        click.echo(f"  SHA-256 {sha256_fingerprint(c)}")
-        click.echo(f"  SHA-1   {sha1_thumbprint(c)}")
-        click.echo(f"  valid   {_validity(c)}   {kind}")
+        say(f"{state}: {c.subject.rfc4514_string()}")
+        say(f"  SHA-256 {sha256_fingerprint(c)}")
+        say(f"  SHA-1   {sha1_thumbprint(c)}")
+        say(f"  valid   {_validity(c)}   {kind}")
         for refusal in r.overridden:
-            click.echo(f"  accepted with {refusal.override}: {refusal.reason}")
-    click.echo(f"store: {ts.path} ({len(ts)} anchors)")
+            say(f"  accepted with {refusal.override}: {refusal.reason}")
+    say(f"store: {ts.path} ({len(ts)} anchors)")
 
 
 def _host_port(target: str, default_port: int) -> tuple[str, int]:
@@ -174,15 +177,15 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
                          "(a self-signed or incomplete chain).",
                          "Ask the partner for their root, or trust exactly this certificate with --pin.")
     fp = sha256_fingerprint(offered)
-    click.echo(f"{host}:{real_port} presented {len(chain)} certificate(s); offering "
+    say(f"{host}:{real_port} presented {len(chain)} certificate(s); offering "
                f"{'its own certificate' if pin else 'the top of the chain'}:")
-    click.echo(f"  subject {offered.subject.rfc4514_string()}")
-    click.echo(f"  issuer  {offered.issuer.rfc4514_string()}")
-    click.echo(f"  SHA-256 {fp}")
-    click.echo(f"  SHA-1   {sha1_thumbprint(offered)}")
-    click.echo(f"  valid   {_validity(offered)}   {'CA' if is_ca(offered) else 'not a CA'}")
+    say(f"  subject {offered.subject.rfc4514_string()}")
+    say(f"  issuer  {offered.issuer.rfc4514_string()}")
+    say(f"  SHA-256 {fp}")
+    say(f"  SHA-1   {sha1_thumbprint(offered)}")
+    say(f"  valid   {_validity(offered)}   {'CA' if is_ca(offered) else 'not a CA'}")
     if not pin and offered.issuer != offered.subject:
-        click.echo("  note    this is an intermediate, not a root: trusting it trusts everything it signs")
+        say("  note    this is an intermediate, not a root: trusting it trusts everything it signs")
     if expect is not None:
         wanted = expect.replace(":", "").replace(" ", "").upper()
         if wanted != fp:
@@ -197,7 +200,7 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
                          "Get the SHA-256 fingerprint from the partner and pass --expect-sha256 FP.")
     result = ts.add(offered, label=label, partners=partners, pin=pin, force=force,
                     source=f"{'smtp' if starttls == 'smtp' else 'tls'}://{host}:{real_port}")
-    click.echo(f"{'added' if result.added else 'already trusted'}; store: {ts.path} ({len(ts)} anchors)")
+    say(f"{'added' if result.added else 'already trusted'}; store: {ts.path} ({len(ts)} anchors)")
 
 
 @trust.command("list")
@@ -215,15 +218,15 @@ def list_cmd(as_json: bool, home: str | None, store: str | None) -> None:
                    "certifi": {"version": certifi_version(), "roots": roots}})
         return
     if not entries:
-        click.echo(f"No managed anchors in {ts.path}.")
+        say(f"No managed anchors in {ts.path}.")
     for e in entries:
         kind = "CA" if e.get("is_ca") else "pinned"
         partners = ",".join(e.get("partners") or []) or "-"
-        click.echo(f"{e['fingerprint_sha256'][:16]}  {kind:<6}  {e['not_after'][:10]}  {e.get('label') or '-':<12}  "
+        say(f"{e['fingerprint_sha256'][:16]}  {kind:<6}  {e['not_after'][:10]}  {e.get('label') or '-':<12}  "
                    f"{partners:<20}  {e['subject']}")
     for p in ts.stray:
-        click.echo(f"warning: {p} is not in the index and is not trusted", err=True)
-    click.echo(f"Public roots: certifi {certifi_version()} ({roots} Mozilla roots), used unless --managed-only.")
+        say(f"warning: {p} is not in the index and is not trusted", err=True)
+    say(f"Public roots: certifi {certifi_version()} ({roots} Mozilla roots), used unless --managed-only.")
 
 
 @trust.command("show")
@@ -240,7 +243,7 @@ def show_cmd(ref: str, home: str | None, store: str | None) -> None:
             continue
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value) or "-"
-        click.echo(f"{key:<20} {value if value not in (None, '') else '-'}")
+        say(f"{key:<20} {value if value not in (None, '') else '-'}")
 
 
 @trust.command("remove")
@@ -251,7 +254,7 @@ def remove_cmd(ref: str, home: str | None, store: str | None) -> None:
     """Stop trusting one anchor (by fingerprint, prefix, thumbprint or label)."""
     ts = _open(home, store, check=False)
     entry = ts.remove(ref)
-    click.echo(f"removed: {entry['subject']} ({entry['fingerprint_sha256']})")
+    say(f"removed: {entry['subject']} ({entry['fingerprint_sha256']})")
 
 
 @trust.command("export")
@@ -273,12 +276,12 @@ def export_cmd(fmt: str, out: str | None, include_public: bool, force: bool, hom
     if isinstance(result, bytes):
         click.echo(result.decode("ascii"), nl=False)
         return
-    click.echo(f"wrote {len(result)} file(s): {result[0].parent if fmt == 'der-dir' else result[0]}", err=True)
+    say(f"wrote {len(result)} file(s): {result[0].parent if fmt == 'der-dir' else result[0]}", err=True)
 
 
 @trust.command("verify")
-@click.argument("cert", type=click.Path(dir_okay=False))
-@click.option("--chain", "chain_files", multiple=True, type=click.Path(dir_okay=False),
+@click.argument("cert", type=click.Path())
+@click.option("--chain", "chain_files", multiple=True, type=click.Path(),
               help="File with intermediates the peer sends (repeatable).")
 @click.option("--name", default=None, help="Host-name rule (Postfix verify): the MX host, e.g. mx.fabrikam.com.")
 @click.option("--domain", default=None, help="Domain Security rule (Postfix secure): the partner domain.")
@@ -287,7 +290,7 @@ def export_cmd(fmt: str, out: str | None, include_public: bool, force: bool, hom
 @click.option("--validator", type=click.Choice(["postfix", "exchange"]), default="postfix", show_default=True,
               help="exchange: every CA-issued certificate needs a CRL distribution point and a current CRL, "
                    "fetched over HTTP unless --crl is given (Windows' rule for Domain Security).")
-@click.option("--crl", "crl_files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--crl", "crl_files", multiple=True, type=click.Path(),
               help="CRL file (repeatable); with --validator exchange these replace downloading.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per CRL download.")
 @click.option("--at", "at_text", default=None, help="Validate at this time (ISO 8601 with zone), not now.")
@@ -336,15 +339,15 @@ def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain
         elif result.rule == "domain":
             what += f" for domain {result.reference}"
         verdict = "ACCEPTED" if result.ok else "REJECTED"
-        click.echo(f"{verdict}: {leaf.subject.rfc4514_string()} {what}")
+        say(f"{verdict}: {leaf.subject.rfc4514_string()} {what}")
         for i, c in enumerate(result.chain):
-            click.echo(f"  {'chain' if i == 0 else '     '} {i}: {c.subject.rfc4514_string()}")
+            say(f"  {'chain' if i == 0 else '     '} {i}: {c.subject.rfc4514_string()}")
         if result.anchor is not None:
             a = result.anchor
             src = "certifi" if a.origin == "certifi" else f"store{' label ' + a.label if a.label else ''}"
-            click.echo(f"  anchor: {a.fingerprint[:16]} ({src})")
+            say(f"  anchor: {a.fingerprint[:16]} ({src})")
         for finding in result.findings:
-            click.echo(f"  {finding.severity}: {finding.code}: {finding.detail}")
+            say(f"  {finding.severity}: {finding.code}: {finding.detail}")
     sys.exit(0 if result.ok else 1)
 
 
