@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from certkit.errors import InputError
@@ -40,6 +41,13 @@ class Profile:
     #: Extended key usages, in the order they appear in the certificate.
     eku: tuple[ObjectIdentifier, ...]
     description: str
+    #: The kinds of subjectAltName entry the profile carries. A mail server is known by its host names and
+    #: addresses; a CSR's e-mail, URI, directory or other names are not put into its certificate.
+    san_types: tuple[type[x509.GeneralName], ...] = (x509.DNSName, x509.IPAddress)
+
+    def carries(self, name: x509.GeneralName) -> bool:
+        """True when a subjectAltName entry of this kind goes into certificates of this profile."""
+        return isinstance(name, self.san_types)
 
 
 PROFILES: dict[ProfileName, Profile] = {

@@ -509,8 +509,11 @@ def _is_ip(value: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _reference(value: str) -> str:
-    """A reference name normalised once: an IP literal as given, a host name as lower-case A-labels."""
-    return value if _is_ip(value) else dns_name(value, allow_wildcard=False)
+    """A reference name normalised once: an IP literal as given, a host name as lower-case A-labels.
+
+    A mixed-script name is compared, not issued: it is accepted here (whether to connect to it is the caller's
+    decision)."""
+    return value if _is_ip(value) else dns_name(value, allow_wildcard=False, allow_mixed_script=True)
 
 
 def _subject_for(leaf: x509.Certificate, name: str | None, domain: str | None) -> Subject:
