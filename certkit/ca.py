@@ -8,13 +8,25 @@ A CA home holds::
     issuing.crt/.key  the issuing intermediate, when the CA was created with an intermediate
     ca.crl, ca.crl.pem      the issuing CA's latest CRL (DER is what is served at the CDP URL)
     root.crl, root.crl.pem  the root's CRL (only with an intermediate)
+    .lock             the CA lock, held by every command that changes the CA
+    .txn-<tag>.json   the journal of a change in progress: which files it is about to publish
+
+Every change (issue, sign, renew, revoke, CRL) takes the CA lock, first cleans up after a run that was
+killed (:meth:`CertificateAuthority.recover`), then commits its files and its record in one step: the
+files are staged under temporary names tagged with the change's journal, published inside the index
+transaction, and taken back (keys overwritten) when the transaction does not commit -- a full disk
+included. The home is created 0700 whatever the umask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +37,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from certkit.adapters.castore import CAIndex, CertRecord, DuplicateSerial, serial_hex
-from certkit.adapters.fs import PRIVATE, PUBLIC, Staged, atomic_write, atomic_write_many, file_lock
+from certkit.adapters.fs import (
+    PRIVATE,
+    PRIVATE_DIR,
+    PUBLIC,
+    Staged,
+    atomic_write,
+    atomic_write_many,
+    file_lock,
+    make_dirs,
+    sha256_file,
+    temp_pattern,
+    wipe,
+)
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import Finding, Side
 from certkit.core.formats import PfxTarget, cert_der, cert_pem, pfx_bytes
@@ -52,7 +76,7 @@ from certkit.core.keys import (
 from certkit.core.keys import private_key_pem as _key_pem
 from certkit.core.names import dns_name, general_name, parse_san
 from certkit.core.profiles import ProfileName
-from certkit.errors import AlreadyExistsError, InputError, PassphraseError, PolicyError, StoreError
+from certkit.errors import AlreadyExistsError, CertkitError, InputError, PassphraseError, PolicyError, StoreError
 
 __all__ = ["CAStatus", "CertificateAuthority", "CrlInfo", "IssueRequest", "IssuedCertificate", "WriteOptions",
            "exchange_selfsigned"]
@@ -200,6 +224,8 @@ class CAStatus:
     expiring: tuple[CertRecord, ...]
     crls: tuple[CrlInfo, ...]
     findings: tuple[Finding, ...] = field(default=())
+    #: files an interrupted run left behind that could not be removed (each says where and why)
+    leftovers: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -230,6 +256,8 @@ class CertificateAuthority:
         self.issuer = _home_cert(home / "issuing.crt") if self.has_intermediate else self.root
         self._issuer_key: PrivateKey | None = None
         self._root_key: PrivateKey | None = None
+        #: what the last cleanup after a killed run could not remove (see :meth:`recover`)
+        self.leftovers: list[str] = []
 
     # --- life cycle -----------------------------------------------------------------------------
     @classmethod
@@ -258,10 +286,12 @@ class CertificateAuthority:
             raise AlreadyExistsError(
                 f"{home} holds the files of an interrupted 'ca init' ({', '.join(existing)}) but no index.",
                 f"Delete {', '.join(existing)} in {home} and run certkit ca init again.")
-        home.mkdir(parents=True, exist_ok=True)
-        with file_lock(home / ".lock"):
+        make_dirs(home, PRIVATE_DIR)  # 0700 whatever the umask: nobody else may replace root.crt or ca.db
+        with file_lock(home / ".lock", folder_mode=PRIVATE_DIR):
             if (home / "ca.db").exists():
                 raise AlreadyExistsError(f"{home} already holds a CA.", "Choose another --home.")
+            for leftover in home.glob(".*.tmp"):  # an earlier init that was killed
+                wipe(leftover)
             now = clock.now()
             nb, na = now - BACKDATE, now + dt.timedelta(days=days)
             root_key = generate_key(key_type)
@@ -280,19 +310,32 @@ class CertificateAuthority:
                                  permitted_domains=domains, path_length=0, crl_url=root_crl_url, aia_url=None)
                 files += [(home / "issuing.crt", cert_pem(inter), PUBLIC),
                           (home / "issuing.key", _key_pem(ikey, passphrase), PRIVATE)]
-            atomic_write_many(files)
             # The index is created last, under a temporary name: its presence is what makes the home a CA.
+            # Until then nothing is published, so a failure (a full disk) leaves the home as it was.
             tmp = home / ".ca.db.init"
-            tmp.unlink(missing_ok=True)
-            index = CAIndex.create(tmp, {
-                "name": name, "key_type": str(KeyType.parse(key_type)), "crl_url": crl_url or "",
-                "aia_url": aia_url or "", "root_crl_url": root_crl_url or "", "permitted": json.dumps(domains),
-                "intermediate": "1" if intermediate else "0", "created_at": now.isoformat(),
-            })
-            index.close()
-            for suffix in ("-wal", "-shm"):
-                (home / f".ca.db.init{suffix}").unlink(missing_ok=True)
-            tmp.rename(home / cls.INDEX)
+            staged = Staged(files, tag="init")
+            try:
+                for leftover in home.glob(".ca.db.init*"):
+                    wipe(leftover, secret=False)
+                index = CAIndex.create(tmp, {
+                    "name": name, "key_type": str(KeyType.parse(key_type)), "crl_url": crl_url or "",
+                    "aia_url": aia_url or "", "root_crl_url": root_crl_url or "", "permitted": json.dumps(domains),
+                    "intermediate": "1" if intermediate else "0", "created_at": now.isoformat(),
+                })
+                index.close()
+                for suffix in ("-wal", "-shm"):
+                    (home / f".ca.db.init{suffix}").unlink(missing_ok=True)
+                staged.publish()
+                try:
+                    tmp.rename(home / cls.INDEX)
+                except OSError as exc:
+                    raise StoreError(f"Cannot create the CA index in {home} ({exc.strerror}).",
+                                     "Check the folder and run certkit ca init again.") from None
+            except BaseException:
+                staged.unpublish()
+                for leftover in home.glob(".ca.db.init*"):
+                    wipe(leftover, secret=False)
+                raise
         ca = cls.open(home, passphrase=passphrase, clock=clock)
         return ca
 
@@ -358,53 +401,146 @@ class CertificateAuthority:
 
     def _issue_and_record(self, items: Sequence[tuple[LeafRequest, PublicKey, PrivateKey | None, int | None]],
                           write: WriteOptions | None = None) -> list[IssuedCertificate]:
-        """Sign, stage the files, then record and publish in one transaction (see :class:`WriteOptions`).
+        """Sign, then record and publish in one step under the CA lock (see :meth:`_commit`).
 
         On a (vanishingly rare) serial collision everything is signed again.
         """
         for _attempt in range(5):
             issued = [IssuedCertificate(self._sign(req, pub), key, self.intermediates, self.root, renewed_from=prev)
                       for req, pub, key, prev in items]
-            staged = None
+            files: list[tuple[Path, bytes, int]] = []
             own: list[dict[str, Path]] = [{} for _ in issued]
             if write is not None:
                 per_item = [i.files(write.out_dir, key_passphrase=write.key_passphrase,
                                     pfx_password=write.pfx_password, pfx_target=write.pfx_target,
                                     write_key=write.write_key, p7b=write.p7b) for i in issued]
                 own = [i._kinds(p for p, _, _ in fs) for i, fs in zip(issued, per_item, strict=True)]
-                staged = Staged([f for fs in per_item for f in fs], overwrite=write.overwrite)
+                files = [f for fs in per_item for f in fs]
+
+            def record(db: sqlite3.Connection, issued: list[IssuedCertificate] = issued,
+                       own: list[dict[str, Path]] = own) -> None:
+                issued_at = self.clock.now()
+                for item, (req, _, _, prev), paths in zip(issued, items, own, strict=True):
+                    self.index.insert(db, item.certificate, profile=str(req.profile), issued_at=issued_at,
+                                      common_name=req.common_name, names=_san_text(req.sans), renewed_from=prev,
+                                      files={k: str(v.resolve()) for k, v in paths.items()})
             try:
-                with self.index.transaction() as db:
-                    issued_at = self.clock.now()
-                    for item, (req, _, _, prev) in zip(issued, items, strict=True):
-                        self.index.insert(db, item.certificate, profile=str(req.profile), issued_at=issued_at,
-                                          common_name=req.common_name, names=_san_text(req.sans),
-                                          renewed_from=prev)
+                with self._writing():
+                    self._commit(files, overwrite=write.overwrite if write else False, record=record,
+                                 serials=[i.serial for i in issued])
             except DuplicateSerial:
-                if staged is not None:
-                    staged.discard()
                 continue
-            except BaseException:
-                if staged is not None:
-                    staged.discard()
-                raise
-            if staged is not None:
-                # Recorded first, then published: a certificate whose files exist always has a record (it
-                # can be revoked). If publishing fails, nobody holds the certificate or its key, and its
-                # record goes again.
-                try:
-                    staged.publish()
-                except BaseException:
-                    with self.index.transaction() as db:
-                        for item in issued:
-                            self.index.delete_unpublished(db, item.serial)
-                    raise
-                with self.index.transaction() as db:
-                    for item, paths in zip(issued, own, strict=True):
-                        self.index.set_files_in(db, item.serial, {k: str(v.resolve()) for k, v in paths.items()})
             return [replace(i, paths=paths) for i, paths in zip(issued, own, strict=True)]
         raise StoreError("Could not allocate unique serial numbers after 5 attempts.",
                          "The CA index may be damaged: check it with certkit ca status.")
+
+    # --- changing the CA: the lock, the journal, recovery ----------------------------------------
+    @contextlib.contextmanager
+    def _writing(self, *, wait: bool = True) -> Iterator[None]:
+        """Hold the CA lock, after cleaning up what a killed run left (:meth:`recover`)."""
+        self._check_writable()
+        with file_lock(self.home / ".lock", folder_mode=PRIVATE_DIR, wait=wait):
+            self.leftovers = self.recover()
+            yield
+
+    def _check_writable(self) -> None:
+        if self.index.read_only is not None:
+            cls = InputError if "read-only" in self.index.read_only else StoreError
+            raise cls(f"{self.index.read_only.rstrip('.')}; it can be read but not changed.",
+                      "Run the command on a writable copy of the CA home, with free space.")
+
+    def _commit(self, files: list[tuple[Path, bytes, int]], *, overwrite: bool,
+                record: Callable[[sqlite3.Connection], None], serials: Sequence[int] = (),
+                crls: Sequence[int] = ()) -> None:
+        """Publish ``files`` and ``record`` them in one step: all of it or none of it, whatever fails.
+
+        1. the journal (``.txn-<tag>.json`` in the home) names the files and their SHA-256;
+        2. the files are written and synced under temporary names tagged ``<tag>``;
+        3. in one index transaction: the rows are written, the files published (renames), and ``COMMIT``.
+        If anything fails -- a file in the way, a full disk at any step, ``COMMIT`` itself -- the transaction
+        rolls back and the published files are removed again (keys overwritten first), originals that
+        ``overwrite`` replaced are put back, and the journal goes. A process killed in between leaves the
+        journal, and the next run that takes the CA lock finishes the cleanup (:meth:`recover`).
+        """
+        if not files:
+            with self.index.transaction() as db:
+                record(db)
+            return
+        tag = secrets.token_hex(6)
+        journal = self.home / f".txn-{tag}.json"
+        doc = {"tag": tag, "serials": [serial_hex(s) for s in serials], "crls": list(crls),
+               "files": [{"path": str(path.resolve()), "sha256": _sha256(data), "private": mode == PRIVATE}
+                         for path, data, mode in files]}
+        atomic_write(journal, json.dumps(doc).encode(), mode=PRIVATE)
+        staged = None
+        try:
+            staged = Staged(files, overwrite=overwrite, tag=tag)
+            with self.index.transaction() as db:
+                record(db)
+                staged.publish()
+        except BaseException:
+            undone = staged.unpublish() if staged is not None else True
+            if undone:
+                wipe(journal, secret=False)
+            raise
+        staged.finish()
+        wipe(journal, secret=False)
+
+    def recover(self) -> list[str]:
+        """Clean up after runs that were killed: call with the CA lock held (every change does).
+
+        For each journal left in the home: if its transaction committed, its files are all published and
+        only temporaries and replaced originals are removed; if not, the files it published (those whose
+        content still has the journal's SHA-256) are removed too and replaced originals put back. Key
+        material is overwritten before it is unlinked. Returns what could not be removed.
+        """
+        left: list[str] = []
+        for journal in sorted(self.home.glob(".txn-*.json")):
+            try:
+                doc = json.loads(journal.read_text("utf-8"))
+                tag = str(doc["tag"])
+                entries = [(Path(f["path"]), str(f["sha256"]), bool(f["private"])) for f in doc["files"]]
+                serials = [int(x, 16) for x in doc.get("serials", [])]
+                crl_numbers = [int(n) for n in doc.get("crls", [])]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                left.append(f"{journal}: the journal of an interrupted run cannot be read ({exc}); "
+                            "remove it by hand")
+                continue
+            committed = self.index.has_serials(serials) or any(self.index.has_crl(n) for n in crl_numbers)
+            stuck: list[str] = []
+            for path, digest, private in entries:
+                if committed:
+                    continue
+                if sha256_file(path) == digest and not wipe(path, secret=private):
+                    stuck.append(str(path))
+                aside = path.with_name(f".{path.name}.{tag}.old")
+                if os.path.lexists(aside):
+                    try:
+                        os.replace(aside, path)
+                    except OSError:
+                        stuck.append(str(aside))
+            for folder in sorted({path.parent for path, _, _ in entries}):
+                with contextlib.suppress(OSError):
+                    for leftover in folder.glob(temp_pattern(tag)):
+                        if not wipe(leftover):
+                            stuck.append(str(leftover))
+            if stuck:
+                left.append(f"an interrupted run left {', '.join(stuck)}, which cannot be removed "
+                            f"(journal {journal.name}); remove them by hand")
+            else:
+                wipe(journal, secret=False)
+        for tmp in [*self.home.glob(".*.tmp"), *self.home.glob(".ca.db.init*")]:
+            if not wipe(tmp):
+                left.append(f"{tmp} (a temporary file of an interrupted run) cannot be removed; remove it by hand")
+        return left
+
+    def pending_leftovers(self) -> list[str]:
+        """What killed runs left behind, found without changing anything (for a read-only home)."""
+        found = [f"{j} (the journal of an interrupted run; the next change to the CA cleans up after it)"
+                 for j in sorted(self.home.glob(".txn-*.json"))]
+        found += [f"{t} (a temporary file of an interrupted run)" for t in
+                  [*self.home.glob(".*.tmp"), *self.home.glob(".ca.db.init*")]]
+        return found
 
     def issue(self, fqdn: str, *, accepted_domains: Iterable[str] = (), sans: Iterable[str] = (),
               profile: ProfileName | str = ProfileName.TRANSPORT, key_type: KeyType | str = KeyType.RSA2048,
@@ -506,7 +642,8 @@ class CertificateAuthority:
                              "Choose one of: " + ", ".join(sorted(_camel(k) for k in REASONS)) + ".")
         self._signing_key()
         rec = self.index.get(ref) if isinstance(ref, int) else self.index.find(ref, unique=True)
-        return self.index.revoke(rec.serial, at=self.clock.now(), reason=_camel(key))
+        with self._writing():
+            return self.index.revoke(rec.serial, at=self.clock.now(), reason=_camel(key))
 
     def publish_crl(self, *, days: int = 7) -> list[CrlInfo]:
         """Sign fresh CRLs (the issuing CA's, and the root's when there is an intermediate) into the home."""
@@ -525,17 +662,25 @@ class CertificateAuthority:
             assert self._root_key is not None
             jobs.append(("root", self.root, self._root_key, [], self.root_crl_url))
         out: list[CrlInfo] = []
-        with file_lock(self.home / ".lock"), self.index.transaction() as db:
-            for stem, cert, key, revoked, url in jobs:
-                number = self.index.next_crl_number(db)
-                crl = build_crl(issuer_cert=cert, issuer_key=key, revoked=revoked, number=number,
+        with self._writing():
+            # Numbers are drawn under the CA lock (every CRL writer holds it), so they cannot race.
+            first = self.index.next_crl_number(self.index._db)
+            signed: list[tuple[str, x509.CertificateRevocationList, int]] = []
+            files: list[tuple[Path, bytes, int]] = []
+            for n, (stem, cert, key, revoked, url) in enumerate(jobs):
+                crl = build_crl(issuer_cert=cert, issuer_key=key, revoked=revoked, number=first + n,
                                 this_update=now - BACKDATE, next_update=next_update)
-                self.index.record_crl(db, crl, number, stem)
-                der_path = atomic_write(self.home / f"{stem}.crl", crl.public_bytes(serialization.Encoding.DER),
-                                        overwrite=True)
-                pem_path = atomic_write(self.home / f"{stem}.crl.pem", crl.public_bytes(serialization.Encoding.PEM),
-                                        overwrite=True)
-                out.append(CrlInfo(stem, number, crl.last_update_utc, next_update, der_path, pem_path, url))
+                signed.append((stem, crl, first + n))
+                files += [(self.home / f"{stem}.crl", crl.public_bytes(serialization.Encoding.DER), PUBLIC),
+                          (self.home / f"{stem}.crl.pem", crl.public_bytes(serialization.Encoding.PEM), PUBLIC)]
+                out.append(CrlInfo(stem, first + n, crl.last_update_utc, next_update, self.home / f"{stem}.crl",
+                                   self.home / f"{stem}.crl.pem", url))
+
+            def record(db: sqlite3.Connection) -> None:
+                for stem, crl, number in signed:
+                    self.index.record_crl(db, crl, number, stem)
+
+            self._commit(files, overwrite=True, record=record, crls=[number for _, _, number in signed])
         return out
 
     def crl_info(self) -> list[CrlInfo]:
@@ -603,7 +748,20 @@ class CertificateAuthority:
                                     f"{rec.not_after:%Y-%m-%d}.", subject=rec.common_name, side=Side.OURS))
         all_records = self.index.records()
         return CAStatus(self.name, self.root.not_valid_after_utc, self.issuer.not_valid_after_utc, len(all_records),
-                        sum(1 for r in all_records if r.status == "revoked"), expiring, tuple(crls), tuple(findings))
+                        sum(1 for r in all_records if r.status == "revoked"), expiring, tuple(crls), tuple(findings),
+                        tuple(self._clean_up_for_status()))
+
+    def _clean_up_for_status(self) -> list[str]:
+        """Clean up after killed runs if the CA lock is free and the home writable; report what stays."""
+        if self.index.read_only is not None:
+            return self.pending_leftovers()
+        try:
+            with self._writing(wait=False):
+                pass
+        except CertkitError as exc:
+            # Busy: the files in flight belong to a live process. Otherwise the home cannot be changed.
+            return [] if "held by another process" in exc.message else self.pending_leftovers()
+        return list(self.leftovers)
 
 
 def exchange_selfsigned(fqdn: str, *, key_type: KeyType | str = KeyType.RSA2048, days: int = 5 * 365,
@@ -631,6 +789,12 @@ def _check_http_url(option: str, url: str) -> None:
     except ValueError:
         raise InputError(f"{option} {url!r} has an invalid port.",
                          "Give e.g. http://pki.contoso.com:8080/ca.crl.") from None
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 def _home_file(path: Path) -> bytes:

@@ -3,18 +3,27 @@
 One row per issued certificate, with its DER, names, validity, status, revocation and renewal
 links. WAL mode with ``BEGIN IMMEDIATE`` transactions: several processes may issue at once, each
 insert is all-or-nothing, and a process killed at any point leaves a complete row or none.
+
+Every SQLite error leaves as a :class:`~certkit.errors.CertkitError` that tells a full disk (free space,
+nothing was recorded) from a read-only home (exit 2) and from a damaged index (restore from a backup).
+A home that cannot be written (a backup mounted read-only) is opened read-only: reading works, writing
+says why not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import functools
 import json
+import os
+import shutil
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from cryptography import x509
 
@@ -136,6 +145,67 @@ def _record(row: sqlite3.Row) -> CertRecord:
     )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: SQLite primary result codes (``sqlite3.Error.sqlite_errorcode & 0xff``)
+_SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 8, 11, 13, 14, 26
+_SQLITE_IOERR, _SQLITE_BUSY, _SQLITE_LOCKED = 10, 5, 6
+#: below this much free space an I/O error on the index is taken for a full disk
+_NEARLY_FULL = 256 * 1024
+
+
+def disk_full(folder: Path) -> bool:
+    """Whether the file system holding ``folder`` has (next to) no free space left."""
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def full_disk_error(folder: Path, what: str) -> StoreError:
+    return StoreError(f"{what}: the disk holding {folder} is full.",
+                      "Free some space there and run the command again; the CA was left as it was before "
+                      "(nothing half-recorded, no files without a record).")
+
+
+def db_error(exc: sqlite3.Error, path: Path, doing: str = "written") -> InputError | StoreError:
+    """One line for an SQLite failure: a full disk, a read-only home, a busy index, or a damaged one."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc)
+    if code == _SQLITE_FULL or "disk is full" in text or (code in (_SQLITE_IOERR, _SQLITE_CANTOPEN)
+                                                          and disk_full(path.parent)):
+        return full_disk_error(path.parent, f"The CA index {path} cannot be {doing}")
+    if code == _SQLITE_READONLY or "readonly" in text:
+        return InputError(f"The CA index {path} cannot be {doing}: the CA home is read-only ({text}).",
+                          "Run the command on a writable copy of the CA home, as the user who owns it.")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StoreError(f"The CA index {path} is locked ({text}).",
+                          "Another certkit process is busy with this CA; try again.")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or type(exc) is sqlite3.DatabaseError:
+        return StoreError(f"The CA index {path} is damaged ({text}).",
+                          "Restore the CA home from a backup (certkit ca status checks the index).")
+    return StoreError(f"The CA index {path} cannot be {doing} ({text}).",
+                      "Check the disk and the permissions of the CA home, then run the command again.")
+
+
+def _mapped(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn any SQLite error escaping ``method`` into one certkit error line."""
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            index = args[0]
+            assert isinstance(index, CAIndex)
+            raise db_error(exc, index.path, "read" if method.__name__ in _READERS else "written") from None
+    return wrapper
+
+
+_READERS = {"meta", "serial_taken", "get", "find", "records", "count", "revoked_entries", "latest_crls",
+            "integrity_ok", "has_serials", "has_crl"}
+
+
 class DuplicateSerial(Exception):
     """Raised inside :meth:`CAIndex.add_many` when a serial is taken; the caller draws a new one."""
 
@@ -145,38 +215,87 @@ class CAIndex:
 
     FILE = "ca.db"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
+        #: why the index is open read-only (a read-only home, a full disk), or None when it can be written
+        self.read_only: str | None = None
         try:
-            self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout = 60000")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db = self._connect()
+        except sqlite3.Error as exc:
+            if create:
+                raise db_error(exc, path, "created") from None
+            self._db = self._connect_read_only(exc)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout = 60000")
+            db.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode: a committed transaction survives a killed process; only power loss
             # may undo the last ones, and never leaves a torn row.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.OperationalError as exc:
-            if "readonly" in str(exc) or "unable to open" in str(exc):
-                raise InputError(f"The CA index {path} cannot be opened for writing ({exc}).",
-                                 "Run certkit as the user who owns the CA home (the index keeps a journal beside "
-                                 "it, so even reading needs write access to the folder).") from None
-            raise StoreError(f"The CA index {path} cannot be opened ({exc}).",
-                             "Restore the CA home from a backup.") from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"The CA index {path} cannot be opened ({exc}).",
-                             "Restore the CA home from a backup.") from None
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect_read_only(self, first: sqlite3.Error) -> sqlite3.Connection:
+        """A home that cannot be written (mounted read-only, or its disk full) is still read.
+
+        ``mode=ro`` reads the WAL as well; when the home cannot even hold the WAL's shared-memory file and
+        no WAL is pending, ``immutable=1`` reads the database file alone (nobody can be writing to it).
+        """
+        error = db_error(first, self.path, "opened")
+        if isinstance(error, StoreError) and "damaged" in error.message:
+            raise error
+        uri = self.path.resolve().as_uri()
+        wal = self.path.with_name(self.path.name + "-wal")
+        options = ["mode=ro"]
+        with contextlib.suppress(OSError):
+            if wal.stat().st_size == 0:
+                options.append("immutable=1")
+        if not wal.exists():
+            options.append("immutable=1")
+        for option in options:
+            try:
+                db = sqlite3.connect(f"{uri}?{option}", uri=True, timeout=60, isolation_level=None,
+                                     check_same_thread=False)
+            except sqlite3.Error:
+                continue
+            try:
+                db.row_factory = sqlite3.Row
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.Error:
+                db.close()
+                continue
+            self.read_only = error.message
+            return db
+        raise error from None
 
     @classmethod
     def create(cls, path: Path, meta: dict[str, str]) -> CAIndex:
-        index = cls(path)
-        with index.transaction() as db:
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            for k, v in meta.items():
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
+        try:  # created by us, 0600 whatever the umask: SQLite gives its WAL files the same mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise full_disk_error(path.parent, f"The CA index {path} cannot be created") from None
+            raise StoreError(f"The CA index {path} cannot be created ({exc.strerror}).",
+                             "Check the folder and its permissions.") from None
+        index = cls(path, create=True)
+        try:
+            with index.transaction() as db:
+                for statement in _SCHEMA.strip().split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                for k, v in meta.items():
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, v))
+        except sqlite3.Error as exc:
+            index.close()
+            raise db_error(exc, path, "created") from None
         return index
 
     @classmethod
@@ -186,11 +305,16 @@ class CAIndex:
                                 "Create one with: certkit ca init --name NAME, or point --home at the CA folder.")
         index = cls(path)
         try:
-            version = index.meta().get("schema_version")
+            version = index._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path} is not a certkit CA index ({exc}).",
-                             "Point --home at a CA folder made by certkit ca init.") from None
+            index.close()
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_NOTADB or "no such table" in str(exc):
+                raise StoreError(f"{path} is not a certkit CA index ({exc}).",
+                                 "Point --home at a CA folder made by certkit ca init.") from None
+            raise db_error(exc, path, "read") from None
+        version = version[0] if version else None
         if version != str(SCHEMA_VERSION):
+            index.close()
             raise StoreError(f"{path} has index schema version {version}, this certkit reads {SCHEMA_VERSION}.",
                              "Use the certkit version that created this CA.")
         return index
@@ -200,31 +324,49 @@ class CAIndex:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE``: take the write lock first, so concurrent writers queue instead of failing."""
+        """``BEGIN IMMEDIATE``: take the write lock first, so concurrent writers queue instead of failing.
+
+        All or nothing: an exception in the block, or a ``COMMIT`` that fails (a full disk), rolls back.
+        """
+        if self.read_only is not None:
+            raise (InputError if "read-only" in self.read_only else StoreError)(
+                f"{self.read_only.rstrip('.')}; certkit opened it read-only.",
+                "Reading commands work; to change the CA, run on a writable copy with free space.")
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"The CA index {self.path} is locked ({exc}).",
-                             "Another certkit process is busy with this CA; try again.") from None
+        except sqlite3.Error as exc:
+            raise db_error(exc, self.path) from None
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        else:
+        try:
             self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise db_error(exc, self.path) from None
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     # --- meta -----------------------------------------------------------------------------------
+    @_mapped
     def meta(self) -> dict[str, str]:
         return {row["key"]: row["value"] for row in self._db.execute("SELECT key, value FROM meta")}
 
+    @_mapped
     def set_meta(self, db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # --- certificates ---------------------------------------------------------------------------
+    @_mapped
     def serial_taken(self, serial: int) -> bool:
         return self._db.execute("SELECT 1 FROM certs WHERE serial = ?", (serial_hex(serial),)).fetchone() is not None
 
+    @_mapped
     def insert(self, db: sqlite3.Connection, cert: x509.Certificate, *, profile: str, issued_at: dt.datetime,
                common_name: str | None = None, names: Sequence[str] | None = None,
                renewed_from: int | None = None, files: dict[str, str] | None = None) -> None:
@@ -253,18 +395,22 @@ class CAIndex:
                 raise DuplicateSerial(str(exc)) from None
             raise
 
+    @_mapped
     def set_files(self, serial: int, files: dict[str, str]) -> None:
         with self.transaction() as db:
             self.set_files_in(db, serial, files)
 
+    @_mapped
     def delete_unpublished(self, db: sqlite3.Connection, serial: int) -> None:
         """Forget a certificate whose files could not be published: nobody holds it or its key."""
         db.execute("DELETE FROM certs WHERE serial = ? AND files = '{}'", (serial_hex(serial),))
 
+    @_mapped
     def set_files_in(self, db: sqlite3.Connection, serial: int, files: dict[str, str]) -> None:
         """Record the files of a certificate inside an open transaction."""
         db.execute("UPDATE certs SET files = ? WHERE serial = ?", (json.dumps(files), serial_hex(serial)))
 
+    @_mapped
     def get(self, serial: int) -> CertRecord:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM certs WHERE serial = ?", (serial_hex(serial),)).fetchone()
         if row is None:
@@ -272,6 +418,7 @@ class CAIndex:
                                 "List them with: certkit ca list.")
         return _record(row)
 
+    @_mapped
     def find(self, ref: str, *, unique: bool = False) -> CertRecord:
         """A certificate by serial (hex, optionally with colons or 0x) or by name.
 
@@ -308,6 +455,7 @@ class CAIndex:
                                 "List them with: certkit ca list.")
         return _record(rows[0])
 
+    @_mapped
     def records(self, *, revoked: bool | None = None, expiring_before: dt.datetime | None = None,
                 after: dt.datetime | None = None) -> list[CertRecord]:
         clauses: list[str] = []
@@ -326,9 +474,11 @@ class CAIndex:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM certs {where} ORDER BY issued_at, serial", args)
         return [_record(r) for r in rows]
 
+    @_mapped
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM certs").fetchone()[0])
 
+    @_mapped
     def revoke(self, serial: int, *, at: dt.datetime, reason: str) -> CertRecord:
         with self.transaction() as db:
             rec = self.get(serial)
@@ -340,16 +490,19 @@ class CAIndex:
                        (_iso(at), reason, rec.serial_hex))
         return self.get(serial)
 
+    @_mapped
     def revoked_entries(self) -> list[tuple[int, dt.datetime, str | None]]:
         rows = self._db.execute("SELECT serial, revoked_at, reason FROM certs WHERE status = 'revoked' "
                                 "ORDER BY revoked_at")
         return [(int(r["serial"], 16), _parse(r["revoked_at"]) or dt.datetime.min, r["reason"]) for r in rows]
 
     # --- CRLs -----------------------------------------------------------------------------------
+    @_mapped
     def next_crl_number(self, db: sqlite3.Connection) -> int:
         row = db.execute("SELECT MAX(number) FROM crls").fetchone()
         return int(row[0] or 0) + 1
 
+    @_mapped
     def record_crl(self, db: sqlite3.Connection, crl: x509.CertificateRevocationList, number: int,
                    issuer: str) -> None:
         from cryptography.hazmat.primitives import serialization
@@ -358,10 +511,21 @@ class CAIndex:
                    (number, issuer, _iso(crl.last_update_utc), _iso(crl.next_update_utc or crl.last_update_utc),
                     crl.public_bytes(serialization.Encoding.DER)))
 
+    @_mapped
     def latest_crls(self) -> Sequence[sqlite3.Row]:
         return list(self._db.execute(
             "SELECT c.* FROM crls c JOIN (SELECT issuer, MAX(number) n FROM crls GROUP BY issuer) m "
             "ON c.issuer = m.issuer AND c.number = m.n"))
 
+    @_mapped
+    def has_serials(self, serials: Sequence[int]) -> bool:
+        """Whether any of these serials is recorded (a journal's transaction committed)."""
+        return any(self.serial_taken(s) for s in serials)
+
+    @_mapped
+    def has_crl(self, number: int) -> bool:
+        return self._db.execute("SELECT 1 FROM crls WHERE number = ?", (number,)).fetchone() is not None
+
+    @_mapped
     def integrity_ok(self) -> bool:
         return bool(self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

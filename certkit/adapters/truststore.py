@@ -4,7 +4,7 @@ Layout of a store folder (default ``<home>/trust/``)::
 
     index.json          {"format": "certkit-trust-store", "version": 1, "anchors": [...]}
     <SHA256>.pem        one certificate per file, named by its SHA-256 fingerprint (64 hex digits)
-    .lock               flock(2) target serialising writers
+    .lock               the lock serialising writers (filelock: flock on POSIX, msvcrt on Windows)
 
 Each index entry holds the provenance (label, partner domains, source, when added, pinned) and what
 ``list`` shows (subject, validity, CA or not) together with the file's size and SHA-256, so that
@@ -19,7 +19,9 @@ writing a PEM and the index, or a file dropped in by hand) are ignored and liste
 :attr:`TrustStore.stray`.
 
 Updates take the lock, re-read the index, write the PEM files atomically, then replace the index
-atomically: two processes adding at once both succeed, and a crash leaves the old index intact.
+atomically: two processes adding at once both succeed, and a crash leaves the old index intact. A
+store folder (and a missing home above it) is created 0700 whatever the umask; reading never writes,
+so a store on a read-only mount can be listed, shown, exported and used to verify.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 
 from cryptography import x509
 
-from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many, file_lock
+from certkit.adapters.fs import PRIVATE_DIR, PUBLIC, atomic_write, atomic_write_many, file_lock
 from certkit.clock import Clock, SystemClock
 from certkit.core.formats import cert_der, cert_pem, sha1_thumbprint, sha256_fingerprint
 from certkit.core.names import dns_name
@@ -302,7 +304,7 @@ class TrustStore:
                                   "Nothing was added.")
             plan.append((cert, tuple(refusals)))
         results: list[AddResult] = []
-        with file_lock(self.path / LOCK):
+        with file_lock(self.path / LOCK, folder_mode=PRIVATE_DIR):
             self._reload()
             state = self._state
             files: list[tuple[Path, bytes, int]] = []
@@ -351,7 +353,7 @@ class TrustStore:
 
     def remove(self, ref: str) -> dict[str, Any]:
         """Remove the anchor ``ref`` names (works on a damaged anchor too); returns its index entry."""
-        with file_lock(self.path / LOCK):
+        with file_lock(self.path / LOCK, folder_mode=PRIVATE_DIR):
             self._reload()
             entry = self.get(ref)
             fp = entry["fingerprint_sha256"]

@@ -377,7 +377,8 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
                    "certificates": st.certificates, "revoked": st.revoked,
                    "crls": [{"issuer": c.issuer, "number": c.number, "next_update": c.next_update, "url": c.url}
                             for c in st.crls],
-                   "findings": [f.to_dict() for f in st.findings], "ok": st.ok})
+                   "findings": [f.to_dict() for f in st.findings], "leftovers": list(st.leftovers),
+                   "ok": st.ok})
     else:
         click.echo(f"CA {st.name!r}: root valid until {st.root_not_after:%Y-%m-%d}, "
                    f"{st.certificates} certificates ({st.revoked} revoked)")
@@ -387,7 +388,9 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
             click.echo("  no CRL published yet")
         for f in st.findings:
             click.echo(f"  {str(f.severity).upper():<7} {f.detail}  -> {f.entry.remedy}")
-        if not st.findings:
+        for leftover in st.leftovers:
+            click.echo(f"  {'WARNING':<7} leftover: {leftover}")
+        if not st.findings and not st.leftovers:
             click.echo("  OK")
     sys.exit(0 if st.ok else 1)
 
