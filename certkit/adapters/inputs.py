@@ -96,7 +96,7 @@ def read_error(exc: OSError, path: str | os.PathLike[str], what: str = "file") -
         return InputError(f"{shown} is a folder, not a {what}.", f"Give the path of the {what}.")
     if code == errno.EIO:
         return InputError(f"{shown} cannot be read: input/output error.",
-                          "The disk or file system is failing (see dmesg); copy the file from a good source.")
+                          "Check the disk (see dmesg), or copy the file from a good source.")
     if code in (errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP):
         return InputError(f"{shown} cannot be read: it is not a regular file.", f"Give the path of the {what}.")
     reason = exc.strerror or type(exc).__name__
@@ -159,5 +159,5 @@ def os_error(exc: OSError, what: str) -> InputError | StoreError:
                           "should be, or the reverse.")
     if exc.errno == errno.EIO:
         return StoreError(f"Cannot write {what}: input/output error.",
-                          "The disk or file system is failing (see dmesg); write somewhere else.")
+                          "Check the disk (see dmesg), or write somewhere else.")
     return StoreError(f"Cannot write {what}: {reason}.", "Check the folder and try again.")

@@ -43,9 +43,9 @@ def config_group() -> None:
 
 @config_group.command("exchange")
 @click.option("--partner", required=True, help="The partner's mail domain (fabrikam.com).")
-@click.option("--cert-pfx", "pfx_file", required=True, type=click.Path(dir_okay=False),
+@click.option("--cert-pfx", "pfx_file", required=True, type=click.Path(),
               help="Our transport certificate with its key (PFX); read here only for its thumbprint.")
-@click.option("--pfx-password-file", type=click.Path(dir_okay=False), default=None,
+@click.option("--pfx-password-file", type=click.Path(), default=None,
               help=f"File whose first line is the PFX password (else ${PFX_PASSWORD_ENV}, else a prompt).")
 @click.option("--version", "version", type=click.Choice(EXCHANGE_VERSIONS), default="2013+", show_default=True,
               help="Exchange version: 2010 imports with -FileData, 2013+ with -FileName.")
@@ -54,7 +54,7 @@ def config_group() -> None:
 @click.option("--server-path", default=None,
               help="Where the PFX will be on the Exchange server (default: C:\\certkit\\NAME for 2010, "
                    "\\\\$env:COMPUTERNAME\\c$\\certkit\\NAME for 2013+).")
-@click.option("--partner-root", type=click.Path(dir_okay=False), default=None,
+@click.option("--partner-root", type=click.Path(), default=None,
               help="The partner's root certificate, to import into Cert:\\LocalMachine\\Root (without it the "
                    "import step is written with a placeholder path to fill in).")
 @click.option("--no-edge-subscription", is_flag=True,
@@ -93,9 +93,9 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
 
 @config_group.command("postfix")
 @click.option("--partner", required=True, help="The partner's mail domain (fabrikam.com).")
-@click.option("--cert", "cert_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--cert", "cert_file", type=click.Path(), default=None,
               help="Our certificate as Postfix will read it (leaf first, chain after).")
-@click.option("--key", "key_file", type=click.Path(dir_okay=False), default=None, help="Its key, as Postfix reads it.")
+@click.option("--key", "key_file", type=click.Path(), default=None, help="Its key, as Postfix reads it.")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
 @click.option("--include-public", is_flag=True, help="Also trust certifi's public roots (default: managed only).")
 @click.option("--config-dir", default="/etc/postfix", show_default=True, help="Postfix's configuration folder.")
@@ -128,7 +128,7 @@ def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the kit to.")
 @click.option("--edge-fqdn", required=True, help="Our Edge's public FQDN.")
 @click.option("--domain", "domains", multiple=True, required=True, help="Our mail domain (repeat for each).")
-@click.option("--root", "root_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--root", "root_file", type=click.Path(), default=None,
               help="Our root certificate (default: the CA home's root).")
 @click.option("--crl-url", default=None, help="Our CRL URL (default: the CA home's).")
 @click.option("--force", is_flag=True, help="Overwrite files in --out.")

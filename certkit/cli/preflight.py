@@ -85,11 +85,11 @@ class _Progress:
 @click.command("preflight")
 @click.option("--partner", required=True, help="The partner's mail domain (fabrikam.com).")
 @click.option("--our-domain", required=True, help="Our mail domain (contoso.com).")
-@click.option("--cert", "cert_file", required=True, type=click.Path(dir_okay=False),
+@click.option("--cert", "cert_file", required=True, type=click.Path(),
               help="Our transport certificate (PEM/DER; leaf first, chain after).")
-@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False),
+@click.option("--key", "key_file", required=True, type=click.Path(),
               help=f"Its private key (passphrase from ${KEY_PASSPHRASE_ENV}).")
-@click.option("--chain", "chain_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--chain", "chain_file", type=click.Path(), default=None,
               help="Intermediates (and our root) we send with it (default root: the CA in --home, if any).")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
 @click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")

@@ -211,9 +211,9 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
 @click.argument("targets", nargs=-1)
 @click.option("--port", default=25, show_default=True, help="Port for domains and hosts given without one.")
 @click.option("--implicit-tls", is_flag=True, help="TLS from the first byte (port 465 style), no STARTTLS.")
-@click.option("--client-cert", type=click.Path(dir_okay=False), default=None,
+@click.option("--client-cert", type=click.Path(), default=None,
               help="Our certificate (PEM, leaf first, chain after) to present.")
-@click.option("--client-key", type=click.Path(dir_okay=False), default=None,
+@click.option("--client-key", type=click.Path(), default=None,
               help=f"Its private key (passphrase from ${KEY_PASSPHRASE_ENV}).")
 @click.option("--as", "as_name", default=None, metavar="NAME",
               help="Present our certificate for NAME from the CA home (newest valid one; files as recorded).")
@@ -231,7 +231,7 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
               help="Seconds per step (0.1 to 3600).")
 @click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000),
               help="Sessions at once (1 to 1000).")
-@click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None, help="Read targets from FILE.")
+@click.option("--from", "from_file", type=click.Path(), default=None, help="Read targets from FILE.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the transcript.")
 @home_option
