@@ -126,6 +126,21 @@ _ENTRIES: tuple[Code, ...] = (
        exchange="A certificate chain processed, but ended in a root certificate which is not trusted by "
                 "the trust provider.",
        postfix="certificate verification failed"),
+    _c("chain.too-deep", "error", "theirs", "chain too long",
+       "The path from the certificate to a trusted root has more intermediate CAs than the verifier accepts "
+       "(certkit's limit, like OpenSSL's verify depth). Every certificate was sent and the root is trusted: "
+       "importing the root again does not help.",
+       "Issue the certificate from a CA closer to the root (certkit ca init makes a root with one intermediate), "
+       "or have the partner do so.",
+       tlsrpt="validation-failure", status="4.7.5",
+       postfix="certificate verification failed: certificate chain too long"),
+    _c("chain.path-length", "error", "theirs", "path length constraint exceeded",
+       "A CA in the path limits how many intermediate CAs may follow it (basicConstraints pathLenConstraint), "
+       "and the path has more (RFC 5280 6.1.4). The root may well be trusted; this CA forbids the path.",
+       "Issue the certificate from an intermediate that the constraining CA allows (one directly below it when "
+       "the constraint is 0), or reissue that CA with a larger pathLenConstraint.",
+       tlsrpt="validation-failure", status="4.7.5",
+       postfix="certificate verification failed: path length constraint exceeded"),
     _c("chain.pinned-leaf", "info", "theirs", "pinned certificate",
        "The certificate is trusted because this exact certificate was pinned in the store.",
        "Nothing to do; replace the pin when the certificate is renewed."),

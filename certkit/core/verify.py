@@ -6,7 +6,8 @@ certkit adds what it lacks and explains every failure as :class:`~certkit.core.f
 
 * which certificate expired or is not yet valid, and by how long (``cert.expired``, ``cert.not-yet-valid``);
 * self-signed vs issuer not trusted vs intermediate not sent (``chain.self-signed``,
-  ``chain.unknown-issuer``, ``chain.missing-intermediate``), anything else as ``chain.invalid``;
+  ``chain.unknown-issuer``, ``chain.missing-intermediate``) vs a path longer than the depth limit or a CA's
+  pathLenConstraint allows (``chain.too-deep``, ``chain.path-length``), anything else as ``chain.invalid``;
 * name mismatches with the names the certificate does carry (``name.host-mismatch``,
   ``name.domain-mismatch``), including the Domain Security rule that cryptography cannot express;
 * the wrong EKU for the purpose (``eku.no-server-auth``, ``eku.no-client-auth``);
@@ -62,7 +63,10 @@ __all__ = ["Purpose", "VerificationResult", "crl_urls", "domain_matches", "host_
 Purpose = Literal["server", "client"]
 
 _PURPOSE_EKU = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
-_MAX_DIAG_DEPTH = 16
+#: How far certkit follows issuers to explain a rejected path (well past any limit a verifier applies).
+_MAX_DIAG_DEPTH = 64
+#: cryptography's default chain depth: intermediate CAs between the leaf and the trust anchor.
+DEFAULT_MAX_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,7 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool | None:
 @dataclass
 class _Path:
     certs: list[x509.Certificate]
-    end: Literal["anchor", "self-signed", "missing"]
+    end: Literal["anchor", "self-signed", "missing", "too-deep"]
     anchor: Anchor | None = None
 
 
@@ -308,7 +312,36 @@ def _assemble(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
         seen.add(sha256_fingerprint(nxt))
         path.append(nxt)
         current = nxt
-    return _Path(path, "missing")
+    return _Path(path, "too-deep")
+
+
+def _intermediate_count(chain: Sequence[x509.Certificate], end: str) -> int:
+    """The intermediate CAs of a path (leaf first): all but the leaf, and the anchor when the path reaches one."""
+    return max(0, len(chain) - (2 if end == "anchor" else 1))
+
+
+def _path_length_findings(chain: Sequence[x509.Certificate]) -> list[Finding]:
+    """RFC 5280 6.1.4(l)(m): each CA's pathLenConstraint against the CA certificates below it in ``chain``
+    (self-issued ones do not count). The trust anchor's own constraint counts too, as cryptography applies it."""
+    out: list[Finding] = []
+    for j in range(1, len(chain)):
+        ca = chain[j]
+        try:
+            bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except (x509.ExtensionNotFound, ValueError):
+            continue
+        if not bc.ca or bc.path_length is None:
+            continue
+        below = [c for c in chain[1:j] if c.subject != c.issuer]
+        if len(below) > bc.path_length:
+            allowed = "no intermediate CA" if bc.path_length == 0 else (
+                f"at most {bc.path_length} intermediate CA{'s' if bc.path_length != 1 else ''}")
+            out.append(Finding(
+                "chain.path-length",
+                f"{_who(ca)} allows {allowed} below it (pathLenConstraint {bc.path_length}), but the path has "
+                f"{len(below)}: {', '.join(_who(c) for c in below)}.", subject=_who(ca),
+                evidence={"ca": _who(ca), "path_length": bc.path_length, "below": [_who(c) for c in below]}))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -687,6 +720,24 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
         if is_sha1_signed(cert) and not is_anchor:
             findings.append(Finding("sig.sha1", f"The {role} {_who(cert)} is signed with SHA-1.", subject=_who(cert),
                                     evidence={"role": role}))
+
+    if verified is None and end in ("anchor", "too-deep"):
+        # Every certificate was there and the path reaches (or heads for) a trust anchor: a limit on its length
+        # is the reason, not trust. Say which one.
+        limit = DEFAULT_MAX_DEPTH if max_depth is None else max_depth
+        count = _intermediate_count(chain, end)
+        if end == "too-deep" or count > limit:
+            if end == "too-deep":
+                detail = (f"The path from {_who(leaf)} has more than {count} intermediate CAs (certkit stopped "
+                          f"following issuers at {_who(chain[-1])}), over the limit of {limit}.")
+            else:
+                detail = (f"The path from {_who(leaf)} to the trusted root {_who(chain[-1])} has {count} "
+                          f"intermediate CA{'s' if count != 1 else ''}, over the limit of {limit}; the path is "
+                          "complete and its root is trusted.")
+            findings.append(Finding("chain.too-deep", detail, subject=_who(leaf),
+                                    evidence={"intermediates": count, "limit": limit,
+                                              "reaches_anchor": end == "anchor"}))
+        findings.extend(_path_length_findings(chain))
 
     if verified is None:
         last = chain[-1]
