@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from certkit.core.issuance import LeafRequest, csr_names
+from certkit.core.issuance import LeafRequest, build_exchange_selfsigned, csr_names
 from certkit.core.names import dns_name, general_name, parse_san, unicode_name
 from certkit.core.profiles import PROFILES, ProfileName
 from certkit.core.verify import verify_chain
@@ -103,6 +103,11 @@ def test_issuance_entry_points_refuse_unless_allowed() -> None:
     req = LeafRequest.for_host("mx.pаypal.com", accepted_domains=["pаypal.com"], not_before=NOW, not_after=NOW,
                                extra_sans=[parse_san("DNS:pаypal.net", allow_mixed_script=True)],
                                allow_mixed_script=True)
+    with pytest.raises(InputError, match="can pass for"):
+        build_exchange_selfsigned("edge.pаypal.com", pki.make_key(), serial=1 << 70, not_before=NOW)
+    cert = build_exchange_selfsigned("edge.pаypal.com", pki.make_key(), serial=1 << 70, not_before=NOW,
+                                     allow_mixed_script=True)
+    assert cert.subject.rfc4514_string() == "CN=edge"
     assert req.common_name == "mx.xn--pypal-4ve.com"
     assert [n.value for n in req.sans] == ["mx.xn--pypal-4ve.com", "xn--pypal-4ve.com", "xn--pypal-4ve.net"]
 

@@ -413,10 +413,11 @@ def build_leaf(request: LeafRequest, *, public_key: PublicKey, serial: int, issu
 
 
 def build_exchange_selfsigned(fqdn: str, key: PrivateKey, *, serial: int, not_before: dt.datetime,
-                              days: int = 5 * 365) -> x509.Certificate:
+                              days: int = 5 * 365, allow_mixed_script: bool = False) -> x509.Certificate:
     """What ``New-ExchangeCertificate`` makes by default: CN = the server's short name, SAN = short name + FQDN,
-    serverAuth + clientAuth, five years, signed by its own key."""
-    host = dns_name(fqdn)
+    serverAuth + clientAuth, five years, signed by its own key. ``allow_mixed_script``: see
+    :func:`~certkit.core.names.dns_name`."""
+    host = dns_name(fqdn, allow_mixed_script=allow_mixed_script)
     short = host.split(".")[0]
     sans: list[x509.GeneralName] = [x509.DNSName(short)]
     if host != short:
