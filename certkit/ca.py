@@ -444,10 +444,12 @@ class CertificateAuthority:
             yield
 
     def _check_writable(self) -> None:
-        if self.index.read_only is not None:
-            cls = InputError if "read-only" in self.index.read_only else StoreError
-            raise cls(f"{self.index.read_only.rstrip('.')}; it can be read but not changed.",
-                      "Run the command on a writable copy of the CA home, with free space.")
+        """A home opened read-only (a read-only mount, a full disk) says so before anything is attempted."""
+        error = self.index.read_only
+        if error is not None:
+            hint = ("Run the command on a writable copy of the CA home." if isinstance(error, InputError) else
+                    "Free some space there and run the command again; nothing was changed.")
+            raise type(error)(f"{error.message.rstrip('.')}; the CA can be read but not changed.", hint)
 
     def _commit(self, files: list[tuple[Path, bytes, int]], *, overwrite: bool,
                 record: Callable[[sqlite3.Connection], None], serials: Sequence[int] = (),

@@ -163,6 +163,17 @@ def disk_full(folder: Path) -> bool:
         return False
 
 
+def read_only_folder(folder: Path) -> bool:
+    """Whether ``folder`` cannot be written: a read-only mount (root included), or no write permission."""
+    statvfs = getattr(os, "statvfs", None)
+    try:
+        if statvfs is not None and statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+            return True
+    except OSError:
+        pass
+    return not os.access(folder, os.W_OK)
+
+
 def full_disk_error(folder: Path, what: str) -> StoreError:
     return StoreError(f"{what}: the disk holding {folder} is full.",
                       "Free some space there and run the command again; the CA was left as it was before "
@@ -173,12 +184,14 @@ def db_error(exc: sqlite3.Error, path: Path, doing: str = "written") -> InputErr
     """One line for an SQLite failure: a full disk, a read-only home, a busy index, or a damaged one."""
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     text = str(exc)
-    if code == _SQLITE_FULL or "disk is full" in text or (code in (_SQLITE_IOERR, _SQLITE_CANTOPEN)
-                                                          and disk_full(path.parent)):
+    if code == _SQLITE_FULL or "disk is full" in text:
         return full_disk_error(path.parent, f"The CA index {path} cannot be {doing}")
-    if code == _SQLITE_READONLY or "readonly" in text:
+    io_error = code in (_SQLITE_IOERR, _SQLITE_CANTOPEN)
+    if code == _SQLITE_READONLY or "readonly" in text or (io_error and read_only_folder(path.parent)):
         return InputError(f"The CA index {path} cannot be {doing}: the CA home is read-only ({text}).",
                           "Run the command on a writable copy of the CA home, as the user who owns it.")
+    if io_error and disk_full(path.parent):
+        return full_disk_error(path.parent, f"The CA index {path} cannot be {doing}")
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return StoreError(f"The CA index {path} is locked ({text}).",
                           "Another certkit process is busy with this CA; try again.")
@@ -218,7 +231,7 @@ class CAIndex:
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
         #: why the index is open read-only (a read-only home, a full disk), or None when it can be written
-        self.read_only: str | None = None
+        self.read_only: InputError | StoreError | None = None
         try:
             self._db = self._connect()
         except sqlite3.Error as exc:
@@ -271,7 +284,7 @@ class CAIndex:
             except sqlite3.Error:
                 db.close()
                 continue
-            self.read_only = error.message
+            self.read_only = error
             return db
         raise error from None
 
@@ -329,9 +342,7 @@ class CAIndex:
         All or nothing: an exception in the block, or a ``COMMIT`` that fails (a full disk), rolls back.
         """
         if self.read_only is not None:
-            raise (InputError if "read-only" in self.read_only else StoreError)(
-                f"{self.read_only.rstrip('.')}; certkit opened it read-only.",
-                "Reading commands work; to change the CA, run on a writable copy with free space.")
+            raise self.read_only
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:

@@ -291,12 +291,18 @@ def file_lock(path: str | os.PathLike[str], *, folder_mode: int | None = None,
     Not re-entrant across calls: a process must not take the same lock twice. With ``wait=False`` a lock
     held by another process raises :class:`~certkit.errors.StoreError` at once.
     """
-    import filelock  # here: only writers pay for importing it
+    import warnings
+
+    with warnings.catch_warnings():  # without flock (not Windows) filelock warns that it falls back to a soft lock
+        warnings.simplefilter("ignore")
+        import filelock  # here: only writers pay for importing it
 
     lock_path = Path(path)
     try:
         make_dirs(lock_path.parent, folder_mode)
-        lock = filelock.FileLock(str(lock_path), mode=0o600)
+        # 0600 where modes exist (filelock applies it with fchmod); Windows has ACLs, not modes
+        lock = filelock.FileLock(str(lock_path), mode=0o600) if hasattr(os, "fchmod") else filelock.FileLock(
+            str(lock_path))
         lock.acquire(timeout=-1 if wait else 0)
     except filelock.Timeout:
         raise StoreError(f"{lock_path} is held by another process.", "Try again when it has finished.") from None
