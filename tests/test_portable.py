@@ -1,6 +1,7 @@
 """The CA without POSIX-only primitives: what Windows lacks is taken away in a subprocess.
 
-This machine has no Windows. The subprocess makes ``import fcntl`` fail and removes ``os.link``,
+This machine has no Windows. The subprocess makes ``import fcntl`` fail and removes ``os.link``, the open flags
+``O_NONBLOCK``/``O_NOCTTY``,
 ``os.fchmod`` and ``os.sync`` (absent on Windows with Python 3.11), then runs the CLI: init, issue
 (publication by rename), a batch with a file in the way (all or none), renew, revoke, CRL, list and
 status, and the trust store. What is *not* verified here: msvcrt locking, Windows' rename semantics
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 _WITHOUT_POSIX = r"""
 import builtins, os, sys
-for name in ("link", "fchmod", "sync"):
+for name in ("link", "fchmod", "sync", "O_NONBLOCK", "O_NOCTTY"):
     if hasattr(os, name):
         delattr(os, name)
 sys.modules["fcntl"] = None  # import fcntl -> ImportError, as on Windows

@@ -20,7 +20,9 @@ from certkit.errors import InputError, MalformedInputError, NotFoundError, Store
 
 __all__ = ["os_error", "read_error", "read_input"]
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+# getattr: Windows has none of these (and no FIFOs to block on); O_BINARY keeps its reads byte for byte.
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+               | getattr(os, "O_BINARY", 0))
 _CHUNK = 1024 * 1024
 #: characters of a path shown in a message (a name too long for the file system can be kilobytes)
 _SHOWN = 240
