@@ -190,3 +190,19 @@ def test_as_after_a_rekey_without_a_key_file(home: Home) -> None:
     home.ca.renew(first.serial, rekey=True, write=WriteOptions(home.out / "second", write_key=False))
     with pytest.raises(NotFoundError, match="key file"):
         identity_from_home(home.path, "edge.contoso.test")
+
+
+def test_a_reissue_into_the_same_files_takes_them_over_even_within_one_second(home: Home) -> None:
+    """``--force`` writes a new certificate over the files of an older one: the older record gives them up, so
+    two records never name one file, and ``--as`` presents the certificate that the files really hold,
+    whatever the order of serial numbers when both were issued in the same second."""
+    folder = home.out / "shared"
+    folder.mkdir()
+    first = home.ca.issue("edge.contoso.test", key_type="ec-p256")
+    home.ca.record_files(first.serial, first.write_to(folder))
+    second = home.ca.issue("edge.contoso.test", key_type="ec-p256")  # same clock reading: a tie on issued_at
+    home.ca.record_files(second.serial, second.write_to(folder, overwrite=True))
+    records = {r.serial: r for r in home.ca.records()}
+    assert records[first.serial].files == {}
+    assert set(records[second.serial].files) >= {"crt", "key"}
+    assert identity_from_home(home.path, "edge.contoso.test").cert.serial_number == second.serial

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -405,6 +405,25 @@ class CAIndex:
             if "serial" in str(exc) or "PRIMARY" in str(exc).upper():
                 raise DuplicateSerial(str(exc)) from None
             raise
+        if files:
+            self._release(db, files.values(), keep=cert.serial_number)
+
+    @staticmethod
+    def _release(db: sqlite3.Connection, paths: Iterable[str], *, keep: int) -> None:
+        """``--force`` gave these files to the certificate ``keep``: earlier records no longer hold them.
+
+        Without this, two records would name one file (issued in the same second, which of them is newest
+        is a coin toss), and ``probe --as`` could present a certificate with the key of another.
+        """
+        for path in set(paths):
+            needle = json.dumps(path)
+            rows = db.execute("SELECT serial, files FROM certs WHERE serial != ? AND instr(files, ?) > 0",
+                              (serial_hex(keep), needle)).fetchall()
+            for serial, text in rows:
+                held = json.loads(text)
+                kept = {kind: where for kind, where in held.items() if where != path}
+                if kept != held:
+                    db.execute("UPDATE certs SET files = ? WHERE serial = ?", (json.dumps(kept), serial))
 
     @_mapped
     def set_files(self, serial: int, files: dict[str, str]) -> None:
@@ -418,8 +437,9 @@ class CAIndex:
 
     @_mapped
     def set_files_in(self, db: sqlite3.Connection, serial: int, files: dict[str, str]) -> None:
-        """Record the files of a certificate inside an open transaction."""
+        """Record the files of a certificate inside an open transaction (earlier records give them up)."""
         db.execute("UPDATE certs SET files = ? WHERE serial = ?", (json.dumps(files), serial_hex(serial)))
+        self._release(db, files.values(), keep=serial)
 
     @_mapped
     def get(self, serial: int) -> CertRecord:

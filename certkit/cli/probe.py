@@ -107,8 +107,13 @@ def identity_from_home(home: Path, name: str, *, at: dt.datetime | None = None) 
             raise NotFoundError(f"The CA in {home} has no currently valid certificate for {name} "
                                 f"({len(records)} expired or not yet valid).",
                                 "Renew it (certkit ca renew NAME), or give --client-cert and --client-key.")
-        # Newest: latest issuance, then latest expiry; on a tie, the later row of the index.
-        record = max(enumerate(valid), key=lambda pair: (pair[1].issued_at, pair[1].not_after, pair[0]))[1]
+        # Newest: one whose certificate file it still holds (a --force reissue takes the files over), then
+        # the latest issuance, the latest expiry; on a tie, the later row of the index.
+        def newest(pair: tuple[int, CertRecord]) -> tuple[bool, dt.datetime, dt.datetime, int]:
+            r = pair[1]
+            return bool(r.files.get("chain.pem") or r.files.get("crt")), r.issued_at, r.not_after, pair[0]
+
+        record = max(enumerate(valid), key=newest)[1]
         key_file = record.files.get("key") or _renewed_key_file(authority, record)
     cert_file = record.files.get("chain.pem") or record.files.get("crt")
     hint = "Give --client-cert and --client-key instead."
