@@ -57,11 +57,14 @@ from certkit.core.issuance import (
     BACKDATE,
     LeafRequest,
     RevokedEntry,
+    Validity,
     build_ca,
     build_crl,
     build_exchange_selfsigned,
     build_leaf,
+    csr_names,
     fqdn_of,
+    leaf_validity,
     random_serial,
 )
 from certkit.core.keys import (
@@ -74,7 +77,7 @@ from certkit.core.keys import (
     public_key_matches,
 )
 from certkit.core.keys import private_key_pem as _key_pem
-from certkit.core.names import dns_name, general_name, parse_san
+from certkit.core.names import dns_name, parse_san
 from certkit.core.profiles import ProfileName
 from certkit.errors import AlreadyExistsError, CertkitError, InputError, PassphraseError, PolicyError, StoreError
 
@@ -104,6 +107,8 @@ class IssuedCertificate:
     renewed_from: int | None = None
     #: The files written with the certificate (``crt``, ``key``, ``chain.pem``, ``pfx``, ``p7b``), if any.
     paths: Mapping[str, Path] = field(default_factory=dict)
+    #: Sentences the admin must be shown: a validity cut back to the CA's end, CSR names left out.
+    warnings: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -201,6 +206,8 @@ class IssueRequest:
     profile: ProfileName | str = ProfileName.TRANSPORT
     key_type: KeyType | str = KeyType.RSA2048
     days: int = 397
+    #: Accept a name that mixes scripts or is a look-alike (see :func:`~certkit.core.names.dns_name`).
+    allow_mixed_script: bool = False
 
 
 @dataclass(frozen=True)
@@ -390,24 +397,31 @@ class CertificateAuthority:
         return (self.issuer,) if self.has_intermediate else ()
 
     # --- issuing --------------------------------------------------------------------------------
-    def _validity(self, days: int) -> tuple[dt.datetime, dt.datetime]:
+    def _validity(self, days: int) -> Validity:
+        """The validity of a certificate issued now: refused when the clock is before the CA's notBefore,
+        notAfter cut back to the CA's (with a warning) when ``days`` would outlive it."""
         _check_days(days)
-        now = self.clock.now()
-        return now - BACKDATE, now + dt.timedelta(days=days)
+        return leaf_validity((self.issuer, self.root), now=self.clock.now(), days=days)
 
     def _sign(self, request: LeafRequest, public_key: PublicKey) -> x509.Certificate:
         return build_leaf(request, public_key=public_key, serial=random_serial(), issuer_cert=self.issuer,
                           issuer_key=self._signing_key(), crl_url=self.crl_url, aia_url=self.aia_url)
 
     def _issue_and_record(self, items: Sequence[tuple[LeafRequest, PublicKey, PrivateKey | None, int | None]],
-                          write: WriteOptions | None = None) -> list[IssuedCertificate]:
+                          write: WriteOptions | None = None, warnings: Sequence[tuple[str, ...]] | None = None
+                          ) -> list[IssuedCertificate]:
         """Sign, then record and publish in one step under the CA lock (see :meth:`_commit`).
 
+        ``warnings``: per item, what the admin must be told (carried in :attr:`IssuedCertificate.warnings`).
         On a (vanishingly rare) serial collision everything is signed again.
         """
+        notes = list(warnings) if warnings is not None else [() for _ in items]
+        if len(notes) != len(items):
+            raise ValueError("one tuple of warnings per item")
         for _attempt in range(5):
-            issued = [IssuedCertificate(self._sign(req, pub), key, self.intermediates, self.root, renewed_from=prev)
-                      for req, pub, key, prev in items]
+            issued = [IssuedCertificate(self._sign(req, pub), key, self.intermediates, self.root, renewed_from=prev,
+                                        warnings=tuple(notes[n]))
+                      for n, (req, pub, key, prev) in enumerate(items)]
             files: list[tuple[Path, bytes, int]] = []
             own: list[dict[str, Path]] = [{} for _ in issued]
             if write is not None:
@@ -546,67 +560,61 @@ class CertificateAuthority:
 
     def issue(self, fqdn: str, *, accepted_domains: Iterable[str] = (), sans: Iterable[str] = (),
               profile: ProfileName | str = ProfileName.TRANSPORT, key_type: KeyType | str = KeyType.RSA2048,
-              days: int = 397, key: PrivateKey | None = None, write: WriteOptions | None = None
-              ) -> IssuedCertificate:
+              days: int = 397, key: PrivateKey | None = None, write: WriteOptions | None = None,
+              allow_mixed_script: bool = False) -> IssuedCertificate:
         """Issue and record a certificate for ``fqdn`` (transport profile: CN = FQDN, SAN = FQDN + domains).
 
-        With ``write``, its files are written in the same step (see :class:`WriteOptions`).
+        With ``write``, its files are written in the same step (see :class:`WriteOptions`). A notAfter cut back
+        to the CA's end is reported in :attr:`IssuedCertificate.warnings`.
         """
-        return self.issue_many([IssueRequest(fqdn, tuple(accepted_domains), tuple(sans), profile, key_type, days)],
-                               keys=[key], write=write)[0]
+        return self.issue_many([IssueRequest(fqdn, tuple(accepted_domains), tuple(sans), profile, key_type, days,
+                                             allow_mixed_script)], keys=[key], write=write)[0]
 
     def issue_many(self, requests: Sequence[IssueRequest], *, keys: Sequence[PrivateKey | None] | None = None,
                    write: WriteOptions | None = None) -> list[IssuedCertificate]:
         """Issue several certificates and record them all in one transaction (all or none)."""
         self._signing_key()
         prepared: list[tuple[LeafRequest, PublicKey, PrivateKey | None, int | None]] = []
+        notes: list[tuple[str, ...]] = []
         seen: set[str] = set()
         for i, r in enumerate(requests):
-            nb, na = self._validity(r.days)
-            leaf = LeafRequest.for_host(r.fqdn, accepted_domains=r.accepted_domains,
-                                        extra_sans=[parse_san(s) for s in r.sans], profile=r.profile,
-                                        not_before=nb, not_after=na)
+            v = self._validity(r.days)
+            leaf = LeafRequest.for_host(
+                r.fqdn, accepted_domains=r.accepted_domains,
+                extra_sans=[parse_san(s, allow_mixed_script=r.allow_mixed_script) for s in r.sans],
+                profile=r.profile, not_before=v.not_before, not_after=v.not_after,
+                allow_mixed_script=r.allow_mixed_script)
             if leaf.common_name in seen:
                 raise InputError(f"{leaf.common_name} is listed more than once.", "Name each host once.")
             seen.add(leaf.common_name)
             key = (keys[i] if keys else None) or generate_key(r.key_type)
             check_key_strength(key)
             prepared.append((leaf, key.public_key(), key, None))
-        return self._issue_and_record(prepared, write)
+            notes.append(v.warnings)
+        return self._issue_and_record(prepared, write, notes)
 
     def sign_csr(self, csr: x509.CertificateSigningRequest, *, profile: ProfileName | str = ProfileName.TRANSPORT,
-                 days: int = 397, write: WriteOptions | None = None) -> IssuedCertificate:
-        """Sign an external PKCS#10 request: the CSR gives names and key, the profile gives the extensions."""
+                 days: int = 397, write: WriteOptions | None = None, allow_mixed_script: bool = False,
+                 refuse_dropped: bool = False) -> IssuedCertificate:
+        """Sign an external PKCS#10 request: the CSR gives names and key, the profile gives the extensions.
+
+        SAN entries the profile does not carry (e-mail, URI, ...) are left out with a warning in
+        :attr:`IssuedCertificate.warnings`, or refused (:class:`PolicyError`) with ``refuse_dropped``.
+        """
         if not csr.is_signature_valid:
             raise InputError("The request's signature does not verify.", "Generate the request again.")
         public_key = csr.public_key()
         if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             raise PolicyError("The request's key is neither RSA nor EC.", "Generate an RSA 2048 request.")
         check_key_strength(public_key, what="The request's key")
-        names: list[x509.GeneralName] = []
-        cn_attrs = csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        cn = str(cn_attrs[0].value) if cn_attrs else ""
-        try:
-            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            for entry in san:
-                if isinstance(entry, x509.DNSName):
-                    names.append(x509.DNSName(dns_name(entry.value)))
-                elif isinstance(entry, x509.IPAddress):
-                    names.append(entry)
-        except x509.ExtensionNotFound:
-            pass
-        if cn:
-            cn_name = general_name(cn)
-            if cn_name not in names:
-                names.insert(0, cn_name)
-        if not names:
-            raise InputError("The request names no host (no CN, no SAN).",
-                             "Generate the request with the Edge's FQDN as subject.")
-        first = names[0]
-        fqdn = first.value if isinstance(first, x509.DNSName) else str(first.value)
-        nb, na = self._validity(days)
-        leaf = LeafRequest(fqdn, tuple(names), ProfileName.parse(profile), nb, na)
-        return self._issue_and_record([(leaf, public_key, None, None)], write)[0]
+        names = csr_names(csr, profile, allow_mixed_script=allow_mixed_script)
+        if names.dropped and refuse_dropped:
+            raise PolicyError(names.warning or "The request asks for names the profile does not carry.",
+                              "Sign it without --strict-sans to issue without them.")
+        v = self._validity(days)
+        leaf = LeafRequest(names.common_name, names.sans, ProfileName.parse(profile), v.not_before, v.not_after)
+        notes = v.warnings + ((names.warning,) if names.warning else ())
+        return self._issue_and_record([(leaf, public_key, None, None)], write, [notes])[0]
 
     def renew(self, ref: str | int, *, rekey: bool = False, days: int | None = None,
               key_type: KeyType | str | None = None, write: WriteOptions | None = None) -> IssuedCertificate:
@@ -614,9 +622,9 @@ class CertificateAuthority:
         old = self.get(ref)
         old_cert = old.certificate
         validity = days or max(1, (old.not_after - old.not_before).days)
-        nb, na = self._validity(validity)
+        v = self._validity(validity)
         san = old_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        leaf = LeafRequest(old.common_name, tuple(san), ProfileName.parse(old.profile), nb, na)
+        leaf = LeafRequest(old.common_name, tuple(san), ProfileName.parse(old.profile), v.not_before, v.not_after)
         old_public = old_cert.public_key()
         if not isinstance(old_public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             raise PolicyError("The certificate's key is neither RSA nor EC.", "Renew with --rekey.")
@@ -627,7 +635,7 @@ class CertificateAuthority:
         if not rekey:
             check_key_strength(old_public, what=f"The key of {old.common_name}")
         public: PublicKey = new_key.public_key() if new_key else old_public
-        return self._issue_and_record([(leaf, public, new_key, old.serial)], write)[0]
+        return self._issue_and_record([(leaf, public, new_key, old.serial)], write, [v.warnings])[0]
 
     def record_files(self, serial: int, files: dict[str, Path]) -> None:
         """Remember where a certificate's files were written (shown by ``certkit ca show``)."""
@@ -767,12 +775,14 @@ class CertificateAuthority:
 
 
 def exchange_selfsigned(fqdn: str, *, key_type: KeyType | str = KeyType.RSA2048, days: int = 5 * 365,
-                        clock: Clock | None = None) -> IssuedCertificate:
-    """A certificate like ``New-ExchangeCertificate``'s default: self-signed, RSA 2048, five years."""
+                        clock: Clock | None = None, allow_mixed_script: bool = False) -> IssuedCertificate:
+    """A certificate like ``New-ExchangeCertificate``'s default: self-signed, RSA 2048, five years.
+    ``allow_mixed_script``: see :func:`~certkit.core.names.dns_name`."""
     _check_days(days)
     now = (clock or SystemClock()).now()
     key = generate_key(key_type)
-    cert = build_exchange_selfsigned(fqdn, key, serial=random_serial(), not_before=now - BACKDATE, days=days)
+    cert = build_exchange_selfsigned(fqdn, key, serial=random_serial(), not_before=now - BACKDATE, days=days,
+                                     allow_mixed_script=allow_mixed_script)
     return IssuedCertificate(cert, key, (), None)
 
 

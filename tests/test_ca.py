@@ -150,18 +150,21 @@ def test_serials_are_positive_random_at_most_20_octets_and_unique(ca: Certificat
 
 # --- validity -------------------------------------------------------------------------------------
 
-def test_validity_may_end_with_the_ca_but_not_one_second_after(tmp_path: Path) -> None:
+def test_validity_may_end_with_the_ca_and_is_clamped_to_it_after(tmp_path: Path) -> None:
     clock = FixedClock(T0)
     authority = CertificateAuthority.init(tmp_path / "h", name="Short CA", passphrase=PASS, key_type="ec-p256",
                                           days=30, clock=clock)
     ca_end = authority.root.not_valid_after_utc
-    # The leaf's notAfter is now + days; move the clock so that it lands exactly on the CA's end ...
+    # The leaf's notAfter is now + days; move the clock so that it lands exactly on the CA's end: no warning ...
     clock._at = ca_end - dt.timedelta(days=10)
-    assert authority.issue("ok.contoso.com", days=10, key_type="ec-p256").certificate.not_valid_after_utc == ca_end
-    # ... and one second later it would outlive the CA.
+    exact = authority.issue("ok.contoso.com", days=10, key_type="ec-p256")
+    assert exact.certificate.not_valid_after_utc == ca_end and exact.warnings == ()
+    # ... one second later it would outlive the CA: notAfter is cut back to the CA's, with a warning.
     clock._at = ca_end - dt.timedelta(days=10) + dt.timedelta(seconds=1)
-    with pytest.raises(PolicyError, match="after the CA itself expires"):
-        authority.issue("late.contoso.com", days=10, key_type="ec-p256")
+    late = authority.issue("late.contoso.com", days=10, key_type="ec-p256")
+    assert late.certificate.not_valid_after_utc == ca_end
+    assert len(late.warnings) == 1 and "when the CA certificate 'Short CA' expires" in late.warnings[0]
+    assert authority.get("late.contoso.com").not_after == ca_end
 
 
 def test_not_before_is_backdated_five_minutes_from_the_injected_clock(ca: CertificateAuthority) -> None:

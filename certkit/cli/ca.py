@@ -23,6 +23,7 @@ from certkit.cli.common import (
     home_option,
     read_secret,
     resolve_home,
+    say,
 )
 from certkit.clock import SystemClock
 from certkit.core.describe import describe_certificate, describe_crl, describe_csr
@@ -30,10 +31,18 @@ from certkit.core.formats import Kind, PfxTarget, detect, load_csr, sha1_thumbpr
 from certkit.core.keys import KeyType
 from certkit.core.names import dns_name
 from certkit.core.profiles import ProfileName
+from certkit.core.text import printable
 from certkit.errors import AlreadyExistsError, InputError, PassphraseError
 
 KEY_CHOICES = click.Choice([k.value for k in KeyType], case_sensitive=False)
 PROFILE_CHOICES = click.Choice([p.value for p in ProfileName], case_sensitive=False)
+#: A file certkit reads: click checks nothing (not even that it is a file or readable), so certkit's own
+#: reader answers a folder, a FIFO or a file it may not read with its one line.
+INPUT_FILE = click.Path(readable=False)
+ALLOW_MIXED_SCRIPT = click.option(
+    "--allow-mixed-script", is_flag=True,
+    help="Accept a name that mixes scripts or is written in look-alike letters (e.g. a Cyrillic 'а' in "
+         "pаypal.com); only for a name really registered so.")
 
 
 def _ca_passphrase(file: str | None, *, confirm: bool = False) -> bytes:
@@ -49,7 +58,7 @@ def _open(home: str | None, passphrase_file: str | None = None, *, unlock: bool 
 
 
 def passphrase_option(f: Any) -> Any:
-    return click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None,
+    return click.option("--passphrase-file", type=INPUT_FILE, default=None,
                         help=f"File with the CA passphrase (else ${CA_PASSPHRASE_ENV}, else a prompt).")(f)
 
 
@@ -60,9 +69,9 @@ def output_options(f: Any) -> Any:
         click.option("--pfx", is_flag=True, help="Also write <fqdn>.pfx for Windows/Exchange."),
         click.option("--pfx-target", type=click.Choice(["legacy", "modern"]), default="legacy", show_default=True,
                      help="legacy: 3DES/SHA-1 (Exchange 2010, Windows Server 2016 and older); modern: AES-256."),
-        click.option("--pfx-password-file", type=click.Path(dir_okay=False), default=None,
+        click.option("--pfx-password-file", type=INPUT_FILE, default=None,
                      help=f"File with the PFX password (else ${PFX_PASSWORD_ENV}, else a prompt)."),
-        click.option("--key-passphrase-file", type=click.Path(dir_okay=False), default=None,
+        click.option("--key-passphrase-file", type=INPUT_FILE, default=None,
                      help=f"Encrypt the written key with this passphrase (or set ${KEY_PASSPHRASE_ENV})."),
         click.option("--force", is_flag=True, help="Replace existing files in --out."),
     ]):
@@ -88,12 +97,19 @@ def _write_options(*, out_dir: str, pfx: bool, pfx_target: str, pfx_password_fil
 
 def _report(issued: IssuedCertificate) -> None:
     cert = issued.certificate
-    click.echo(f"Issued {issued.name}  serial {format(cert.serial_number, 'x')}")
+    say(f"Issued {issued.name}  serial {format(cert.serial_number, 'x')}")
     click.echo(f"  valid      {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}")
     click.echo(f"  thumbprint {sha1_thumbprint(cert)}  (SHA-1, as Exchange shows it)")
     click.echo(f"  sha256     {sha256_fingerprint(cert)}")
     for path in issued.paths.values():
-        click.echo(f"  wrote      {path}")
+        say(f"  wrote      {path}")
+    _warn(issued)
+
+
+def _warn(issued: IssuedCertificate, *, named: bool = False) -> None:
+    """What the CA said the admin must know (a validity cut back to the CA's end, CSR names left out): stderr."""
+    for warning in issued.warnings:
+        say(f"  warning    {issued.name + ': ' if named else ''}{warning}", err=True)
 
 
 @click.group(cls=CertkitGroup)
@@ -123,22 +139,22 @@ def ca_init(name: str, key_type: str, days: int, crl_url: str | None, aia_url: s
     authority = CertificateAuthority.init(target, name=name, passphrase=passphrase, key_type=key_type, days=days,
                                           crl_url=crl_url, aia_url=aia_url, permit_domains=permit,
                                           intermediate=intermediate, clock=SystemClock())
-    click.echo(f"Created CA {name!r} in {target}")
-    click.echo(f"  root       {authority.root.subject.rfc4514_string()}  valid until "
-               f"{authority.root.not_valid_after_utc:%Y-%m-%d}")
+    say(f"Created CA {name!r} in {target}")
+    say(f"  root       {authority.root.subject.rfc4514_string()}  valid until "
+        f"{authority.root.not_valid_after_utc:%Y-%m-%d}")
     click.echo(f"  thumbprint {sha1_thumbprint(authority.root)}")
     click.echo(f"  sha256     {sha256_fingerprint(authority.root)}")
     if intermediate:
-        click.echo(f"  issuing    {authority.issuer.subject.rfc4514_string()}")
+        say(f"  issuing    {authority.issuer.subject.rfc4514_string()}")
     if crl_url:
-        click.echo(f"  CRL URL    {crl_url}  (publish with: certkit ca crl, then copy ca.crl there)")
+        say(f"  CRL URL    {crl_url}  (publish with: certkit ca crl, then copy ca.crl there)")
     else:
         click.echo("  warning    no --crl-url: Exchange cannot check revocation of these certificates and "
                    "Domain Security will fail (RevocationCheckFailure).")
-    click.echo(f"Give partners the root: certkit ca root --home {target} --out root.crt")
+    say(f"Give partners the root: certkit ca root --home {target} --out root.crt")
 
 
-def _read_names_file(path: str) -> list[tuple[str, tuple[str, ...]]]:
+def _read_names_file(path: str, *, allow_mixed_script: bool = False) -> list[tuple[str, tuple[str, ...]]]:
     data = read_input(path, what="names file", limit=8 * 1024 * 1024).decode("utf-8", "replace")
     out = []
     for n, line in enumerate(data.splitlines(), 1):
@@ -148,7 +164,7 @@ def _read_names_file(path: str) -> list[tuple[str, tuple[str, ...]]]:
         parts = re.split(r"[\s,]+", line)
         for part in parts:
             try:
-                dns_name(part)
+                dns_name(part, allow_mixed_script=allow_mixed_script)
             except InputError as exc:
                 raise InputError(f"{path}:{n}: {exc.message}", exc.hint) from None
         out.append((parts[0], tuple(parts[1:])))
@@ -164,23 +180,29 @@ def _read_names_file(path: str) -> list[tuple[str, tuple[str, ...]]]:
 @click.option("--profile", type=PROFILE_CHOICES, default="transport", show_default=True)
 @click.option("--key", "key_type", type=KEY_CHOICES, default="rsa2048", show_default=True)
 @click.option("--days", type=click.IntRange(1, 36500), default=397, show_default=True)
-@click.option("--from", "from_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--from", "from_file", type=INPUT_FILE, default=None,
               help="Issue for every line of FILE: 'fqdn [accepted-domain ...]'.")
+@ALLOW_MIXED_SCRIPT
 @output_options
 @home_option
 @passphrase_option
 def ca_issue(fqdn: str | None, domains: tuple[str, ...], sans: tuple[str, ...], profile: str, key_type: str,
-             days: int, from_file: str | None, out_dir: str, pfx: bool, pfx_target: str, pfx_password_file: str | None,
-             key_passphrase_file: str | None, force: bool, home: str | None, passphrase_file: str | None) -> None:
-    """Issue a transport certificate for FQDN (CN = FQDN, SAN = FQDN + accepted domains, both EKUs)."""
+             days: int, from_file: str | None, allow_mixed_script: bool, out_dir: str, pfx: bool, pfx_target: str,
+             pfx_password_file: str | None, key_passphrase_file: str | None, force: bool, home: str | None,
+             passphrase_file: str | None) -> None:
+    """Issue a transport certificate for FQDN (CN = FQDN, SAN = FQDN + accepted domains, both EKUs).
+
+    A validity that would outlive the CA is cut back to the CA's end, with a warning.
+    """
     if (fqdn is None) == (from_file is None):
         raise InputError("Give either an FQDN or --from FILE.", "e.g. certkit ca issue mail.contoso.com")
     if from_file:
-        lines = _read_names_file(from_file)
-        requests = [IssueRequest(name, extra + domains, sans, profile, key_type, days) for name, extra in lines]
+        lines = _read_names_file(from_file, allow_mixed_script=allow_mixed_script)
+        requests = [IssueRequest(name, extra + domains, sans, profile, key_type, days, allow_mixed_script)
+                    for name, extra in lines]
     else:
         assert fqdn is not None
-        requests = [IssueRequest(fqdn, domains, sans, profile, key_type, days)]
+        requests = [IssueRequest(fqdn, domains, sans, profile, key_type, days, allow_mixed_script)]
     write = _write_options(out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
                            key_passphrase_file=key_passphrase_file, force=force)
     authority = _open(home, passphrase_file, unlock=True)
@@ -190,30 +212,39 @@ def ca_issue(fqdn: str | None, domains: tuple[str, ...], sans: tuple[str, ...], 
         return
     click.echo("NAME\tSERIAL\tSHA-1 THUMBPRINT\tSHA-256")
     for item in issued:
-        click.echo(f"{item.name}\t{format(item.serial, 'x')}\t{sha1_thumbprint(item.certificate)}\t"
-                   f"{sha256_fingerprint(item.certificate)}")
-    click.echo(f"Issued {len(issued)} certificates into {out_dir}", err=True)
+        fields = (item.name, format(item.serial, "x"), sha1_thumbprint(item.certificate),
+                  sha256_fingerprint(item.certificate))
+        click.echo("\t".join(printable(f) for f in fields))  # each field escaped: the tabs stay columns
+    say(f"Issued {len(issued)} certificates into {out_dir}", err=True)
+    for item in issued:
+        _warn(item, named=True)
 
 
 @ca.command("sign")
-@click.argument("csr_file", type=click.Path(dir_okay=False))
+@click.argument("csr_file", type=INPUT_FILE)
 @click.option("--profile", type=PROFILE_CHOICES, default="transport", show_default=True)
 @click.option("--days", type=click.IntRange(1, 36500), default=397, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True)
 @click.option("--force", is_flag=True, help="Replace existing files in --out.")
+@click.option("--strict-sans", is_flag=True,
+              help="Refuse a request that asks for names the profile does not carry (e-mail, URI, ...) instead of "
+                   "issuing without them.")
+@ALLOW_MIXED_SCRIPT
 @home_option
 @passphrase_option
-def ca_sign(csr_file: str, profile: str, days: int, out_dir: str, force: bool, home: str | None,
-            passphrase_file: str | None) -> None:
+def ca_sign(csr_file: str, profile: str, days: int, out_dir: str, force: bool, strict_sans: bool,
+            allow_mixed_script: bool, home: str | None, passphrase_file: str | None) -> None:
     """Sign an external PKCS#10 request (PEM, Base64 or DER, e.g. from New-ExchangeCertificate -GenerateRequest).
 
     The profile decides the extensions, not the request. Writes <fqdn>.crt, <fqdn>.chain.pem and <fqdn>.p7b
-    (complete the pending request on Exchange with Import-ExchangeCertificate).
+    (complete the pending request on Exchange with Import-ExchangeCertificate). SAN entries the profile does
+    not carry (e-mail, URI) are left out with a warning, or refused with --strict-sans.
     """
     csr = load_csr(read_input(csr_file, what="certificate request"), source=csr_file)
     authority = _open(home, passphrase_file, unlock=True)
     issued = authority.sign_csr(csr, profile=profile, days=days,
-                                write=WriteOptions(Path(out_dir), write_key=False, p7b=True, overwrite=force))
+                                write=WriteOptions(Path(out_dir), write_key=False, p7b=True, overwrite=force),
+                                allow_mixed_script=allow_mixed_script, refuse_dropped=strict_sans)
     _report(issued)
 
 
@@ -228,7 +259,7 @@ def ca_root(der: bool, out_file: str | None, force: bool, home: str | None) -> N
     data = authority.root_der() if der or (out_file or "").lower().endswith((".cer", ".der")) else authority.root_pem()
     if out_file:
         atomic_write(out_file, data, mode=PUBLIC, overwrite=force)
-        click.echo(f"Wrote {out_file}  (SHA-256 {sha256_fingerprint(authority.root)})", err=True)
+        say(f"Wrote {out_file}  (SHA-256 {sha256_fingerprint(authority.root)})", err=True)
     elif der and sys.stdout.isatty():
         raise InputError("Refusing to write DER to a terminal.", "Use --out FILE or redirect stdout.")
     else:
@@ -267,7 +298,7 @@ def ca_list(expiring: str | None, revoked: bool, as_json: bool, home: str | None
         return
     click.echo(f"{'SERIAL':<40} {'STATUS':<8} {'NOT AFTER':<10} {'PROFILE':<9} NAME")
     for r in records:
-        click.echo(f"{r.serial_hex:<40} {r.status:<8} {r.not_after:%Y-%m-%d} {r.profile:<9} {r.common_name}")
+        say(f"{r.serial_hex:<40} {r.status:<8} {r.not_after:%Y-%m-%d} {r.profile:<9} {r.common_name}")
 
 
 @ca.command("show")
@@ -285,15 +316,15 @@ def ca_show(ref: str, as_json: bool, home: str | None) -> None:
         return
     for key in ("serial", "common_name", "profile", "status", "not_before", "not_after", "issued_at",
                 "sha1_thumbprint", "sha256_fingerprint"):
-        click.echo(f"{key:<20} {info[key]}")
-    click.echo(f"{'names':<20} {', '.join(info['names'])}")
+        say(f"{key:<20} {info[key]}")
+    say(f"{'names':<20} {', '.join(info['names'])}")
     if rec.status == "revoked":
-        click.echo(f"{'revoked_at':<20} {info['revoked_at']}  ({info['reason']})")
+        say(f"{'revoked_at':<20} {info['revoked_at']}  ({info['reason']})")
     for key in ("renewed_from", "renewed_by"):
         if info[key]:
             click.echo(f"{key:<20} {info[key]}")
     for kind, path in rec.files.items():
-        click.echo(f"{'file ' + kind:<20} {path}")
+        say(f"{'file ' + kind:<20} {path}")
 
 
 @ca.command("renew")
@@ -336,7 +367,7 @@ def ca_revoke(ref: str, reason: str, home: str | None, passphrase_file: str | No
     """Revoke a certificate; it is listed on the next CRL (certkit ca crl)."""
     authority = _open(home, passphrase_file, unlock=True)
     rec = authority.revoke(ref, reason=reason)
-    click.echo(f"Revoked {rec.common_name} (serial {rec.serial_hex}), reason {rec.reason}.")
+    say(f"Revoked {rec.common_name} (serial {rec.serial_hex}), reason {rec.reason}.")
     click.echo("Publish the CRL now so partners see it: certkit ca crl")
 
 
@@ -355,13 +386,13 @@ def ca_crl(days: int, out_file: str | None, force: bool, home: str | None, passp
     authority = _open(home, passphrase_file, unlock=True)
     infos = authority.publish_crl(days=days)
     for info in infos:
-        click.echo(f"CRL #{info.number} ({info.issuer}) next update {info.next_update:%Y-%m-%d %H:%M}Z -> "
-                   f"{info.der_path}" + (f"  (serve at {info.url})" if info.url else ""))
+        say(f"CRL #{info.number} ({info.issuer}) next update {info.next_update:%Y-%m-%d %H:%M}Z -> "
+            f"{info.der_path}" + (f"  (serve at {info.url})" if info.url else ""))
     if out_file:
         main = infos[0]
         data = main.der_path.read_bytes() if out_file.lower().endswith(".crl") else main.pem_path.read_bytes()
         atomic_write(out_file, data, overwrite=force)
-        click.echo(f"Wrote {out_file}")
+        say(f"Wrote {out_file}")
 
 
 @ca.command("status")
@@ -380,16 +411,16 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
                    "findings": [f.to_dict() for f in st.findings], "leftovers": list(st.leftovers),
                    "ok": st.ok})
     else:
-        click.echo(f"CA {st.name!r}: root valid until {st.root_not_after:%Y-%m-%d}, "
-                   f"{st.certificates} certificates ({st.revoked} revoked)")
+        say(f"CA {st.name!r}: root valid until {st.root_not_after:%Y-%m-%d}, "
+            f"{st.certificates} certificates ({st.revoked} revoked)")
         for c in st.crls:
-            click.echo(f"  CRL #{c.number} ({c.issuer}) next update {c.next_update:%Y-%m-%d %H:%M}Z")
+            say(f"  CRL #{c.number} ({c.issuer}) next update {c.next_update:%Y-%m-%d %H:%M}Z")
         if not st.crls:
             click.echo("  no CRL published yet")
         for f in st.findings:
-            click.echo(f"  {str(f.severity).upper():<7} {f.detail}  -> {f.entry.remedy}")
+            say(f"  {str(f.severity).upper():<7} {f.detail}  -> {f.entry.remedy}")
         for leftover in st.leftovers:
-            click.echo(f"  {'WARNING':<7} leftover: {leftover}")
+            say(f"  {'WARNING':<7} leftover: {leftover}")
         if not st.findings and not st.leftovers:
             click.echo("  OK")
     sys.exit(0 if st.ok else 1)
@@ -398,22 +429,23 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
 @click.command("selfsigned")
 @click.argument("fqdn")
 @click.option("--days", type=click.IntRange(1, 36500), default=5 * 365, show_default=True)
+@ALLOW_MIXED_SCRIPT
 @output_options
-def selfsigned(fqdn: str, days: int, out_dir: str, pfx: bool, pfx_target: str, pfx_password_file: str | None,
-               key_passphrase_file: str | None, force: bool) -> None:
+def selfsigned(fqdn: str, days: int, allow_mixed_script: bool, out_dir: str, pfx: bool, pfx_target: str,
+               pfx_password_file: str | None, key_passphrase_file: str | None, force: bool) -> None:
     """What New-ExchangeCertificate makes by default: self-signed, CN = short name, SAN = short name + FQDN,
     RSA 2048, five years, serverAuth + clientAuth. For reproducing the self-signed failure in a lab."""
     write = _write_options(out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
                            key_passphrase_file=key_passphrase_file, force=force)
-    issued = exchange_selfsigned(fqdn, days=days, clock=SystemClock())
+    issued = exchange_selfsigned(fqdn, days=days, clock=SystemClock(), allow_mixed_script=allow_mixed_script)
     paths = issued.write_to(write.out_dir, overwrite=write.overwrite, key_passphrase=write.key_passphrase,
                             pfx_password=write.pfx_password, pfx_target=write.pfx_target)
     _report(replace(issued, paths=paths))
 
 
 @click.command("inspect")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+@click.argument("file", type=INPUT_FILE)
+@click.option("--password-file", type=INPUT_FILE, default=None,
               help=f"PFX password file (else ${PFX_PASSWORD_ENV}, else a prompt).")
 @click.option("--json", "as_json", is_flag=True)
 def inspect(file: str, password_file: str | None, as_json: bool) -> None:
