@@ -452,3 +452,19 @@ def test_a_file_with_two_requests_is_refused() -> None:
     two = _csr(generate_key("ec-p256"), "b.contoso.com", []).public_bytes(serialization.Encoding.PEM)
     with pytest.raises(MalformedInputError, match="2 certificate requests"):
         load_csr(one + two)
+
+
+def test_a_wrong_passphrase_is_always_a_passphrase_error_even_when_the_padding_happens_to_look_right() -> None:
+    """About one wrong passphrase in 256 decrypts to valid-looking CBC padding and then fails as an ASN.1 error;
+    that is still the passphrase, not a damaged file. 1024 tries meet that case with probability 98 %."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec as _ec
+
+    from certkit.core.keys import load_private_key
+    from certkit.errors import PassphraseError
+
+    key = _ec.generate_private_key(_ec.SECP256R1())
+    for i in range(1024):
+        pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.BestAvailableEncryption(b"right %d" % i))
+        with pytest.raises(PassphraseError, match="passphrase for the key is wrong"):
+            load_private_key(pem, b"wrong")

@@ -118,7 +118,10 @@ def load_private_key(data: bytes, passphrase: bytes | None = None, *, source: st
             raise MalformedInputError(f"{source} cannot be read: {exc}.") from None
         except ValueError as exc:
             text = str(exc).lower()
-            if passphrase is not None and ("decrypt" in text or "password" in text or "bad" in text):
+            # A wrong passphrase now and then decrypts to padding that looks valid, and then fails as an
+            # ASN.1 error: for a PEM that says it is encrypted, any failure with a passphrase is the passphrase.
+            encrypted_pem = b"ENCRYPTED PRIVATE KEY" in data or b"Proc-Type: 4,ENCRYPTED" in data
+            if passphrase is not None and (encrypted_pem or "decrypt" in text or "password" in text or "bad" in text):
                 raise PassphraseError(f"The passphrase for {source} is wrong.",
                                       "Check the passphrase source and try again.") from None
             raise MalformedInputError(f"{source} is not a readable private key ({exc}).",
