@@ -342,6 +342,38 @@ _ENTRIES: tuple[Code, ...] = (
        "Publish a correct CRL from the issuing CA: certkit ca crl.",
        tlsrpt="validation-failure", status="4.7.5",
        exchange="RevocationCheckFailure"),
+    # --- DANE (RFC 7672) --------------------------------------------------------------------------
+    _c("dane.no-match", "error", "theirs", "no TLSA record matches",
+       "The MX host publishes DNSSEC-signed TLSA records, and none of the usable ones (DANE-EE 3, DANE-TA 2) "
+       "matches the certificate chain the server presented: the key changed without new records, the DANE-TA "
+       "issuer is not sent in the chain, the chain is broken, or (DANE-TA) the certificate has expired or does "
+       "not name the MX host. A DANE sender defers the mail.",
+       "Publish records for the certificate the server uses: certkit dane tlsa MX-HOST (from the CA home, or "
+       "--cert FILE with the chain the server sends), and keep the old records until every resolver has the "
+       "new ones.",
+       tlsrpt="tlsa-invalid", status="4.7.5",
+       postfix="Server certificate not trusted"),
+    _c("dane.unusable-records", "error", "theirs", "no usable TLSA record",
+       "The MX host publishes TLSA records, but none an SMTP client may use (RFC 7672 3.1.3): only usages 2 "
+       "(DANE-TA) and 3 (DANE-EE) with a known selector and matching type count. DANE authenticates nothing, "
+       "yet the sender still requires STARTTLS.",
+       "Replace them with DANE-EE and DANE-TA records: certkit dane tlsa MX-HOST prints them.",
+       tlsrpt="tlsa-invalid", status="4.7.5",
+       postfix="TLSA records unusable"),
+    _c("dane.starttls-missing", "error", "theirs", "STARTTLS missing under DANE",
+       "The MX host has usable TLSA records, so a DANE sender requires STARTTLS, but the server did not offer "
+       "it (or a middlebox stripped it). The mail is deferred, never sent in clear text.",
+       "Offer STARTTLS with the certificate the TLSA records name (certkit dane tlsa MX-HOST prints the records "
+       "for the current one), or remove the TLSA records before turning TLS off.",
+       tlsrpt="starttls-not-supported", status="4.7.4",
+       postfix="TLS is required, but was not offered by host"),
+    _c("dane.dnssec-bogus", "error", "network", "TLSA lookup failed DNSSEC validation",
+       "The TLSA lookup for the MX host returned a bogus (DNSSEC validation failed) or failed answer, so a DANE "
+       "sender cannot tell whether DANE applies and defers the mail.",
+       "Fix the zone's signatures (expired RRSIGs, a DS record that does not match the key, broken NSEC/NSEC3 "
+       "denial), then republish the records: certkit dane tlsa MX-HOST.",
+       tlsrpt="dnssec-invalid", status="4.7.5",
+       postfix="TLSA lookup error for <host>:25"),
 )
 
 #: Every code certkit can report, by code.
