@@ -79,7 +79,15 @@ from certkit.core.keys import (
 from certkit.core.keys import private_key_pem as _key_pem
 from certkit.core.names import dns_name, parse_san
 from certkit.core.profiles import ProfileName
-from certkit.errors import AlreadyExistsError, CertkitError, InputError, PassphraseError, PolicyError, StoreError
+from certkit.errors import (
+    AlreadyExistsError,
+    CertkitError,
+    InputError,
+    NotFoundError,
+    PassphraseError,
+    PolicyError,
+    StoreError,
+)
 
 __all__ = ["CAStatus", "CertificateAuthority", "CrlInfo", "IssueRequest", "IssuedCertificate", "WriteOptions",
            "exchange_selfsigned"]
@@ -705,6 +713,33 @@ class CertificateAuthority:
     # --- reading --------------------------------------------------------------------------------
     def get(self, ref: str | int) -> CertRecord:
         return self.index.get(ref) if isinstance(ref, int) else self.index.find(ref)
+
+    def newest_valid(self, name: str, *, at: dt.datetime, instead: str) -> CertRecord:
+        """The certificate that stands for ``name`` now: the rule of ``probe --as`` and ``dane tlsa``.
+
+        Records whose CN or a SAN equals ``name`` (case-insensitive), not revoked and within their validity
+        at ``at``; the newest wins: one that still holds its certificate file (a ``--force`` reissue takes
+        the files over), then the latest issuance, the latest expiry, the later row of the index.
+        :class:`~certkit.errors.NotFoundError` when there is none; ``instead`` is the alternative the
+        error offers (``"give --cert FILE"``).
+        """
+        wanted = name.strip().rstrip(".").lower()
+        named = [r for r in self.records(revoked=False)
+                 if wanted in {r.common_name.lower(), *(n.lower() for n in r.names)}]
+        if not named:
+            raise NotFoundError(f"The CA in {self.home} has no certificate for {name}.",
+                                f"Issue one with: certkit ca issue NAME, or {instead}.")
+        valid = [(i, r) for i, r in enumerate(named) if r.status == "valid" and r.not_before <= at <= r.not_after]
+        if not valid:
+            raise NotFoundError(f"The CA in {self.home} has no currently valid certificate for {name} "
+                                f"({len(named)} expired or not yet valid).",
+                                f"Renew it (certkit ca renew NAME), or {instead}.")
+
+        def newest(pair: tuple[int, CertRecord]) -> tuple[bool, dt.datetime, dt.datetime, int]:
+            r = pair[1]
+            return bool(r.files.get("chain.pem") or r.files.get("crt")), r.issued_at, r.not_after, pair[0]
+
+        return max(valid, key=newest)[1]
 
     def records(self, *, revoked: bool | None = None, expiring_within: dt.timedelta | None = None
                 ) -> list[CertRecord]:

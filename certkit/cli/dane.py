@@ -7,7 +7,6 @@ Records for the current key (DANE-EE ``3 1 1``) and for the CA certificate that 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,59 +15,19 @@ import click
 from certkit.adapters.inputs import read_input
 from certkit.cli.common import CertkitGroup, echo_json, home_option, resolve_home, say
 from certkit.clock import SystemClock
-from certkit.core.dane import TlsaRecord, Usage, owner_name, tlsa_for, zone_line
+from certkit.core.dane import TlsaRecord, Usage, issued_by, owner_name, tlsa_for, zone_line
 from certkit.core.formats import load_certificates, sha256_fingerprint
 from certkit.core.names import dns_name
-from certkit.errors import InputError, NotFoundError, StoreError
+from certkit.errors import InputError, StoreError
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from certkit.adapters.castore import CertRecord
 
-__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "dane", "newest_valid_record"]
+__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "dane"]
 
 #: The version of the ``--json`` document (certkit/schemas/dane-tlsa.schema.json).
 JSON_SCHEMA_VERSION = 1
-
-
-def newest_valid_record(records: Sequence[CertRecord], name: str, *, at: dt.datetime) -> CertRecord:
-    """The record ``certkit probe --as NAME`` would choose: the newest valid one naming ``name``.
-
-    The same rule as :func:`certkit.cli.probe.identity_from_home` (CN or a SAN equal to ``name``,
-    case-insensitive; not revoked, within its validity at ``at``; prefer the record that still holds
-    its certificate file, then the latest issuance, the latest expiry, the later row). No key is needed
-    for TLSA records, so none is looked for.
-    """
-    wanted = name.strip().rstrip(".").lower()
-    named = [r for r in records if r.status != "revoked"
-             and wanted in {r.common_name.lower(), *(n.lower() for n in r.names)}]
-    if not named:
-        raise NotFoundError(f"The CA has no certificate for {name}.",
-                            "Issue one with: certkit ca issue NAME, or give --cert FILE.")
-    valid = [(i, r) for i, r in enumerate(named) if r.status == "valid" and r.not_before <= at <= r.not_after]
-    if not valid:
-        raise NotFoundError(f"The CA has no currently valid certificate for {name} "
-                            f"({len(named)} expired or not yet valid).",
-                            "Renew it (certkit ca renew NAME), or give --cert FILE.")
-
-    def newest(pair: tuple[int, CertRecord]) -> tuple[bool, dt.datetime, dt.datetime, int]:
-        r = pair[1]
-        return bool(r.files.get("chain.pem") or r.files.get("crt")), r.issued_at, r.not_after, pair[0]
-
-    return max(valid, key=newest)[1]
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    from cryptography.exceptions import InvalidSignature
-
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _from_home(home: Path, host: str, at: dt.datetime) -> tuple[x509.Certificate, x509.Certificate, bool]:
@@ -76,8 +35,8 @@ def _from_home(home: Path, host: str, at: dt.datetime) -> tuple[x509.Certificate
     from certkit.ca import CertificateAuthority
 
     with CertificateAuthority.open(home) as authority:
-        leaf = newest_valid_record(authority.records(revoked=False), host, at=at).certificate
-        issuer = next((c for c in (*authority.intermediates, authority.root) if _issued_by(leaf, c)), None)
+        leaf = authority.newest_valid(host, at=at, instead="give --cert FILE").certificate
+        issuer = next((c for c in (*authority.intermediates, authority.root) if issued_by(leaf, c)), None)
         if issuer is None:
             raise StoreError(f"No CA certificate in {home} verifies the certificate of {host}.",
                              "Restore the CA home from a backup, or give --cert FILE.")
@@ -87,7 +46,7 @@ def _from_home(home: Path, host: str, at: dt.datetime) -> tuple[x509.Certificate
 def _from_file(path: str, need_issuer: bool) -> tuple[x509.Certificate, x509.Certificate | None]:
     certs = load_certificates(read_input(path, what="certificate file"), source=path)
     leaf = certs[0]
-    issuer = next((c for c in certs[1:] if _issued_by(leaf, c)), None)
+    issuer = next((c for c in certs[1:] if issued_by(leaf, c)), None)
     if issuer is None and need_issuer:
         raise InputError(f"{path} does not hold the CA certificate that issued its first certificate, so there is "
                          "no DANE-TA record to compute.",

@@ -94,26 +94,9 @@ def identity_from_home(home: Path, name: str, *, at: dt.datetime | None = None) 
     """
     from certkit.ca import CertificateAuthority
 
-    wanted = name.strip().rstrip(".").lower()
     now = at or dt.datetime.now(dt.UTC)
-    hint = "Issue one with: certkit ca issue NAME, or give --client-cert and --client-key."
     with CertificateAuthority.open(home) as authority:
-        records = [r for r in authority.records(revoked=False)
-                   if wanted in {r.common_name.lower(), *(n.lower() for n in r.names)}]
-        if not records:
-            raise NotFoundError(f"The CA in {home} has no certificate for {name}.", hint)
-        valid = [r for r in records if r.status == "valid" and r.not_before <= now <= r.not_after]
-        if not valid:
-            raise NotFoundError(f"The CA in {home} has no currently valid certificate for {name} "
-                                f"({len(records)} expired or not yet valid).",
-                                "Renew it (certkit ca renew NAME), or give --client-cert and --client-key.")
-        # Newest: one whose certificate file it still holds (a --force reissue takes the files over), then
-        # the latest issuance, the latest expiry; on a tie, the later row of the index.
-        def newest(pair: tuple[int, CertRecord]) -> tuple[bool, dt.datetime, dt.datetime, int]:
-            r = pair[1]
-            return bool(r.files.get("chain.pem") or r.files.get("crt")), r.issued_at, r.not_after, pair[0]
-
-        record = max(enumerate(valid), key=newest)[1]
+        record = authority.newest_valid(name, at=now, instead="give --client-cert and --client-key")
         key_file = record.files.get("key") or _renewed_key_file(authority, record)
     cert_file = record.files.get("chain.pem") or record.files.get("crt")
     hint = "Give --client-cert and --client-key instead."

@@ -38,7 +38,7 @@ from certkit.core.names import dns_name
 from certkit.errors import InputError, MalformedInputError
 
 __all__ = ["DaneResult", "Matching", "RecordCheck", "Selector", "TlsaRecord", "Usage", "associated_data",
-           "dane_match", "owner_name", "tlsa_for", "zone_line"]
+           "dane_match", "issued_by", "owner_name", "tlsa_for", "zone_line"]
 
 
 class Usage(enum.IntEnum):
@@ -236,7 +236,8 @@ def _names(cert: x509.Certificate) -> list[str]:
     return [str(a.value).lower().rstrip(".") for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` signed ``cert`` (names match and the signature verifies)."""
     if cert.issuer != issuer.subject:
         return False
     try:
@@ -271,10 +272,10 @@ def _path_to(leaf: x509.Certificate, anchor: x509.Certificate, sent: Sequence[x5
     below: list[x509.Certificate] = []
     current = leaf
     for _ in range(len(sent) + 1):
-        if _issued_by(current, anchor):
+        if issued_by(current, anchor):
             return below
         step = next((c for c in sent if c is not anchor and c not in below and c is not current
-                     and _is_ca(c) and _issued_by(current, c)), None)
+                     and _is_ca(c) and issued_by(current, c)), None)
         if step is None:
             return None
         below.append(step)
