@@ -364,6 +364,11 @@ class CertificateAuthority:
                 raise StoreError(f"The CA home {home} has an index but no {needed}.",
                                  "Restore the CA home from a backup.")
         ca = cls(home, index, clock=clock)
+        if any(home.glob(".txn-*.json")):
+            # A killed run published files whose transaction never committed: whoever opens the CA next
+            # finishes the cleanup (when the lock is free and the home writable), so that no reader sees
+            # a certificate file without its record.
+            ca._clean_up_for_status()
         if passphrase is not None:
             ca.unlock(passphrase)
         return ca
