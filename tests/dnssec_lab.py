@@ -27,6 +27,12 @@ Several child zones in one lab: ``DnssecLab(zones={"dane.test.": "secure", "plai
 (all must share one parent). A name added without a trailing dot is relative to the first zone.
 Records may be added before the lab starts (then no reload is needed) or after (then call reload()).
 
+For programs that only use the system resolver (Postfix's posttls-finger reads /etc/resolv.conf):
+``DnssecLab(..., system_resolver=True)`` (root) puts Unbound on ``127.53.x.y:53``, and
+``lab.run_with_system_resolver(["posttls-finger", ...])`` runs the program in a private mount
+namespace whose /etc/resolv.conf names that resolver with ``options trust-ad``. The network is
+not unshared, so the program still reaches the test's own servers on 127.0.0.1.
+
 The module-scoped fixture :func:`dnssec_lab` gives one running lab with ``dane.test.`` (secure),
 ``insecure.test.`` and ``bogus.test.``; tests that add records should use names of their own.
 """
@@ -34,6 +40,7 @@ The module-scoped fixture :func:`dnssec_lab` gives one running lab with ``dane.t
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -41,8 +48,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -55,7 +63,7 @@ import pytest
 from cryptography import x509
 
 from certkit.core.dane import TlsaRecord, owner_name, tlsa_for
-from tests.fixtures_net import require_tool
+from tests.fixtures_net import in_ci, require_tool
 
 __all__ = ["DEFAULT_ZONES", "VARIANTS", "DnssecLab", "dnssec_lab", "require_dnssec_tools"]
 
@@ -95,6 +103,22 @@ def _free_port() -> int:
     raise RuntimeError("no free loopback port for both UDP and TCP")
 
 
+def _free_port_53() -> str:
+    """A loopback address ``127.53.x.y`` whose port 53 is free for UDP and TCP (root only)."""
+    for _ in range(50):
+        host = f"127.53.{random.randrange(256)}.{random.randrange(1, 255)}"
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                udp.bind((host, 53))
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((host, 53))
+        except OSError:
+            continue
+        return host
+    raise RuntimeError("no loopback address with a free port 53")
+
+
 class DnssecLab:
     """NSD (authoritative, signed zones) and Unbound (validating resolver) on loopback; a context manager.
 
@@ -104,8 +128,14 @@ class DnssecLab:
 
     def __init__(self, domain: str = "dane.test.", variant: str = "secure", *,
                  zones: Mapping[str, str] | None = None, ttl: int = 60,
-                 resolver_port: int | None = None, workdir: str | os.PathLike[str] | None = None) -> None:
+                 resolver_port: int | None = None, workdir: str | os.PathLike[str] | None = None,
+                 system_resolver: bool = False) -> None:
         self.tools = require_dnssec_tools()
+        self.system_resolver = system_resolver
+        if system_resolver:
+            self.tools["unshare"] = require_tool("unshare")
+            if os.geteuid() != 0:
+                (pytest.fail if in_ci() else pytest.skip)("a system-resolver lab needs root (port 53, mounts)")
         wanted = dict(zones) if zones else {domain: variant}
         self.zones: dict[str, str] = {}
         for name, var in wanted.items():
@@ -123,6 +153,7 @@ class DnssecLab:
         self.dir = Path(tempfile.mkdtemp(prefix="dnssec-lab-") if workdir is None else workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.nsd_port = 0
+        self.resolver_host = "127.0.0.1"
         self.resolver_port = resolver_port or 0
         self._fixed_resolver_port = resolver_port is not None
         self._serial = int(time.time())
@@ -192,7 +223,7 @@ class DnssecLab:
     @property
     def resolver(self) -> str:
         """The validating resolver as ``"127.0.0.1:PORT"`` (certkit's ``--nameserver`` form)."""
-        return f"127.0.0.1:{self.resolver_port}"
+        return f"{self.resolver_host}:{self.resolver_port}"
 
     @property
     def authoritative(self) -> str:
@@ -294,7 +325,7 @@ class DnssecLab:
                      if ("." + self.parent).endswith("." + z) or top == "." + z]
         unbound = [
             "server:",
-            "    interface: 127.0.0.1",
+            f"    interface: {self.resolver_host}",
             f"    port: {self.resolver_port}",
             "    do-ip6: no",
             "    do-not-query-localhost: no",
@@ -333,7 +364,10 @@ class DnssecLab:
         self._started = True
         try:
             self.nsd_port = _free_port()
-            if not self._fixed_resolver_port:
+            if self.system_resolver:
+                self.resolver_host, self.resolver_port = _free_port_53(), 53
+                self.resolv_conf.write_text(f"nameserver {self.resolver_host}\noptions trust-ad\n")
+            elif not self._fixed_resolver_port:
                 self.resolver_port = _free_port()
             self._write_configs()
             self._start_nsd()
@@ -380,6 +414,32 @@ class DnssecLab:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{name} did not answer within {timeout} s: {self.log(name)}")
+
+    @property
+    def resolv_conf(self) -> Path:
+        """A resolv.conf naming the lab's resolver, with ``options trust-ad`` (only for ``system_resolver``)."""
+        return self.dir / "resolv.conf"
+
+    def system_resolver_command(self, command: Sequence[str]) -> list[str]:
+        """``command`` wrapped to run with the lab's resolver as the system resolver (``system_resolver=True``).
+
+        It runs in a mount namespace of its own (``unshare --mount``) where :attr:`resolv_conf` is
+        bind-mounted on ``/etc/resolv.conf``; the network stays shared, so the command reaches the
+        test's servers on 127.0.0.1 as usual, and glibc's stub (Postfix's posttls-finger, getent)
+        asks Unbound on ``127.53.x.y:53`` and, with ``trust-ad``, keeps its AD flag.
+        """
+        if not self.system_resolver:
+            raise RuntimeError("system_resolver_command needs DnssecLab(..., system_resolver=True)")
+        script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+        return [self.tools["unshare"], "--mount", "--propagation", "private", "sh", "-c", script,
+                str(self.resolv_conf), *command]
+
+    def run_with_system_resolver(self, command: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` (see :meth:`system_resolver_command`); ``kwargs`` go to :func:`subprocess.run`."""
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 60)
+        return subprocess.run(self.system_resolver_command(command), check=False, **kwargs)
 
     def log(self, name: str = "unbound") -> str:
         """The tail of a daemon's output (``"nsd"`` or ``"unbound"``), for failure messages."""

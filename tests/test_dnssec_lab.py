@@ -5,6 +5,8 @@ Skips locally when NSD, Unbound or ldnsutils are missing; fails under CI=true (.
 
 from __future__ import annotations
 
+import os
+
 import dns.flags
 import dns.message
 import dns.name
@@ -13,7 +15,9 @@ import dns.rdatatype
 import pytest
 
 from tests.dnssec_lab import DnssecLab, dnssec_lab
+from tests.fixtures_net import require_tool
 from tests.pki import make_leaf, make_root
+from tests.smtp_servers import Scripted, SmtpTestServer
 
 __all__ = ["dnssec_lab"]  # the fixture, imported for pytest
 
@@ -101,3 +105,31 @@ def test_unknown_variant_and_foreign_names_are_refused() -> None:
     with pytest.raises(ValueError, match="not in the lab"):
         lab.add("mx.example.org.", "A", "127.0.0.1")
     lab.close()
+
+
+def test_posttls_finger_verifies_dane_through_the_system_resolver() -> None:
+    finger = require_tool("posttls-finger")
+    leaf = make_leaf(make_root(), ["mx.dane.test"])
+    with SmtpTestServer(Scripted(identity=leaf)) as srv, \
+            DnssecLab(zones={"dane.test.": "secure", "insecure.test.": "insecure"}, system_resolver=True) as lab:
+        assert lab.resolver.endswith(":53") and lab.resolv_conf.read_text().endswith("options trust-ad\n")
+        for host in ("mx.dane.test", "mx.insecure.test"):
+            lab.add(host + ".", "A", "127.0.0.1")
+            lab.add_tlsa(host, leaf.cert, port=srv.port)   # posttls-finger asks _PORT._tcp.host
+        lab.reload()
+        config = lab.dir / "postfix"
+        config.mkdir()
+        # No root zone in the lab: skip Postfix's DNSSEC probe of "." (it would only warn, slowly).
+        (config / "main.cf").write_text("dnssec_probe =\n")
+        env = dict(os.environ, MAIL_CONFIG=str(config))
+        secure = lab.run_with_system_resolver([finger, "-t", "5", "-l", "dane", "-c", f"[mx.dane.test]:{srv.port}"],
+                                              env=env)
+        out = secure.stdout + secure.stderr
+        assert "Matched DANE EE certificate at depth 0: 3 1 1" in out, out + lab.log()
+        assert "Verified TLS connection established to mx.dane.test" in out, out
+        # The same TLSA record without DNSSEC (no AD) must not count: Postfix falls back to unauthenticated TLS.
+        plain = lab.run_with_system_resolver([finger, "-t", "5", "-l", "dane", "-c",
+                                              f"[mx.insecure.test]:{srv.port}"], env=env)
+        out = plain.stdout + plain.stderr
+        assert "Untrusted TLS connection established to mx.insecure.test" in out, out
+        assert "Matched DANE" not in out
