@@ -462,6 +462,11 @@ class CertificateAuthority:
                          "The CA index may be damaged: check it with certkit ca status.")
 
     # --- changing the CA: the lock, the journal, recovery ----------------------------------------
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the CA lock (after cleaning up what a killed run left) for a change to files in the home
+        that the index does not record, such as the DANE rollover state. Not re-entrant: issue nothing inside."""
+        return self._writing()
+
     @contextlib.contextmanager
     def _writing(self, *, wait: bool = True) -> Iterator[None]:
         """Hold the CA lock, after cleaning up what a killed run left (:meth:`recover`)."""
@@ -630,8 +635,13 @@ class CertificateAuthority:
         return self._issue_and_record([(leaf, public_key, None, None)], write, [notes])[0]
 
     def renew(self, ref: str | int, *, rekey: bool = False, days: int | None = None,
-              key_type: KeyType | str | None = None, write: WriteOptions | None = None) -> IssuedCertificate:
-        """A new certificate for the same names and profile; the same key unless ``rekey``."""
+              key_type: KeyType | str | None = None, write: WriteOptions | None = None,
+              key: PrivateKey | None = None) -> IssuedCertificate:
+        """A new certificate for the same names and profile; the same key unless ``rekey``.
+
+        ``key`` (implies ``rekey``): the new key, prepared in advance (a DANE rollover publishes its
+        TLSA record before the certificate exists) instead of a fresh one.
+        """
         old = self.get(ref)
         old_cert = old.certificate
         validity = days or max(1, (old.not_after - old.not_before).days)
@@ -644,7 +654,10 @@ class CertificateAuthority:
         if not rekey and old.status == "revoked" and old.reason == "keyCompromise":
             raise PolicyError(f"{old.common_name} was revoked for keyCompromise; its key must not be reused.",
                               "Renew with --rekey.")
-        new_key = generate_key(key_type or _key_type_of(old_public)) if rekey else None
+        if key is not None:
+            check_key_strength(key, what="The new key")
+            rekey = True
+        new_key = key or (generate_key(key_type or _key_type_of(old_public)) if rekey else None)
         if not rekey:
             check_key_strength(old_public, what=f"The key of {old.common_name}")
         public: PublicKey = new_key.public_key() if new_key else old_public
