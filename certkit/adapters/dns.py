@@ -6,6 +6,13 @@ A and AAAA address; a domain without MX records is its own implicit MX (RFC 5321
 ``code`` is a finding code: ``dns.failure`` or ``dns.no-mx``), never exceptions, except for a
 malformed ``nameserver`` argument, which is the caller's mistake (:class:`~certkit.errors.InputError`).
 
+DNSSEC: certkit does not validate DNSSEC itself. Every query carries the AD flag and EDNS DO, and
+the answer counts as *secure* when the resolver -- ``--nameserver``, else the system's -- sets the AD
+bit (RFC 4035 3.2.3, RFC 6840 5.7), as Postfix does with ``smtp_dns_support_level = dnssec``. So a
+secure answer is only as trustworthy as that resolver and the path to it: use a validating resolver
+on the host itself or on a trusted network. :attr:`MailRoute.secure` says whether the MX RRset was
+secure; :func:`lookup_tlsa` returns a :class:`TlsaLookup` (records, secure, bogus, none, error).
+
 dnspython is imported by the functions that use it, not with this module: a probe of IP addresses
 never asks DNS, and importing dnspython is a good part of the command's start-up time. Each function
 imports the same modules in the same order, so that threads resolving at once cannot deadlock on the
@@ -15,7 +22,7 @@ import locks of dnspython's modules.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from certkit.errors import InputError
@@ -23,11 +30,15 @@ from certkit.errors import InputError
 if TYPE_CHECKING:
     import dns.resolver
 
+    from certkit.core.dane import TlsaRecord
+
 __all__ = [
     "DnsFailure",
     "HostAddresses",
     "MailHost",
     "MailRoute",
+    "TlsaLookup",
+    "lookup_tlsa",
     "make_resolver",
     "parse_nameserver",
     "resolve_host",
@@ -70,7 +81,8 @@ class MailRoute:
 
     ``implicit`` is true when the domain has no MX records and its own address is used (RFC 5321 5.1);
     ``null_mx`` when it publishes ``MX 0 .`` (RFC 7505). ``failure`` is set when no address at all
-    could be found.
+    could be found. ``secure``: the resolver set the AD bit on the MX answer (or on its secure NODATA),
+    so the MX host names may be used as TLSA base domains (RFC 7672 2.2.1).
     """
 
     domain: str
@@ -78,6 +90,7 @@ class MailRoute:
     implicit: bool = False
     null_mx: bool = False
     failure: DnsFailure | None = None
+    secure: bool = False
 
     @property
     def targets(self) -> list[tuple[str, str]]:
@@ -118,6 +131,7 @@ def _port(text: str, original: str) -> int:
 def make_resolver(nameserver: str | None = None, timeout: float = 5.0) -> dns.resolver.Resolver:
     """A resolver asking ``nameserver`` (IP[:PORT]) or the system's servers, each query bounded by ``timeout``."""
     import dns.exception
+    import dns.flags
     import dns.name
     import dns.resolver
 
@@ -131,11 +145,15 @@ def make_resolver(nameserver: str | None = None, timeout: float = 5.0) -> dns.re
     resolver.timeout = timeout
     resolver.lifetime = timeout
     resolver.cache = None
+    # Ask the resolver to report DNSSEC validation (the AD bit; certkit does not validate itself).
+    resolver.set_flags(dns.flags.RD | dns.flags.AD)
+    resolver.use_edns(0, dns.flags.DO, 1232)
     return resolver
 
 
 def _describe(err: Exception, qname: str, rdtype: str) -> DnsFailure:
     import dns.exception
+    import dns.flags
     import dns.name
     import dns.resolver
 
@@ -149,17 +167,35 @@ def _describe(err: Exception, qname: str, rdtype: str) -> DnsFailure:
 
 
 def _query(resolver: dns.resolver.Resolver, qname: str, rdtype: str) -> tuple[list[object], DnsFailure | None]:
+    records, failure, _ = _query_ad(resolver, qname, rdtype)
+    return records, failure
+
+
+def _ad(response: object) -> bool:
     import dns.exception
+    import dns.flags
+    import dns.name
+    import dns.resolver
+
+    flags = getattr(response, "flags", 0)
+    return bool(flags & dns.flags.AD)
+
+
+def _query_ad(resolver: dns.resolver.Resolver, qname: str, rdtype: str
+              ) -> tuple[list[object], DnsFailure | None, bool]:
+    """The records, the failure, and whether the resolver set the AD bit (on the answer or a NODATA)."""
+    import dns.exception
+    import dns.flags
     import dns.name
     import dns.resolver
 
     try:
         answer = resolver.resolve(qname, rdtype, search=False)
-    except dns.resolver.NoAnswer:
-        return [], None
+    except dns.resolver.NoAnswer as e:
+        return [], None, _ad(e.kwargs.get("response"))
     except (dns.exception.DNSException, OSError) as e:
-        return [], _describe(e, qname, rdtype)
-    return list(answer), None
+        return [], _describe(e, qname, rdtype), False
+    return list(answer), None, _ad(answer.response)
 
 
 def resolve_host(name: str, *, nameserver: str | None = None, timeout: float = 5.0,
@@ -185,6 +221,7 @@ def resolve_host(name: str, *, nameserver: str | None = None, timeout: float = 5
 def resolve_mail_domain(domain: str, *, nameserver: str | None = None, timeout: float = 5.0) -> MailRoute:
     """The MX hosts of ``domain`` by preference, with their addresses (see :class:`MailRoute`)."""
     import dns.exception
+    import dns.flags
     import dns.name
     import dns.resolver
 
@@ -193,7 +230,7 @@ def resolve_mail_domain(domain: str, *, nameserver: str | None = None, timeout: 
     except dns.exception.DNSException as e:
         return MailRoute(domain, (), failure=DnsFailure("dns.failure", f"{domain!r} is not a domain name: {e}"))
     r = make_resolver(nameserver, timeout)
-    records, failure = _query(r, domain, "MX")
+    records, failure, secure = _query_ad(r, domain, "MX")
     if failure is not None:
         return MailRoute(domain, (), failure=failure)
     mx = sorted(((int(rec.preference), rec.exchange.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
@@ -203,10 +240,10 @@ def resolve_mail_domain(domain: str, *, nameserver: str | None = None, timeout: 
         host = MailHost(domain, None, own.addresses, own.failure)
         fail = None if own.addresses else DnsFailure(
             "dns.no-mx", f"{domain} has no MX records and no address of its own")
-        return MailRoute(domain, (host,), implicit=True, failure=fail)
+        return MailRoute(domain, (host,), implicit=True, failure=fail, secure=secure)
     if len(mx) == 1 and mx[0][1] in ("", "."):
         null = DnsFailure("dns.no-mx", f"{domain} publishes a null MX: it accepts no mail (RFC 7505)", "5.1.10")
-        return MailRoute(domain, (), null_mx=True, failure=null)
+        return MailRoute(domain, (), null_mx=True, failure=null, secure=secure)
     hosts = []
     for pref, name in mx:
         if name in ("", "."):
@@ -217,4 +254,72 @@ def resolve_mail_domain(domain: str, *, nameserver: str | None = None, timeout: 
     if not any(h.addresses for h in hosts):
         reasons = "; ".join(h.failure.detail for h in hosts if h.failure) or "no addresses"
         fail = DnsFailure("dns.failure", f"no MX host of {domain} has an address: {reasons}")
-    return MailRoute(domain, tuple(hosts), failure=fail)
+    return MailRoute(domain, tuple(hosts), failure=fail, secure=secure)
+
+
+@dataclass(frozen=True)
+class TlsaLookup:
+    """The TLSA RRset of one service (``_25._tcp.mx.fabrikam.com.``), as the resolver reported it.
+
+    certkit does not validate DNSSEC: ``secure`` is the AD bit set by the resolver (``--nameserver``
+    or the system's), which a validating resolver sets only for data it validated (as Postfix relies on
+    with ``smtp_dns_support_level = dnssec``). Exactly one of the outcomes holds: ``records`` (with
+    ``secure`` true or false); ``none`` (NXDOMAIN or NODATA: no records; ``secure`` when the denial
+    was validated); ``bogus`` (SERVFAIL, which a validating resolver answers for bogus data); ``error``
+    (a timeout or another failure; its text).
+    """
+
+    name: str
+    records: list[TlsaRecord] = field(default_factory=list)
+    secure: bool = False
+    bogus: bool = False
+    none: bool = False
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``secure`` (validated records), ``insecure`` (records without AD), ``none``, ``bogus`` or ``error``."""
+        if self.bogus:
+            return "bogus"
+        if self.error is not None:
+            return "error"
+        if self.none or not self.records:
+            return "none"
+        return "secure" if self.secure else "insecure"
+
+
+def lookup_tlsa(host: str, port: int = 25, *, nameserver: str | None = None, timeout: float = 5.0) -> TlsaLookup:
+    """The TLSA records of ``host``'s SMTP service on ``port`` (owner ``_PORT._tcp.HOST.``), see :class:`TlsaLookup`.
+
+    The query asks for DNSSEC (AD flag and EDNS DO); whether the answer is secure is the resolver's
+    word (its AD bit): certkit does not validate DNSSEC itself in this version. Never raises for a DNS
+    failure; a malformed ``nameserver`` is an :class:`~certkit.errors.InputError`.
+    """
+    import dns.exception
+    import dns.flags
+    import dns.name
+    import dns.resolver
+
+    from certkit.core.dane import TlsaRecord
+
+    owner = f"_{port}._tcp.{host.rstrip('.')}."
+    r = make_resolver(nameserver, timeout)
+    try:
+        answer = r.resolve(owner, "TLSA", search=False)
+    except dns.resolver.NXDOMAIN as e:
+        responses: dict[object, object] = e.kwargs.get("responses") or {}
+        return TlsaLookup(owner, none=True, secure=any(_ad(m) for m in responses.values()))
+    except dns.resolver.NoAnswer as e:
+        return TlsaLookup(owner, none=True, secure=_ad(e.kwargs.get("response")))
+    except dns.resolver.NoNameservers as e:
+        rcodes = [str(err[3]) for err in e.kwargs.get("errors", ()) if len(err) > 3]
+        if "SERVFAIL" in rcodes:
+            return TlsaLookup(owner, bogus=True, error=f"SERVFAIL for {owner} TLSA (a validating resolver answers "
+                                                       "SERVFAIL for bogus DNSSEC data)")
+        return TlsaLookup(owner, error=_describe(e, owner, "TLSA").detail)
+    except (dns.exception.DNSException, OSError) as e:
+        return TlsaLookup(owner, error=_describe(e, owner, "TLSA").detail)
+    records = [TlsaRecord(int(rd.usage), int(rd.selector), int(rd.mtype), bytes(rd.cert))
+               for rd in answer]
+    records.sort(key=TlsaRecord.text)  # reproducible reports (an RRset has no order)
+    return TlsaLookup(owner, records, secure=_ad(answer.response))

@@ -9,6 +9,14 @@ was seen into :class:`~certkit.core.findings.Finding` data. Nothing here prints.
 Whose rules decide (``validator``): ``exchange`` requires revocation to be checkable (no CDP, an
 unreachable or stale CRL fail, as Windows does for Domain Security); ``postfix`` checks no revocation
 and reports revocation facts as information only.
+
+DANE (``dane``, RFC 7672): with ``auto`` (the CLI's default) or ``require``, the TLSA records of each MX
+host are looked up on a worker thread while its SMTP session runs. They count when the resolver marked
+them secure (AD bit; certkit does not validate DNSSEC itself) and the host name came from a secure MX
+lookup or was given directly. Then STARTTLS is mandatory, the chain must match a usable record
+(:func:`certkit.core.dane.dane_match`), and when one matches, the PKIX verdict on their certificate is
+only information. ``require`` makes the absence of secure TLSA records an error (``dane.not-published``);
+``off`` (the library's default, so that the pre-flight, which models Exchange, is unchanged) looks up nothing.
 """
 
 from __future__ import annotations
@@ -21,14 +29,22 @@ import ipaddress
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certkit.adapters.crlfetch import CrlCache
-from certkit.adapters.dns import DnsFailure, MailRoute, make_resolver, resolve_host, resolve_mail_domain
+from certkit.adapters.dns import (
+    DnsFailure,
+    MailRoute,
+    TlsaLookup,
+    lookup_tlsa,
+    make_resolver,
+    resolve_host,
+    resolve_mail_domain,
+)
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session_async
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
@@ -39,8 +55,13 @@ from certkit.core.verify import VerificationResult
 from certkit.errors import InputError, UsageError
 from certkit.validation import Validator, validate_peer
 
+if TYPE_CHECKING:
+    from certkit.core.dane import RecordCheck, TlsaRecord
+
 __all__ = [
+    "DANE_MODES",
     "AddressResult",
+    "DaneReport",
     "ProbeResult",
     "ProgressCallback",
     "Target",
@@ -56,6 +77,9 @@ __all__ = [
 
 
 _R = TypeVar("_R")
+
+#: The values of ``dane`` (``--dane``).
+DANE_MODES = ("auto", "require", "off")
 
 
 @dataclass(frozen=True)
@@ -209,6 +233,8 @@ class AddressResult:
     session: SmtpSession | None = None
     verification: VerificationResult | None = None
     findings: list[Finding] = field(default_factory=list)
+    #: What DANE found for this address (``None``: ``dane="off"``, or an IP address target under ``auto``).
+    dane: DaneReport | None = None
 
     @property
     def reached(self) -> bool:
@@ -266,11 +292,44 @@ class AddressResult:
                 "client_certificate_sent": tls.client_cert_sent,
             },
             "verification": _verification_dict(self.verification),
+            "dane": None if self.dane is None else self.dane.to_dict(),
             "findings": [f.to_dict() for f in self.findings],
             "transcript": [{"direction": t.direction, "text": t.text, "elapsed": t.elapsed}
                            for t in (s.transcript if s else [])],
             "timings": s.timings if s else {},
             "seconds": round(s.seconds, 4) if s else None,
+        }
+
+
+@dataclass(frozen=True)
+class DaneReport:
+    """DANE for one address: the TLSA lookup, whether DANE applied, and which record matched.
+
+    ``lookup``: ``secure``, ``insecure`` (records without the resolver's AD bit), ``none``, ``bogus``
+    (SERVFAIL), ``error`` (timeout, other failure) or ``skipped`` (no host name to look up).
+    ``name_secure``: the host name came from a secure MX lookup or was given directly (RFC 7672 2.2.1).
+    ``applies``: secure records and a secure name, so a DANE sender requires STARTTLS and a match.
+    """
+
+    mode: str
+    lookup: str
+    owner: str | None
+    name_secure: bool
+    applies: bool
+    records: tuple[TlsaRecord, ...]
+    matched: TlsaRecord | None
+    checks: tuple[RecordCheck, ...]
+    summary: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json`` (the address's ``dane`` object in ``certkit/schemas/probe.schema.json``)."""
+        return {
+            "mode": self.mode, "lookup": self.lookup, "owner": self.owner, "name_secure": self.name_secure,
+            "applies": self.applies, "records": [r.text() for r in self.records],
+            "matched": None if self.matched is None else self.matched.text(),
+            "checks": [{"record": c.record.text(), "usable": c.usable, "matched": c.matched, "reason": c.reason}
+                       for c in self.checks],
+            "summary": self.summary,
         }
 
 
@@ -485,7 +544,7 @@ def _verify(session: SmtpSession, anchors: Any, *, name: str | None, domain: str
 
 def _judge_address(target: str, host: str, address: str, port: int, session: SmtpSession, *, anchors: Any,
                    identity: ClientIdentity | None, name: str | None, domain: str | None, validator: str,
-                   at: _dt.datetime, crl_cache: CrlCache) -> AddressResult:
+                   at: _dt.datetime, crl_cache: CrlCache, dane: _DaneInput | None = None) -> AddressResult:
     """The diagnosis and the verification of one finished session (blocking: may download CRLs)."""
     result = AddressResult(target, host, address, port, session)
     result.findings.extend(diagnose_session(session, identity=identity, at=at))
@@ -493,7 +552,123 @@ def _judge_address(target: str, host: str, address: str, port: int, session: Smt
                                   crl_cache=crl_cache)
     if result.verification is not None:
         result.findings.extend(result.verification.findings)
+    if dane is not None:
+        _judge_dane(result, dane, at)
     return result
+
+
+@dataclass(frozen=True)
+class _DaneInput:
+    """What DANE needs to judge one address: the mode, the lookup (``None``: none was made) and the names."""
+
+    mode: str
+    lookup: TlsaLookup | None
+    name_secure: bool
+    next_hop: str
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _starttls_missing(s: SmtpSession) -> bool:
+    """The server answered EHLO without STARTTLS, or refused STARTTLS: a DANE sender will not send in clear."""
+    if s.implicit_tls or s.tls is not None:
+        return False
+    if s.starttls is not None and s.starttls.code != 220:
+        return True
+    return s.ehlo is not None and s.ehlo.positive and not s.starttls_offered
+
+
+def _judge_dane(result: AddressResult, d: _DaneInput, at: _dt.datetime) -> None:
+    """DANE for one finished session (RFC 7672): findings on ``result``, and ``result.dane``."""
+    from certkit.core.dane import dane_match
+
+    host, session = result.host, result.session
+    subject = host
+    lookup = d.lookup
+    out = result.findings
+    require = d.mode == "require"
+
+    def report(status: str, summary: str, *, applies: bool = False, matched: TlsaRecord | None = None,
+               checks: tuple[RecordCheck, ...] = ()) -> None:
+        result.dane = DaneReport(d.mode, status, lookup.name if lookup else None, d.name_secure, applies,
+                                 tuple(lookup.records) if lookup else (), matched, checks, summary)
+
+    def not_published(why: str) -> None:
+        if require:
+            out.append(Finding("dane.not-published", f"DANE is required, but {why}.", subject=subject,
+                               evidence={"owner": lookup.name if lookup else None,
+                                         "records": [r.text() for r in (lookup.records if lookup else ())]}))
+
+    if lookup is None:
+        why = f"{host} is an IP address or a local name, with no TLSA records to look up"
+        not_published(why)
+        report("skipped", f"not looked up ({why})")
+        return
+    n = len(lookup.records)
+    status = lookup.status
+    if status in ("bogus", "error"):
+        detail = lookup.error or "the TLSA lookup failed"
+        if d.name_secure or require:
+            severity = Severity.ERROR if status == "bogus" or require else Severity.WARNING
+            out.append(Finding("dane.dnssec-bogus", f"The TLSA lookup of {lookup.name} failed: {detail}; a DANE sender "
+                               "cannot tell whether DANE applies and defers the mail.", subject=subject,
+                               severity=severity, evidence={"owner": lookup.name, "error": detail}))
+        report(status, f"TLSA lookup failed ({detail})")
+        return
+    if status == "none":
+        denial = "securely denied" if lookup.secure else "not validated"
+        not_published(f"{lookup.name} has no TLSA records ({denial})")
+        report(status, f"no TLSA records ({denial})")
+        return
+    if status == "insecure":
+        why = (f"the {_plural(n, 'TLSA record')} of {lookup.name} came without DNSSEC validation (no AD bit from "
+               "the resolver)")
+        not_published(why)
+        report(status, f"{_plural(n, 'TLSA record')} without DNSSEC validation (no AD bit): not used")
+        return
+    # secure records
+    if not d.name_secure:
+        why = (f"{host} comes from an MX lookup that was not DNSSEC-validated, so its "
+               f"{_plural(n, 'secure TLSA record')} may not be used (RFC 7672 2.2.1)")
+        not_published(why)
+        report(status, f"{_plural(n, 'secure TLSA record')}, not used: the MX lookup was not DNSSEC-validated")
+        return
+    head = _plural(n, "secure TLSA record")
+    tls = session.tls if session is not None else None
+    unusable = [r for r in lookup.records if not r.usable]
+    if tls is None or not tls.peer_chain:
+        if session is not None and _starttls_missing(session):
+            out.append(Finding("dane.starttls-missing", f"{host} publishes {head}, so a DANE sender requires "
+                               "STARTTLS, but the server did not offer it or refused it.", subject=subject,
+                               evidence={"records": [r.text() for r in lookup.records]}))
+            tail = "STARTTLS missing"
+        else:
+            tail = "not checked (no TLS session)"
+        if len(unusable) == n:
+            reasons = "; ".join(dict.fromkeys(str(r.unusable_reason) for r in unusable))
+            out.append(Finding("dane.unusable-records", f"None of the {_plural(n, 'TLSA record')} is usable for "
+                               f"SMTP: {reasons}.", subject=subject,
+                               evidence={"records": [r.text() for r in lookup.records]}))
+            tail += ", none usable"
+        report(status, f"{head}, {tail}", applies=True)
+        return
+    match = dane_match(lookup.records, tls.peer_chain, host_names=[host, d.next_hop], at=at)
+    out.extend(match.findings)
+    if match.matched is None:
+        tail = "none matched" if match.usable_records else "none usable"
+        report(status, f"{head}, {tail}", applies=True, checks=match.checks)
+        return
+    rec = match.matched
+    # DANE authenticated the server: the trust store's (PKIX) verdict on their certificate is information only.
+    verification = {id(f) for f in (result.verification.findings if result.verification else ())}
+    note = (f" (Information only: the TLSA record {rec.usage} {rec.selector} {rec.matching_type} authenticated the "
+            "server, so DANE, not the trust store, decides.)")
+    result.findings[:] = [replace(f, severity=Severity.INFO, detail=f.detail + note)
+                          if id(f) in verification and f.severity is not Severity.INFO else f for f in out]
+    report(status, f"{head}, {rec.usage} {rec.selector} {rec.matching_type} matched", applies=True,
+           matched=rec, checks=match.checks)
 
 
 #: Called once per probed address, as soon as it is done (for progress displays); runs on the caller's loop.
@@ -507,18 +682,19 @@ def probe_sync(targets: Sequence[str], *, anchors: Any = (), identity: ClientIde
                name: str | None = None, mail_from: str | None = None, rcpt_to: str | None = None,
                helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
                concurrency: int = 50, clock: Clock | None = None,
-               progress: ProgressCallback | None = None) -> list[ProbeResult]:
+               progress: ProgressCallback | None = None, dane: str = "off") -> list[ProbeResult]:
     """Probe every target (see the module docstring); results in input order.
 
     ``anchors`` is an :class:`~certkit.core.trust.AnchorSet` or a sequence of certificates; ``identity``
     the client certificate we present; ``validator`` ``exchange`` or ``postfix``; ``domain`` (Domain
     Security rule, default: the target when it is a domain) or ``name`` (host rule); at most
     ``concurrency`` sessions and DNS look-ups run at once. ``progress`` is called per finished address.
+    ``dane``: ``auto``, ``require`` or ``off`` (see the module docstring).
     """
     return asyncio.run(probe(targets, anchors=anchors, identity=identity, port=port, implicit_tls=implicit_tls,
                              validator=validator, domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt_to,
                              helo_name=helo_name, nameserver=nameserver, timeout=timeout,
-                             concurrency=concurrency, clock=clock, progress=progress))
+                             concurrency=concurrency, clock=clock, progress=progress, dane=dane))
 
 
 async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
@@ -526,11 +702,13 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
                 name: str | None = None, mail_from: str | None = None, rcpt_to: str | None = None,
                 helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
                 concurrency: int = 50, clock: Clock | None = None,
-                progress: ProgressCallback | None = None) -> list[ProbeResult]:
+                progress: ProgressCallback | None = None, dane: str = "off") -> list[ProbeResult]:
     """The coroutine behind :func:`probe_sync`: ``concurrency`` sessions at once on the running loop; DNS and
     the verification (which may download CRLs) on a few daemon threads."""
     if validator not in ("exchange", "postfix"):
         raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
+    if dane not in DANE_MODES:
+        raise InputError(f"Unknown DANE mode {dane!r}.", "Use auto, require or off.")
     if name is not None and domain is not None:
         raise InputError("--name and --domain are mutually exclusive.",
                          "Use --name for the host rule or --domain for the Domain Security rule.")
@@ -563,12 +741,16 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
 
     async def one(t: Target) -> ProbeResult:
         result = ProbeResult(t.text)
+        # RFC 7672 2.2.1: TLSA records count only for a host name from a secure MX lookup, or given directly
+        # (a domain without MX is its own host: no name came from DNS).
+        name_secure = True
         if t.is_domain:
             async with sem:
                 route = await workers.submit(
                     functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
             result.findings.extend(_route_findings(route, t.host))
             pairs = route.targets
+            name_secure = route.secure or route.implicit
         elif _is_ip(t.host):
             pairs = [(t.host, t.host)]
         else:
@@ -587,17 +769,29 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         rcpt = rcpt_to if rcpt_to is not None else (f"postmaster@{t.host}" if t.is_domain else
                                                     f"postmaster@{partner}" if partner else None)
         helo = helo_name or (_our_host(ours) if ours else "localhost")
+        tlsa: dict[str, asyncio.Future[TlsaLookup]] = {}  # one TLSA lookup per MX host, shared by its addresses
 
         async def addr(host: str, address: str) -> AddressResult:
             async with sem:
+                lookup: asyncio.Future[TlsaLookup] | None = None
+                if dane != "off" and _has_tlsa_name(host):
+                    # On a worker thread while the session runs, not after it.
+                    lookup = tlsa.get(host)
+                    if lookup is None:
+                        lookup = tlsa[host] = workers.submit(functools.partial(
+                            lookup_tlsa, host, t.port, nameserver=nameserver, timeout=timeout))
                 # The session runs on this loop (TLS through memory BIOs); only the judging, which may
                 # download CRLs, goes to a worker thread.
                 session = await run_session_async(
                     address, t.port, server_name=host if host != address else None, helo_name=helo,
                     mail_from=sender, rcpt_to=rcpt, identity=identity, implicit_tls=implicit_tls, timeout=timeout)
+                dane_in = None
+                if dane == "require" or lookup is not None:
+                    dane_in = _DaneInput(dane, await lookup if lookup is not None else None, name_secure,
+                                         t.host if t.is_domain else host)
                 done = await workers.submit(functools.partial(
                     _judge_address, t.text, host, address, t.port, session, anchors=anchors, identity=identity,
-                    name=name, domain=partner, validator=validator, at=at, crl_cache=cache))
+                    name=name, domain=partner, validator=validator, at=at, crl_cache=cache, dane=dane_in))
             if progress is not None:
                 progress(done)
             return done
@@ -662,6 +856,12 @@ class _DaemonWorkers:
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if not future.done():
         (future.set_result if ok else future.set_exception)(value)
+
+
+def _has_tlsa_name(host: str) -> bool:
+    """Whether ``host`` is a DNS name with TLSA records to look up (not an IP address, not a localhost name)."""
+    bare = host.rstrip(".").lower()
+    return not _is_ip(host.strip("[]")) and bare != "localhost" and not bare.endswith(".localhost")
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:

@@ -185,6 +185,8 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
             if tls is not None:
                 out(f"  TLS: {tls.version} {tls.cipher}; chain: "
                     + " <- ".join(c.subject.rfc4514_string() for c in tls.peer_chain))
+            if a.dane is not None:
+                out(f"  DANE: {a.dane.summary}")
             for f in a.findings:
                 out(f"  {f.severity}: {f.code}: {f.detail}")
                 if f.exchange_text and f.severity == "error":
@@ -215,6 +217,9 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
 @click.option("--rcpt", default=None, help="RCPT TO address (default: postmaster@<their domain>).")
 @click.option("--helo", default=None, help="EHLO name (default: our certificate's name, else localhost).")
 @click.option("--nameserver", default=None, help="DNS server as IP[:PORT] (default: the system's).")
+@click.option("--dane", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
+              help="TLSA checks (RFC 7672): auto applies DANE where the resolver validated TLSA records (AD bit), "
+                   "require also fails MX hosts without them, off looks up nothing.")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1, max=3600),
               help="Seconds per step (0.1 to 3600).")
 @click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000),
@@ -226,7 +231,7 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
 def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_cert: str | None,
               client_key: str | None, as_name: str | None, store: str | None, managed_only: bool, validator: str,
               domain: str | None, name: str | None, mail_from: str | None, rcpt: str | None, helo: str | None,
-              nameserver: str | None, timeout: float, concurrency: int, from_file: str | None, as_json: bool,
+              nameserver: str | None, dane: str, timeout: float, concurrency: int, from_file: str | None, as_json: bool,
               verbose: bool, home: str | None) -> None:
     """Talk to TARGET's mail servers as a sending Edge would (never sending DATA), and explain failures.
 
@@ -245,7 +250,7 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
         results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port,
                              implicit_tls=implicit_tls, validator=validator, domain=domain, name=name,
                              mail_from=mail_from, rcpt_to=rcpt, helo_name=helo, nameserver=nameserver,
-                             timeout=timeout, concurrency=concurrency, progress=progress)
+                             timeout=timeout, concurrency=concurrency, progress=progress, dane=dane)
     finally:
         if progress is not None:
             progress.finish()

@@ -374,6 +374,13 @@ _ENTRIES: tuple[Code, ...] = (
        "denial), then republish the records: certkit dane tlsa MX-HOST.",
        tlsrpt="dnssec-invalid", status="4.7.5",
        postfix="TLSA lookup error for <host>:25"),
+    _c("dane.not-published", "error", "theirs", "no DNSSEC-signed TLSA records",
+       "DANE was required (certkit probe --dane require), but the MX host has no TLSA records that the "
+       "resolver validated (AD bit): none at all, records in an unsigned zone, or MX records that are not "
+       "signed (RFC 7672 2.2.1). A sender that requires DANE defers the mail.",
+       "Have the partner sign their zones with DNSSEC and publish TLSA records for each MX host (certkit dane "
+       "tlsa MX-HOST prints ours), or probe with --dane auto.",
+       tlsrpt="dane-required", status="4.7.4"),
 )
 
 #: Every code certkit can report, by code.
