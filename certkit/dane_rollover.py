@@ -292,13 +292,13 @@ class DaneRollover:
         with file_lock(self.folder / ".lock", folder_mode=PRIVATE_DIR):
             yield
 
-    def _in_use(self) -> CertRecord:
+    def in_use(self) -> CertRecord:
         return self.authority.newest_valid(self.host, at=self.authority.clock.now(),
                                            instead="issue one with certkit ca issue")
 
-    def _in_use_or_none(self) -> CertRecord | None:
+    def in_use_or_none(self) -> CertRecord | None:
         try:
-            return self._in_use()
+            return self.in_use()
         except CertkitError:
             return None
 
@@ -312,7 +312,7 @@ class DaneRollover:
         ``next-published`` phase, DNS is asked; the first sighting of the next record starts the switch
         clock (stored when ``record_seen`` and the home is writable)."""
         state = self.load()
-        in_use = self._in_use_or_none()
+        in_use = self.in_use_or_none()
         notes: list[str] = []
         visible: bool | None = None
         if state.phase is Phase.STABLE:
@@ -352,7 +352,7 @@ class DaneRollover:
             if state.phase is not Phase.STABLE:
                 _raise(f"misuse:a rollover of {self.host} is already under way ({state.phase}); finish it with "
                        "certkit dane rollover " + ("switch" if state.phase is Phase.NEXT_PUBLISHED else "retire"))
-            in_use = self._in_use()
+            in_use = self.in_use()
             current = self.record_of(in_use)
             key = generate_key(key_type or _key_type_of(in_use.certificate.public_key()))
             new = tlsa_for_key(key)
@@ -380,7 +380,7 @@ class DaneRollover:
             now = self.authority.clock.now()
             if state.phase is not Phase.NEXT_PUBLISHED:
                 _raise(switch_refusal(state, now, None) or "misuse:nothing to switch")
-            in_use = self._in_use()
+            in_use = self.in_use()
             if self.record_of(in_use) == state.next:
                 # A switch that was killed after the certificate was issued: finish it.
                 return self._switched(state, in_use, None)
@@ -395,7 +395,7 @@ class DaneRollover:
             if tlsa_for_key(key) != state.next:
                 raise StoreError(f"{self.key_path} does not hold the key of the published next record.",
                                  "Restore the CA home from a backup.")
-            issued = self.authority.renew(in_use.serial, key=key, write=write or self._default_write(in_use))
+            issued = self.authority.renew(in_use.serial, key=key, write=write or self.default_write(in_use))
             step = self._switched(state, self.authority.get(issued.serial), issued)
             if any(kind == "pfx" for kind in in_use.files):
                 step = replace(step, notes=(f"the old certificate's PFX {in_use.files['pfx']} still holds the old "
@@ -421,7 +421,7 @@ class DaneRollover:
                                  retired_at=self.authority.clock.now())
             self._save(done)
         return RolloverStep(done, records_now(done), remove=(old,) if old is not None else (),
-                            in_use=self._in_use_or_none())
+                            in_use=self.in_use_or_none())
 
     # --- helpers --------------------------------------------------------------------------------
     @staticmethod
@@ -439,7 +439,7 @@ class DaneRollover:
         return load_private_key(data, source=f"the next key {self.key_path}")
 
     @staticmethod
-    def _default_write(in_use: CertRecord) -> WriteOptions | None:
+    def default_write(in_use: CertRecord) -> WriteOptions | None:
         from certkit.ca import WriteOptions
 
         path = in_use.files.get("crt") or in_use.files.get("chain.pem")

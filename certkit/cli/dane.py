@@ -1,19 +1,36 @@
-"""``certkit dane tlsa HOST``: the TLSA records to publish for our MX (RFC 7672).
+"""``certkit dane tlsa HOST``: the TLSA records to publish for our MX (RFC 7672), and
+``certkit dane rollover status|next|switch|retire HOST``: a DANE-EE key rollover without a gap.
 
 Records for the current key (DANE-EE ``3 1 1``) and for the CA certificate that issued it (DANE-TA
 ``2 1 1``), from the CA home or from the chain file the server sends. Exit 0, or 2 on misuse.
+
+The rollover commands (:mod:`certkit.dane_rollover`) print the RRset to have after the step on stdout
+as zone-file lines, and what to add or remove on stderr. Exit 0; 1 when the step may not be taken *yet*
+(switch before the next record is seen in DNS or before TTL + margin have passed since; retire before
+switch + TTL + margin): run it again later; 2 on misuse (a step out of order, a bad option).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from certkit.adapters.inputs import read_input
-from certkit.cli.common import CertkitGroup, echo_json, home_option, resolve_home, say
+from certkit.cli.common import (
+    CA_PASSPHRASE_ENV,
+    KEY_PASSPHRASE_ENV,
+    CertkitGroup,
+    echo_json,
+    home_option,
+    read_secret,
+    resolve_home,
+    say,
+)
 from certkit.clock import SystemClock
 from certkit.core.dane import TlsaRecord, Usage, issued_by, owner_name, tlsa_for, zone_line
 from certkit.core.formats import load_certificates, sha256_fingerprint
@@ -22,6 +39,9 @@ from certkit.errors import InputError, StoreError
 
 if TYPE_CHECKING:
     from cryptography import x509
+
+    from certkit.ca import CertificateAuthority
+    from certkit.dane_rollover import DaneRollover, Lookup, RolloverStep
 
 
 __all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "dane"]
@@ -143,6 +163,245 @@ def tlsa(host: str, port: int, usage: str, cert_file: str | None, ttl: int | Non
             "chain the server sends, or publish only --usage ee.", err=True)
     if leaf.not_valid_after_utc < now and want_ta:
         say("warning: the certificate has expired; DANE-EE ignores that, DANE-TA does not.", err=True)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# certkit dane rollover
+
+
+def parse_duration(text: str, option: str = "--margin") -> dt.timedelta:
+    """``3600``, ``90s``, ``30m``, ``1h``, ``1h30m``, ``2d``: a bare number is seconds."""
+    t = text.strip().lower()
+    parts = re.findall(r"(\d+)([smhd]?)", t)
+    if not t or "".join(n + u for n, u in parts) != t or (len(parts) > 1 and not all(u for _, u in parts)):
+        raise InputError(f"{option} {text!r} is not a duration.", "Write e.g. 3600, 90m, 1h or 1h30m.")
+    size = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    return dt.timedelta(seconds=sum(int(n) * size[u] for n, u in parts))
+
+
+def dns_lookup(nameserver: str | None, timeout: float = 5.0) -> Lookup:
+    """``lookup(owner) -> records`` through :func:`certkit.adapters.dns.lookup_tlsa` (``None`` when DNS gave no
+    answer, a SERVFAIL included). Presence only: whether the answer was DNSSEC-validated is the senders' business."""
+    from certkit.adapters.dns import lookup_tlsa, parse_nameserver
+
+    if nameserver is not None:
+        parse_nameserver(nameserver)  # a malformed --nameserver is misuse before anything is asked
+
+    def lookup(owner: str) -> list[TlsaRecord] | None:
+        match = re.fullmatch(r"_(\d+)\._tcp\.(.+)\.", owner)
+        if match is None:
+            raise InputError(f"{owner} is not a TLSA owner name for TCP.")
+        found = lookup_tlsa(match[2], int(match[1]), nameserver=nameserver, timeout=timeout)
+        if found.bogus or found.error is not None:
+            return None
+        return list(found.records)
+
+    return lookup
+
+
+def _rollover_options(f: Any) -> Any:
+    for option in reversed([
+        click.argument("host"),
+        click.option("--port", type=click.IntRange(1, 65535), default=None,
+                     help="The TLSA owner's port (default 25; next stores it for the later steps)."),
+        click.option("--ttl", type=click.IntRange(0, 2147483647), default=None,
+                     help="The TLSA RRset's TTL in seconds (next: default 3600; later steps can only lengthen it)."),
+        click.option("--margin", default=None,
+                     help="Propagation margin added to the TTL (next: default 1h; e.g. 30m, 2h)."),
+        click.option("--nameserver", default=None, metavar="IP[:PORT]",
+                     help="Ask this DNS server whether the next record is visible (default: the system's)."),
+        click.option("--json", "as_json", is_flag=True),
+        home_option,
+    ]):
+        f = option(f)
+    return f
+
+
+def _open_rollover(home: str | None, host: str, port: int | None, *, unlock: str | None = None
+                   ) -> tuple[CertificateAuthority, DaneRollover]:
+    from certkit.ca import CertificateAuthority
+    from certkit.dane_rollover import DaneRollover
+
+    authority = CertificateAuthority.open(resolve_home(home))
+    try:
+        if unlock is not None:
+            authority.unlock(read_secret(env=CA_PASSPHRASE_ENV, file=unlock or None, prompt="CA passphrase"))
+        rollover = DaneRollover(authority, host, port=port or 25)
+        stored = rollover.load()
+        if port is None and stored.port != 25:
+            rollover = DaneRollover(authority, host, port=stored.port)
+    except BaseException:
+        authority.close()
+        raise
+    return authority, rollover
+
+
+def _t(value: dt.datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def _step_json(step: RolloverStep, now: dt.datetime) -> dict[str, Any]:
+    from certkit.dane_rollover import earliest_retire, earliest_switch, projected_switch
+
+    s = step.state
+    ttl = s.ttl
+
+    def lines(records: Sequence[TlsaRecord]) -> list[str]:
+        return step.lines(records, ttl)
+
+    return {
+        "schema_version": JSON_SCHEMA_VERSION, "host": s.host, "port": s.port, "name": owner_name(s.host, s.port),
+        "phase": str(s.phase), "ttl": ttl, "margin_seconds": int(s.margin.total_seconds()),
+        "records": lines(step.records), "publish": lines(step.publish), "remove": lines(step.remove),
+        "current": s.current.text() if s.current else None, "next": s.next.text() if s.next else None,
+        "visible": step.visible,
+        "times": {"now": _t(now), "next_at": _t(s.next_at), "seen_at": _t(s.seen_at),
+                  "earliest_switch": _t(earliest_switch(s)), "projected_switch": _t(projected_switch(s, now)),
+                  "switched_at": _t(s.switched_at), "earliest_retire": _t(earliest_retire(s)),
+                  "retired_at": _t(s.retired_at)},
+        "certificate": None if step.in_use is None else {
+            "serial": step.in_use.serial_hex, "not_after": _t(step.in_use.not_after),
+            "record": tlsa_for(step.in_use.certificate, Usage.DANE_EE).text()},
+        "files": {k: str(v) for k, v in step.issued.paths.items()} if step.issued is not None else {},
+        "notes": list(step.notes),
+    }
+
+
+def _emit(step: RolloverStep, now: dt.datetime, as_json: bool, summary: Sequence[str]) -> None:
+    doc = _step_json(step, now)
+    if as_json:
+        echo_json(doc)
+        return
+    for line in doc["records"]:
+        click.echo(line)
+    for line in doc["publish"]:
+        say(f"; add:    {line}", err=True)
+    for line in doc["remove"]:
+        say(f"; remove: {line}", err=True)
+    for line in [*summary, *(f"note: {n}" for n in step.notes)]:
+        say(line, err=True)
+
+
+@dane.group("rollover", cls=CertkitGroup)
+def rollover() -> None:
+    """DANE-EE key rollover without a gap (RFC 7671 8.1): next, wait, switch, wait, retire."""
+
+
+@rollover.command("status")
+@_rollover_options
+def rollover_status(host: str, port: int | None, ttl: int | None, margin: str | None, nameserver: str | None,
+                    as_json: bool, home: str | None) -> None:
+    """The phase, the times, and the records to have; with a pending key, whether DNS shows it.
+
+    The first time DNS shows the next record starts the switch clock (TTL + margin).
+    """
+    from certkit.dane_rollover import Phase, earliest_retire, earliest_switch, projected_switch
+
+    authority, ro = _open_rollover(home, host, port)
+    with authority:
+        pending = ro.load().phase is Phase.NEXT_PUBLISHED
+        step = ro.status(dns_lookup(nameserver) if pending else None)
+        now = authority.clock.now()
+    s = step.state
+    if as_json:
+        echo_json(_step_json(step, now))
+        return
+    say(f"{s.host} port {s.port}: {s.phase} (TTL {s.ttl} s, margin {int(s.margin.total_seconds())} s)")
+    rows: list[tuple[str, str | None]] = [("next key published", _t(s.next_at))]
+    if s.phase is Phase.NEXT_PUBLISHED:
+        seen = _t(s.seen_at) or ("not yet: DNS gave no answer" if step.visible is None else "not yet")
+        rows += [("next record seen", seen),
+                 ("switch from", _t(earliest_switch(s)) or f"TTL + margin after it is seen "
+                                                        f"({_t(projected_switch(s, now))} if seen now)")]
+    if s.phase is Phase.SWITCHED:
+        rows += [("switched", _t(s.switched_at)), ("retire from", _t(earliest_retire(s)))]
+    rows.append(("last retired", _t(s.retired_at)))
+    if step.in_use is not None:
+        rows.append(("certificate in use", f"serial {step.in_use.serial_hex}, not after {_t(step.in_use.not_after)}"))
+    for label, value in rows:
+        if value:
+            say(f"  {label:<20} {value}")
+    say("records to publish:")
+    for line in step.lines(step.records, s.ttl):
+        click.echo(line)
+    for note in step.notes:
+        say(f"note: {note}", err=True)
+
+
+@rollover.command("next")
+@_rollover_options
+def rollover_next(host: str, port: int | None, ttl: int | None, margin: str | None, nameserver: str | None,
+                  as_json: bool, home: str | None) -> None:
+    """Generate the next key (kept 0600 in the CA home) and print the RRset to publish: current + next."""
+    from certkit.dane_rollover import DEFAULT_MARGIN, DEFAULT_TTL, projected_switch
+
+    wait = parse_duration(margin) if margin is not None else DEFAULT_MARGIN
+    if nameserver is not None:
+        dns_lookup(nameserver)  # a malformed --nameserver is misuse here too
+    authority, ro = _open_rollover(home, host, port)
+    with authority:
+        step = ro.next(ttl=DEFAULT_TTL if ttl is None else ttl, margin=wait)
+        now = authority.clock.now()
+    _emit(step, now, as_json, [
+        f"Publish both records now. Then run certkit dane rollover status {step.state.host}: the switch waits "
+        f"TTL + margin from the first time DNS shows the next record ({_t(projected_switch(step.state, now))} "
+        "at the earliest)."])
+
+
+@rollover.command("switch")
+@_rollover_options
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write the new certificate's files (default: over the current certificate's files).")
+@click.option("--passphrase-file", type=click.Path(dir_okay=False), default=None,
+              help=f"File with the CA passphrase (else ${CA_PASSPHRASE_ENV}, else a prompt).")
+@click.option("--key-passphrase-file", type=click.Path(dir_okay=False), default=None,
+              help=f"Encrypt the written key with this passphrase (or set ${KEY_PASSPHRASE_ENV}).")
+def rollover_switch(host: str, port: int | None, ttl: int | None, margin: str | None, nameserver: str | None,
+                    as_json: bool, home: str | None, out_dir: str | None, passphrase_file: str | None,
+                    key_passphrase_file: str | None) -> None:
+    """Issue the certificate for the next key and write its files, once DNS has shown the next record
+    for TTL + margin. Exit 1 when it is too early or DNS does not show the record yet."""
+    import os
+
+    from certkit.ca import WriteOptions
+    from certkit.dane_rollover import earliest_retire
+
+    wait = parse_duration(margin) if margin is not None else None
+    lookup = dns_lookup(nameserver)
+    key_pass = None
+    if key_passphrase_file or os.environ.get(KEY_PASSPHRASE_ENV):
+        key_pass = read_secret(env=KEY_PASSPHRASE_ENV, file=key_passphrase_file, prompt="Key passphrase",
+                               what="key passphrase", option="--key-passphrase-file")
+    authority, ro = _open_rollover(home, host, port, unlock=passphrase_file or "")
+    with authority:
+        write = None
+        if out_dir is not None or key_pass is not None:
+            default = ro.default_write(ro.in_use())
+            folder = Path(out_dir) if out_dir is not None else (default.out_dir if default else Path("."))
+            write = WriteOptions(folder, key_passphrase=key_pass,
+                                 overwrite=default is not None and folder.resolve() == default.out_dir.resolve())
+        step = ro.switch(lookup, write=write, ttl=ttl, margin=wait)
+        now = authority.clock.now()
+    files = ", ".join(str(p) for p in step.issued.paths.values()) if step.issued is not None else ""
+    _emit(step, now, as_json, [
+        f"Switched {step.state.host} to the next key: certificate serial "
+        f"{step.in_use.serial_hex if step.in_use else '?'}" + (f" in {files}" if files else "") + ".",
+        "Install it on every server that answers for this name and reload the MTA; keep both records until "
+        f"certkit dane rollover retire (from {_t(earliest_retire(step.state))})."])
+
+
+@rollover.command("retire")
+@_rollover_options
+def rollover_retire(host: str, port: int | None, ttl: int | None, margin: str | None, nameserver: str | None,
+                    as_json: bool, home: str | None) -> None:
+    """Remove the old record (TTL + margin after the switch): print the RRset to keep, the new record alone."""
+    wait = parse_duration(margin) if margin is not None else None
+    authority, ro = _open_rollover(home, host, port)
+    with authority:
+        step = ro.retire(ttl=ttl, margin=wait)
+        now = authority.clock.now()
+    _emit(step, now, as_json, ["Remove the old record from the zone; the rollover is stable again."])
 
 
 COMMANDS: list[click.Command] = [dane]

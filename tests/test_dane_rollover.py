@@ -1,0 +1,362 @@
+"""DANE-EE key rollover (certkit.dane_rollover, ``certkit dane rollover``): no moment without a matching record.
+
+The "DNS" is a dict the test publishes into, with the history of every RRset version; a resolver may
+have cached any version that was live during the last TTL, so the records every resolver is sure to
+have are those in *all* versions live in ``[now - TTL, now]``. At every tick the certificate in service
+(``newest_valid``) must match one of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from certkit.ca import CertificateAuthority, WriteOptions
+from certkit.cli import main
+from certkit.clock import FixedClock
+from certkit.core.dane import TlsaRecord, Usage, owner_name, tlsa_for, zone_line
+from certkit.core.keys import load_private_key
+from certkit.dane_rollover import DaneRollover, NotReadyError, Phase, tlsa_for_key
+from certkit.errors import UsageError
+from tests.dnsserver import DnsServer
+
+HOST = "mx.contoso.test"
+OWNER = owner_name(HOST)
+START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+PASS = b"ca secret"
+
+
+@dataclass
+class World:
+    home: Path
+    out: Path
+    clock: FixedClock
+    ca: CertificateAuthority
+    ttl: int = 3600
+    zone: dict[str, list[TlsaRecord]] = field(default_factory=dict)
+    #: (from when, the RRset) for every version the zone served
+    history: list[tuple[dt.datetime, frozenset[TlsaRecord]]] = field(default_factory=list)
+    checks: int = 0
+
+    # --- the DNS --------------------------------------------------------------------------------
+    def set_rrset(self, records: Sequence[TlsaRecord]) -> None:
+        self.zone[OWNER] = list(records)
+        self.history.append((self.clock.now(), frozenset(records)))
+
+    def add(self, records: Sequence[TlsaRecord]) -> None:
+        self.set_rrset([*self.zone.get(OWNER, []), *(r for r in records if r not in self.zone.get(OWNER, []))])
+
+    def remove(self, records: Sequence[TlsaRecord]) -> None:
+        self.set_rrset([r for r in self.zone.get(OWNER, []) if r not in records])
+
+    def lookup(self, owner: str) -> list[TlsaRecord] | None:
+        return list(self.zone[owner]) if owner in self.zone else []
+
+    def cached_everywhere(self) -> frozenset[TlsaRecord]:
+        """The records in every RRset version some resolver may still hold (live during the last TTL)."""
+        now = self.clock.now()
+        since = now - dt.timedelta(seconds=self.ttl)
+        live = [rrset for n, (start, rrset) in enumerate(self.history)
+                if start <= now and (n + 1 == len(self.history) or self.history[n + 1][0] > since)]
+        assert live
+        common = live[0]
+        for rrset in live[1:]:
+            common &= rrset
+        return common
+
+    # --- the invariant --------------------------------------------------------------------------
+    def in_service(self) -> TlsaRecord:
+        rec = self.ca.newest_valid(HOST, at=self.clock.now(), instead="-")
+        return tlsa_for(rec.certificate, Usage.DANE_EE)
+
+    def check(self) -> None:
+        self.checks += 1
+        assert self.in_service() in self.cached_everywhere(), f"gap at {self.clock.now()}"
+
+    def tick(self, delta: dt.timedelta, step: dt.timedelta = dt.timedelta(minutes=5)) -> None:
+        end = self.clock.now() + delta
+        while self.clock.now() < end:
+            self.clock.advance(min(step, end - self.clock.now()))
+            self.check()
+
+    def reopen(self) -> None:
+        self.ca.close()
+        self.ca = CertificateAuthority.open(self.home, passphrase=PASS, clock=self.clock)
+
+    def rollover(self) -> DaneRollover:
+        return DaneRollover(self.ca, HOST)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    clock = FixedClock(START)
+    ca = CertificateAuthority.init(tmp_path / "ca", name="Contoso Transport CA", passphrase=PASS,
+                                   key_type="ec-p256", clock=clock)
+    out = tmp_path / "out"
+    clock.advance(dt.timedelta(minutes=1))
+    ca.issue(HOST, key_type="ec-p256", write=WriteOptions(out))
+    w = World(tmp_path / "ca", out, clock, ca)
+    # The record of the first key has been in DNS for ages.
+    w.zone[OWNER] = [w.in_service()]
+    w.history.append((START - dt.timedelta(days=30), frozenset(w.zone[OWNER])))
+    try:
+        yield w
+    finally:
+        w.ca.close()
+
+
+def _try_switch(w: World, ro: DaneRollover) -> bool:
+    try:
+        ro.switch(w.lookup)
+    except NotReadyError:
+        return False
+    return True
+
+
+def _try_retire(w: World, ro: DaneRollover) -> bool:
+    try:
+        step = ro.retire()
+    except NotReadyError:
+        return False
+    w.remove(step.remove)
+    return True
+
+
+@pytest.mark.parametrize(("ttl", "margin_min", "delay_min"), [
+    (3600, 60, 0),       # the usual case: published at once
+    (300, 0, 0),         # a short TTL, no margin
+    (3600, 60, 180),     # the zone updated three hours late: the clock starts when the record is seen
+    (86400, 120, 30),    # a day-long TTL
+])
+def test_many_rollovers_never_leave_a_gap(world: World, ttl: int, margin_min: int, delay_min: int) -> None:
+    w = world
+    w.ttl = ttl
+    margin = dt.timedelta(minutes=margin_min)
+    wait = dt.timedelta(seconds=ttl) + margin
+    step = max(dt.timedelta(seconds=ttl) / 24, dt.timedelta(minutes=1))
+    keys_seen = {w.in_service()}
+    for cycle in range(4):
+        # Renewals that keep the key keep the record: no rollover needed, no gap.
+        w.ca.renew(HOST, write=WriteOptions(w.out, write_key=False, overwrite=True))
+        w.check()
+        w.tick(step)
+        ro = w.rollover()
+        start = w.clock.now()
+        nxt = ro.next(ttl=ttl, margin=margin)
+        assert nxt.state.phase is Phase.NEXT_PUBLISHED
+        assert nxt.records == (w.in_service(), nxt.state.next) and nxt.publish == (nxt.state.next,)
+        assert nxt.state.next not in keys_seen
+        # Not yet published: the switch is refused.
+        with pytest.raises(NotReadyError, match="does not show the next record"):
+            ro.switch(w.lookup)
+        w.tick(dt.timedelta(minutes=delay_min), step)
+        w.add(nxt.publish)
+        w.check()
+        if cycle % 2:
+            w.reopen()  # the state lives in the CA home
+            ro = w.rollover()
+        # The operator checks once (status starts the clock), then tries to switch every step.
+        seen = ro.status(w.lookup)
+        assert seen.visible is True and seen.state.seen_at == w.clock.now()
+        switched = False
+        while not switched:
+            switched = _try_switch(w, ro)
+            if not switched:
+                assert w.clock.now() < seen.state.seen_at + wait
+                w.tick(step, step)
+        assert w.clock.now() >= start + dt.timedelta(minutes=delay_min) + wait
+        assert w.in_service() == nxt.state.next
+        keys_seen.add(nxt.state.next)
+        w.check()
+        assert ro.status().state.phase is Phase.SWITCHED
+        switched_at = w.clock.now()
+        retired = False
+        while not retired:
+            retired = _try_retire(w, ro)
+            if not retired:
+                w.tick(step, step)
+        assert w.clock.now() >= switched_at + wait
+        assert w.zone[OWNER] == [nxt.state.next]
+        w.tick(2 * step, step)
+        state = w.rollover().status().state
+        assert state.phase is Phase.STABLE and state.current == nxt.state.next and state.next is None
+    assert len(keys_seen) == 5
+    assert w.checks > 20
+
+
+def test_the_invariant_catches_a_naive_rekey(world: World) -> None:
+    """The check is not vacuous: rekeying and publishing the new record at the same moment leaves a gap."""
+    w = world
+    issued = w.ca.renew(HOST, rekey=True, write=WriteOptions(w.out, overwrite=True))
+    w.add([tlsa_for(issued.certificate, Usage.DANE_EE)])
+    with pytest.raises(AssertionError, match="gap"):
+        w.check()
+
+
+def test_switch_too_early_and_not_visible(world: World) -> None:
+    w = world
+    ro = w.rollover()
+    nxt = ro.next(ttl=3600, margin=dt.timedelta(hours=1))
+    with pytest.raises(NotReadyError, match="does not show the next record"):
+        ro.switch(w.lookup)
+    with pytest.raises(NotReadyError, match="no answer"):
+        ro.switch(lambda owner: None)
+    w.tick(dt.timedelta(hours=3))
+    # Two hours after `next` would be enough had the record been there: it was not, so the clock starts now.
+    w.add(nxt.publish)
+    with pytest.raises(NotReadyError, match="Too early") as err:
+        ro.switch(w.lookup)
+    due = w.clock.now() + dt.timedelta(hours=2)
+    assert due.strftime("%Y-%m-%dT%H:%M:%SZ") in str(err.value) and err.value.exit_code == 1
+    w.tick(dt.timedelta(hours=2) - dt.timedelta(minutes=5))
+    with pytest.raises(NotReadyError, match="Too early"):
+        ro.switch(w.lookup)
+    w.tick(dt.timedelta(minutes=5))
+    step = ro.switch(w.lookup)
+    assert step.state.phase is Phase.SWITCHED and step.issued is not None
+    w.check()
+
+
+def test_retire_too_early_and_misuse(world: World) -> None:
+    w = world
+    w.ttl = 600
+    ro = w.rollover()
+    with pytest.raises(UsageError, match="No next key is pending") as err:
+        ro.switch(w.lookup)
+    assert err.value.exit_code == 2
+    with pytest.raises(UsageError, match="no old record"):
+        ro.retire()
+    nxt = ro.next(ttl=600, margin=dt.timedelta(0))
+    with pytest.raises(UsageError, match="already under way"):
+        ro.next()
+    with pytest.raises(UsageError, match="Switch first"):
+        ro.retire()
+    w.add(nxt.publish)
+    ro.status(w.lookup)
+    w.tick(dt.timedelta(minutes=10))
+    ro.switch(w.lookup)
+    with pytest.raises(NotReadyError, match="Too early"):
+        ro.retire()
+    with pytest.raises(UsageError, match="already uses the next key"):
+        ro.switch(w.lookup)
+    with pytest.raises(NotReadyError, match="Too early"):
+        ro.retire(ttl=3600)  # a longer TTL given later lengthens the wait
+    w.tick(dt.timedelta(minutes=10))
+    done = ro.retire()
+    assert done.remove == (nxt.state.current,) and done.records == (nxt.state.next,)
+    w.remove(done.remove)
+    w.check()
+
+
+def test_state_survives_reopening_and_keys_are_private(world: World) -> None:
+    w = world
+    w.ttl = 60
+    nxt = w.rollover().next(ttl=60, margin=dt.timedelta(0))
+    key_path = w.home / "dane" / HOST / "next.key"
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(w.home / "dane").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(w.home / "dane" / HOST).st_mode) == 0o700
+    assert tlsa_for_key(load_private_key(key_path.read_bytes())) == nxt.state.next
+    w.reopen()
+    again = w.rollover().status()
+    assert again.state == nxt.state and again.records == nxt.records
+    w.add(nxt.publish)
+    w.rollover().status(w.lookup)
+    w.tick(dt.timedelta(minutes=2))
+    w.reopen()
+    step = w.rollover().switch(w.lookup)
+    assert not key_path.exists()  # the key now lives in the certificate's files
+    key_file = w.out / f"{HOST}.key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert tlsa_for_key(load_private_key(key_file.read_bytes())) == nxt.state.next
+    assert step.issued is not None and step.issued.renewed_from is not None
+    assert w.ca.get(step.issued.serial).files["crt"].endswith(f"{HOST}.crt")
+    w.reopen()
+    assert w.rollover().status().state.phase is Phase.SWITCHED
+
+
+def test_a_switch_killed_after_issuing_is_finished(world: World) -> None:
+    w = world
+    w.ttl = 60
+    ro = w.rollover()
+    nxt = ro.next(ttl=60, margin=dt.timedelta(0))
+    w.add(nxt.publish)
+    ro.status(w.lookup)
+    w.tick(dt.timedelta(minutes=2))
+    key = load_private_key((w.home / "dane" / HOST / "next.key").read_bytes())
+    w.ca.renew(HOST, key=key, write=WriteOptions(w.out, overwrite=True))  # ... and the process died here
+    step = ro.switch(w.lookup)
+    assert step.state.phase is Phase.SWITCHED and step.issued is None
+    assert len([r for r in w.ca.records() if r.common_name == HOST]) == 2
+
+
+def test_status_reports_a_key_changed_outside_the_rollover(world: World) -> None:
+    w = world
+    ro = w.rollover()
+    ro.next(ttl=60, margin=dt.timedelta(0))
+    w.ca.renew(HOST, rekey=True, write=WriteOptions(w.out, overwrite=True))
+    assert any("changed outside the rollover" in n for n in ro.status().notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+@pytest.fixture
+def live_home(tmp_path: Path) -> Path:
+    """A CA whose clock started an hour ago, for the command (which runs on the system clock)."""
+    clock = FixedClock(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    home = tmp_path / "live"
+    with CertificateAuthority.init(home, name="Contoso Transport CA", passphrase=PASS, key_type="ec-p256",
+                                   clock=clock) as ca:
+        clock.advance(dt.timedelta(minutes=1))
+        ca.issue(HOST, key_type="ec-p256", write=WriteOptions(tmp_path / "out"))
+    return home
+
+
+def test_cli_rollover_through_a_dns_server(live_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command on the system clock: TTL 0 and no margin, DNS from a local authoritative server."""
+    monkeypatch.setenv("CERTKIT_CA_PASSPHRASE", PASS.decode())
+    runner = CliRunner()
+    zone: dict[str, list[str]] = {}
+    with DnsServer({OWNER.rstrip("."): {"TLSA": zone.setdefault("TLSA", [])}}) as server:
+        base = ["dane", "rollover"]
+        opts = [HOST, "--home", str(live_home), "--nameserver", server.address]
+        res = runner.invoke(main, [*base, "switch", *opts])
+        assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "No next key" in res.stderr
+        res = runner.invoke(main, [*base, "next", *opts, "--ttl", "0", "--margin", "0", "--json"])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        assert doc["phase"] == "next-published" and len(doc["records"]) == 2 and len(doc["publish"]) == 1
+        res = runner.invoke(main, [*base, "switch", *opts])
+        assert res.exit_code == 1 and res.stderr.startswith("certkit: error: DNS does not show")
+        assert res.stderr.count("\n") == 1
+        for line in doc["records"]:
+            zone["TLSA"].append(TlsaRecord.parse(line).text())
+        res = runner.invoke(main, [*base, "status", *opts])
+        assert res.exit_code == 0 and "next-published" in res.stdout and "seen" in res.stdout
+        res = runner.invoke(main, [*base, "switch", *opts])
+        assert res.exit_code == 0, res.stderr
+        assert res.stdout.splitlines() == doc["records"]
+        res = runner.invoke(main, [*base, "retire", *opts])
+        assert res.exit_code == 0, res.stderr
+        assert res.stdout.splitlines() == [doc["records"][1]]
+        assert f"; remove: {doc['records'][0]}" in res.stderr
+        res = runner.invoke(main, [*base, "status", *opts, "--json"])
+        assert json.loads(res.stdout)["phase"] == "stable"
+        res = runner.invoke(main, ["dane", "tlsa", HOST, "--home", str(live_home), "--usage", "ee"])
+        assert res.stdout.splitlines() == [zone_line(TlsaRecord.parse(doc["records"][1]), HOST)]
+
+
+def test_cli_misuse(world: World) -> None:
+    w = world
+    res = CliRunner().invoke(main, ["dane", "rollover", "next", HOST, "--home", str(w.home), "--margin", "soon"])
+    assert res.exit_code == 2 and "--margin" in res.stderr
