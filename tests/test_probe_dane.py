@@ -28,12 +28,13 @@ from certkit.checks.probe import AddressResult, ProbeResult, exit_code, probe_sy
 from certkit.cli import main
 from certkit.core.dane import tlsa_for
 from certkit.schemas import load
+from tests.dnssec_lab import DnssecLab, dnssec_lab
 from tests.dnsserver import DnsServer, Zones
 from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
 
-__all__ = ["smtp_server"]
+__all__ = ["dnssec_lab", "smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 ROOT = make_root("DANE Probe Root")
@@ -259,8 +260,8 @@ def test_records_without_ad_are_not_dane(dns_lab: Callable[..., AdDnsServer], sm
     # The TLSA answer lacks AD: the PKIX result stands (their root is not trusted here), the mismatch is ignored.
     ns = dns_lab(_zones(srv.port, [WRONG]), secure=["dane.test", "mx.dane.test"])
     _, a = _probe(ns, srv.port, anchors=[OTHER_ROOT.cert])
-    [(code, severity)] = _codes(a)
-    assert code.startswith("chain.") and severity == "error"
+    [(pkix, severity)] = _codes(a)
+    assert pkix.startswith("chain.") and severity == "error"
     assert a.dane is not None and a.dane.lookup == "insecure" and not a.dane.applies
     # Secure TLSA under an MX answer without AD: not used either (RFC 7672 2.2.1).
     ns2 = dns_lab(_zones(srv.port, [WRONG]), secure=["mx.dane.test", _owner(srv.port)])
@@ -312,11 +313,57 @@ def _validate(data: dict[str, Any]) -> None:
     jsonschema.validators.validator_for(schema)(schema).validate(data)
 
 
-# --- a real validating resolver (tests/dnssec_lab.py), when present --------------------------------------
+# --- a real validating resolver: tests/dnssec_lab.py (NSD signs, Unbound validates) -----------------------
 
-def test_real_dnssec_lab_when_available() -> None:
-    try:
-        from tests import dnssec_lab  # type: ignore[attr-defined]  # noqa: F401
-    except ImportError:
-        pytest.skip("tests/dnssec_lab.py (NSD + ldns-signzone + Unbound) is not there yet")
-    pytest.skip("tests/dnssec_lab.py exists; cases through real Unbound validation are still to be written")
+
+def _lab_domain(lab: DnssecLab, zone: str, port: int, tlsa: Sequence[str]) -> str:
+    """``probe.<zone>`` with MX ``mx-probe.<zone>`` at 127.0.0.1 and its TLSA records for ``port``; reloaded."""
+    domain, mx = f"probe.{zone}", f"mx-probe.{zone}"
+    lab.remove(f"{domain}.")
+    lab.remove(f"{mx}.")
+    lab.remove(lab.tlsa_owner(mx, port))
+    lab.add(f"{domain}.", "MX", f"10 {mx}.")
+    lab.add(f"{mx}.", "A", "127.0.0.1")
+    for record in tlsa:
+        lab.add(lab.tlsa_owner(mx, port), "TLSA", record)
+    lab.reload()
+    return domain
+
+
+def test_real_unbound_secure_match(dnssec_lab: DnssecLab, smtp_server: Start, tmp_path: Path) -> None:
+    server = make_leaf(INTER, ["mx-probe.dane.test"])
+    srv = smtp_server(Scripted(identity=server, chain=[INTER.cert]))
+    ee = tlsa_for(server.cert, 3).text()
+    domain = _lab_domain(dnssec_lab, "dane.test", srv.port, [ee])
+    [result] = probe_sync([domain], anchors=[OTHER_ROOT.cert], validator="postfix", port=srv.port,
+                          nameserver=dnssec_lab.resolver, timeout=5, dane="require")
+    [a] = result.addresses
+    assert a.ok and a.dane is not None, (a.findings, dnssec_lab.log())
+    assert (a.dane.lookup, a.dane.name_secure) == ("secure", True)
+    assert a.dane.summary == "1 secure TLSA record, 3 1 1 matched"
+    code, out = _cli(tmp_path, domain, "--port", str(srv.port), "--nameserver", dnssec_lab.resolver, "--timeout",
+                     "5", trust=[OTHER_ROOT.cert])
+    assert code == 0 and "  DANE: 1 secure TLSA record, 3 1 1 matched" in out.splitlines(), out
+
+
+def test_real_unbound_unsigned_zone_is_not_dane(dnssec_lab: DnssecLab, smtp_server: Start) -> None:
+    server = make_leaf(INTER, ["mx-probe.insecure.test", "probe.insecure.test"])
+    srv = smtp_server(Scripted(identity=server, chain=[INTER.cert]))
+    domain = _lab_domain(dnssec_lab, "insecure.test", srv.port, [WRONG])
+    [result] = probe_sync([domain], anchors=[ROOT.cert], validator="postfix", port=srv.port,
+                          nameserver=dnssec_lab.resolver, timeout=5, dane="auto")
+    [a] = result.addresses
+    # Unsigned: the mismatching record is not trusted, so it changes nothing (PKIX decides, and passes).
+    assert a.findings == [] and a.dane is not None and a.dane.lookup == "insecure" and not a.dane.name_secure
+    [required] = probe_sync([domain], anchors=[ROOT.cert], validator="postfix", port=srv.port,
+                            nameserver=dnssec_lab.resolver, timeout=5, dane="require")
+    assert [f.code for f in required.addresses[0].findings] == ["dane.not-published"]
+
+
+def test_real_unbound_bogus_zone(dnssec_lab: DnssecLab) -> None:
+    dnssec_lab.add(dnssec_lab.tlsa_owner("mx.bogus.test", 25), "TLSA", WRONG)
+    dnssec_lab.reload()
+    found = lookup_tlsa("mx.bogus.test", 25, nameserver=dnssec_lab.resolver, timeout=5)
+    assert found.status == "bogus" and found.records == [], dnssec_lab.log()
+    good = lookup_tlsa("mx-nothing.dane.test", 25, nameserver=dnssec_lab.resolver, timeout=5)
+    assert good.status == "none" and good.secure  # a validated denial
