@@ -179,6 +179,21 @@ def test_secure_dane_ee_match_authenticates_without_their_root(dns_lab: Callable
     assert "  DANE: 1 secure TLSA record, 3 1 1 matched" in out.splitlines()
 
 
+def test_under_the_exchange_validator_a_dane_match_does_not_replace_the_trust_store(
+        dns_lab: Callable[..., AdDnsServer], smtp_server: Start) -> None:
+    """Exchange Server's Domain Security does no DANE: the partner's root must still be trusted."""
+    srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
+    ns = dns_lab(_zones(srv.port, [EE]), secure=_all_secure(srv.port))
+    [result] = probe_sync(["dane.test"], anchors=[OTHER_ROOT.cert], validator="exchange", port=srv.port,
+                          nameserver=ns.address, timeout=2, dane="auto")
+    [a] = result.addresses
+    codes = _codes(a)
+    assert codes and all(code.startswith("chain.") and sev == "error" for code, sev in codes), codes
+    assert not a.ok
+    assert a.dane is not None and a.dane.matched is not None
+    assert a.dane.summary.endswith("matched (Domain Security still needs the trust store)")
+
+
 def test_tlsa_is_looked_up_while_the_session_runs(dns_lab: Callable[..., AdDnsServer], smtp_server: Start) -> None:
     ended: list[float] = []
     scripted = Scripted(identity=SERVER, chain=[INTER.cert])

@@ -553,7 +553,7 @@ def _judge_address(target: str, host: str, address: str, port: int, session: Smt
     if result.verification is not None:
         result.findings.extend(result.verification.findings)
     if dane is not None:
-        _judge_dane(result, dane, at)
+        _judge_dane(result, dane, at, validator)
     return result
 
 
@@ -580,8 +580,11 @@ def _starttls_missing(s: SmtpSession) -> bool:
     return s.ehlo is not None and s.ehlo.positive and not s.starttls_offered
 
 
-def _judge_dane(result: AddressResult, d: _DaneInput, at: _dt.datetime) -> None:
-    """DANE for one finished session (RFC 7672): findings on ``result``, and ``result.dane``."""
+def _judge_dane(result: AddressResult, d: _DaneInput, at: _dt.datetime, validator: str = "postfix") -> None:
+    """DANE for one finished session (RFC 7672): findings on ``result``, and ``result.dane``.
+
+    A match makes the trust store's (PKIX) verdict information only for the ``postfix`` validator, as a DANE
+    sender decides; Exchange Server's Domain Security does no DANE, so under ``exchange`` it still decides."""
     from certkit.core.dane import dane_match
 
     host, session = result.host, result.session
@@ -661,6 +664,10 @@ def _judge_dane(result: AddressResult, d: _DaneInput, at: _dt.datetime) -> None:
         report(status, f"{head}, {tail}", applies=True, checks=match.checks)
         return
     rec = match.matched
+    if validator == "exchange":
+        report(status, f"{head}, {rec.usage} {rec.selector} {rec.matching_type} matched (Domain Security still "
+               "needs the trust store)", applies=True, matched=rec, checks=match.checks)
+        return
     # DANE authenticated the server: the trust store's (PKIX) verdict on their certificate is information only.
     verification = {id(f) for f in (result.verification.findings if result.verification else ())}
     note = (f" (Information only: the TLSA record {rec.usage} {rec.selector} {rec.matching_type} authenticated the "
