@@ -1,7 +1,11 @@
 """STARTTLS probe cost: certkit vs a bare asyncio+ssl handshake loop vs sslyze 6 vs posttls-finger, same endpoints.
 
     .venv/bin/python bench/bench_probe.py [--key rsa|ec] [--endpoints 200] [--concurrency 50] [--rounds 3]
-                                          [--skip-sslyze] [--skip-finger] [--serve]
+                                          [--skip-sslyze] [--skip-finger] [--serve] [--dane]
+
+``--dane`` measures what DANE adds instead: certkit on host-name targets ``mxN.bench.test:PORT`` resolved
+through a DNS server in a child process that sets the AD bit on every answer (standing in for a
+validating resolver), once with ``--dane off`` and once with ``--dane auto`` (a ``3 1 1`` record per host).
 
 The endpoints: ``--endpoints`` SMTP servers on 127.0.0.1, each on its own port, served by one asyncio
 loop in a child process (so the servers do not compete with the probing process for its GIL). Each
@@ -61,6 +65,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # cryptography, tests/pki.py and certkit are imported in main() only: the --bare-client process must
 # start with the standard library alone.
@@ -147,6 +152,28 @@ def _serve(folder: str, count: int, ready: multiprocessing.synchronize.Event, po
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def _serve_dns(zones: dict[str, dict[str, list[str]]], ready: multiprocessing.synchronize.Event,
+               port_out: str) -> None:
+    """A DNS server that answers like a validating resolver (the AD bit on every answer), in its own process."""
+    import dns.flags
+    import dns.message
+    from dnsserver import DnsServer
+
+    class Validated(DnsServer):
+        def answer(self, wire: bytes) -> bytes | None:
+            reply = super().answer(wire)
+            if reply is None:
+                return None
+            response = dns.message.from_wire(reply)
+            response.flags |= dns.flags.AD
+            return response.to_wire()
+
+    server = Validated(zones)
+    Path(port_out).write_text(server.address)
+    ready.set()
+    threading.Event().wait()
 
 
 # --- the tools ------------------------------------------------------------------------------------------
@@ -289,6 +316,32 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def _dane_tools(args: argparse.Namespace, ports: list[int], leaf: Any, work: Path,
+                certkit_cmd: list[str]) -> list[tuple[str, Callable[[], tuple[float, str]]]]:
+    """certkit on host-name targets with --dane off, then auto: the same DNS for A records, TLSA lookups added."""
+    from cryptography import x509
+
+    from certkit.core.dane import tlsa_for
+
+    record = tlsa_for(x509.load_pem_x509_certificate(leaf.pem), 3).text()
+    zones = {f"mx{i}.bench.test": {"A": ["127.0.0.1"]} for i in range(len(ports))}
+    zones.update({f"_{p}._tcp.mx{i}.bench.test": {"TLSA": [record]} for i, p in enumerate(ports)})
+    ready = multiprocessing.Event()
+    where = work / "dns"
+    dns_child = multiprocessing.Process(target=_serve_dns, args=(zones, ready, str(where)), daemon=True)
+    dns_child.start()
+    if not ready.wait(30):
+        raise SystemExit("the DNS server did not start")
+    names = work / "names.txt"
+    names.write_text("".join(f"mx{i}.bench.test:{p}\n" for i, p in enumerate(ports)))
+    base = [*certkit_cmd, "--nameserver", where.read_text()]
+    base[base.index("--from") + 1] = str(names)
+    return [(f"certkit probe --dane auto (--concurrency {args.concurrency})",
+             lambda: run_certkit([*base, "--dane", "auto"])),
+            (f"certkit probe --dane off (--concurrency {args.concurrency})",
+             lambda: run_certkit([*base, "--dane", "off"]))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--endpoints", type=int, default=200)
@@ -298,6 +351,9 @@ def main() -> None:
     ap.add_argument("--skip-finger", action="store_true")
     ap.add_argument("--key", choices=("rsa", "ec"), default="rsa",
                     help="rsa: RSA-2048 root, intermediate and leaf (default); ec: EC P-256")
+    ap.add_argument("--dane", action="store_true",
+                    help="instead of the peers: certkit with --dane off and --dane auto on host-name targets "
+                         "(A and TLSA records from a DNS server that sets the AD bit), to measure what DANE adds")
     ap.add_argument("--serve", action="store_true",
                     help="only start the endpoints, print the client commands (for profiling); Ctrl-C or SIGTERM ends")
     ap.add_argument("--bare-client", type=Path, metavar="TARGETS", help=argparse.SUPPRESS)
@@ -367,13 +423,15 @@ def main() -> None:
             (f"bare asyncio+ssl loop (concurrency {args.concurrency})",
              lambda: run_bare(targets, root_pem, args.concurrency)),
         ]
-        if not args.skip_sslyze:
+        if args.dane:
+            tools = _dane_tools(args, ports, leaf, work, certkit_cmd)
+        elif not args.skip_sslyze:
             if SSLYZE.exists():
                 tools.append(("sslyze --starttls smtp --certinfo", lambda: run_sslyze(ports, root_pem, work)))
             else:
                 print(f"sslyze not found at {SSLYZE}: python3 -m venv bench/.venv-sslyze && "
                       "bench/.venv-sslyze/bin/pip install 'sslyze>=6,<7'")
-        if not args.skip_finger:
+        if not args.skip_finger and not args.dane:
             tools.append(("posttls-finger, sequential loop", lambda: run_finger(ports, root_pem, work)))
 
         # Round-robin: every round runs each tool once, so that load on the machine hits all of them alike.
@@ -403,6 +461,10 @@ def main() -> None:
                   f"{notes[name]}")
             print(f"{'':<42} rounds: wall {'/'.join(f'{x:.2f}' for x in walls[name])} s, "
                   f"client CPU {'/'.join(f'{x:.2f}' for x in cpus[name])} s")
+        if args.dane:
+            print(f"--dane auto / --dane off: client CPU {best_cpu[ours] / best_cpu[bare]:.2f}x, "
+                  f"wall {best_wall[ours] / best_wall[bare]:.2f}x")
+            return
         print(f"certkit / bare loop: client CPU {best_cpu[ours] / best_cpu[bare]:.2f}x (target <= 1.5x), "
               f"wall {best_wall[ours] / best_wall[bare]:.2f}x")
         sslyze = next((n for n, _ in tools if n.startswith("sslyze")), None)
