@@ -5,9 +5,13 @@
   enable Domain Security on the Send and Receive connectors, trust the partner's root, then checks).
 * :func:`postfix_config` -- the Postfix equivalent: ``main.cf`` lines, the ``smtp_tls_policy_maps``
   entry ``PARTNER secure match=PARTNER:.PARTNER``, a dedicated ``master.cf`` listener that requires a
-  trusted client certificate, and the CA bundle to write beside them.
+  trusted client certificate, and the CA bundle to write beside them. With ``dane=True``: opportunistic
+  DANE outbound (``smtp_tls_security_level = dane``, ``smtp_dns_support_level = dnssec``,
+  ``smtp_host_lookup = dns``) and, for inbound, the TLSA records of our MX as a zone fragment (``tlsa.zone``).
 * :func:`partner_kit` -- what to send the partner: our root (PEM and DER), its fingerprints, our
-  Edge FQDN, our domains and our CRL URL, with a short text.
+  Edge FQDN, our domains and our CRL URL, with a short text (and our MX's TLSA records when given a chain).
+* :func:`our_tlsa` -- the TLSA records for our MX from the chain the server sends: DANE-EE ``3 1 1`` for the
+  leaf, DANE-TA ``2 1 1`` for its issuing CA when the chain carries it (what ``certkit dane tlsa --cert`` prints).
 
 Every text is rendered from a template in ``templates/`` through :mod:`certkit.adapters.render`.
 """
@@ -21,10 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from certkit.adapters.render import render
+from certkit.core.dane import TlsaRecord, Usage, issued_by, owner_name, tlsa_for, zone_line
 from certkit.core.formats import cert_der, cert_pem, sha1_thumbprint, sha256_fingerprint
 from certkit.core.names import dns_name
+from certkit.core.text import printable
 from certkit.errors import InputError
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "ExchangeScript",
     "PostfixConfig",
     "exchange_script",
+    "our_tlsa",
     "partner_kit",
     "postfix_config",
 ]
@@ -139,17 +147,70 @@ class PostfixConfig:
     main_cf: str
     tls_policy: str
     master_cf: str
+    #: with ``dane=True``: the zone fragment with our MX's TLSA records (also ``files["tlsa.zone"]``)
+    tlsa_zone: str | None = None
+
+
+def _mx_host(leaf: x509.Certificate, mx: str | None) -> str:
+    """The TLSA base name: ``mx``, else the leaf's CN (our Edge FQDN, by this project's profile)."""
+    if mx is not None:
+        return dns_name(mx.strip().rstrip("."))
+    cns = [str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if cns and "*" not in cns[0]:
+        try:
+            return dns_name(cns[0].rstrip("."))
+        except InputError:
+            pass
+    raise InputError(f"The certificate's CN ({printable(cns[0]) if cns else 'none'}) is not a host name.",
+                     "Give the MX host name the TLSA records are for with --mx HOST.")
+
+
+def our_tlsa(chain: Sequence[x509.Certificate]) -> list[tuple[TlsaRecord, x509.Certificate]]:
+    """The TLSA records for our MX from ``chain`` (leaf first, as the server sends it), each with its certificate:
+    DANE-EE ``3 1 1`` for the leaf, and DANE-TA ``2 1 1`` for the CA that issued it when the chain carries that
+    CA (a DANE-TA record matches only a CA certificate the server sends)."""
+    if not chain:
+        raise InputError("No certificate to compute the TLSA records from.", "Give our certificate (leaf first).")
+    leaf = chain[0]
+    out = [(tlsa_for(leaf, Usage.DANE_EE), leaf)]
+    issuer = next((c for c in chain[1:] if issued_by(leaf, c)), None)
+    if issuer is not None:
+        out.append((tlsa_for(issuer, Usage.DANE_TA), issuer))
+    return out
+
+
+def tlsa_zone(chain: Sequence[x509.Certificate], host: str, port: int = 25) -> str:
+    """A zone-file fragment with the TLSA records of :func:`our_tlsa` for ``host``, comments first."""
+    records = our_tlsa(chain)
+    lines = [f"; certkit: TLSA records for {owner_name(host, port)} (DANE for SMTP, RFC 7672) -- add to the "
+             "DNSSEC-signed zone.",
+             "; Same records as: certkit dane tlsa " + host + (f" --port {port}" if port != 25 else "")
+             + " --cert CHAIN. Renewing with a new key needs a rollover: certkit dane rollover."]
+    for record, cert in records:
+        what = "our key" if record.usage == Usage.DANE_EE else "the issuing CA, sent in our chain"
+        lines.append(f"; {record.usage} {record.selector} {record.matching_type}: {what}, "
+                     f"{printable(cert.subject.rfc4514_string())} (not after {cert.not_valid_after_utc:%Y-%m-%d})")
+    if len(records) == 1:
+        lines.append("; (no 2 1 1 record: the chain file holds no CA certificate that issued our certificate)")
+    lines += [zone_line(record, host, port) for record, _ in records]
+    return "\n".join(lines) + "\n"
 
 
 def postfix_config(partner: str, *, ca_bundle: Sequence[x509.Certificate], config_dir: str = "/etc/postfix",
                    cert_file: str | None = None, key_file: str | None = None, listen: str = "25",
-                   generated: _dt.datetime | None = None) -> PostfixConfig:
+                   generated: _dt.datetime | None = None, dane: bool = False,
+                   dane_chain: Sequence[x509.Certificate] = (), mx: str | None = None) -> PostfixConfig:
     """The Postfix settings for Domain Security with ``partner`` (see the module docstring).
 
     ``ca_bundle``: the certificates Postfix trusts (the trust store's export), written as
     ``certkit-ca.pem`` in ``config_dir``; ``cert_file``/``key_file``: our certificate (chain after the
     leaf) and key as Postfix will read them; ``listen``: the master.cf service of the dedicated
     partner listener (a port, or ``address:port``).
+
+    ``dane``: outbound, opportunistic DANE for every destination (RFC 7672: safe as a default; the partner
+    keeps its ``secure`` entry, authenticated by its root); inbound, ``tlsa.zone`` with the records of our MX
+    computed from ``dane_chain`` (the certificates in ``cert_file``, leaf first) for ``mx`` (default: the
+    leaf's CN).
     """
     domain = _domain(partner)
     if not ca_bundle:
@@ -162,22 +223,34 @@ def postfix_config(partner: str, *, ca_bundle: Sequence[x509.Certificate], confi
     ctx = {"partner": domain, "config_dir": base, "ca_file": f"{base}/certkit-ca.pem",
            "policy_file": f"{base}/tls_policy", "cert_file": cert_file or f"{base}/certkit-cert.pem",
            "key_file": key_file or f"{base}/certkit-key.pem", "listen": _listen(str(listen)), "generated": generated,
-           "anchors": [(c.subject.rfc4514_string(), sha256_fingerprint(c)) for c in ca_bundle]}
+           "anchors": [(c.subject.rfc4514_string(), sha256_fingerprint(c)) for c in ca_bundle], "dane": dane}
+    zone = None
+    if dane:
+        if not dane_chain:
+            raise InputError("DANE needs our certificate to compute the TLSA records of our MX.",
+                             "Give --cert: the file Postfix will present (leaf first, chain after).")
+        host = _mx_host(dane_chain[0], mx)
+        zone = tlsa_zone(dane_chain, host)
+        ctx["tlsa_owner"] = owner_name(host)
     main_cf = render("postfix-main.cf.j2", **ctx)
     policy = render("postfix-tls_policy.j2", **ctx)
     master = render("postfix-master.cf.j2", **ctx)
     files = {"main.cf.certkit": main_cf.encode(), "tls_policy": policy.encode(), "master.cf.certkit": master.encode(),
              "certkit-ca.pem": cert_pem(*ca_bundle)}
-    return PostfixConfig(files, main_cf, policy, master)
+    if zone is not None:
+        files["tlsa.zone"] = zone.encode()
+    return PostfixConfig(files, main_cf, policy, master, zone)
 
 
 def partner_kit(root: x509.Certificate, *, edge_fqdn: str, domains: Sequence[str], crl_url: str | None,
                 organisation: str | None = None, generated: _dt.datetime | None = None,
-                more_crl_urls: Sequence[str] = ()) -> dict[str, bytes]:
+                more_crl_urls: Sequence[str] = (), dane_chain: Sequence[x509.Certificate] = ()) -> dict[str, bytes]:
     """The files to send the partner: ``<name>-root.pem``, ``<name>-root.cer`` (DER) and ``README.txt``.
 
     ``crl_url`` is our issuing CA's CRL; ``more_crl_urls`` the others the partner's Edge must reach too
-    (the root's CRL, named in our intermediate's distribution point).
+    (the root's CRL, named in our intermediate's distribution point). ``dane_chain`` (our certificate, leaf
+    first, with the CA certificates our server sends): the README lists the TLSA records of ``edge_fqdn``
+    (:func:`our_tlsa`), for partners whose MTA does DANE.
     """
     fqdn = _domain(edge_fqdn, "--edge-fqdn")
     doms = [_domain(d, "--domain") for d in domains]
@@ -188,5 +261,6 @@ def partner_kit(root: x509.Certificate, *, edge_fqdn: str, domains: Sequence[str
                   more_crl_urls=[u for u in more_crl_urls if u and u != crl_url],
                   organisation=organisation or doms[0], root_subject=root.subject.rfc4514_string(),
                   sha256=sha256_fingerprint(root), sha1=sha1_thumbprint(root), not_after=root.not_valid_after_utc,
-                  pem_name=f"{stem}-root.pem", cer_name=f"{stem}-root.cer", generated=generated)
+                  pem_name=f"{stem}-root.pem", cer_name=f"{stem}-root.cer", generated=generated,
+                  tlsa=[zone_line(r, fqdn) for r, _ in our_tlsa(dane_chain)] if dane_chain else [])
     return {f"{stem}-root.pem": cert_pem(root), f"{stem}-root.cer": cert_der(root), "README.txt": text.encode()}

@@ -6,6 +6,7 @@ import ntpath
 from pathlib import Path
 
 import click
+from cryptography import x509
 
 from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many
 from certkit.adapters.inputs import read_input
@@ -22,6 +23,7 @@ from certkit.configgen import (
 )
 from certkit.core.formats import load_certificates, load_pfx
 from certkit.core.lint import is_self_signed, lint_certificate
+from certkit.core.names import dns_name
 from certkit.core.trust import is_ca
 from certkit.errors import InputError
 
@@ -104,19 +106,36 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Write main.cf.certkit, tls_policy, master.cf.certkit and certkit-ca.pem here (else print).")
 @click.option("--force", is_flag=True, help="Overwrite files in --out.")
+@click.option("--dane", is_flag=True,
+              help="Outbound: opportunistic DANE (needs a local DNSSEC-validating resolver). Inbound: the TLSA "
+                   "records of our MX from --cert, in tlsa.zone.")
+@click.option("--mx", default=None, help="With --dane: our MX host name, the TLSA owner (default: --cert's CN).")
 @home_option
 def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store: str | None, include_public: bool,
-                config_dir: str, listen: str, out: str | None, force: bool, home: str | None) -> None:
+                config_dir: str, listen: str, out: str | None, force: bool, dane: bool, mx: str | None,
+                home: str | None) -> None:
     """The Postfix settings for Domain Security with PARTNER, and the CA bundle from the trust store."""
     if (cert_file is None) != (key_file is None):
         raise InputError("--cert and --key go together.", "Give both, or neither.")
+    if mx is not None and not dane:
+        raise InputError("--mx is for --dane.", "Add --dane, or leave --mx out.")
+    chain: list[x509.Certificate] = []
+    if dane:
+        if cert_file is None:
+            raise InputError("--dane needs --cert: the TLSA records are computed from the certificate Postfix "
+                             "presents.", "Give --cert FILE (leaf first, chain after) and --key FILE.")
+        chain = load_certificates(read_input(cert_file, what="certificate file"), source=cert_file)
     path = Path(store) if store else default_store_path(resolve_home(home))
     bundle = TrustStore(path).export_certificates(include_public=include_public)
     cfg = postfix_config(partner, ca_bundle=bundle, config_dir=config_dir,
                          cert_file=str(Path(cert_file).resolve()) if cert_file else None,
-                         key_file=str(Path(key_file).resolve()) if key_file else None, listen=listen)
+                         key_file=str(Path(key_file).resolve()) if key_file else None, listen=listen,
+                         dane=dane, dane_chain=chain, mx=mx)
     if out is None:
-        click.echo(cfg.main_cf + "\n" + cfg.tls_policy + "\n" + cfg.master_cf, nl=False)
+        text = cfg.main_cf + "\n" + cfg.tls_policy + "\n" + cfg.master_cf
+        if cfg.tlsa_zone is not None:
+            text += "\n" + cfg.tlsa_zone
+        click.echo(text, nl=False)
         return
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -132,10 +151,27 @@ def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store
               help="Our root certificate (default: the CA home's root).")
 @click.option("--crl-url", default=None, help="Our CRL URL (default: the CA home's).")
 @click.option("--force", is_flag=True, help="Overwrite files in --out.")
+@click.option("--dane", is_flag=True,
+              help="Add the TLSA records of --edge-fqdn (as certkit dane tlsa computes them): from --cert FILE, "
+                   "else the newest valid certificate for it in the CA home.")
+@click.option("--cert", "cert_file", type=click.Path(readable=False), default=None,
+              help="With --dane: the chain file our server sends (PEM, leaf first) instead of the CA home.")
 @home_option
 def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_file: str | None, crl_url: str | None,
-                    force: bool, home: str | None) -> None:
+                    force: bool, dane: bool, cert_file: str | None, home: str | None) -> None:
     """What to send the partner: our root (PEM and DER), its fingerprints, our FQDN, domains and CRL URL."""
+    if cert_file is not None and not dane:
+        raise InputError("--cert is read only with --dane.", "Add --dane, or leave --cert out.")
+    chain: list[x509.Certificate] = []
+    if dane and cert_file is not None:
+        chain = load_certificates(read_input(cert_file, what="certificate file"), source=cert_file)
+    elif dane:
+        from certkit.cli.dane import _from_home
+
+        leaf, issuer, issuer_sent = _from_home(resolve_home(home), dns_name(edge_fqdn), SystemClock().now())
+        # A DANE-TA record matches only a CA certificate the server sends: the CA's chain files carry the
+        # intermediate, not the root.
+        chain = [leaf, issuer] if issuer_sent else [leaf]
     organisation = None
     more: list[str] = []
     if root_file:
@@ -148,7 +184,7 @@ def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_fil
             crl_url = crl_url or ca.crl_url
             more = [ca.root_crl_url] if ca.root_crl_url else []
     files = partner_kit(root, edge_fqdn=edge_fqdn, domains=domains, crl_url=crl_url, organisation=organisation,
-                        more_crl_urls=more)
+                        more_crl_urls=more, dane_chain=chain)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
