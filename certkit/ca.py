@@ -89,8 +89,8 @@ from certkit.errors import (
     StoreError,
 )
 
-__all__ = ["CAStatus", "CertificateAuthority", "CrlInfo", "IssueRequest", "IssuedCertificate", "WriteOptions",
-           "exchange_selfsigned"]
+__all__ = ["CAStatus", "CertificateAuthority", "CrlInfo", "DaneHostStatus", "IssueRequest", "IssuedCertificate",
+           "WriteOptions", "exchange_selfsigned"]
 
 REASONS = {r.name: r for r in x509.ReasonFlags if r not in (x509.ReasonFlags.remove_from_crl,)}
 
@@ -230,6 +230,38 @@ class CrlInfo:
 
 
 @dataclass(frozen=True)
+class DaneHostStatus:
+    """The DANE-EE key rollover of one host (``dane/<host>/state.json`` in the home), as ``ca status`` shows it.
+
+    Read through :meth:`certkit.dane_rollover.DaneRollover.status` without DNS: ``next_step_at`` of a
+    ``switch`` whose next record certkit has not seen in DNS yet is the best case (``projected``: if DNS
+    shows it now); ``certkit dane rollover status HOST`` looks and starts the clock.
+    """
+
+    host: str
+    port: int
+    #: ``stable``, ``next-published``, ``switched``; ``unreadable`` when the state could not be read (``error``)
+    phase: str
+    #: the TLSA RRset to have published now, as zone-file lines (``_25._tcp.HOST. TTL IN TLSA 3 1 1 ...``)
+    records: tuple[str, ...] = ()
+    #: ``switch``, ``retire`` or ``None`` (stable: nothing pending)
+    next_step: str | None = None
+    #: the earliest time of the next step
+    next_step_at: dt.datetime | None = None
+    projected: bool = False
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``ca status --json`` (times as ISO 8601, UTC)."""
+        at = self.next_step_at
+        return {"host": self.host, "port": self.port, "phase": self.phase, "records": list(self.records),
+                "next_step": self.next_step,
+                "next_step_at": at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None,
+                "projected": self.projected, "notes": list(self.notes), "error": self.error}
+
+
+@dataclass(frozen=True)
 class CAStatus:
     name: str
     root_not_after: dt.datetime
@@ -241,6 +273,8 @@ class CAStatus:
     findings: tuple[Finding, ...] = field(default=())
     #: files an interrupted run left behind that could not be removed (each says where and why)
     leftovers: tuple[str, ...] = field(default=())
+    #: the DANE rollover state of each host that has one (``certkit dane rollover``), by host name
+    dane: tuple[DaneHostStatus, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -812,7 +846,37 @@ class CertificateAuthority:
         all_records = self.index.records()
         return CAStatus(self.name, self.root.not_valid_after_utc, self.issuer.not_valid_after_utc, len(all_records),
                         sum(1 for r in all_records if r.status == "revoked"), expiring, tuple(crls), tuple(findings),
-                        tuple(self._clean_up_for_status()))
+                        tuple(self._clean_up_for_status()), tuple(self.dane_status()))
+
+    def dane_status(self) -> list[DaneHostStatus]:
+        """The DANE rollover of each host with a state in ``dane/`` (no DNS is asked; nothing is written)."""
+        from certkit.dane_rollover import DaneRollover, Phase, earliest_retire, projected_switch
+
+        folder = self.home / "dane"
+        try:
+            hosts = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
+        except OSError:
+            return []
+        now = self.clock.now()
+        out: list[DaneHostStatus] = []
+        for host in hosts:
+            try:
+                rollover = DaneRollover(self, host)
+                step = rollover.status()
+            except CertkitError as exc:
+                out.append(DaneHostStatus(host, 0, "unreadable", error=str(exc)))
+                continue
+            st = step.state
+            next_step: str | None = None
+            at: dt.datetime | None = None
+            if st.phase is Phase.NEXT_PUBLISHED:
+                next_step, at = "switch", projected_switch(st, now)
+            elif st.phase is Phase.SWITCHED:
+                next_step, at = "retire", earliest_retire(st)
+            out.append(DaneHostStatus(st.host, st.port, str(st.phase), tuple(step.lines(step.records, st.ttl)),
+                                      next_step, at, next_step == "switch" and st.seen_at is None,
+                                      tuple(step.notes)))
+        return out
 
     def _clean_up_for_status(self) -> list[str]:
         """Clean up after killed runs if the CA lock is free and the home writable; report what stays."""

@@ -17,6 +17,14 @@
    code follows the probe's: 0 ready, 1 not ready, 3 when no endpoint of the partner could be reached
    (DNS failure included), whatever else was found.
 
+DANE (``dane``: ``auto``, ``require`` or ``off``, passed to the probe step): with ``auto`` or ``require`` the
+TLSA records of each MX host are looked up as :func:`~certkit.checks.probe.probe_sync` does, each endpoint
+carries the probe's DANE status (``AddressResult.dane``) and the ``dane.*`` findings join the endpoints step
+(outbound: they concern the partner's servers as we send to them), with the probe's severities. Under the
+``exchange`` validator a DANE match does not replace the trust store (Exchange Server does no DANE). The
+library's default is ``off`` (nothing looked up, the report of before); ``certkit preflight`` defaults to
+``auto``.
+
 Every finding is placed in the direction(s) it affects: ``outbound`` (we send to them: they judge our
 client certificate, we judge their server certificate) and ``inbound`` (they send to us).
 """
@@ -35,7 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certkit.adapters.crlfetch import CrlCache, CrlFetch
 from certkit.adapters.dns import MailRoute, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity
-from certkit.checks.probe import AddressResult, probe_sync
+from certkit.checks.probe import DANE_MODES, AddressResult, probe_sync
 from certkit.clock import Clock, FixedClock, SystemClock, aware
 from certkit.core.findings import Finding, Severity, Side
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
@@ -165,6 +173,8 @@ class PreflightReport:
     endpoints: list[AddressResult] = field(default_factory=list)
     accepted_domains: tuple[str, ...] = ()
     validator: Validator = "exchange"
+    #: The DANE mode the endpoints were probed with (``auto``, ``require`` or ``off``).
+    dane: str = "off"
 
     @property
     def reached(self) -> bool:
@@ -225,6 +235,7 @@ class PreflightReport:
             "at": self.at.isoformat(),
             "port": self.port,
             "validator": self.validator,
+            "dane": self.dane,
             "ready": self.ready,
             "verdict": self.verdict,
             "exit_code": self.exit_code,
@@ -408,7 +419,7 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
               accepted_domains: Sequence[str] = (), smart_host: str | None = None, nameserver: str | None = None,
               port: int = 25, timeout: float = 10.0, exchange2010: bool = True, at: _dt.datetime | None = None,
               clock: Clock | None = None, progress: PreflightProgress | None = None,
-              validator: Validator = "exchange") -> PreflightReport:
+              validator: Validator = "exchange", dane: str = "off") -> PreflightReport:
     """Run the pre-flight for Domain Security with ``partner`` (see the module docstring).
 
     ``cert``/``key``/``chain``: our transport certificate, its key and the intermediates (and root) we
@@ -417,7 +428,8 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
     ``edge_fqdn``: our Edge's public FQDN (default: our certificate's CN); ``smart_host``: the smart
     host our Send connector uses, if any (blocking); ``at`` or ``clock``: the time to judge at;
     ``validator``: whose rules judge their certificate and our chain (``exchange``: revocation must be
-    checkable; ``postfix``: revocation facts are information only).
+    checkable; ``postfix``: revocation facts are information only); ``dane``: ``auto``, ``require`` or
+    ``off`` (the default: no TLSA lookups, as before), see the module docstring.
     Never raises for what it finds: the findings are in the report.
     """
     if not partner.strip() or not our_domain.strip():
@@ -427,6 +439,8 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
     our_domain = _domain(our_domain, "--our-domain")
     if validator not in ("exchange", "postfix"):
         raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
+    if dane not in DANE_MODES:
+        raise InputError(f"Unknown DANE mode {dane!r}.", "Use auto, require or off.")
     if partner == our_domain:
         raise InputError(f"The partner domain is our own domain {our_domain}.", "Give the partner's domain.")
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout >= MIN_TIMEOUT):
@@ -441,7 +455,8 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
     anchor_set = as_anchor_set(anchors)
     cache = CrlCache(timeout=min(timeout, 10.0))
     report = PreflightReport(partner, our_domain, fqdn, when, port, cert, smart_host=smart_host,
-                             accepted_domains=tuple(d.lower() for d in accepted_domains), validator=validator)
+                             accepted_domains=tuple(d.lower() for d in accepted_domains), validator=validator,
+                             dane=dane)
 
     def say(step: str, text: str) -> None:
         if progress is not None:
@@ -491,7 +506,8 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
             if key is not None and usable else None
         results = probe_sync([partner], anchors=anchor_set, identity=identity, port=port, validator=validator,
                              domain=partner, nameserver=nameserver, timeout=timeout, clock=FixedClock(when),
-                             progress=on_address, mail_from=f"probe@{our_domain}", helo_name=fqdn)
+                             progress=on_address, mail_from=f"probe@{our_domain}", helo_name=fqdn,
+                             dane=dane)
         for r in results:
             for e in r.addresses:
                 report.endpoints.append(e)

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,14 @@ from typing import Any
 import click
 
 from certkit.adapters.fs import PUBLIC, atomic_write, read_input
-from certkit.ca import CertificateAuthority, IssuedCertificate, IssueRequest, WriteOptions, exchange_selfsigned
+from certkit.ca import (
+    CertificateAuthority,
+    DaneHostStatus,
+    IssuedCertificate,
+    IssueRequest,
+    WriteOptions,
+    exchange_selfsigned,
+)
 from certkit.cli.common import (
     CA_PASSPHRASE_ENV,
     KEY_PASSPHRASE_ENV,
@@ -32,7 +40,7 @@ from certkit.core.keys import KeyType
 from certkit.core.names import dns_name
 from certkit.core.profiles import ProfileName
 from certkit.core.text import printable
-from certkit.errors import AlreadyExistsError, InputError, PassphraseError
+from certkit.errors import AlreadyExistsError, InputError, PassphraseError, UsageError
 
 KEY_CHOICES = click.Choice([k.value for k in KeyType], case_sensitive=False)
 PROFILE_CHOICES = click.Choice([p.value for p in ProfileName], case_sensitive=False)
@@ -330,31 +338,60 @@ def ca_show(ref: str, as_json: bool, home: str | None) -> None:
 @ca.command("renew")
 @click.argument("ref")
 @click.option("--rekey", is_flag=True, help="Generate a new key (default: keep the key).")
+@click.option("--ignore-dane", is_flag=True,
+              help="With --rekey: change the key although the host has a DANE rollover state (breaks DANE "
+                   "senders until the new TLSA record is in every resolver).")
 @click.option("--days", type=click.IntRange(1, 36500), default=None,
               help="Validity (default: that of the old certificate).")
 @output_options
 @home_option
 @passphrase_option
-def ca_renew(ref: str, rekey: bool, days: int | None, out_dir: str, pfx: bool, pfx_target: str,
+def ca_renew(ref: str, rekey: bool, ignore_dane: bool, days: int | None, out_dir: str, pfx: bool, pfx_target: str,
              pfx_password_file: str | None, key_passphrase_file: str | None, force: bool, home: str | None,
              passphrase_file: str | None) -> None:
     """A new certificate for the same names (same key unless --rekey), linked to the old one.
 
     Without --rekey no key file is written (keep using the old one); a PFX then needs the old key, so --pfx
-    requires --rekey.
+    requires --rekey. --rekey is refused (exit 2) for a certificate naming a host with a DANE rollover state
+    (certkit dane rollover): roll its key with certkit dane rollover next HOST, or pass --ignore-dane.
     """
     if pfx and not rekey:
         raise InputError("A PFX needs the private key, which certkit does not keep.",
                          "Use --rekey, or build the PFX where the key lives.")
     write = _write_options(out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
                            key_passphrase_file=key_passphrase_file, force=force, write_key=rekey)
-    authority = _open(home, passphrase_file, unlock=True)
+    authority = _open(home)
     old = authority.get(ref)
+    if rekey and not ignore_dane:
+        _refuse_dane_rekey(authority, old.common_name, old.names)
+    authority.unlock(_ca_passphrase(passphrase_file))
     issued = authority.renew(ref, rekey=rekey, days=days, write=write)
     _report(issued)
     click.echo(f"  renews     {old.serial_hex} ({'new key' if rekey else 'same key'})")
     click.echo("  note       a Send connector that pins TlsCertificateName needs the new issuer/subject string; "
                "Enable-ExchangeCertificate the new thumbprint.")
+
+
+def _refuse_dane_rekey(authority: CertificateAuthority, common_name: str, names: Sequence[str]) -> None:
+    """A new key for a host whose TLSA records certkit manages breaks DANE senders: refuse (exit 2).
+
+    Only the rollover state in the CA home is known without DNS; a key published in TLSA by hand is not."""
+    mine = {n.strip().rstrip(".").lower() for n in (common_name, *names)}
+    for host in authority.dane_status():
+        if host.host not in mine:
+            continue
+        h = host.host
+        if host.phase == "next-published":
+            why, hint = (f"a DANE key rollover of {h} is under way (next key published)",
+                         f"Put the published next key into service with certkit dane rollover switch {h}")
+        elif host.phase == "switched":
+            why, hint = (f"the DANE rollover of {h} has just switched (the old record is still published)",
+                         f"Finish it with certkit dane rollover retire {h}, then certkit dane rollover next {h}")
+        else:
+            why, hint = (f"{h} has a DANE rollover state: its key is published in TLSA",
+                         f"Roll the key with certkit dane rollover next {h} (then switch and retire)")
+        raise UsageError(f"Not changing the key: {why}, and a new key fails DANE senders until its TLSA record is "
+                         "in every resolver.", f"{hint}, or pass --ignore-dane to rekey anyway.")
 
 
 @ca.command("revoke")
@@ -403,11 +440,13 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
     """CA validity, certificates expiring soon, and the CRL's nextUpdate. Exit 1 when something has lapsed."""
     authority = _open(home)
     st = authority.status(warn_within=_parse_period(expiring))
+    now = authority.clock.now()
     if as_json:
         echo_json({"name": st.name, "root_not_after": st.root_not_after, "issuer_not_after": st.issuer_not_after,
                    "certificates": st.certificates, "revoked": st.revoked,
                    "crls": [{"issuer": c.issuer, "number": c.number, "next_update": c.next_update, "url": c.url}
                             for c in st.crls],
+                   "dane": [d.to_dict() for d in st.dane],
                    "findings": [f.to_dict() for f in st.findings], "leftovers": list(st.leftovers),
                    "ok": st.ok})
     else:
@@ -417,6 +456,12 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
             say(f"  CRL #{c.number} ({c.issuer}) next update {c.next_update:%Y-%m-%d %H:%M}Z")
         if not st.crls:
             click.echo("  no CRL published yet")
+        for d in st.dane:
+            say(_dane_line(d, now))
+            for line in d.records:
+                say(f"    {line}")
+            for note in d.notes:
+                say(f"    note: {note}")
         for f in st.findings:
             say(f"  {str(f.severity).upper():<7} {f.detail}  -> {f.entry.remedy}")
         for leftover in st.leftovers:
@@ -424,6 +469,22 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
         if not st.findings and not st.leftovers:
             click.echo("  OK")
     sys.exit(0 if st.ok else 1)
+
+
+def _dane_line(d: DaneHostStatus, now: dt.datetime) -> str:
+    """``ca status``: one line per host with a DANE rollover state; its records follow."""
+    if d.error is not None:
+        return f"  DANE {d.host}: state unreadable: {d.error}"
+    head = f"  DANE {d.host} port {d.port}: {d.phase}"
+    if d.next_step is None or d.next_step_at is None:
+        return f"{head}, nothing pending; TLSA records to have published:"
+    at = f"{d.next_step_at:%Y-%m-%d %H:%M}Z"
+    if d.projected:
+        when = (f"not before {at} (if DNS shows the next record now; certkit dane rollover status {d.host} "
+                "looks)")
+    else:
+        when = f"from {at}" + (" (due now)" if d.next_step_at <= now else "")
+    return f"{head}, {d.next_step} {when}; TLSA records to have published:"
 
 
 @click.command("selfsigned")

@@ -105,6 +105,9 @@ class _Progress:
               help="Apply Exchange 2010's rule: RSA keys only.")
 @click.option("--validator", type=click.Choice(["exchange", "postfix"]), default="exchange", show_default=True,
               help="Whose rules decide: exchange requires checkable revocation, postfix checks none.")
+@click.option("--dane", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
+              help="DANE (RFC 7672) for their MX: auto uses DNSSEC-secure TLSA records, require also fails MX "
+                   "hosts without them, off looks up nothing.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as one self-contained HTML file.")
 @click.option("--tlsrpt", "tlsrpt_file", type=click.Path(dir_okay=False), default=None,
@@ -115,13 +118,13 @@ class _Progress:
 def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, chain_file: str | None,
                   store: str | None, managed_only: bool, edge_fqdn: str | None, accepted: tuple[str, ...],
                   smart_host: str | None, nameserver: str | None, port: int, timeout: float, at_text: str | None,
-                  exchange_2010: bool, validator: str, report_file: str | None, tlsrpt_file: str | None, as_json: bool,
-                  home: str | None) -> None:
+                  exchange_2010: bool, validator: str, dane: str, report_file: str | None, tlsrpt_file: str | None,
+                  as_json: bool, home: str | None) -> None:
     """Check, before switching on Domain Security with PARTNER, that both directions will work.
 
     Our certificate as their Edge sees it, routing to their MX, and every MX address probed with our
-    certificate. Exit 0 ready, 1 not ready, 2 misuse, 3 nothing reachable (no address of the partner
-    answered, or DNS found none).
+    certificate (with --dane auto or require, also against their TLSA records). Exit 0 ready, 1 not ready,
+    2 misuse, 3 nothing reachable (no address of the partner answered, or DNS found none).
     """
     for out_file, option in ((report_file, "--report"), (tlsrpt_file, "--tlsrpt")):
         if out_file:
@@ -142,7 +145,7 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
                        edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host, nameserver=nameserver,
                        port=port, timeout=timeout, exchange2010=exchange_2010, at=at,
-                       validator="postfix" if validator == "postfix" else "exchange",
+                       validator="postfix" if validator == "postfix" else "exchange", dane=dane,
                        progress=_Progress() if stderr_is_terminal() else None)
     if report_file:
         _write(report_file, render_html(report).encode("utf-8"), "--report")
