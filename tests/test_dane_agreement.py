@@ -8,13 +8,15 @@ STARTTLS server listens on a port of its own; the TLSA records sit at ``_PORT._t
 (a) certkit: :func:`probe_sync` of the domain with ``--nameserver`` the lab's Unbound, ``dane="auto"``
     (``"require"`` where the case needs DANE), ``validator="postfix"`` and an empty trust store, so that
     only DANE can authenticate the server;
-(b) Postfix: ``posttls-finger -l dane -P /dev/null <domain>:<port>`` (MX lookup, then TLSA for that port),
-    with the same Unbound as the system resolver (``run_with_system_resolver``) and no CA certificates
-    (``-P /dev/null``), so that "Verified" can only mean DANE.
+(b) Postfix: ``posttls-finger -l dane -P /dev/null <domain>:<port>`` (MX lookup, then TLSA for that port;
+    no ``-c``: see :data:`FINGER_VERDICTS`), with the same Unbound as the system resolver
+    (``run_with_system_resolver``) and no CA certificates (``-P /dev/null``), so that "Verified" can only
+    mean DANE.
 
-Both verdicts reduce to one bit, *DANE-authenticated* or not (table :data:`FINGER_VERDICTS` for
-posttls-finger's lines, :func:`certkit_verdict` for certkit's ``dane`` object and ``dane.*`` findings),
-and the test asserts they agree, then that they give the verdict RFC 7672 expects for the case.
+Each verdict is *DANE-authenticated or not*, and when not, the ``dane.*`` finding that says why (table
+:data:`FINGER_VERDICTS` maps posttls-finger's lines to both; :func:`certkit_verdict` reads certkit's ``dane``
+object and findings). The test asserts the two tools agree on both parts, then that the verdict is the one
+RFC 7672 expects for the case. Genuine disagreements that are certkit's bugs are strict xfails (:data:`BUGS`).
 
 Skips locally when NSD, Unbound, ldnsutils, unshare or posttls-finger are missing, or without root;
 fails under ``CI=true``.
@@ -26,7 +28,6 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -41,22 +42,32 @@ from tests.smtp_servers import Scripted, SmtpTestServer
 ROOT = make_root("DANE Agreement Root")
 INTER = make_intermediate(ROOT, "DANE Agreement Issuing CA")
 
-#: posttls-finger's output lines and the verdict each one means, checked in this order (the first row with a
-#: matching line decides): ``True`` = the server was DANE-authenticated, ``False`` = it was not, or the mail
-#: would be deferred. With ``-P /dev/null`` Postfix trusts no CA, so "Verified" is reachable through DANE only.
+#: posttls-finger's output lines, checked in this order (the first row with a matching line decides), and what each
+#: one means: DANE-authenticated or not, and the ``dane.*`` finding certkit must report for the same reason
+#: (``None``: none). With ``-P /dev/null`` Postfix trusts no CA, so "Verified" is reachable through DANE only.
 #: posttls-finger runs without ``-c`` so that the SMTP transcript shows a session that never started TLS.
-FINGER_VERDICTS: tuple[tuple[str, bool, str], ...] = (
-    (r"TLSA lookup error for ", False, "TLSA lookup failed (bogus: SERVFAIL): delivery deferred"),
-    (r"Verified TLS connection established to ", True, "a usable TLSA record matched (DANE-EE or DANE-TA)"),
-    (r"Trusted TLS connection established to ", False, "PKIX trust, not DANE (no CAs here: not expected)"),
-    (r"Untrusted TLS connection established to ", False, "TLS, but no TLSA match / no usable or secure TLSA"),
-    (r"Anonymous TLS connection established to ", False, "TLS without a certificate check"),
-    (r"^posttls-finger: > QUIT$", False, "the session ended without TLS: a DANE client does not send in clear"),
+FINGER_VERDICTS: tuple[tuple[str, bool, str | None, str], ...] = (
+    (r"TLSA lookup error for ", False, "dane.dnssec-bogus", "TLSA lookup failed (SERVFAIL): delivery deferred"),
+    (r"Verified TLS connection established to ", True, None, "a usable TLSA record matched (DANE-EE or DANE-TA)"),
+    (r"no matching DANE TLSA records", False, "dane.no-match", "usable TLSA records, none matched"),
+    (r"server certificate verification failed for .*: certificate has expired", False, "dane.no-match",
+     "DANE-TA: the chain to the matched anchor has an expired certificate"),
+    (r"all TLSA records unusable, fallback to unauthenticated TLS", False, "dane.unusable-records",
+     "no usable TLSA record: TLS without authentication"),
+    (r"unsupported TLSA certificate usage", False, "dane.unusable-records",
+     "PKIX usages (0, 1) dropped: TLS without authentication"),
+    (r"Trusted TLS connection established to ", False, None, "PKIX trust, not DANE (no CAs here: not expected)"),
+    (r"Untrusted TLS connection established to ", False, None, "TLS without DANE (no secure TLSA records)"),
+    (r"Anonymous TLS connection established to ", False, None, "TLS without a certificate check"),
+    (r"^posttls-finger: > QUIT$", False, "dane.starttls-missing",
+     "the session ended without TLS: a DANE client does not send in clear"),
 )
 
 #: certkit's ``dane.*`` finding codes that say the server was not DANE-authenticated.
 CERTKIT_FAILURES = ("dane.no-match", "dane.unusable-records", "dane.dnssec-bogus", "dane.starttls-missing",
                     "dane.not-published")
+
+Verdict = tuple[bool, str | None]   # DANE-authenticated; the dane.* finding that says why not
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ def _cases() -> list[Case]:
     pkix = _leaf("pkix-usages-only", dz)
     sel = _leaf("wrong-selector", dz)
     mtype = _leaf("wrong-matching-type", dz)
+    unknown = _leaf("unknown-matching-type", dz)
     exp_ee = _leaf("expired-dane-ee", dz, not_after=NOW - DAY)
     exp_ta = _leaf("expired-dane-ta", dz, not_after=NOW - DAY)
     plain = _leaf("tlsa-without-starttls", dz)
@@ -117,6 +129,8 @@ def _cases() -> list[Case]:
         Case("wrong-selector", dz, False, sel, (f"3 0 1 {spki_sha256}",)),
         # The key's SHA-256 published with matching type 2 (SHA-512).
         Case("wrong-matching-type", dz, False, mtype, (f"3 1 2 {tlsa_for(mtype.cert, 3, 1, 1).data.hex()}",)),
+        # Matching type 7 is unassigned: unusable.
+        Case("unknown-matching-type", dz, False, unknown, (f"3 1 7 {tlsa_for(unknown.cert, 3, 1, 1).data.hex()}",)),
         # DANE-EE ignores the certificate's dates (RFC 7672 3.1.1); DANE-TA does not (3.1.2).
         Case("expired-dane-ee", dz, True, exp_ee, (ee(exp_ee),), dane="require"),
         Case("expired-dane-ta", dz, False, exp_ta, (tlsa_for(INTER.cert, 2).text(),)),
@@ -199,23 +213,29 @@ def world() -> Iterator[World]:
             srv.close()
 
 
-def finger_verdict(output: str) -> tuple[bool | None, str]:
+def finger_verdict(output: str) -> tuple[Verdict | None, str]:
     """posttls-finger's verdict by :data:`FINGER_VERDICTS`, and the line that decided it (``None``: no line)."""
     lines = [line.strip() for line in output.splitlines()]
-    for pattern, verdict, meaning in FINGER_VERDICTS:
+    for pattern, authenticated, code, meaning in FINGER_VERDICTS:
         for line in lines:
             if re.search(pattern, line):
-                return verdict, f"{line}  [{meaning}]"
+                return (authenticated, code), f"{line}  [{meaning}]"
     return None, "(no line of FINGER_VERDICTS)"
 
 
-def certkit_verdict(a: AddressResult) -> tuple[bool, str]:
-    """certkit's verdict: a DANE match and no ``dane.*`` failure; and its DANE line and findings."""
+def certkit_verdict(a: AddressResult) -> tuple[Verdict, str]:
+    """certkit's verdict (a DANE match and no ``dane.*`` failure; else the first failure), and its DANE line."""
     codes = [f.code for f in a.findings if f.code.startswith("dane.")]
-    authenticated = a.dane is not None and a.dane.matched is not None and not any(
-        c in CERTKIT_FAILURES for c in codes)
+    failures = [c for c in codes if c in CERTKIT_FAILURES]
+    authenticated = a.dane is not None and a.dane.matched is not None and not failures
     summary = a.dane.summary if a.dane is not None else "no DANE object"
-    return authenticated, f"DANE: {summary}; findings {codes}"
+    return (authenticated, failures[0] if failures else None), f"DANE: {summary}; findings {codes}"
+
+
+def _show(verdict: Verdict | None) -> str:
+    if verdict is None:
+        return "?"
+    return "DANE-authenticated" if verdict[0] else f"not authenticated ({verdict[1] or 'no dane.* finding'})"
 
 
 def _finger(world: World, case: Case, port: int) -> str:
@@ -225,12 +245,24 @@ def _finger(world: World, case: Case, port: int) -> str:
     return done.stdout + done.stderr
 
 
+#: Genuine disagreements that are certkit's bugs: case name -> reason (the test is a strict xfail).
+BUGS = {
+    "wrong-matching-type": (
+        "BUG: certkit's lookup_tlsa cannot read a TLSA RR whose data length does not fit its matching type "
+        "(3 1 2 with 32 bytes): dnspython rejects the answer as malformed (FormError), the resolver query is "
+        "retried until the timeout and certkit reports dane.dnssec-bogus ('no DNS answer in time', a DANE "
+        "sender defers); Postfix reads it as an unusable record and falls back to unauthenticated TLS "
+        "(dane.unusable-records)"),
+}
+
+
 def _params() -> list[object]:
-    return [pytest.param(c, id=c.name) for c in CASES]
+    return [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=BUGS[c.name])]
+                         if c.name in BUGS else []) for c in CASES]
 
 
 @pytest.mark.parametrize("case", _params())
-def test_certkit_agrees_with_posttls_finger(world: World, case: Case, tmp_path: Path) -> None:
+def test_certkit_agrees_with_posttls_finger(world: World, case: Case) -> None:
     port = world.servers[case.name].port
     [result] = probe_sync([case.domain], anchors=[], validator="postfix", port=port,
                           nameserver=world.lab.resolver, timeout=5, dane=case.dane)
@@ -238,9 +270,11 @@ def test_certkit_agrees_with_posttls_finger(world: World, case: Case, tmp_path: 
     ours, our_line = certkit_verdict(address)
     out = _finger(world, case, port)
     theirs, their_line = finger_verdict(out)
-    shown = (f"\n  certkit:        {'DANE-authenticated' if ours else 'not authenticated'} <- {our_line}"
-             f"\n  posttls-finger: {'DANE-authenticated' if theirs else 'not authenticated'} <- {their_line}"
+    shown = (f"\n  certkit:        {_show(ours)} <- {our_line}"
+             f"\n  posttls-finger: {_show(theirs)} <- {their_line}"
              f"\n--- posttls-finger output ---\n{out}")
     assert theirs is not None, "posttls-finger's output has no known verdict line" + shown
-    assert ours == theirs, f"{case.name}: certkit and posttls-finger disagree" + shown
-    assert ours == case.expected, f"{case.name}: both tools say {ours}, RFC 7672 expects {case.expected}" + shown
+    assert ours[0] == theirs[0], f"{case.name}: certkit and posttls-finger disagree on DANE authentication" + shown
+    assert ours[1] == theirs[1], f"{case.name}: certkit and posttls-finger disagree on the reason" + shown
+    assert ours[0] == case.expected, (f"{case.name}: both tools say authenticated={ours[0]}, RFC 7672 expects "
+                                      f"{case.expected}" + shown)
