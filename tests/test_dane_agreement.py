@@ -245,15 +245,9 @@ def _finger(world: World, case: Case, port: int) -> str:
     return done.stdout + done.stderr
 
 
-#: Genuine disagreements that are certkit's bugs: case name -> reason (the test is a strict xfail).
-BUGS = {
-    "wrong-matching-type": (
-        "BUG: certkit's lookup_tlsa cannot read a TLSA RR whose data length does not fit its matching type "
-        "(3 1 2 with 32 bytes): dnspython rejects the answer as malformed (FormError), the resolver query is "
-        "retried until the timeout and certkit reports dane.dnssec-bogus ('no DNS answer in time', a DANE "
-        "sender defers); Postfix reads it as an unusable record and falls back to unauthenticated TLS "
-        "(dane.unusable-records)"),
-}
+#: Genuine disagreements that are certkit's bugs: case name -> reason (the test is a strict xfail). The one
+#: found (3 1 2 with 32 bytes read as a DNS failure, not an unusable record) is fixed in adapters/dns.py.
+BUGS: dict[str, str] = {}
 
 
 def _params() -> list[object]:

@@ -288,6 +288,20 @@ class TlsaLookup:
         return "secure" if self.secure else "insecure"
 
 
+def _read_any_tlsa_length() -> None:
+    """Let dnspython read a TLSA record whose data length does not fit its matching type (``3 1 2`` with 32
+    bytes). dnspython 2.9 refuses the whole answer as malformed, so the resolver retries until the timeout
+    and a DANE sender's verdict ("unusable record, unauthenticated TLS", RFC 7672 2.2 and Postfix) becomes
+    "no answer, defer". certkit judges the length itself (:attr:`TlsaRecord.unusable_reason`). The check
+    lives in a class attribute of dnspython's TLSA base class; where it does not exist, nothing to do.
+    """
+    import dns.rdtypes.tlsabase
+
+    base = dns.rdtypes.tlsabase.TLSABase
+    if getattr(base, "_cert_length_by_mtype", None):
+        base._cert_length_by_mtype = {}
+
+
 def lookup_tlsa(host: str, port: int = 25, *, nameserver: str | None = None, timeout: float = 5.0) -> TlsaLookup:
     """The TLSA records of ``host``'s SMTP service on ``port`` (owner ``_PORT._tcp.HOST.``), see :class:`TlsaLookup`.
 
@@ -302,6 +316,7 @@ def lookup_tlsa(host: str, port: int = 25, *, nameserver: str | None = None, tim
 
     from certkit.core.dane import TlsaRecord
 
+    _read_any_tlsa_length()
     owner = f"_{port}._tcp.{host.rstrip('.')}."
     r = make_resolver(nameserver, timeout)
     try:
