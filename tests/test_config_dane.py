@@ -12,8 +12,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import smtplib
 import subprocess
+import time
 from pathlib import Path
 
 import dns.rdatatype
@@ -227,3 +230,73 @@ def test_partner_kit_lists_the_records(files: dict[str, Path], tmp_path: Path) -
     code, _, _ = invoke("config", "partner-kit", "--home", str(home), "--out", str(tmp_path / "kit5"),
                         "--edge-fqdn", MX, "--domain", "contoso.com")
     assert code == 0 and "TLSA" not in (tmp_path / "kit5/README.txt").read_text()
+
+
+# --- a real Postfix with the generated settings, DANE through the DNSSEC lab ------------------------------
+
+
+@pytest.mark.slow
+def test_generated_dane_settings_authenticate_a_server_by_tlsa() -> None:
+    """A sending Postfix configured by ``config postfix --dane`` runs inside the lab's mount namespace (its
+    /etc/resolv.conf names the lab's validating Unbound, with trust-ad). It delivers to a loopback Postfix
+    whose key the signed zone's 3 1 1 record matches, and defers to the same server under a name whose
+    record is for another key."""
+    from tests.dnssec_lab import DnssecLab
+    from tests.fixtures_net import require_postfix
+    from tests.postfix import PostfixInstance
+
+    require_postfix()
+    server_leaf = make_leaf(INTER, ["mx-good.dane.test", "mx-bad.dane.test"])
+    other = make_leaf(INTER, ["mx-bad.dane.test"])
+    receiver = PostfixInstance(server_leaf.cert, server_leaf.key, [INTER.cert], hostname="mx-good.dane.test",
+                               domain="good.test")
+    lab = DnssecLab("dane.test.", system_resolver=True)
+    for host in ("mx-good", "mx-bad"):
+        lab.add(f"{host}.dane.test.", "A", "127.0.0.1")
+    lab.add_tlsa("mx-good.dane.test", server_leaf.cert, port=receiver.port)
+    lab.add_tlsa("mx-bad.dane.test", other.cert, port=receiver.port)
+
+    class Sender(PostfixInstance):
+        def _run(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+            # master and its smtp(8) children live in the lab's mount namespace (its resolv.conf)
+            command = [self.postfix, "-c", str(self.etc), *args]
+            if args[:1] == ("start",):
+                command = lab.system_resolver_command(command)
+            return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+    with lab, receiver:
+        sender = Sender(LEAF.cert, LEAF.key, [INTER.cert], hostname=MX, domain="contoso.test")
+        etc = sender.etc
+        cfg = postfix_config("fabrikam.test", ca_bundle=[PARTNER_ROOT.cert], config_dir=str(etc),
+                             cert_file=str(etc / "server.pem"), key_file=str(etc / "server.key"), dane=True,
+                             dane_chain=[LEAF.cert, INTER.cert])
+        for name, data in cfg.files.items():
+            (etc / name).write_bytes(data)
+        hop = f"[{{}}.dane.test]:{receiver.port}"
+        (etc / "transport").write_text(f"good.test smtp:{hop.format('mx-good')}\n"
+                                       f"bad.test smtp:{hop.format('mx-bad')}\n")
+        main_cf = etc / "main.cf"
+        main_cf.write_text(main_cf.read_text() + cfg.main_cf + "\n".join([
+            f"transport_maps = texthash:{etc / 'transport'}", "relay_domains = good.test, bad.test",
+            "smtp_connect_timeout = 5s", ""]))
+        old = time.time() - 10
+        for f in etc.iterdir():
+            os.utime(f, (old, old))
+        with sender:
+            with smtplib.SMTP("127.0.0.1", sender.port, timeout=10) as s:
+                s.sendmail("admin@contoso.test", ["user@good.test"], b"Subject: dane\r\n\r\nDANE test\r\n")
+                s.sendmail("admin@contoso.test", ["user@bad.test"], b"Subject: dane\r\n\r\nDANE test\r\n")
+            log = sender.wait_for_log("status=sent", timeout=20)
+            log = sender.wait_for_log("status=deferred", timeout=20)
+            shown = f"\n--- sender ---\n{log}\n--- receiver ---\n{receiver.log()}\n--- unbound ---\n{lab.log()}"
+            good = [line for line in log.splitlines() if "mx-good.dane.test" in line]
+            bad = [line for line in log.splitlines() if "mx-bad.dane.test" in line]
+            # smtp_tls_CAfile holds only the partner's root, which did not issue the server's certificate:
+            # "Verified" here is DANE's 3 1 1 match.
+            assert any("Verified TLS connection established to mx-good.dane.test" in line for line in good), shown
+            assert any("status=sent" in line for line in good), shown
+            assert any("status=deferred" in line for line in bad), shown
+            assert any("certificate verification failed" in line and "no matching DANE TLSA records" in line
+                       for line in bad), shown
+            assert any("Untrusted TLS connection established" in line for line in bad), shown
+            assert not any("status=sent" in line for line in bad), shown
