@@ -793,6 +793,20 @@ class CertificateAuthority:
 
         return max(valid, key=newest)[1]
 
+    def dane_certificates(self, name: str, *, at: dt.datetime, instead: str
+                          ) -> tuple[x509.Certificate, x509.Certificate, bool]:
+        """What TLSA records for ``name`` are made from: its current certificate (:meth:`newest_valid`), the CA
+        certificate that issued it, and whether the chain the CA writes carries that CA (an intermediate
+        does; the root does not, so a DANE-TA record for it matches only if the server sends it too)."""
+        from certkit.core.dane import issued_by
+
+        leaf = self.newest_valid(name, at=at, instead=instead).certificate
+        issuer = next((c for c in (*self.intermediates, self.root) if issued_by(leaf, c)), None)
+        if issuer is None:
+            raise StoreError(f"No CA certificate in {self.home} verifies the certificate of {name}.",
+                             f"Restore the CA home from a backup, or {instead}.")
+        return leaf, issuer, any(issuer is c for c in self.intermediates)
+
     def records(self, *, revoked: bool | None = None, expiring_within: dt.timedelta | None = None
                 ) -> list[CertRecord]:
         now = self.clock.now()

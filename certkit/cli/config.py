@@ -166,9 +166,9 @@ def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_fil
     if dane and cert_file is not None:
         chain = load_certificates(read_input(cert_file, what="certificate file"), source=cert_file)
     elif dane:
-        from certkit.cli.dane import _from_home
+        from certkit.cli.dane import certificates_from_home
 
-        leaf, issuer, issuer_sent = _from_home(resolve_home(home), dns_name(edge_fqdn), SystemClock().now())
+        leaf, issuer, issuer_sent = certificates_from_home(resolve_home(home), dns_name(edge_fqdn), SystemClock().now())
         # A DANE-TA record matches only a CA certificate the server sends: the CA's chain files carry the
         # intermediate, not the root.
         chain = [leaf, issuer] if issuer_sent else [leaf]

@@ -35,7 +35,7 @@ from certkit.clock import SystemClock
 from certkit.core.dane import TlsaRecord, Usage, issued_by, owner_name, tlsa_for, zone_line
 from certkit.core.formats import load_certificates, sha256_fingerprint
 from certkit.core.names import dns_name
-from certkit.errors import InputError, StoreError
+from certkit.errors import InputError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -50,17 +50,13 @@ __all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "dane"]
 JSON_SCHEMA_VERSION = 1
 
 
-def _from_home(home: Path, host: str, at: dt.datetime) -> tuple[x509.Certificate, x509.Certificate, bool]:
-    """The leaf for ``host``, its issuing CA, and whether the chain the CA writes carries that CA."""
+def certificates_from_home(home: Path, host: str, at: dt.datetime
+                           ) -> tuple[x509.Certificate, x509.Certificate, bool]:
+    """The leaf for ``host`` in the CA at ``home``, its issuing CA, and whether the CA's chain carries it."""
     from certkit.ca import CertificateAuthority
 
     with CertificateAuthority.open(home) as authority:
-        leaf = authority.newest_valid(host, at=at, instead="give --cert FILE").certificate
-        issuer = next((c for c in (*authority.intermediates, authority.root) if issued_by(leaf, c)), None)
-        if issuer is None:
-            raise StoreError(f"No CA certificate in {home} verifies the certificate of {host}.",
-                             "Restore the CA home from a backup, or give --cert FILE.")
-        return leaf, issuer, any(issuer is c for c in authority.intermediates)
+        return authority.dane_certificates(host, at=at, instead="give --cert FILE")
 
 
 def _from_file(path: str, need_issuer: bool) -> tuple[x509.Certificate, x509.Certificate | None]:
@@ -138,7 +134,7 @@ def tlsa(host: str, port: int, usage: str, cert_file: str | None, ttl: int | Non
             say(f"warning: the certificate in {cert_file} does not name {name}; DANE-TA senders check the name.",
                 err=True)
     else:
-        leaf, ca_cert, issuer_sent = _from_home(resolve_home(home), name, now)
+        leaf, ca_cert, issuer_sent = certificates_from_home(resolve_home(home), name, now)
         issuer = ca_cert
     out: list[dict[str, Any]] = []
     if usage in ("ee", "both"):
