@@ -33,6 +33,18 @@ Only the DANE-EE ``3 1 1`` record (our public key) changes in a key rollover. A 
 for the issuing CA stays as it is. Renewals that keep the key (``ca renew`` without ``--rekey``) keep
 the ``3 1 1`` record and need no rollover.
 
+A CA change (``next(to_ca=NEW_HOME)``) takes the same steps. ``next`` asks DNS for the RRset the host
+publishes now (``old``) and adds, mirroring its usages, the ``2 1 1`` of the CA certificate of NEW_HOME
+that will issue the leaf (its intermediate, else its root) when the RRset holds a ``2 1 1``, and the
+``3 1 1`` of the next key when it holds a ``3 1 1`` (``new``). A root the server does not send never
+matches a ``2 1 1``: for a ``2 1 1``-only host whose new CA has no intermediate ``next`` is refused; with a
+``3 1 1`` too, no ``2 1 1`` is added. ``switch`` waits until DNS shows *every* new record (TTL + margin
+after all are first seen), issues a certificate for the same names and the next key from NEW_HOME, writes
+it over the current files, and records ``ca_home`` = NEW_HOME: status and retire then look the certificate
+in use up there. The old home's index is not changed (its record of the old certificate stays, naming
+files that now hold the new one). ``retire`` keeps ``new`` and removes the rest of ``old``. Later
+rollovers of the host run with NEW_HOME as the home; this home refuses them.
+
 The decisions are pure functions of a :class:`RolloverState` and the time (:func:`records_now`,
 :func:`earliest_switch`, :func:`earliest_retire`, :func:`switch_refusal`, :func:`retire_refusal`); time
 comes from the CA's clock. The state is ``dane/<host>/state.json`` in the CA home, written atomically
@@ -61,7 +73,8 @@ if TYPE_CHECKING:
     from certkit.ca import CertificateAuthority, IssuedCertificate, WriteOptions
 
 __all__ = ["DEFAULT_MARGIN", "DEFAULT_TTL", "DaneRollover", "Lookup", "NotReadyError", "Phase", "RolloverState",
-           "RolloverStep", "earliest_retire", "earliest_switch", "records_now", "retire_refusal", "switch_refusal"]
+           "RolloverStep", "awaited", "earliest_retire", "earliest_switch", "records_now", "retire_refusal",
+           "switch_refusal"]
 
 DEFAULT_TTL = 3600
 DEFAULT_MARGIN = dt.timedelta(hours=1)
@@ -103,6 +116,14 @@ class RolloverState:
     #: the certificate issued for the next key at the switch
     serial: int | None = None
     retired_at: dt.datetime | None = None
+    #: a CA change: the CA home that issues the next certificate (until ``retire``)
+    to_ca: str | None = None
+    #: the CA home that holds the certificate in use, when it is not this one (after a CA change)
+    ca_home: str | None = None
+    #: a CA change: the RRset DNS served at ``next`` (``old``) and the records added to it (``new``);
+    #: after its ``retire``: ``new`` is the RRset kept
+    old: tuple[TlsaRecord, ...] = ()
+    new: tuple[TlsaRecord, ...] = ()
 
     @property
     def wait(self) -> dt.timedelta:
@@ -117,6 +138,8 @@ class RolloverState:
             "next_at": _iso(self.next_at), "seen_at": _iso(self.seen_at), "switched_at": _iso(self.switched_at),
             "serial": serial_hex(self.serial) if self.serial is not None else None,
             "retired_at": _iso(self.retired_at),
+            "to_ca": self.to_ca, "ca_home": self.ca_home,
+            "old": [r.text() for r in self.old], "new": [r.text() for r in self.new],
         }
 
     @classmethod
@@ -130,7 +153,11 @@ class RolloverState:
                 current=TlsaRecord.parse(doc["current"]) if doc["current"] else None,
                 next=TlsaRecord.parse(doc["next"]) if doc["next"] else None,
                 next_at=_time(doc["next_at"]), seen_at=_time(doc["seen_at"]), switched_at=_time(doc["switched_at"]),
-                serial=int(doc["serial"], 16) if doc["serial"] else None, retired_at=_time(doc["retired_at"]))
+                serial=int(doc["serial"], 16) if doc["serial"] else None, retired_at=_time(doc["retired_at"]),
+                to_ca=str(doc["to_ca"]) if doc.get("to_ca") else None,
+                ca_home=str(doc["ca_home"]) if doc.get("ca_home") else None,
+                old=tuple(TlsaRecord.parse(r) for r in doc.get("old", [])),
+                new=tuple(TlsaRecord.parse(r) for r in doc.get("new", [])))
         except (KeyError, TypeError, ValueError, MalformedInputError) as exc:
             raise StoreError(f"The DANE rollover state {source} is damaged ({exc}).",
                              "Restore it from a backup, or remove it to start over from the key in use.") from None
@@ -151,8 +178,18 @@ def _time(text: str | None) -> dt.datetime | None:
 
 
 def records_now(state: RolloverState) -> tuple[TlsaRecord, ...]:
-    """The DANE-EE records the RRset must hold in this phase (current, then next)."""
+    """The records the RRset must hold in this phase: current, then next (a CA change: old, then new;
+    stable after a CA change: new)."""
+    if state.new:
+        return state.new if state.phase is Phase.STABLE else tuple(dict.fromkeys((*state.old, *state.new)))
     return tuple(r for r in (state.current, state.next) if r is not None)
+
+
+def awaited(state: RolloverState) -> tuple[TlsaRecord, ...]:
+    """The records DNS must show before the switch: the next record, or every new record of a CA change."""
+    if state.to_ca is not None:
+        return state.new
+    return (state.next,) if state.next is not None else ()
 
 
 def earliest_switch(state: RolloverState) -> dt.datetime | None:
@@ -184,13 +221,15 @@ def switch_refusal(state: RolloverState, now: dt.datetime, visible: bool | None)
     if state.phase is Phase.SWITCHED:
         return "misuse:the certificate already uses the next key; retire the old record (certkit dane rollover retire)"
     if not visible:
-        what = "DNS gave no answer for" if visible is None else "DNS does not show the next record at"
+        what = ("DNS gave no answer for" if visible is None else
+                "DNS does not show every new record at" if state.to_ca else "DNS does not show the next record at")
         return (f"{what} {owner_name(state.host, state.port)} yet; publish the records of certkit dane rollover "
                 "status (current and next) and wait until DNS serves them")
     due = earliest_switch(state)
     assert due is not None  # seen just now at the latest
     if now < due:
-        return (f"too early: the next record was first seen at {_iso(state.seen_at)}, and resolvers may hold the "
+        what = "new records were" if state.to_ca else "next record was"
+        return (f"too early: the {what} first seen at {_iso(state.seen_at)}, and resolvers may hold the "
                 f"RRset without it for the TTL ({state.ttl} s) plus the margin ({_human(state.margin)}); switch "
                 f"at {_iso(due)} or later")
     return None
@@ -293,8 +332,22 @@ class DaneRollover:
             yield
 
     def in_use(self) -> CertRecord:
-        return self.authority.newest_valid(self.host, at=self.authority.clock.now(),
-                                           instead="issue one with certkit ca issue")
+        """The certificate in service: the newest valid one for the host in the CA home that holds it."""
+        home = self.load().ca_home
+        if home is None:
+            return self.authority.newest_valid(self.host, at=self.authority.clock.now(),
+                                               instead="issue one with certkit ca issue")
+        with self._other_ca(Path(home)) as other:
+            return other.newest_valid(self.host, at=self.authority.clock.now(),
+                                      instead="issue one with certkit ca issue")
+
+    @contextlib.contextmanager
+    def _other_ca(self, home: Path, passphrase: bytes | None = None) -> Iterator[CertificateAuthority]:
+        """Another CA home (a CA change), on this CA's clock."""
+        from certkit.ca import CertificateAuthority
+
+        with CertificateAuthority.open(home, passphrase=passphrase, clock=self.authority.clock) as other:
+            yield other
 
     def in_use_or_none(self) -> CertRecord | None:
         try:
@@ -331,7 +384,8 @@ class DaneRollover:
                         notes.append(f"the first sighting could not be recorded ({exc.message})")
                         seen = state
                 state = seen
-        if in_use is not None and self.record_of(in_use) not in records_now(state):
+        ee = [r for r in records_now(state) if r.usage == Usage.DANE_EE]
+        if in_use is not None and ee and self.record_of(in_use) not in ee:
             notes.append(f"the certificate in service (serial {in_use.serial_hex}) matches none of the records: "
                          "its key was changed outside the rollover")
         return RolloverStep(state, records_now(state), in_use=in_use, visible=visible, notes=tuple(notes))
@@ -340,22 +394,31 @@ class DaneRollover:
         found = lookup(owner_name(state.host, state.port))
         if found is None:
             return None
-        return state.next in found if state.phase is Phase.NEXT_PUBLISHED else None
+        return all(r in found for r in awaited(state)) if state.phase is Phase.NEXT_PUBLISHED else None
 
     # --- the steps ------------------------------------------------------------------------------
     def next(self, *, ttl: int = DEFAULT_TTL, margin: dt.timedelta = DEFAULT_MARGIN,
-             key_type: KeyType | str | None = None) -> RolloverStep:
-        """Generate the next key and say to publish its record beside the current one."""
+             key_type: KeyType | str | None = None, to_ca: Path | None = None,
+             lookup: Lookup | None = None) -> RolloverStep:
+        """Generate the next key and say to publish its record beside the current one.
+
+        ``to_ca``: a CA change to the CA home ``to_ca`` (see the module docstring); ``lookup`` then gives
+        the RRset published now (required).
+        """
         _check_wait(ttl, margin)
         with self._host_lock():
             state = self.load()
             if state.phase is not Phase.STABLE:
                 _raise(f"misuse:a rollover of {self.host} is already under way ({state.phase}); finish it with "
                        "certkit dane rollover " + ("switch" if state.phase is Phase.NEXT_PUBLISHED else "retire"))
+            if state.ca_home is not None:
+                _raise(f"misuse:{self.host} moved to the CA in {state.ca_home}; run certkit dane rollover with "
+                       f"--home {state.ca_home}")
             in_use = self.in_use()
             current = self.record_of(in_use)
             key = generate_key(key_type or _key_type_of(in_use.certificate.public_key()))
             new = tlsa_for_key(key)
+            change = self._ca_change(Path(to_ca), lookup, new) if to_ca is not None else None
             now = self.authority.clock.now()
             with self.authority.locked():
                 # A key left by a killed `next` was never reported: it goes.
@@ -363,17 +426,58 @@ class DaneRollover:
                     raise StoreError(f"Cannot remove the stale {self.key_path}.", "Remove it by hand.")
                 atomic_write(self.key_path, private_key_pem(key), mode=PRIVATE)
             state = RolloverState(self.host, self.port, Phase.NEXT_PUBLISHED, ttl, margin, current, new, next_at=now)
+            if change is not None:
+                state = replace(state, to_ca=change[0], old=change[1], new=change[2])
             self._save(state)
-        return RolloverStep(state, records_now(state), publish=(new,), in_use=in_use)
+        publish = tuple(r for r in state.new if r not in state.old) if change is not None else (new,)
+        return RolloverStep(state, records_now(state), publish=publish, in_use=in_use,
+                            notes=change[3] if change is not None else ())
+
+    def _ca_change(self, to_ca: Path, lookup: Lookup | None, next_record: TlsaRecord
+                   ) -> tuple[str, tuple[TlsaRecord, ...], tuple[TlsaRecord, ...], tuple[str, ...]]:
+        """The new home, the RRset now, the records to add, and notes (refusals raise)."""
+        target = to_ca.resolve()
+        if target == self.authority.home.resolve():
+            _raise(f"misuse:--to-ca {to_ca} is the CA home the host is in already; give the new CA's home")
+        owner = owner_name(self.host, self.port)
+        found = lookup(owner) if lookup is not None else None
+        if found is None:
+            _raise(f"DNS gave no answer for {owner}, so the records published now are unknown; ask again later "
+                   "(or give --nameserver)")
+        old = tuple(dict.fromkeys(found))
+        ta = any(r.usage == Usage.DANE_TA for r in old)
+        ee = any(r.usage == Usage.DANE_EE for r in old)
+        if not ta and not ee:
+            _raise(f"misuse:DNS shows no DANE-TA or DANE-EE record at {owner}, so there is nothing to roll over; "
+                   "issue from the new CA and publish its records (certkit dane tlsa)")
+        with self._other_ca(target) as other:
+            issuer, sent = other.issuer, other.has_intermediate
+        notes: list[str] = []
+        new: list[TlsaRecord] = []
+        if ta and sent:
+            new.append(tlsa_for(issuer, Usage.DANE_TA))
+        elif ta and not ee:
+            _raise(f"misuse:the CA in {to_ca} has no intermediate and {self.host} publishes DANE-TA (2 1 1) only, "
+                   "which can never match a root the server does not send; add an intermediate to the new CA or "
+                   "publish 3 1 1")
+        elif ta:
+            notes.append(f"the CA in {to_ca} has no intermediate: no 2 1 1 for it (the server does not send its "
+                         "root); the 3 1 1 record carries DANE for this host after the retire")
+        if ee:
+            new.append(next_record)
+        if any(r.usage not in (Usage.DANE_TA, Usage.DANE_EE) for r in old):
+            notes.append("PKIX-TA/PKIX-EE (0 or 1) records are not rolled over; they are removed at the retire")
+        return str(target), old, tuple(new), tuple(notes)
 
     def switch(self, lookup: Lookup, *, write: WriteOptions | None = None, ttl: int | None = None,
-               margin: dt.timedelta | None = None) -> RolloverStep:
+               margin: dt.timedelta | None = None, to_ca_passphrase: bytes | None = None) -> RolloverStep:
         """Put the next key into service: a certificate for it, written over the current one's files.
 
         Refused (:class:`NotReadyError`) unless ``lookup`` shows the next record and the TTL + margin have
         passed since it was first seen. ``write``: where the files go (default: the folder of the current
         certificate's files, replacing them; no files when it has none). ``ttl``/``margin`` can only
-        lengthen the waits stored by ``next``.
+        lengthen the waits stored by ``next``. A CA change issues from the new CA home, unlocked with
+        ``to_ca_passphrase``, and records that home as the one holding the certificate in use.
         """
         with self._host_lock():
             state = self._widen(self.load(), ttl, margin)
@@ -381,7 +485,14 @@ class DaneRollover:
             if state.phase is not Phase.NEXT_PUBLISHED:
                 _raise(switch_refusal(state, now, None) or "misuse:nothing to switch")
             in_use = self.in_use()
-            if self.record_of(in_use) == state.next:
+            if state.to_ca is not None:
+                with self._other_ca(Path(state.to_ca)) as other:
+                    done = next((r for r in other.records(revoked=False) if r.common_name == in_use.common_name
+                                 and r.issued_at >= (state.next_at or now) and self.record_of(r) == state.next),
+                                None)
+                if done is not None:
+                    return self._switched(state, done, None)
+            elif self.record_of(in_use) == state.next:
                 # A switch that was killed after the certificate was issued: finish it.
                 return self._switched(state, in_use, None)
             visible = self._visible(state, lookup)
@@ -395,15 +506,26 @@ class DaneRollover:
             if tlsa_for_key(key) != state.next:
                 raise StoreError(f"{self.key_path} does not hold the key of the published next record.",
                                  "Restore the CA home from a backup.")
-            issued = self.authority.renew(in_use.serial, key=key, write=write or self.default_write(in_use))
-            step = self._switched(state, self.authority.get(issued.serial), issued)
+            if state.to_ca is not None:
+                with self._other_ca(Path(state.to_ca), to_ca_passphrase) as other:
+                    validity = max(1, (in_use.not_after - in_use.not_before).days)
+                    issued = other.issue(in_use.common_name, sans=[n for n in in_use.names
+                                                                   if n.lower() != in_use.common_name.lower()],
+                                         profile=in_use.profile, days=validity, key=key,
+                                         write=write or self.default_write(in_use))
+                    record = other.get(issued.serial)
+            else:
+                issued = self.authority.renew(in_use.serial, key=key, write=write or self.default_write(in_use))
+                record = self.authority.get(issued.serial)
+            step = self._switched(state, record, issued)
             if any(kind == "pfx" for kind in in_use.files):
                 step = replace(step, notes=(f"the old certificate's PFX {in_use.files['pfx']} still holds the old "
                                             "key: make a new one for Windows",))
             return step
 
     def _switched(self, state: RolloverState, cert: CertRecord, issued: IssuedCertificate | None) -> RolloverStep:
-        done = replace(state, phase=Phase.SWITCHED, switched_at=self.authority.clock.now(), serial=cert.serial)
+        done = replace(state, phase=Phase.SWITCHED, switched_at=self.authority.clock.now(), serial=cert.serial,
+                       ca_home=state.to_ca or state.ca_home)
         self._save(done)
         with self.authority.locked():
             wipe(self.key_path)
@@ -418,10 +540,12 @@ class DaneRollover:
                 _raise(reason)
             old = state.current
             done = RolloverState(self.host, self.port, Phase.STABLE, state.ttl, state.margin, state.next,
-                                 retired_at=self.authority.clock.now())
+                                 retired_at=self.authority.clock.now(), ca_home=state.ca_home, new=state.new)
+            remove: tuple[TlsaRecord, ...] = (old,) if old is not None else ()
+            if state.to_ca is not None:
+                remove = tuple(r for r in state.old if r not in state.new)
             self._save(done)
-        return RolloverStep(done, records_now(done), remove=(old,) if old is not None else (),
-                            in_use=self.in_use_or_none())
+        return RolloverStep(done, records_now(done), remove=remove, in_use=self.in_use_or_none())
 
     # --- helpers --------------------------------------------------------------------------------
     @staticmethod

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
 
 from certkit.ca import CertificateAuthority, WriteOptions
 from certkit.cli import main
 from certkit.clock import FixedClock
 from certkit.core.dane import TlsaRecord, Usage, owner_name, tlsa_for, zone_line
+from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
 from certkit.dane_rollover import DaneRollover, NotReadyError, Phase, tlsa_for_key
 from certkit.errors import UsageError
@@ -360,3 +362,201 @@ def test_cli_misuse(world: World) -> None:
     w = world
     res = CliRunner().invoke(main, ["dane", "rollover", "next", HOST, "--home", str(w.home), "--margin", "soon"])
     assert res.exit_code == 2 and "--margin" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# a CA change (next --to-ca): the same steps, with the new CA's DANE-TA record and/or the next key's DANE-EE
+
+
+NEW_PASS = b"new ca secret"
+
+
+class CaWorld(World):
+    """The certificate in use is what the server presents: the chain file (leaf + intermediate, no root).
+    It is covered when a resolver's cache is sure to hold its 3 1 1, or a 2 1 1 of a CA certificate sent."""
+
+    def presented(self) -> list[x509.Certificate]:
+        return load_certificates((self.out / f"{HOST}.chain.pem").read_bytes(), source="chain")
+
+    def check(self) -> None:
+        self.checks += 1
+        chain = self.presented()
+        usable = {tlsa_for(chain[0], Usage.DANE_EE), *(tlsa_for(c, Usage.DANE_TA) for c in chain[1:])}
+        assert usable & self.cached_everywhere(), f"gap at {self.clock.now()}"
+
+
+def _ca_world(tmp_path: Path, *, ee: bool, new_intermediate: bool) -> tuple[CaWorld, Path]:
+    clock = FixedClock(START)
+    ca = CertificateAuthority.init(tmp_path / "ca", name="Contoso Old CA", passphrase=PASS, key_type="ec-p256",
+                                   intermediate=True, clock=clock)
+    new_home = tmp_path / "new-ca"
+    CertificateAuthority.init(new_home, name="Contoso New CA", passphrase=NEW_PASS, key_type="ec-p256",
+                              intermediate=new_intermediate, clock=clock).close()
+    out = tmp_path / "out"
+    clock.advance(dt.timedelta(minutes=1))
+    ca.issue(HOST, sans=["mail.contoso.test"], key_type="ec-p256", write=WriteOptions(out))
+    w = CaWorld(tmp_path / "ca", out, clock, ca)
+    chain = w.presented()
+    w.zone[OWNER] = ([tlsa_for(chain[0], Usage.DANE_EE)] if ee else []) + [tlsa_for(chain[1], Usage.DANE_TA)]
+    w.history.append((START - dt.timedelta(days=30), frozenset(w.zone[OWNER])))
+    w.check()
+    return w, new_home
+
+
+@pytest.mark.parametrize(("ee", "new_intermediate"), [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize(("ttl", "margin_min", "delay_min"), [(3600, 60, 0), (300, 0, 45)])
+def test_a_ca_change_never_leaves_a_gap(tmp_path: Path, ee: bool, new_intermediate: bool, ttl: int,
+                                        margin_min: int, delay_min: int) -> None:
+    w, new_home = _ca_world(tmp_path, ee=ee, new_intermediate=new_intermediate)
+    try:
+        w.ttl = ttl
+        wait = dt.timedelta(seconds=ttl, minutes=margin_min)
+        step = max(dt.timedelta(seconds=ttl) / 24, dt.timedelta(minutes=1))
+        old_rrset = list(w.zone[OWNER])
+        old_serials = {r.serial for r in w.ca.records()}
+        ro = w.rollover()
+        nxt = ro.next(ttl=ttl, margin=dt.timedelta(minutes=margin_min), to_ca=new_home, lookup=w.lookup)
+        st = nxt.state
+        assert st.phase is Phase.NEXT_PUBLISHED and st.to_ca == str(new_home.resolve()) and st.ca_home is None
+        with CertificateAuthority.open(new_home) as new_ca:
+            new_ta = tlsa_for(new_ca.issuer, Usage.DANE_TA)
+        expected = ([new_ta] if new_intermediate else []) + ([st.next] if ee else [])
+        assert list(nxt.publish) == expected and list(nxt.records) == [*old_rrset, *expected]
+        assert bool(nxt.notes) is (not new_intermediate)  # no 2 1 1 for a root nobody sends
+        assert stat.S_IMODE(os.stat(w.home / "dane" / HOST / "next.key").st_mode) == 0o600
+        with pytest.raises(NotReadyError, match="every new record"):
+            ro.switch(w.lookup, to_ca_passphrase=NEW_PASS)
+        w.tick(dt.timedelta(minutes=delay_min), step)
+        if len(expected) > 1:
+            # Half published is not published: the switch waits for every new record.
+            w.add(expected[:1])
+            w.tick(step, step)
+            with pytest.raises(NotReadyError, match="every new record"):
+                ro.switch(w.lookup, to_ca_passphrase=NEW_PASS)
+        w.add(expected)
+        w.check()
+        w.reopen()
+        ro = w.rollover()
+        seen = ro.status(w.lookup)
+        assert seen.visible is True and seen.state.seen_at == w.clock.now()
+        while True:
+            try:
+                switched = ro.switch(w.lookup, to_ca_passphrase=NEW_PASS)
+                break
+            except NotReadyError:
+                assert w.clock.now() < seen.state.seen_at + wait
+                w.tick(step, step)
+        assert w.clock.now() >= seen.state.seen_at + wait
+        assert switched.state.phase is Phase.SWITCHED and switched.state.ca_home == st.to_ca
+        assert switched.issued is not None
+        chain = w.presented()
+        with CertificateAuthority.open(new_home) as new_ca:
+            assert chain[0].issuer == new_ca.issuer.subject  # issued by the new CA
+            assert new_ca.get(switched.issued.serial).names == w.ca.get(min(old_serials)).names
+            assert (chain[1:] == [new_ca.issuer]) is new_intermediate
+        assert tlsa_for(chain[0], Usage.DANE_EE) == st.next
+        assert stat.S_IMODE(os.stat(w.out / f"{HOST}.key").st_mode) == 0o600
+        assert {r.serial for r in w.ca.records()} == old_serials  # the old home's index is untouched
+        assert not (w.home / "dane" / HOST / "next.key").exists()
+        w.check()
+        # status and retire find the certificate in use in the new home
+        assert ro.status().in_use is not None and ro.status().in_use.serial == switched.issued.serial
+        switched_at = w.clock.now()
+        while True:
+            try:
+                done = ro.retire()
+                break
+            except NotReadyError:
+                w.tick(step, step)
+        assert w.clock.now() >= switched_at + wait
+        assert list(done.records) == expected and list(done.remove) == old_rrset
+        w.remove(done.remove)
+        assert w.zone[OWNER] == expected
+        w.tick(wait + step, step)
+        w.reopen()
+        after = w.rollover().status()
+        assert after.state.phase is Phase.STABLE and after.state.ca_home == st.to_ca
+        assert list(after.records) == expected and not after.notes
+        with pytest.raises(UsageError, match="moved to the CA in"):
+            w.rollover().next(to_ca=new_home, lookup=w.lookup)
+        # Later rollovers run in the new home, which knows the certificate in use.
+        with CertificateAuthority.open(new_home, clock=w.clock) as new_ca:
+            assert DaneRollover(new_ca, HOST).status().in_use is not None
+        assert w.checks > 10
+    finally:
+        w.ca.close()
+
+
+def test_the_invariant_catches_a_naive_ca_change(tmp_path: Path) -> None:
+    """Issuing from the new CA and publishing its record at the same moment leaves a gap."""
+    w, new_home = _ca_world(tmp_path, ee=False, new_intermediate=True)
+    try:
+        with CertificateAuthority.open(new_home, passphrase=NEW_PASS, clock=w.clock) as new_ca:
+            new_ca.issue(HOST, key_type="ec-p256", write=WriteOptions(w.out, overwrite=True))
+            w.add([tlsa_for(new_ca.issuer, Usage.DANE_TA)])
+        with pytest.raises(AssertionError, match="gap"):
+            w.check()
+    finally:
+        w.ca.close()
+
+
+def test_a_ca_change_refused_for_ta_only_without_intermediate(tmp_path: Path) -> None:
+    w, new_home = _ca_world(tmp_path, ee=False, new_intermediate=False)
+    try:
+        ro = w.rollover()
+        with pytest.raises(UsageError, match="Add an intermediate to the new CA or publish 3 1 1") as err:
+            ro.next(to_ca=new_home, lookup=w.lookup)
+        assert err.value.exit_code == 2
+        assert ro.status().state.phase is Phase.STABLE and not (w.home / "dane" / HOST / "next.key").exists()
+        with pytest.raises(UsageError, match="already"):
+            ro.next(to_ca=w.home, lookup=w.lookup)
+        with pytest.raises(NotReadyError, match="no answer"):
+            ro.next(to_ca=new_home, lookup=lambda owner: None)
+        w.ca.close()
+        runner = CliRunner()
+        with DnsServer({OWNER.rstrip("."): {"TLSA": [r.text() for r in w.zone[OWNER]]}}) as server:
+            res = runner.invoke(main, ["dane", "rollover", "next", HOST, "--home", str(w.home), "--to-ca",
+                                       str(new_home), "--nameserver", server.address])
+        assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "Add an intermediate" in res.stderr
+    finally:
+        w.ca.close()
+
+
+def test_cli_ca_change_through_a_dns_server(live_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """next --to-ca, switch (the new CA's passphrase from a file), retire; TTL 0 and no margin."""
+    monkeypatch.setenv("CERTKIT_CA_PASSPHRASE", "wrong")
+    new_home = tmp_path / "new-ca"
+    clock = FixedClock(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    with CertificateAuthority.init(new_home, name="Contoso New CA", passphrase=NEW_PASS, key_type="ec-p256",
+                                   intermediate=True, clock=clock) as new_ca:
+        new_ta = tlsa_for(new_ca.issuer, Usage.DANE_TA)
+    pass_file = tmp_path / "new-pass"
+    pass_file.write_bytes(NEW_PASS + b"\n")
+    with CertificateAuthority.open(live_home) as ca:
+        current = tlsa_for(ca.newest_valid(HOST, at=dt.datetime.now(dt.UTC), instead="-").certificate,
+                           Usage.DANE_EE)
+    zone = {"TLSA": [current.text()]}
+    runner = CliRunner()
+    with DnsServer({OWNER.rstrip("."): zone}) as server:
+        base = ["dane", "rollover"]
+        opts = [HOST, "--home", str(live_home), "--nameserver", server.address]
+        res = runner.invoke(main, [*base, "next", *opts, "--to-ca", str(new_home), "--ttl", "0", "--margin", "0",
+                                   "--json"])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.stdout)
+        assert doc["to_ca"] == str(new_home.resolve()) and len(doc["publish"]) == 1  # EE only: no 2 1 1 added
+        assert TlsaRecord.parse(doc["publish"][0]) == TlsaRecord.parse(doc["next"])
+        res = runner.invoke(main, [*base, "switch", *opts, "--to-ca-passphrase-file", str(pass_file)])
+        assert res.exit_code == 1 and "every new record" in res.stderr and res.stderr.count("\n") == 1
+        zone["TLSA"].append(TlsaRecord.parse(doc["publish"][0]).text())
+        res = runner.invoke(main, [*base, "switch", *opts, "--to-ca-passphrase-file", str(pass_file)])
+        assert res.exit_code == 0, res.stderr
+        assert str(new_home.resolve()) in res.stderr
+        res = runner.invoke(main, [*base, "status", *opts])
+        assert res.exit_code == 0 and "switched" in res.stdout and "CA change to" in res.stdout
+        res = runner.invoke(main, [*base, "retire", *opts])
+        assert res.exit_code == 0, res.stderr
+        assert res.stdout.splitlines() == [doc["publish"][0]] and f"--home {new_home.resolve()}" in res.stderr
+        res = runner.invoke(main, ["dane", "tlsa", HOST, "--home", str(new_home), "--usage", "both"])
+        assert res.stdout.splitlines()[0] == zone_line(TlsaRecord.parse(doc["publish"][0]), HOST)
+        assert res.stdout.splitlines()[1] == zone_line(new_ta, HOST)

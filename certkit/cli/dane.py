@@ -8,6 +8,11 @@ The rollover commands (:mod:`certkit.dane_rollover`) print the RRset to have aft
 as zone-file lines, and what to add or remove on stderr. Exit 0; 1 when the step may not be taken *yet*
 (switch before the next record is seen in DNS or before TTL + margin have passed since; retire before
 switch + TTL + margin): run it again later; 2 on misuse (a step out of order, a bad option).
+
+``next --to-ca NEW_HOME`` starts a CA change: the same steps, with the new CA's records (the RRset
+published now is read from DNS: exit 1 when DNS gives no answer; exit 2 for a DANE-TA-only host whose new
+CA has no intermediate). ``switch`` then issues from NEW_HOME (its passphrase from --to-ca-passphrase-file,
+else $CERTKIT_CA_PASSPHRASE, else a prompt).
 """
 
 from __future__ import annotations
@@ -251,7 +256,7 @@ def _step_json(step: RolloverStep, now: dt.datetime) -> dict[str, Any]:
         "phase": str(s.phase), "ttl": ttl, "margin_seconds": int(s.margin.total_seconds()),
         "records": lines(step.records), "publish": lines(step.publish), "remove": lines(step.remove),
         "current": s.current.text() if s.current else None, "next": s.next.text() if s.next else None,
-        "visible": step.visible,
+        "visible": step.visible, "to_ca": s.to_ca, "ca_home": s.ca_home,
         "times": {"now": _t(now), "next_at": _t(s.next_at), "seen_at": _t(s.seen_at),
                   "earliest_switch": _t(earliest_switch(s)), "projected_switch": _t(projected_switch(s, now)),
                   "switched_at": _t(s.switched_at), "earliest_retire": _t(earliest_retire(s)),
@@ -313,6 +318,8 @@ def rollover_status(host: str, port: int | None, ttl: int | None, margin: str | 
     if s.phase is Phase.SWITCHED:
         rows += [("switched", _t(s.switched_at)), ("retire from", _t(earliest_retire(s)))]
     rows.append(("last retired", _t(s.retired_at)))
+    if s.to_ca is not None or s.ca_home is not None:
+        rows.append(("CA change to" if s.phase is not Phase.STABLE else "moved to CA", s.to_ca or s.ca_home))
     if step.in_use is not None:
         rows.append(("certificate in use", f"serial {step.in_use.serial_hex}, not after {_t(step.in_use.not_after)}"))
     for label, value in rows:
@@ -327,20 +334,26 @@ def rollover_status(host: str, port: int | None, ttl: int | None, margin: str | 
 
 @rollover.command("next")
 @_rollover_options
+@click.option("--to-ca", "to_ca", type=click.Path(file_okay=False), default=None, metavar="NEW_HOME",
+              help="A CA change: the next certificate comes from the CA in NEW_HOME (reads the RRset from DNS).")
 def rollover_next(host: str, port: int | None, ttl: int | None, margin: str | None, nameserver: str | None,
-                  as_json: bool, home: str | None) -> None:
-    """Generate the next key (kept 0600 in the CA home) and print the RRset to publish: current + next."""
+                  as_json: bool, home: str | None, to_ca: str | None) -> None:
+    """Generate the next key (kept 0600 in the CA home) and print the RRset to publish: current + next
+    (with --to-ca: the records published now + the new CA's 2 1 1 and/or the next key's 3 1 1)."""
     from certkit.dane_rollover import DEFAULT_MARGIN, DEFAULT_TTL, projected_switch
 
     wait = parse_duration(margin) if margin is not None else DEFAULT_MARGIN
-    if nameserver is not None:
-        dns_lookup(nameserver)  # a malformed --nameserver is misuse here too
+    lookup = None
+    if nameserver is not None or to_ca is not None:
+        lookup = dns_lookup(nameserver)  # a malformed --nameserver is misuse here too
     authority, ro = _open_rollover(home, host, port)
     with authority:
-        step = ro.next(ttl=DEFAULT_TTL if ttl is None else ttl, margin=wait)
+        step = ro.next(ttl=DEFAULT_TTL if ttl is None else ttl, margin=wait,
+                       to_ca=Path(to_ca) if to_ca is not None else None, lookup=lookup)
         now = authority.clock.now()
     _emit(step, now, as_json, [
-        f"Publish both records now. Then run certkit dane rollover status {step.state.host}: the switch waits "
+        f"Publish {'the new records' if to_ca else 'both records'} now. Then run certkit dane rollover status "
+        f"{step.state.host}: the switch waits "
         f"TTL + margin from the first time DNS shows the next record ({_t(projected_switch(step.state, now))} "
         "at the earliest)."])
 
@@ -353,9 +366,11 @@ def rollover_next(host: str, port: int | None, ttl: int | None, margin: str | No
               help=f"File with the CA passphrase (else ${CA_PASSPHRASE_ENV}, else a prompt).")
 @click.option("--key-passphrase-file", type=click.Path(dir_okay=False), default=None,
               help=f"Encrypt the written key with this passphrase (or set ${KEY_PASSPHRASE_ENV}).")
+@click.option("--to-ca-passphrase-file", type=click.Path(dir_okay=False), default=None,
+              help=f"A CA change: file with the new CA's passphrase (else ${CA_PASSPHRASE_ENV}, else a prompt).")
 def rollover_switch(host: str, port: int | None, ttl: int | None, margin: str | None, nameserver: str | None,
                     as_json: bool, home: str | None, out_dir: str | None, passphrase_file: str | None,
-                    key_passphrase_file: str | None) -> None:
+                    key_passphrase_file: str | None, to_ca_passphrase_file: str | None) -> None:
     """Issue the certificate for the next key and write its files, once DNS has shown the next record
     for TTL + margin. Exit 1 when it is too early or DNS does not show the record yet."""
     import os
@@ -369,19 +384,26 @@ def rollover_switch(host: str, port: int | None, ttl: int | None, margin: str | 
     if key_passphrase_file or os.environ.get(KEY_PASSPHRASE_ENV):
         key_pass = read_secret(env=KEY_PASSPHRASE_ENV, file=key_passphrase_file, prompt="Key passphrase",
                                what="key passphrase", option="--key-passphrase-file")
-    authority, ro = _open_rollover(home, host, port, unlock=passphrase_file or "")
+    authority, ro = _open_rollover(home, host, port)
     with authority:
+        to_ca_pass = None
+        if ro.load().to_ca is not None:
+            to_ca_pass = read_secret(env=CA_PASSPHRASE_ENV, file=to_ca_passphrase_file, prompt="New CA passphrase",
+                                     what="new CA passphrase", option="--to-ca-passphrase-file")
+        else:
+            authority.unlock(read_secret(env=CA_PASSPHRASE_ENV, file=passphrase_file, prompt="CA passphrase"))
         write = None
         if out_dir is not None or key_pass is not None:
             default = ro.default_write(ro.in_use())
             folder = Path(out_dir) if out_dir is not None else (default.out_dir if default else Path("."))
             write = WriteOptions(folder, key_passphrase=key_pass,
                                  overwrite=default is not None and folder.resolve() == default.out_dir.resolve())
-        step = ro.switch(lookup, write=write, ttl=ttl, margin=wait)
+        step = ro.switch(lookup, write=write, ttl=ttl, margin=wait, to_ca_passphrase=to_ca_pass)
         now = authority.clock.now()
     files = ", ".join(str(p) for p in step.issued.paths.values()) if step.issued is not None else ""
     _emit(step, now, as_json, [
-        f"Switched {step.state.host} to the next key: certificate serial "
+        f"Switched {step.state.host} to the next " + (f"CA ({step.state.ca_home})" if step.state.to_ca else "key")
+        + ": certificate serial "
         f"{step.in_use.serial_hex if step.in_use else '?'}" + (f" in {files}" if files else "") + ".",
         "Install it on every server that answers for this name and reload the MTA; keep both records until "
         f"certkit dane rollover retire (from {_t(earliest_retire(step.state))})."])
@@ -397,7 +419,11 @@ def rollover_retire(host: str, port: int | None, ttl: int | None, margin: str | 
     with authority:
         step = ro.retire(ttl=ttl, margin=wait)
         now = authority.clock.now()
-    _emit(step, now, as_json, ["Remove the old record from the zone; the rollover is stable again."])
+    summary = ["Remove the old record from the zone; the rollover is stable again."]
+    if step.state.ca_home is not None:
+        summary = [f"Remove the old records from the zone; {step.state.host} now belongs to the CA in "
+                   f"{step.state.ca_home}: run later rollovers with --home {step.state.ca_home}."]
+    _emit(step, now, as_json, summary)
 
 
 COMMANDS: list[click.Command] = [dane]
