@@ -41,8 +41,8 @@ matches a ``2 1 1``: for a ``2 1 1``-only host whose new CA has no intermediate 
 ``3 1 1`` too, no ``2 1 1`` is added. ``switch`` waits until DNS shows *every* new record (TTL + margin
 after all are first seen), issues a certificate for the same names and the next key from NEW_HOME, writes
 it over the current files, and records ``ca_home`` = NEW_HOME: status and retire then look the certificate
-in use up there. The old home's index is not changed (its record of the old certificate stays, naming
-files that now hold the new one). ``retire`` keeps ``new`` and removes the rest of ``old``. Later
+in use up there. The old home's record of the old certificate stays (it can still be revoked there) but
+gives up the files that now hold the new one. ``retire`` keeps ``new`` and removes the rest of ``old``. Later
 rollovers of the host run with NEW_HOME as the home; this home refuses them.
 
 The decisions are pure functions of a :class:`RolloverState` and the time (:func:`records_now`,
@@ -514,6 +514,12 @@ class DaneRollover:
                                          profile=in_use.profile, days=validity, key=key,
                                          write=write or self.default_write(in_use))
                     record = other.get(issued.serial)
+                # The files now hold the new CA's certificate: the old home's record gives them up, so no
+                # index names a file that holds another certificate.
+                taken = set(record.files.values())
+                with self.authority.locked():
+                    self.authority.index.set_files(in_use.serial, {kind: path for kind, path in in_use.files.items()
+                                                                   if path not in taken})
             else:
                 issued = self.authority.renew(in_use.serial, key=key, write=write or self.default_write(in_use))
                 record = self.authority.get(issued.serial)

@@ -454,6 +454,9 @@ def test_a_ca_change_never_leaves_a_gap(tmp_path: Path, ee: bool, new_intermedia
             assert chain[0].issuer == new_ca.issuer.subject  # issued by the new CA
             assert new_ca.get(switched.issued.serial).names == w.ca.get(min(old_serials)).names
             assert (chain[1:] == [new_ca.issuer]) is new_intermediate
+            new_files = set(new_ca.get(switched.issued.serial).files.values())
+        # The old home's record of the old certificate gives up the files that now hold the new one.
+        assert new_files and all(not new_files & set(r.files.values()) for r in w.ca.records())
         assert tlsa_for(chain[0], Usage.DANE_EE) == st.next
         assert stat.S_IMODE(os.stat(w.out / f"{HOST}.key").st_mode) == 0o600
         assert {r.serial for r in w.ca.records()} == old_serials  # the old home's index is untouched
