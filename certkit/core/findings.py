@@ -353,10 +353,11 @@ _ENTRIES: tuple[Code, ...] = (
        "new ones.",
        tlsrpt="tlsa-invalid", status="4.7.5",
        postfix="Server certificate not trusted"),
-    _c("dane.unusable-records", "error", "theirs", "no usable TLSA record",
+    _c("dane.unusable-records", "warning", "theirs", "no usable TLSA record",
        "The MX host publishes TLSA records, but none an SMTP client may use (RFC 7672 3.1.3): only usages 2 "
-       "(DANE-TA) and 3 (DANE-EE) with a known selector and matching type count. DANE authenticates nothing, "
-       "yet the sender still requires STARTTLS.",
+       "(DANE-TA) and 3 (DANE-EE) with a known selector and matching type count. DANE authenticates nothing: "
+       "a DANE sender still requires STARTTLS and then delivers over unauthenticated TLS (RFC 7672 2.2; "
+       "Postfix: 'fallback to unauthenticated TLS').",
        "Replace them with DANE-EE and DANE-TA records: certkit dane tlsa MX-HOST prints them.",
        tlsrpt="tlsa-invalid", status="4.7.5",
        postfix="TLSA records unusable"),
