@@ -191,3 +191,14 @@ def test_refused_commands_are_kept_escaped(lab_pki: LabPki) -> None:
     assert action is NEED_DATA and out.endswith(b"501 5.1.7 Invalid address\r\n")
     record = r.finish()
     assert record.errors == 1 and "\\x1b[31m" in record.refused[0] and "\x1b" not in record.log_line()
+
+
+def test_a_size_parameter_of_non_ascii_digits_is_not_a_crash(lab_pki: LabPki) -> None:
+    """``"²".isdigit()`` is true in Python and ``int("²")`` raises: RFC 1870's SIZE is ASCII digits only."""
+    r, _ = receiver(lab_pki, max_message=1000)
+    say(r, b"")
+    say(r, b"EHLO mail.contoso.com\r\n")
+    action, out = say(r, "MAIL FROM:<a@elsewhere.test> SIZE=\u00b2\r\n".encode())
+    assert action is NEED_DATA and out.startswith(b"250 "), out
+    action, out = say(r, b"RSET\r\nMAIL FROM:<a@elsewhere.test> SIZE=5000\r\n")
+    assert out.endswith(b"552 5.3.4 Message size exceeds fixed maximum message size\r\n"), out

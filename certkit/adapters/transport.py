@@ -448,9 +448,10 @@ class _Driver(_DriverBase):
                     data = self.channel.recv(deadline)
                 except TimeoutError:
                     return Failure("net.timeout", request.stage, f"no complete reply within {self.timeout:g} s")
-                except OSError as e:
+                except (OSError, SSL.Error) as e:
+                    # A TLS alert after the handshake (TLS 1.3 "certificate required") ends the stream.
                     data = b""
-                    self.dialogue.note(f"read error: {e}")
+                    self.dialogue.note(f"read error: {_ssl_reason(e) if isinstance(e, SSL.Error) else e}")
                 self.engine.receive_data(data)
                 continue
             if isinstance(event, (InjectedData, NeedData)):

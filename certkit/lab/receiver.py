@@ -442,7 +442,8 @@ class Receiver:
         cfg, path = self.config, cmd.path
         assert path is not None
         size = path.parameter("SIZE")
-        if size is not None and size.isdigit() and int(size) > cfg.max_message:
+        # ASCII digits only: "²".isdigit() is true and int("²") raises (RFC 1870: SIZE=1*20DIGIT).
+        if size is not None and size.isascii() and size.isdigit() and int(size) > cfg.max_message:
             self._say("too-big")
             return
         domain = path.domain
