@@ -32,7 +32,9 @@ Zones = Mapping[str, Mapping[str, Sequence[str]]]
 class DnsServer:
     """Serves ``zones`` on ``127.0.0.1:port`` over UDP and TCP until :meth:`close`."""
 
-    def __init__(self, zones: Zones, *, silent: Iterable[str] = (), servfail: Iterable[str] = ()) -> None:
+    def __init__(self, zones: Zones, *, silent: Iterable[str] = (), servfail: Iterable[str] = (),
+                 ttl: int = 60) -> None:
+        self.ttl = ttl  # of every answer
         self.zones = {dns.name.from_text(k): v for k, v in zones.items()}
         self.silent = {dns.name.from_text(n) for n in silent}
         self.servfail = {dns.name.from_text(n) for n in servfail}
@@ -85,7 +87,7 @@ class DnsServer:
         else:
             records = self.zones[q.name].get(dns.rdatatype.to_text(q.rdtype), ())
             if records:
-                response.answer.append(dns.rrset.from_text_list(q.name, 60, dns.rdataclass.IN, q.rdtype,
+                response.answer.append(dns.rrset.from_text_list(q.name, self.ttl, dns.rdataclass.IN, q.rdtype,
                                                                 list(records)))
         return response.to_wire()
 

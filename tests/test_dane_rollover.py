@@ -329,7 +329,7 @@ def test_cli_rollover_through_a_dns_server(live_home: Path, monkeypatch: pytest.
     monkeypatch.setenv("CERTKIT_CA_PASSPHRASE", PASS.decode())
     runner = CliRunner()
     zone: dict[str, list[str]] = {}
-    with DnsServer({OWNER.rstrip("."): {"TLSA": zone.setdefault("TLSA", [])}}) as server:
+    with DnsServer({OWNER.rstrip("."): {"TLSA": zone.setdefault("TLSA", [])}}, ttl=0) as server:
         base = ["dane", "rollover"]
         opts = [HOST, "--home", str(live_home), "--nameserver", server.address]
         res = runner.invoke(main, [*base, "switch", *opts])
@@ -540,7 +540,7 @@ def test_cli_ca_change_through_a_dns_server(live_home: Path, tmp_path: Path, mon
                            Usage.DANE_EE)
     zone = {"TLSA": [current.text()]}
     runner = CliRunner()
-    with DnsServer({OWNER.rstrip("."): zone}) as server:
+    with DnsServer({OWNER.rstrip("."): zone}, ttl=0) as server:
         base = ["dane", "rollover"]
         opts = [HOST, "--home", str(live_home), "--nameserver", server.address]
         res = runner.invoke(main, [*base, "next", *opts, "--to-ca", str(new_home), "--ttl", "0", "--margin", "0",
@@ -563,3 +563,22 @@ def test_cli_ca_change_through_a_dns_server(live_home: Path, tmp_path: Path, mon
         res = runner.invoke(main, ["dane", "tlsa", HOST, "--home", str(new_home), "--usage", "both"])
         assert res.stdout.splitlines()[0] == zone_line(TlsaRecord.parse(doc["publish"][0]), HOST)
         assert res.stdout.splitlines()[1] == zone_line(new_ta, HOST)
+
+
+def test_cli_switch_waits_for_the_ttl_dns_serves_when_it_is_longer(live_home: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 7671 8.1: the wait is at least the RRset's real TTL. ``next --ttl 0`` but DNS serves the RRset with a
+    TTL of 60 s (tests/dnsserver.py): the switch says so and waits those 60 s instead of switching at once."""
+    monkeypatch.setenv("CERTKIT_CA_PASSPHRASE", PASS.decode())
+    runner = CliRunner()
+    zone: dict[str, list[str]] = {}
+    with DnsServer({OWNER.rstrip("."): {"TLSA": zone.setdefault("TLSA", [])}}) as server:
+        opts = [HOST, "--home", str(live_home), "--nameserver", server.address]
+        res = runner.invoke(main, ["dane", "rollover", "next", *opts, "--ttl", "0", "--margin", "0", "--json"])
+        assert res.exit_code == 0, res.output
+        for line in json.loads(res.stdout)["records"]:
+            zone["TLSA"].append(TlsaRecord.parse(line).text())
+        assert runner.invoke(main, ["dane", "rollover", "status", *opts]).exit_code == 0
+        res = runner.invoke(main, ["dane", "rollover", "switch", *opts])
+        assert "DNS serves the TLSA RRset with a TTL of 60 s, longer than the 0 s" in res.stderr, res.stderr
+        assert res.exit_code == 1, res.output

@@ -275,6 +275,8 @@ class TlsaLookup:
     bogus: bool = False
     none: bool = False
     error: str | None = None
+    #: The TTL the resolver served the RRset with: a lower bound of the zone's TTL (a cache counts it down).
+    ttl: int | None = None
 
     @property
     def status(self) -> str:
@@ -337,4 +339,5 @@ def lookup_tlsa(host: str, port: int = 25, *, nameserver: str | None = None, tim
     records = [TlsaRecord(int(rd.usage), int(rd.selector), int(rd.mtype), bytes(rd.cert))
                for rd in answer]
     records.sort(key=TlsaRecord.text)  # reproducible reports (an RRset has no order)
-    return TlsaLookup(owner, records, secure=_ad(answer.response))
+    ttl = int(answer.rrset.ttl) if answer.rrset is not None else None
+    return TlsaLookup(owner, records, secure=_ad(answer.response), ttl=ttl)

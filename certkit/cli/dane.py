@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from certkit.ca import CertificateAuthority
-    from certkit.dane_rollover import DaneRollover, Lookup, RolloverStep
+    from certkit.dane_rollover import DaneRollover, RolloverStep
 
 
 __all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "dane"]
@@ -181,24 +181,42 @@ def parse_duration(text: str, option: str = "--margin") -> dt.timedelta:
     return dt.timedelta(seconds=sum(int(n) * size[u] for n, u in parts))
 
 
-def dns_lookup(nameserver: str | None, timeout: float = 5.0) -> Lookup:
+class DnsLookup:
     """``lookup(owner) -> records`` through :func:`certkit.adapters.dns.lookup_tlsa` (``None`` when DNS gave no
-    answer, a SERVFAIL included). Presence only: whether the answer was DNSSEC-validated is the senders' business."""
-    from certkit.adapters.dns import lookup_tlsa, parse_nameserver
+    answer, a SERVFAIL included). Presence only: whether the answer was DNSSEC-validated is the senders'
+    business. :attr:`served_ttls` keeps the TTLs the resolver served (lower bounds of the zone's TTL)."""
 
-    if nameserver is not None:
-        parse_nameserver(nameserver)  # a malformed --nameserver is misuse before anything is asked
+    def __init__(self, nameserver: str | None, timeout: float = 5.0) -> None:
+        from certkit.adapters.dns import parse_nameserver
 
-    def lookup(owner: str) -> list[TlsaRecord] | None:
+        if nameserver is not None:
+            parse_nameserver(nameserver)  # a malformed --nameserver is misuse before anything is asked
+        self.nameserver = nameserver
+        self.timeout = timeout
+        self.served_ttls: list[int] = []
+
+    def __call__(self, owner: str) -> list[TlsaRecord] | None:
+        from certkit.adapters.dns import lookup_tlsa
+
         match = re.fullmatch(r"_(\d+)\._tcp\.(.+)\.", owner)
         if match is None:
             raise InputError(f"{owner} is not a TLSA owner name for TCP.")
-        found = lookup_tlsa(match[2], int(match[1]), nameserver=nameserver, timeout=timeout)
+        found = lookup_tlsa(match[2], int(match[1]), nameserver=self.nameserver, timeout=self.timeout)
         if found.bogus or found.error is not None:
             return None
+        if found.ttl is not None:
+            self.served_ttls.append(found.ttl)
         return list(found.records)
 
-    return lookup
+    def served_ttl(self, owner: str) -> int | None:
+        """Ask for ``owner`` once; the longest TTL DNS has served so far (``None``: no answer)."""
+        self(owner)
+        return max(self.served_ttls) if self.served_ttls else None
+
+
+def dns_lookup(nameserver: str | None, timeout: float = 5.0) -> DnsLookup:
+    """The rollover's DNS lookup (see :class:`DnsLookup`)."""
+    return DnsLookup(nameserver, timeout)
 
 
 def _rollover_options(f: Any) -> Any:
@@ -376,7 +394,7 @@ def rollover_switch(host: str, port: int | None, ttl: int | None, margin: str | 
     import os
 
     from certkit.ca import WriteOptions
-    from certkit.dane_rollover import earliest_retire
+    from certkit.dane_rollover import Phase, earliest_retire
 
     wait = parse_duration(margin) if margin is not None else None
     lookup = dns_lookup(nameserver)
@@ -398,6 +416,14 @@ def rollover_switch(host: str, port: int | None, ttl: int | None, margin: str | 
             folder = Path(out_dir) if out_dir is not None else (default.out_dir if default else Path("."))
             write = WriteOptions(folder, key_passphrase=key_pass,
                                  overwrite=default is not None and folder.resolve() == default.out_dir.resolve())
+        # RFC 7671 8.1: the wait is at least the RRset's real TTL. A resolver serves a countdown of it, so
+        # what it serves is a lower bound: when it is longer than the TTL the rollover counts with, wait longer.
+        state = ro.load()
+        live = lookup.served_ttl(owner_name(host, state.port)) if state.phase is Phase.NEXT_PUBLISHED else None
+        if live is not None and live > max(ttl or 0, state.ttl):
+            click.echo(f"note: DNS serves the TLSA RRset with a TTL of {live} s, longer than the {state.ttl} s "
+                       f"the rollover counted with: waiting at least {live} s.", err=True)
+            ttl = live
         step = ro.switch(lookup, write=write, ttl=ttl, margin=wait, to_ca_passphrase=to_ca_pass)
         now = authority.clock.now()
     files = ", ".join(str(p) for p in step.issued.paths.values()) if step.issued is not None else ""
