@@ -365,7 +365,7 @@ def raw_split_banner(sock: socket.socket) -> None:
             sock.sendall(b"250 2.0.0 Ok\r\n")
 
 
-def _plain_ehlo_then(after_starttls: Callable[[socket.socket], None]) -> Handler:
+def plain_ehlo_then(after_starttls: Callable[[socket.socket], None]) -> Handler:
     """A plaintext server that offers STARTTLS and hands the socket to ``after_starttls`` when asked for it."""
 
     def handler(sock: socket.socket) -> None:
@@ -392,7 +392,7 @@ def _plain_ehlo_then(after_starttls: Callable[[socket.socket], None]) -> Handler
 
 
 #: Offers STARTTLS and never answers it.
-raw_starttls_silent: Handler = _plain_ehlo_then(lambda sock: time.sleep(10))
+raw_starttls_silent: Handler = plain_ehlo_then(lambda sock: time.sleep(10))
 
 
 
@@ -404,7 +404,7 @@ def _not_tls(sock: socket.socket) -> None:
 
 
 #: Answers 220 to STARTTLS and then speaks no TLS at all (binary garbage instead of a ServerHello).
-raw_starttls_garbage: Handler = _plain_ehlo_then(_not_tls)
+raw_starttls_garbage: Handler = plain_ehlo_then(_not_tls)
 
 #: What :data:`raw_starttls_late_injection` injects.
 LATE_INJECTION = b"250-injected.test\r\n250 PIPELINING\r\n"
@@ -418,7 +418,7 @@ def _inject_late(sock: socket.socket) -> None:
 
 
 #: Answers 220 to STARTTLS, then injects plaintext SMTP 300 ms later, when the handshake is under way.
-raw_starttls_late_injection: Handler = _plain_ehlo_then(_inject_late)
+raw_starttls_late_injection: Handler = plain_ehlo_then(_inject_late)
 
 #: Answers 220 to STARTTLS and closes before the handshake.
-raw_starttls_close: Handler = _plain_ehlo_then(lambda sock: sock.sendall(b"220 2.0.0 Ready\r\n"))
+raw_starttls_close: Handler = plain_ehlo_then(lambda sock: sock.sendall(b"220 2.0.0 Ready\r\n"))

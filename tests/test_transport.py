@@ -22,6 +22,7 @@ from tests.smtp_servers import (
     Handler,
     Scripted,
     SmtpTestServer,
+    plain_ehlo_then,
     raw_close_mid_reply,
     raw_garbage,
     raw_huge_line,
@@ -371,41 +372,28 @@ def test_server_tls_error_is_a_certkit_error() -> None:
     assert isinstance(err, CertkitError) and str(err) == "tlsv1 alert unknown ca"
 
 
-def _tls13_requires_a_client_certificate(sock: socket.socket) -> None:
-    """STARTTLS, then TLS 1.3 that demands a client certificate: with none, the client's handshake completes
-    and its first read after it gets the alert "certificate required"."""
+def _tls13_demanding_a_client_certificate(sock: socket.socket) -> None:
+    """After the 220 to STARTTLS: TLS 1.3 that demands a client certificate. With none, the client's handshake
+    completes and its first read after it gets the alert "certificate required"."""
     from OpenSSL import SSL
 
     from certkit.adapters.transport import Channel, server_context
 
-    sock.sendall(b"220 mx.test ESMTP\r\n")
-    f = sock.makefile("rb")
-    while True:
-        line = f.readline(1000)
-        if not line:
-            return
-        verb = line.split(b" ", 1)[0].strip().upper()
-        if verb == b"EHLO":
-            sock.sendall(b"250-mx.test\r\n250 STARTTLS\r\n")
-        elif verb == b"STARTTLS":
-            sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
-            ctx = server_context(SERVER.cert, SERVER.key, [INTER.cert])
-            ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-            ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: True)
-            channel = Channel(sock)
-            try:
-                channel.start_tls_server(ctx, time.monotonic() + 5)
-                channel.recv(time.monotonic() + 5)
-            except (SSL.Error, OSError, TimeoutError):
-                pass
-            time.sleep(0.2)
-            return
-        else:
-            sock.sendall(b"250 2.0.0 Ok\r\n")
+    sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+    ctx = server_context(SERVER.cert, SERVER.key, [INTER.cert])
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *args: True)
+    channel = Channel(sock)
+    try:
+        channel.start_tls_server(ctx, time.monotonic() + 5)
+        channel.recv(time.monotonic() + 5)
+    except (SSL.Error, OSError, TimeoutError):
+        pass
+    time.sleep(0.2)
 
 
 def test_a_tls_alert_after_the_handshake_is_a_failure_not_a_traceback(smtp_server: Start) -> None:
-    s = probe(smtp_server(_tls13_requires_a_client_certificate))
+    s = probe(smtp_server(plain_ehlo_then(_tls13_demanding_a_client_certificate)))
     assert s.tls is not None and s.tls.version == "TLSv1.3"
     assert s.failure is not None and s.failure.code == "net.closed" and s.failure.stage == "ehlo-tls", s.failure
     assert any("certificate required" in t.text for t in s.transcript), [t.text for t in s.transcript]

@@ -35,6 +35,7 @@ from cryptography.x509.oid import NameOID
 
 from certkit.core.findings import Finding
 from certkit.core.names import dns_name
+from certkit.core.trust import is_ca
 from certkit.errors import InputError, MalformedInputError
 
 __all__ = ["DaneResult", "Matching", "RecordCheck", "Selector", "TlsaRecord", "Usage", "associated_data",
@@ -247,13 +248,6 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
 def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
@@ -275,7 +269,7 @@ def _path_to(leaf: x509.Certificate, anchor: x509.Certificate, sent: Sequence[x5
         if issued_by(current, anchor):
             return below
         step = next((c for c in sent if c is not anchor and c not in below and c is not current
-                     and _is_ca(c) and issued_by(current, c)), None)
+                     and is_ca(c) and issued_by(current, c)), None)
         if step is None:
             return None
         below.append(step)
