@@ -585,97 +585,122 @@ def _judge_dane(result: AddressResult, d: _DaneInput, at: _dt.datetime, validato
 
     A match makes the trust store's (PKIX) verdict information only for the ``postfix`` validator, as a DANE
     sender decides; Exchange Server's Domain Security does no DANE, so under ``exchange`` it still decides."""
-    from certkit.core.dane import dane_match
+    _DaneJudge(result, d, at, validator).run()
 
-    host, session = result.host, result.session
-    subject = host
-    lookup = d.lookup
-    out = result.findings
-    require = d.mode == "require"
 
-    def report(status: str, summary: str, *, applies: bool = False, matched: TlsaRecord | None = None,
+class _DaneJudge:
+    """The steps of :func:`_judge_dane`: whether DANE applies at all, then the session against the records."""
+
+    def __init__(self, result: AddressResult, d: _DaneInput, at: _dt.datetime, validator: str) -> None:
+        self.result, self.d, self.at, self.validator = result, d, at, validator
+        self.host = result.host
+        self.out = result.findings
+
+    def report(self, status: str, summary: str, *, applies: bool = False, matched: TlsaRecord | None = None,
                checks: tuple[RecordCheck, ...] = ()) -> None:
-        result.dane = DaneReport(d.mode, status, lookup.name if lookup else None, d.name_secure, applies,
-                                 tuple(lookup.records) if lookup else (), matched, checks, summary)
+        lookup = self.d.lookup
+        self.result.dane = DaneReport(self.d.mode, status, lookup.name if lookup else None, self.d.name_secure,
+                                      applies, tuple(lookup.records) if lookup else (), matched, checks, summary)
 
-    def not_published(why: str) -> None:
-        if require:
-            out.append(Finding("dane.not-published", f"DANE is required, but {why}.", subject=subject,
-                               evidence={"owner": lookup.name if lookup else None,
-                                         "records": [r.text() for r in (lookup.records if lookup else ())]}))
+    def not_published(self, why: str) -> None:
+        lookup = self.d.lookup
+        if self.d.mode == "require":
+            self.out.append(Finding("dane.not-published", f"DANE is required, but {why}.", subject=self.host,
+                                    evidence={"owner": lookup.name if lookup else None,
+                                              "records": [r.text() for r in (lookup.records if lookup else ())]}))
 
-    if lookup is None:
-        why = f"{host} is an IP address or a local name, with no TLSA records to look up"
-        not_published(why)
-        report("skipped", f"not looked up ({why})")
-        return
-    n = len(lookup.records)
-    status = lookup.status
-    if status in ("bogus", "error"):
+    def run(self) -> None:
+        lookup = self.d.lookup
+        if lookup is None:
+            why = f"{self.host} is an IP address or a local name, with no TLSA records to look up"
+            self.not_published(why)
+            self.report("skipped", f"not looked up ({why})")
+        elif lookup.status in ("bogus", "error"):
+            self.lookup_failed(lookup)
+        elif not self.applies(lookup):
+            pass
+        else:
+            tls = self.result.session.tls if self.result.session is not None else None
+            if tls is None or not tls.peer_chain:
+                self.without_tls(lookup)
+            else:
+                self.match(lookup, tls.peer_chain)
+
+    def lookup_failed(self, lookup: TlsaLookup) -> None:
         detail = lookup.error or "the TLSA lookup failed"
-        if d.name_secure or require:
-            severity = Severity.ERROR if status == "bogus" or require else Severity.WARNING
-            out.append(Finding("dane.dnssec-bogus", f"The TLSA lookup of {lookup.name} failed: {detail}; a DANE sender "
-                               "cannot tell whether DANE applies and defers the mail.", subject=subject,
-                               severity=severity, evidence={"owner": lookup.name, "error": detail}))
-        report(status, f"TLSA lookup failed ({detail})")
-        return
-    if status == "none":
-        denial = "securely denied" if lookup.secure else "not validated"
-        not_published(f"{lookup.name} has no TLSA records ({denial})")
-        report(status, f"no TLSA records ({denial})")
-        return
-    if status == "insecure":
-        why = (f"the {_plural(n, 'TLSA record')} of {lookup.name} came without DNSSEC validation (no AD bit from "
-               "the resolver)")
-        not_published(why)
-        report(status, f"{_plural(n, 'TLSA record')} without DNSSEC validation (no AD bit): not used")
-        return
-    # secure records
-    if not d.name_secure:
-        why = (f"{host} comes from an MX lookup that was not DNSSEC-validated, so its "
-               f"{_plural(n, 'secure TLSA record')} may not be used (RFC 7672 2.2.1)")
-        not_published(why)
-        report(status, f"{_plural(n, 'secure TLSA record')}, not used: the MX lookup was not DNSSEC-validated")
-        return
-    head = _plural(n, "secure TLSA record")
-    tls = session.tls if session is not None else None
-    unusable = [r for r in lookup.records if not r.usable]
-    if tls is None or not tls.peer_chain:
+        require = self.d.mode == "require"
+        if self.d.name_secure or require:
+            severity = Severity.ERROR if lookup.status == "bogus" or require else Severity.WARNING
+            self.out.append(Finding("dane.dnssec-bogus", f"The TLSA lookup of {lookup.name} failed: {detail}; a DANE "
+                                    "sender cannot tell whether DANE applies and defers the mail.", subject=self.host,
+                                    severity=severity, evidence={"owner": lookup.name, "error": detail}))
+        self.report(lookup.status, f"TLSA lookup failed ({detail})")
+
+    def applies(self, lookup: TlsaLookup) -> bool:
+        """Whether the records count: secure records for a host from a secure MX lookup (RFC 7672 2.2.1)."""
+        n, status = len(lookup.records), lookup.status
+        if status == "none":
+            denial = "securely denied" if lookup.secure else "not validated"
+            self.not_published(f"{lookup.name} has no TLSA records ({denial})")
+            self.report(status, f"no TLSA records ({denial})")
+            return False
+        if status == "insecure":
+            self.not_published(f"the {_plural(n, 'TLSA record')} of {lookup.name} came without DNSSEC validation "
+                               "(no AD bit from the resolver)")
+            self.report(status, f"{_plural(n, 'TLSA record')} without DNSSEC validation (no AD bit): not used")
+            return False
+        if not self.d.name_secure:
+            self.not_published(f"{self.host} comes from an MX lookup that was not DNSSEC-validated, so its "
+                               f"{_plural(n, 'secure TLSA record')} may not be used (RFC 7672 2.2.1)")
+            self.report(status, f"{_plural(n, 'secure TLSA record')}, not used: the MX lookup was not "
+                                "DNSSEC-validated")
+            return False
+        return True
+
+    def without_tls(self, lookup: TlsaLookup) -> None:
+        """Secure records, and no certificate to match: STARTTLS was missing (or the session broke)."""
+        n, session = len(lookup.records), self.result.session
+        head = _plural(n, "secure TLSA record")
+        evidence = {"records": [r.text() for r in lookup.records]}
         if session is not None and _starttls_missing(session):
-            out.append(Finding("dane.starttls-missing", f"{host} publishes {head}, so a DANE sender requires "
-                               "STARTTLS, but the server did not offer it or refused it.", subject=subject,
-                               evidence={"records": [r.text() for r in lookup.records]}))
+            self.out.append(Finding("dane.starttls-missing", f"{self.host} publishes {head}, so a DANE sender "
+                                    "requires STARTTLS, but the server did not offer it or refused it.",
+                                    subject=self.host, evidence=evidence))
             tail = "STARTTLS missing"
         else:
             tail = "not checked (no TLS session)"
+        unusable = [r for r in lookup.records if not r.usable]
         if len(unusable) == n:
             reasons = "; ".join(dict.fromkeys(str(r.unusable_reason) for r in unusable))
-            out.append(Finding("dane.unusable-records", f"None of the {_plural(n, 'TLSA record')} is usable for "
-                               f"SMTP: {reasons}.", subject=subject,
-                               evidence={"records": [r.text() for r in lookup.records]}))
+            self.out.append(Finding("dane.unusable-records", f"None of the {_plural(n, 'TLSA record')} is usable "
+                                    f"for SMTP: {reasons}.", subject=self.host, evidence=evidence))
             tail += ", none usable"
-        report(status, f"{head}, {tail}", applies=True)
-        return
-    match = dane_match(lookup.records, tls.peer_chain, host_names=[host, d.next_hop], at=at)
-    out.extend(match.findings)
-    if match.matched is None:
-        tail = "none matched" if match.usable_records else "none usable"
-        report(status, f"{head}, {tail}", applies=True, checks=match.checks)
-        return
-    rec = match.matched
-    if validator == "exchange":
-        report(status, f"{head}, {rec.usage} {rec.selector} {rec.matching_type} matched (Domain Security still "
-               "needs the trust store)", applies=True, matched=rec, checks=match.checks)
-        return
-    # DANE authenticated the server: the trust store's (PKIX) verdict on their certificate is information only.
-    verification = {id(f) for f in (result.verification.findings if result.verification else ())}
-    note = (f" (Information only: the TLSA record {rec.usage} {rec.selector} {rec.matching_type} authenticated the "
-            "server, so DANE, not the trust store, decides.)")
-    result.findings[:] = [replace(f, severity=Severity.INFO, detail=f.detail + note)
-                          if id(f) in verification and f.severity is not Severity.INFO else f for f in out]
-    report(status, f"{head}, {rec.usage} {rec.selector} {rec.matching_type} matched", applies=True,
-           matched=rec, checks=match.checks)
+        self.report(lookup.status, f"{head}, {tail}", applies=True)
+
+    def match(self, lookup: TlsaLookup, chain: Sequence[x509.Certificate]) -> None:
+        from certkit.core.dane import dane_match
+
+        head = _plural(len(lookup.records), "secure TLSA record")
+        match = dane_match(lookup.records, chain, host_names=[self.host, self.d.next_hop], at=self.at)
+        self.out.extend(match.findings)
+        rec = match.matched
+        if rec is None:
+            tail = "none matched" if match.usable_records else "none usable"
+            self.report(lookup.status, f"{head}, {tail}", applies=True, checks=match.checks)
+            return
+        matched = f"{head}, {rec.usage} {rec.selector} {rec.matching_type} matched"
+        if self.validator == "exchange":
+            self.report(lookup.status, f"{matched} (Domain Security still needs the trust store)", applies=True,
+                        matched=rec, checks=match.checks)
+            return
+        # DANE authenticated the server: the trust store's (PKIX) verdict on their certificate is information only.
+        result = self.result
+        verification = {id(f) for f in (result.verification.findings if result.verification else ())}
+        note = (f" (Information only: the TLSA record {rec.usage} {rec.selector} {rec.matching_type} authenticated "
+                "the server, so DANE, not the trust store, decides.)")
+        result.findings[:] = [replace(f, severity=Severity.INFO, detail=f.detail + note)
+                              if id(f) in verification and f.severity is not Severity.INFO else f for f in self.out]
+        self.report(lookup.status, matched, applies=True, matched=rec, checks=match.checks)
 
 
 #: Called once per probed address, as soon as it is done (for progress displays); runs on the caller's loop.
@@ -712,17 +737,8 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
                 progress: ProgressCallback | None = None, dane: str = "off") -> list[ProbeResult]:
     """The coroutine behind :func:`probe_sync`: ``concurrency`` sessions at once on the running loop; DNS and
     the verification (which may download CRLs) on a few daemon threads."""
-    if validator not in ("exchange", "postfix"):
-        raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
-    if dane not in DANE_MODES:
-        raise InputError(f"Unknown DANE mode {dane!r}.", "Use auto, require or off.")
-    if name is not None and domain is not None:
-        raise InputError("--name and --domain are mutually exclusive.",
-                         "Use --name for the host rule or --domain for the Domain Security rule.")
-    if domain is not None:
-        domain = _option_name(domain, "--domain")
-    if name is not None and not _is_ip(name.strip("[]")):
-        name = _option_name(name, "--name")
+    _check_modes(validator, dane, timeout, concurrency, nameserver)
+    domain, name = _check_names(domain, name)
     if mail_from is not None:
         mail_from = check_address(mail_from, "--mail-from", null_ok=True)
     if rcpt_to is not None:
@@ -730,12 +746,6 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
     if helo_name is not None:
         helo_name = check_helo(helo_name)
     parsed = [parse_target(t, port) for t in targets]
-    if not timeout > 0:  # also refuses NaN
-        raise UsageError(f"The timeout must be a positive number of seconds, not {timeout!r}.", "Pass e.g. timeout=10.")
-    if concurrency < 1:
-        raise UsageError(f"The concurrency must be at least 1, not {concurrency!r}.", "Pass e.g. concurrency=50.")
-    if nameserver is not None:
-        make_resolver(nameserver, timeout)  # a malformed --nameserver is an InputError before anything is probed
     at = (clock or SystemClock()).now()
     limit = concurrency
     sem = asyncio.Semaphore(limit)
@@ -748,34 +758,13 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
 
     async def one(t: Target) -> ProbeResult:
         result = ProbeResult(t.text)
-        # RFC 7672 2.2.1: TLSA records count only for a host name from a secure MX lookup, or given directly
-        # (a domain without MX is its own host: no name came from DNS).
-        name_secure = True
-        if t.is_domain:
-            async with sem:
-                route = await workers.submit(
-                    functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
-            result.findings.extend(_route_findings(route, t.host))
-            pairs = route.targets
-            name_secure = route.secure or route.implicit
-        elif _is_ip(t.host):
-            pairs = [(t.host, t.host)]
-        else:
-            # host:port: resolved like an MX host (dnspython, --nameserver, timeout; every A and AAAA address).
-            async with sem:
-                found = await workers.submit(
-                    functools.partial(resolve_host, t.host, nameserver=nameserver, timeout=timeout))
-            if found.failure is not None and not found.addresses:
-                result.findings.append(dns_finding(found.failure, t.host))
-            pairs = [(t.host, a) for a in found.addresses]
+        async with sem:
+            pairs, name_secure = await _addresses_of(t, result, workers, nameserver=nameserver, timeout=timeout)
         planned = getattr(progress, "planned", None)
         if callable(planned):
             planned(len(pairs))
-        partner = domain if domain is not None else (t.host if t.is_domain and name is None else None)
-        sender = mail_from if mail_from is not None else (f"probe@{_our_domain(ours)}" if ours else "probe@localhost")
-        rcpt = rcpt_to if rcpt_to is not None else (f"postmaster@{t.host}" if t.is_domain else
-                                                    f"postmaster@{partner}" if partner else None)
-        helo = helo_name or (_our_host(ours) if ours else "localhost")
+        partner, sender, rcpt, helo = _envelope(t, ours, domain=domain, name=name, mail_from=mail_from,
+                                                rcpt_to=rcpt_to, helo_name=helo_name)
         tlsa: dict[str, asyncio.Future[TlsaLookup]] = {}  # one TLSA lookup per MX host, shared by its addresses
 
         async def addr(host: str, address: str) -> AddressResult:
@@ -810,6 +799,60 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
         return list(await asyncio.gather(*(one(t) for t in parsed)))
     finally:
         workers.close()
+
+
+def _check_modes(validator: str, dane: str, timeout: float, concurrency: int, nameserver: str | None) -> None:
+    if validator not in ("exchange", "postfix"):
+        raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
+    if dane not in DANE_MODES:
+        raise InputError(f"Unknown DANE mode {dane!r}.", "Use auto, require or off.")
+    if not timeout > 0:  # also refuses NaN
+        raise UsageError(f"The timeout must be a positive number of seconds, not {timeout!r}.", "Pass e.g. timeout=10.")
+    if concurrency < 1:
+        raise UsageError(f"The concurrency must be at least 1, not {concurrency!r}.", "Pass e.g. concurrency=50.")
+    if nameserver is not None:
+        make_resolver(nameserver, timeout)  # a malformed --nameserver is an InputError before anything is probed
+
+
+def _check_names(domain: str | None, name: str | None) -> tuple[str | None, str | None]:
+    if name is not None and domain is not None:
+        raise InputError("--name and --domain are mutually exclusive.",
+                         "Use --name for the host rule or --domain for the Domain Security rule.")
+    if domain is not None:
+        domain = _option_name(domain, "--domain")
+    if name is not None and not _is_ip(name.strip("[]")):
+        name = _option_name(name, "--name")
+    return domain, name
+
+
+def _envelope(t: Target, ours: x509.Certificate | None, *, domain: str | None, name: str | None,
+              mail_from: str | None, rcpt_to: str | None, helo_name: str | None
+              ) -> tuple[str | None, str, str | None, str]:
+    """For target ``t``: the partner domain of the name rule, MAIL FROM, RCPT TO and the EHLO name."""
+    partner = domain if domain is not None else (t.host if t.is_domain and name is None else None)
+    sender = mail_from if mail_from is not None else (f"probe@{_our_domain(ours)}" if ours else "probe@localhost")
+    rcpt = rcpt_to if rcpt_to is not None else (f"postmaster@{t.host}" if t.is_domain else
+                                                f"postmaster@{partner}" if partner else None)
+    return partner, sender, rcpt, helo_name or (_our_host(ours) if ours else "localhost")
+
+
+async def _addresses_of(t: Target, result: ProbeResult, workers: _DaemonWorkers, *, nameserver: str | None,
+                        timeout: float) -> tuple[list[tuple[str, str]], bool]:
+    """The (host, address) pairs to probe for ``t`` (DNS findings go on ``result``), and whether the host names
+    may carry TLSA records: RFC 7672 2.2.1 counts them only for a name from a secure MX lookup, or given
+    directly (a domain without MX is its own host: no name came from DNS)."""
+    if t.is_domain:
+        route = await workers.submit(
+            functools.partial(resolve_mail_domain, t.host, nameserver=nameserver, timeout=timeout))
+        result.findings.extend(_route_findings(route, t.host))
+        return route.targets, route.secure or route.implicit
+    if _is_ip(t.host):
+        return [(t.host, t.host)], True
+    # host:port: resolved like an MX host (dnspython, --nameserver, timeout; every A and AAAA address).
+    found = await workers.submit(functools.partial(resolve_host, t.host, nameserver=nameserver, timeout=timeout))
+    if found.failure is not None and not found.addresses:
+        result.findings.append(dns_finding(found.failure, t.host))
+    return [(t.host, a) for a in found.addresses], True
 
 
 #: Worker threads for DNS look-ups and verification (CRL downloads block for up to the timeout each).
