@@ -122,6 +122,31 @@ def dns_name(name: str, *, allow_wildcard: bool = False, allow_mixed_script: boo
     ``xn--`` labels must be valid A-labels. A label that mixes scripts or is a Cyrillic look-alike of a
     Latin word is refused unless ``allow_mixed_script`` (see the module documentation).
     """
+    raw = _mapped(name)
+    out: list[str] = []
+    ulabels: list[str] = []
+    for i, label in enumerate(raw.split(".")):
+        if label == "*" and i == 0:
+            if not allow_wildcard:
+                raise InputError(f"{name!r} is a wildcard name, which is not allowed here.",
+                                 "Domain Security needs the real host and domain names; name them explicitly.")
+            out.append("*")
+            ulabels.append("*")
+            continue
+        alabel, ulabel = _checked_label(label, name)
+        out.append(alabel)
+        ulabels.append(ulabel)
+    result = ".".join(out)
+    if len(result) > 253:
+        raise InputError(f"The host name is {len(result)} characters long, over the limit of 253.",
+                         "Use a shorter name.")
+    if not allow_mixed_script:
+        _refuse_lookalikes(name, result, out, ulabels)
+    return result
+
+
+def _mapped(name: str) -> str:
+    """``name`` stripped, UTS 46-mapped when not ASCII, without its final dot; refused when empty or spaced."""
     if not isinstance(name, str):
         raise InputError(f"A host name must be text, not {type(name).__name__}.")
     raw = name.strip()
@@ -135,58 +160,47 @@ def dns_name(name: str, *, allow_wildcard: bool = False, allow_mixed_script: boo
         except (idna.IDNAError, UnicodeError) as exc:
             raise InputError(f"{name!r} is not a valid internationalised host name ({exc}).",
                              "Check the spelling, or give the name in its xn-- (A-label) form.") from None
-    if raw.endswith("."):
-        raw = raw[:-1]
+    raw = raw.removesuffix(".")
     if not raw:
         raise InputError("The host name is empty.", "Give a fully qualified name such as mail.contoso.com.")
-    labels = raw.split(".")
-    out: list[str] = []
-    ulabels: list[str] = []
-    for i, label in enumerate(labels):
-        if label == "*" and i == 0:
-            if not allow_wildcard:
-                raise InputError(f"{name!r} is a wildcard name, which is not allowed here.",
-                                 "Domain Security needs the real host and domain names; name them explicitly.")
-            out.append("*")
-            ulabels.append("*")
-            continue
-        if not label:
-            raise InputError(f"{name!r} is not a valid host name: it has an empty label (two dots in a row).",
-                             "Remove the extra dot.")
-        if "_" in label:
-            raise InputError(f"{name!r} is not a valid host name: it contains an underscore.",
-                             "Host names in certificates may hold only letters, digits and hyphens.")
-        alabel, ulabel = _to_alabel(label, name)
-        if len(alabel) > 63:
+    return raw
+
+
+def _checked_label(label: str, name: str) -> tuple[str, str]:
+    """One label as (A-label, U-label), or :class:`InputError` saying what is wrong with it."""
+    if not label:
+        raise InputError(f"{name!r} is not a valid host name: it has an empty label (two dots in a row).",
+                         "Remove the extra dot.")
+    if "_" in label:
+        raise InputError(f"{name!r} is not a valid host name: it contains an underscore.",
+                         "Host names in certificates may hold only letters, digits and hyphens.")
+    alabel, ulabel = _to_alabel(label, name)
+    if len(alabel) > 63:
+        raise InputError(
+            f"{name!r} is not a valid host name: the label {label[:20]!r}... is {len(alabel)} characters "
+            "long, over the limit of 63.",
+            "Shorten that part of the name.",
+        )
+    if not _LABEL.match(alabel):
+        raise InputError(
+            f"{name!r} is not a valid host name: the label {label!r} has a character that is not a letter, "
+            "digit or hyphen, or starts or ends with a hyphen.",
+            "Use letters, digits and inner hyphens only.",
+        )
+    return alabel, ulabel
+
+
+def _refuse_lookalikes(name: str, result: str, alabels: list[str], ulabels: list[str]) -> None:
+    for ulabel in (u for u in ulabels if not u.isascii()):
+        problem = _lookalike_problem(ulabel, alabels[-1])
+        if problem is not None:
+            shown = ".".join(ulabels)
             raise InputError(
-                f"{name!r} is not a valid host name: the label {label[:20]!r}... is {len(alabel)} characters "
-                "long, over the limit of 63.",
-                "Shorten that part of the name.",
+                f"{name!r} ({result}) can pass for a different name: {problem}"
+                + (f" (it reads {shown!r})" if shown != name.strip().rstrip(".") else "") + ".",
+                "Type the name in one script. If it really is registered so, allow it with "
+                "--allow-mixed-script (allow_mixed_script=True).",
             )
-        if not _LABEL.match(alabel):
-            raise InputError(
-                f"{name!r} is not a valid host name: the label {label!r} has a character that is not a letter, "
-                "digit or hyphen, or starts or ends with a hyphen.",
-                "Use letters, digits and inner hyphens only.",
-            )
-        out.append(alabel)
-        ulabels.append(ulabel)
-    result = ".".join(out)
-    if len(result) > 253:
-        raise InputError(f"The host name is {len(result)} characters long, over the limit of 253.",
-                         "Use a shorter name.")
-    if not allow_mixed_script:
-        for ulabel in (u for u in ulabels if not u.isascii()):
-            problem = _lookalike_problem(ulabel, out[-1])
-            if problem is not None:
-                shown = ".".join(ulabels)
-                raise InputError(
-                    f"{name!r} ({result}) can pass for a different name: {problem}"
-                    + (f" (it reads {shown!r})" if shown != name.strip().rstrip(".") else "") + ".",
-                    "Type the name in one script. If it really is registered so, allow it with "
-                    "--allow-mixed-script (allow_mixed_script=True).",
-                )
-    return result
 
 
 def unicode_name(name: str) -> str:
