@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from certkit.checks.preflight import PreflightReport, preflight
     from certkit.checks.probe import AddressResult, ProbeResult, probe, probe_sync
     from certkit.clock import Clock, FixedClock, SystemClock
+    from certkit.core.clientauth import AuditReport, ClientCertificate, audit_client_certificates
     from certkit.configgen import exchange_script, partner_kit, postfix_config
     from certkit.core.findings import CATALOGUE, Code, Finding, Severity, Side
     from certkit.core.formats import PfxTarget
@@ -43,11 +44,14 @@ _WHERE: dict[str, str] = {
     "AlreadyExistsError": "certkit.errors",
     "Anchor": "certkit.core.trust",
     "anchor_refusals": "certkit.core.trust",
+    "audit_client_certificates": "certkit.core.clientauth",
+    "AuditReport": "certkit.core.clientauth",
     "AnchorSet": "certkit.core.trust",
     "CAStatus": "certkit.ca",
     "CATALOGUE": "certkit.core.findings",
     "CertificateAuthority": "certkit.ca",
     "CertkitError": "certkit.errors",
+    "ClientCertificate": "certkit.core.clientauth",
     "Clock": "certkit.clock",
     "Code": "certkit.core.findings",
     "CrlInfo": "certkit.ca",
@@ -93,9 +97,11 @@ __all__ = [
     "AlreadyExistsError",
     "Anchor",
     "AnchorSet",
+    "AuditReport",
     "CAStatus",
     "CertificateAuthority",
     "CertkitError",
+    "ClientCertificate",
     "Clock",
     "Code",
     "CrlInfo",
@@ -122,6 +128,7 @@ __all__ = [
     "UsageError",
     "VerificationResult",
     "anchor_refusals",
+    "audit_client_certificates",
     "domain_matches",
     "exchange_script",
     "exchange_selfsigned",

@@ -26,6 +26,7 @@ _COMMANDS: dict[str, str] = {
     "dane": "certkit.cli.dane:dane",
     "lab": "certkit.cli.lab:lab",
     "demo": "certkit.cli.demo:demo",
+    "audit": "certkit.cli.audit:audit_cmd",
 }
 
 

@@ -382,6 +382,24 @@ _ENTRIES: tuple[Code, ...] = (
        "Have the partner sign their zones with DNSSEC and publish TLSA records for each MX host (certkit dane "
        "tlsa MX-HOST prints ours), or probe with --dane auto.",
        tlsrpt="dane-required", status="4.7.4"),
+    # --- the certificate we present as an SMTP client (certkit audit) ------------------------------
+    _c("client.no-client-auth", "error", "ours", "client certificate lacks clientAuth",
+       "The certificate this server presents as its TLS client certificate has an Extended Key Usage without "
+       "clientAuth (often a public server certificate renewed after its CA dropped clientAuth). Partners that "
+       "check the EKU (Postfix with a verifying CA, .NET, Exchange, Exchange Online certificate connectors) "
+       "refuse it.",
+       "Present a transport certificate from our CA (certkit ca issue FQDN --profile transport; Postfix: "
+       "smtp_tls_chain_files), or a separate client certificate (certkit ca issue FQDN --profile client).",
+       tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
+       postfix="certificate verification failed: unsupported certificate purpose"),
+    _c("client.public-ca-dropping-client-auth", "warning", "ours", "client certificate from a CA dropping clientAuth",
+       "The certificate this server presents as its TLS client certificate carries clientAuth today, but its "
+       "issuer is a public CA that has announced the end of clientAuth in its certificates (the Chrome Root "
+       "Program requires serverAuth-only hierarchies). Its renewal will not carry clientAuth, and partners that "
+       "check the EKU will refuse it from then; an error when that is within the audit's look-ahead.",
+       "Before it expires, present a transport certificate from our CA (certkit ca issue FQDN --profile "
+       "transport) and send partners our root (certkit ca root --out ROOT.crt), or a separate client "
+       "certificate (certkit ca issue FQDN --profile client)."),
 )
 
 #: Every code certkit can report, by code.
