@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from certkit.checks.preflight import PreflightReport, preflight
     from certkit.checks.probe import AddressResult, ProbeResult, probe, probe_sync
     from certkit.clock import Clock, FixedClock, SystemClock
-    from certkit.core.clientauth import AuditReport, ClientCertificate, audit_client_certificates
     from certkit.configgen import exchange_script, partner_kit, postfix_config
+    from certkit.core.clientauth import AuditReport, ClientCertificate, audit_client_certificates
     from certkit.core.findings import CATALOGUE, Code, Finding, Severity, Side
     from certkit.core.formats import PfxTarget
     from certkit.core.keys import KeyType
