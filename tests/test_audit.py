@@ -201,6 +201,9 @@ def test_cli_json_matches_its_schema_and_the_canonical_names(tmp_path: Path, run
     assert first["not_after"] == "2026-04-20T00:00:00Z" == first["breaks_at"] and data["at"] == _z(AT)
     assert first["public_issuer"]["name"] == "Let's Encrypt"
     assert first["source"] == {"file": files[0], "parameter": None, "service": None}
+    library = audit_client_certificates([LE_CLASSIC.cert, PRIVATE.cert], at=AT, notes=["a note"]).to_dict()
+    validator(schema, format_checker=jsonschema.FormatChecker()).validate(library)
+    assert library["notes"] == ["a note"]
 
 
 @pytest.mark.parametrize(("args", "says"), [

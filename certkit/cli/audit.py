@@ -7,6 +7,7 @@ comes from a public CA dropping clientAuth and expires within --within, 2 usage 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
 
 import click
@@ -29,13 +30,15 @@ from certkit.errors import InputError, PassphraseError, UsageError
 __all__ = ["audit_cmd"]
 
 
-def _parse_within(text: str) -> dt.timedelta:
-    from certkit.cli.ca import _parse_period
+#: --within units: days, hours, weeks (as ``certkit ca list --expiring`` reads them).
+_UNITS = {"d": dt.timedelta(days=1), "h": dt.timedelta(hours=1), "w": dt.timedelta(weeks=1)}
 
-    try:
-        return _parse_period(text)
-    except InputError:
-        raise InputError(f"--within {text!r} is not a period.", "Write e.g. 90d, 12h or 2w.") from None
+
+def _parse_within(text: str) -> dt.timedelta:
+    m = re.fullmatch(r"\s*(\d{1,6})\s*([dhw]?)\s*", text)
+    if not m:
+        raise InputError(f"--within {text!r} is not a period.", "Write e.g. 90d, 12h or 2w.")
+    return int(m.group(1)) * _UNITS[m.group(2) or "d"]
 
 
 def _load(path: str, password_file: str | None) -> list[x509.Certificate]:
@@ -77,14 +80,14 @@ def _render_one(c: AuditedCertificate) -> list[str]:
     return lines
 
 
-def render_text(report: AuditReport, notes: tuple[str, ...] = ()) -> list[str]:
+def render_text(report: AuditReport) -> list[str]:
     """The report as lines for a person."""
     days = report.within.total_seconds() / 86400
     lines = [f"clientAuth audit at {report.at:%Y-%m-%dT%H:%M:%SZ}, looking {days:g} days ahead "
              f"(to {report.deadline:%Y-%m-%dT%H:%M:%SZ})", ""]
     for c in report.certificates:
         lines += [*_render_one(c), ""]
-    lines += [f"note: {n}" for n in notes]
+    lines += [f"note: {n}" for n in report.notes]
     counts = {s: sum(c.status == s for c in report.certificates) for s in ("breaks", "warning", "ok")}
     lines.append(f"{counts['breaks']} break(s), {counts['warning']} warning(s), {counts['ok']} fine.")
     return lines
@@ -117,12 +120,10 @@ def audit_cmd(files: tuple[str, ...], postfix_dir: str | None, within_text: str,
     if postfix_dir:
         more, notes = _postfix_items(postfix_dir, pfx_password_file)
         items += more
-    report = audit_client_certificates(items, at=at, within=within)
+    report = audit_client_certificates(items, at=at, within=within, notes=notes)
     if as_json:
-        data = report.to_dict()
-        data["notes"] = list(notes)
-        echo_json(data)
+        echo_json(report.to_dict())
     else:
-        for line in render_text(report, notes):
+        for line in render_text(report):
             say(line)
     sys.exit(report.exit_code)

@@ -38,6 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certkit.clock import aware
 from certkit.core.findings import Finding, Severity, Side, worst
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
+from certkit.errors import UsageError
 
 __all__ = [
     "DEFAULT_WITHIN",
@@ -320,6 +321,8 @@ class AuditReport:
     at: _dt.datetime
     within: _dt.timedelta
     certificates: tuple[AuditedCertificate, ...]
+    #: What the reader of the configuration could not see (no master.cf, no certificate configured).
+    notes: tuple[str, ...] = ()
 
     @property
     def deadline(self) -> _dt.datetime:
@@ -343,6 +346,7 @@ class AuditReport:
             "summary": {status: sum(c.status == status for c in self.certificates)
                         for status in ("ok", "warning", "breaks")},
             "certificates": [c.to_dict() for c in self.certificates],
+            "notes": list(self.notes),
         }
 
 
@@ -397,18 +401,17 @@ def _audit_one(item: ClientCertificate, at: _dt.datetime, deadline: _dt.datetime
 
 
 def audit_client_certificates(certificates: Iterable[ClientCertificate | x509.Certificate], *, at: _dt.datetime,
-                              within: _dt.timedelta = DEFAULT_WITHIN) -> AuditReport:
+                              within: _dt.timedelta = DEFAULT_WITHIN, notes: Sequence[str] = ()) -> AuditReport:
     """Judge certificates presented as TLS client certificates, at ``at``, looking ``within`` ahead.
 
     Each certificate gets the findings ``client.no-client-auth`` (its EKU has no clientAuth: it breaks now),
     ``client.public-ca-dropping-client-auth`` (its issuer is a public CA in :data:`PUBLIC_ISSUERS`: it breaks
     at its notAfter; an error when that is before ``at + within``, else a warning) or ``cert.expired``.
-    :attr:`AuditReport.exit_code` is 1 when any certificate breaks before ``at + within``.
+    :attr:`AuditReport.exit_code` is 1 when any certificate breaks before ``at + within``. ``notes`` (what a
+    configuration reader could not see) are carried into the report.
     """
     at = aware(at)
     if within < _dt.timedelta(0):
-        from certkit.errors import UsageError
-
         raise UsageError("The look-ahead period is negative.", "Give a period of zero or more, e.g. 90d.")
     items = [c if isinstance(c, ClientCertificate) else ClientCertificate(c) for c in certificates]
-    return AuditReport(at, within, tuple(_audit_one(item, at, at + within) for item in items))
+    return AuditReport(at, within, tuple(_audit_one(item, at, at + within) for item in items), tuple(notes))
