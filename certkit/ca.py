@@ -29,7 +29,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -88,6 +88,9 @@ from certkit.errors import (
     PolicyError,
     StoreError,
 )
+
+if TYPE_CHECKING:
+    from certkit.adapters.transport import ClientIdentity
 
 __all__ = ["CAStatus", "CertificateAuthority", "CrlInfo", "DaneHostStatus", "IssueRequest", "IssuedCertificate",
            "WriteOptions", "exchange_selfsigned"]
@@ -792,6 +795,54 @@ class CertificateAuthority:
             return bool(r.files.get("chain.pem") or r.files.get("crt")), r.issued_at, r.not_after, pair[0]
 
         return max(valid, key=newest)[1]
+
+    def identity_for(self, name: str, *, at: dt.datetime | None = None, passphrase: bytes | None = None,
+                     instead: str = "give --client-cert and --client-key") -> ClientIdentity:
+        """Our client certificate for ``name`` (``probe --as NAME``): the :meth:`newest_valid` record, loaded
+        from the files recorded when it was issued (:func:`~certkit.adapters.identity.load_identity`).
+
+        ``chain.pem`` (else ``crt``) and ``key``; a certificate renewed without a new key (which writes no
+        key file) uses the key file of the certificate it renewed (``renewed_from``, followed back while
+        the key is the same). ``passphrase`` decrypts the key; ``instead`` is the alternative errors offer.
+        """
+        from certkit.adapters.identity import load_identity
+
+        record = self.newest_valid(name, at=at or self.clock.now(), instead=instead)
+        key_file = record.files.get("key") or self._renewed_key_file(record)
+        cert_file = record.files.get("chain.pem") or record.files.get("crt")
+        hint = f"{instead[:1].upper()}{instead[1:]} instead."
+        if not cert_file or not Path(cert_file).is_file():
+            raise NotFoundError(f"The certificate file of {name} (serial {record.serial_hex}) is not where the CA "
+                                f"recorded it{f' ({cert_file})' if cert_file else ''}.", hint)
+        if not key_file or not Path(key_file).is_file():
+            raise NotFoundError(f"The key file of {name} (serial {record.serial_hex}) is "
+                                f"{f'missing ({key_file})' if key_file else 'not recorded in the CA'}.", hint)
+        identity = load_identity(cert_file, key_file, passphrase=passphrase, what="client certificate")
+        if identity.cert.serial_number != record.serial:
+            raise InputError(f"{cert_file} no longer holds {name} serial {record.serial_hex}.", hint)
+        return identity
+
+    def _renewed_key_file(self, record: CertRecord) -> str | None:
+        """The key file of a certificate renewed without a new key: the one recorded for an earlier one.
+
+        ``renew`` keeps the key and writes no key file; the ``renewed_from`` links lead back to the record
+        that wrote it. Only records with the same public key are followed (a ``rekey`` renewal breaks the
+        chain: its key was written with it, or not at all).
+        """
+        wanted = record.certificate.public_key()
+        seen = {record.serial}
+        current = record
+        while current.renewed_from is not None and current.renewed_from not in seen:
+            seen.add(current.renewed_from)
+            try:
+                current = self.get(current.renewed_from)
+            except NotFoundError:
+                return None
+            if current.certificate.public_key() != wanted:
+                return None
+            if current.files.get("key"):
+                return current.files["key"]
+        return None
 
     def dane_certificates(self, name: str, *, at: dt.datetime, instead: str
                           ) -> tuple[x509.Certificate, x509.Certificate, bool]:

@@ -15,7 +15,6 @@ from certkit.adapters.truststore import TrustStore
 from certkit.ca import CertificateAuthority, IssuedCertificate, WriteOptions
 from certkit.cli import main
 from certkit.cli.common import KEY_PASSPHRASE_ENV
-from certkit.cli.probe import identity_from_home
 from certkit.clock import FixedClock
 from certkit.errors import NotFoundError
 from tests.fixtures_net import smtp_server
@@ -89,7 +88,7 @@ def test_as_presents_the_newest_valid_certificate(home: Home, smtp_server: Start
 
 def test_as_matches_a_san_name_case_insensitively(home: Home) -> None:
     issued = home.issue("edge.contoso.test", accepted_domains=["contoso.test"])
-    assert identity_from_home(home.path, "CONTOSO.TEST").cert.serial_number == issued.serial
+    assert home.ca.identity_for("CONTOSO.TEST", at=dt.datetime.now(dt.UTC)).cert.serial_number == issued.serial
 
 
 def test_as_skips_revoked_records(home: Home) -> None:
@@ -97,7 +96,7 @@ def test_as_skips_revoked_records(home: Home) -> None:
     gone = home.issue("edge.contoso.test")
     home.ca.unlock(b"ca secret")
     home.ca.revoke(gone.serial)
-    assert identity_from_home(home.path, "edge.contoso.test").cert.serial_number == keep.serial
+    assert home.ca.identity_for("edge.contoso.test", at=dt.datetime.now(dt.UTC)).cert.serial_number == keep.serial
 
 
 def test_as_without_a_record_is_a_one_line_usage_error(home: Home, smtp_server: Start) -> None:
@@ -124,7 +123,7 @@ def test_as_with_a_missing_certificate_file(home: Home) -> None:
     Path(files["chain.pem"]).unlink()
     Path(files["crt"]).unlink()
     with pytest.raises(NotFoundError, match="--client-cert"):
-        identity_from_home(home.path, "edge.contoso.test")
+        home.ca.identity_for("edge.contoso.test", at=dt.datetime.now(dt.UTC))
 
 
 def test_as_without_a_ca_home(tmp_path: Path, smtp_server: Start) -> None:
@@ -173,7 +172,7 @@ def test_as_after_a_renewal_that_kept_the_key(home: Home, smtp_server: Start) ->
     home.clock.advance(dt.timedelta(minutes=1))
     third = home.ca.renew(second.serial, write=WriteOptions(home.out / "third", write_key=False))
     assert "key" not in home.ca.get(third.serial).files
-    identity = identity_from_home(home.path, "edge.contoso.test")
+    identity = home.ca.identity_for("edge.contoso.test", at=dt.datetime.now(dt.UTC))
     assert identity.cert.serial_number == third.serial
     server = _picky(home)
     r = _probe(home, smtp_server(server), "--as", "edge.contoso.test")
@@ -189,7 +188,7 @@ def test_as_after_a_rekey_without_a_key_file(home: Home) -> None:
     home.clock.advance(dt.timedelta(minutes=1))
     home.ca.renew(first.serial, rekey=True, write=WriteOptions(home.out / "second", write_key=False))
     with pytest.raises(NotFoundError, match="key file"):
-        identity_from_home(home.path, "edge.contoso.test")
+        home.ca.identity_for("edge.contoso.test", at=dt.datetime.now(dt.UTC))
 
 
 def test_a_reissue_into_the_same_files_takes_them_over_even_within_one_second(home: Home) -> None:
@@ -205,4 +204,4 @@ def test_a_reissue_into_the_same_files_takes_them_over_even_within_one_second(ho
     records = {r.serial: r for r in home.ca.records()}
     assert records[first.serial].files == {}
     assert set(records[second.serial].files) >= {"crt", "key"}
-    assert identity_from_home(home.path, "edge.contoso.test").cert.serial_number == second.serial
+    assert home.ca.identity_for("edge.contoso.test", at=dt.datetime.now(dt.UTC)).cert.serial_number == second.serial

@@ -114,3 +114,10 @@ def test_fetch_from_nothing_listening_is_exit_3(tmp_path: Path) -> None:
     result = run("trust", "fetch", f"127.0.0.1:{port}", "--expect-sha256", "00" * 32,
                  "--store", str(tmp_path / "trust"), "--timeout", "2")
     assert result.exit_code == 3 and "No certificate was obtained" in result.stderr
+
+
+def test_fetch_refuses_a_short_ipv4_address_like_the_probe(tmp_path: Path) -> None:
+    # One target parser for every command: "1.2.3" is not an address (the C resolver would read 1.2.0.3).
+    result = run("trust", "fetch", "1.2.3", "--expect-sha256", "00" * 32, "--store", str(tmp_path / "trust"))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "'1.2.3'" in result.stderr

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import click
 
 from certkit.adapters.inputs import read_input
+from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.core.text import printable
 from certkit.errors import CertkitError, InputError, PassphraseError, StoreError, UsageError
 
@@ -83,6 +84,22 @@ class CertkitGroup(click.Group):
 def resolve_home(home: str | None) -> Path:
     """``--home``, else ``$CERTKIT_HOME``, else ``./ca``."""
     return Path(home or os.environ.get(HOME_ENV) or "ca")
+
+
+def store_path(home: str | None, store: str | None) -> Path:
+    """``--store``, else the trust store of the CA home (:func:`resolve_home`)."""
+    return Path(store) if store else default_store_path(resolve_home(home))
+
+
+def open_store(home: str | None, store: str | None, *, check: bool = True) -> TrustStore:
+    """The trust store that ``--home``/``--store`` name (``check=False``: skip the size check on open)."""
+    return TrustStore(store_path(home, store), check=check)
+
+
+def key_passphrase() -> bytes | None:
+    """The passphrase of our private key files: ``$CERTKIT_KEY_PASSPHRASE``, else none."""
+    value = os.environ.get(KEY_PASSPHRASE_ENV)
+    return value.encode() if value else None
 
 
 def home_option(f: F) -> F:

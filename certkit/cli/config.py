@@ -10,8 +10,7 @@ from cryptography import x509
 
 from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many
 from certkit.adapters.inputs import read_input
-from certkit.adapters.truststore import TrustStore, default_store_path
-from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, home_option, read_secret, resolve_home, say
+from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, home_option, open_store, read_secret, resolve_home, say
 from certkit.clock import SystemClock
 from certkit.configgen import (
     DEFAULT_RECEIVE_CONNECTOR,
@@ -125,8 +124,7 @@ def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store
             raise InputError("--dane needs --cert: the TLSA records are computed from the certificate Postfix "
                              "presents.", "Give --cert FILE (leaf first, chain after) and --key FILE.")
         chain = load_certificates(read_input(cert_file, what="certificate file"), source=cert_file)
-    path = Path(store) if store else default_store_path(resolve_home(home))
-    bundle = TrustStore(path).export_certificates(include_public=include_public)
+    bundle = open_store(home, store).export_certificates(include_public=include_public)
     cfg = postfix_config(partner, ca_bundle=bundle, config_dir=config_dir,
                          cert_file=str(Path(cert_file).resolve()) if cert_file else None,
                          key_file=str(Path(key_file).resolve()) if key_file else None, listen=listen,

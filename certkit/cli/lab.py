@@ -6,20 +6,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
 from pathlib import Path
 
 import click
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from certkit.adapters.inputs import read_input
+from certkit.adapters.identity import load_identity
 from certkit.adapters.transport import ClientIdentity
-from certkit.adapters.truststore import TrustStore, default_store_path
-from certkit.cli.common import KEY_PASSPHRASE_ENV, CertkitGroup, echo_json, home_option, resolve_home, say
-from certkit.core.formats import load_certificates
-from certkit.core.keys import load_private_key
+from certkit.cli.common import CertkitGroup, echo_json, home_option, key_passphrase, open_store, say, store_path
 from certkit.core.text import printable
 from certkit.core.trust import AnchorSet
 from certkit.errors import InputError
@@ -31,28 +25,16 @@ __all__ = ["COMMANDS", "lab"]
 
 
 def _identity(cert: str, key: str, chain: str | None) -> ClientIdentity:
-    certs = load_certificates(read_input(cert, what="certificate"), source=cert)
-    extra: list[x509.Certificate] = []
-    if chain:
-        extra = load_certificates(read_input(chain, what="chain"), source=chain)
-    passphrase = os.environ.get(KEY_PASSPHRASE_ENV)
-    pkey = load_private_key(read_input(key, what="key"), passphrase.encode() if passphrase else None, source=key)
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if (pkey.public_key().public_bytes(serialization.Encoding.DER, spki)
-            != certs[0].public_key().public_bytes(serialization.Encoding.DER, spki)):
-        raise InputError(f"The key {key} does not belong to the certificate in {cert}.",
-                         "Give the key that was generated with the certificate.")
-    inters = [c for c in [*certs[1:], *extra] if c != certs[0]]
-    return ClientIdentity(certs[0], pkey, tuple(dict.fromkeys(inters)))
+    return load_identity(cert, key, chain=chain, passphrase=key_passphrase())
 
 
 def _anchors(store: str | None, home: str | None, managed_only: bool) -> AnchorSet:
-    path = Path(store) if store else default_store_path(resolve_home(home))
+    path = store_path(home, store)
     if not path.exists():
         if store:
             raise InputError(f"The trust store {store} does not exist.", "Create it with certkit trust add --store.")
         return AnchorSet()
-    return TrustStore(path).anchor_set(managed_only=managed_only)
+    return open_store(home, store).anchor_set(managed_only=managed_only)
 
 
 class _EscapingFormatter(logging.Formatter):

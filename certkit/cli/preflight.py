@@ -8,7 +8,6 @@ report goes to stdout; progress goes to stderr, and only when stderr is a termin
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,9 +16,17 @@ from cryptography import x509
 
 from certkit.adapters.fs import atomic_write
 from certkit.adapters.inputs import read_input
-from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.checks.preflight import MIN_TIMEOUT, preflight, render_html, render_text
-from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, parse_at, resolve_home, stderr_is_terminal
+from certkit.cli.common import (
+    KEY_PASSPHRASE_ENV,
+    echo_json,
+    home_option,
+    key_passphrase,
+    open_store,
+    parse_at,
+    resolve_home,
+    stderr_is_terminal,
+)
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
 from certkit.core.text import printable
@@ -136,11 +143,8 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     # <fqdn>.chain.pem repeats the leaf: keep each certificate once, the leaf only in front.
     chain = [c for i, c in enumerate(chain) if c != certs[0] and c not in chain[:i]]
     _our_root_from_home(resolve_home(home), chain, certs[0])
-    passphrase = os.environ.get(KEY_PASSPHRASE_ENV)
-    key = load_private_key(read_input(key_file, what="key"), passphrase.encode() if passphrase else None,
-                           source=key_file)
-    path = Path(store) if store else default_store_path(resolve_home(home))
-    anchors = TrustStore(path).anchor_set(managed_only=managed_only)
+    key = load_private_key(read_input(key_file, what="key"), key_passphrase(), source=key_file)
+    anchors = open_store(home, store).anchor_set(managed_only=managed_only)
     at = parse_at(at_text) if at_text else None
     report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
                        edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host, nameserver=nameserver,

@@ -5,47 +5,30 @@ Exit codes: 0 no error findings, 1 error findings, 2 usage, 3 nothing could be r
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
+from certkit.adapters.identity import load_identity
 from certkit.adapters.inputs import read_input
 from certkit.adapters.transport import ClientIdentity
-from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.checks.probe import AddressResult, ProbeResult, exit_code, probe_sync
-from certkit.cli.common import KEY_PASSPHRASE_ENV, echo_json, home_option, resolve_home, stderr_is_terminal
-from certkit.core.formats import load_certificates
-from certkit.core.keys import load_private_key
+from certkit.cli.common import (
+    KEY_PASSPHRASE_ENV,
+    echo_json,
+    home_option,
+    key_passphrase,
+    open_store,
+    resolve_home,
+    stderr_is_terminal,
+)
 from certkit.core.text import printable
-from certkit.errors import InputError, NotFoundError
+from certkit.errors import InputError
 
-if TYPE_CHECKING:
-    from certkit.adapters.castore import CertRecord
-    from certkit.ca import CertificateAuthority
-
-__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "identity_from_home", "progress_bar"]
+__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "progress_bar"]
 
 #: The version of the ``--json`` document (certkit/schemas/probe.schema.json); bumped only on breaking changes.
 JSON_SCHEMA_VERSION = 1
-
-
-def _load_identity(cert: str, key: str) -> ClientIdentity:
-    certs = load_certificates(read_input(cert, what="client certificate"), source=cert)
-    passphrase = os.environ.get(KEY_PASSPHRASE_ENV)
-    pkey = load_private_key(read_input(key, what="client key"), passphrase.encode() if passphrase else None,
-                            source=key)
-    from cryptography.hazmat.primitives import serialization
-
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if (pkey.public_key().public_bytes(serialization.Encoding.DER, spki)
-            != certs[0].public_key().public_bytes(serialization.Encoding.DER, spki)):
-        raise InputError(f"The key {key} does not belong to the certificate in {cert}.",
-                         "Give the key that was generated with the certificate.")
-    return ClientIdentity(certs[0], pkey, tuple(certs[1:]))
 
 
 def _identity(cert: str | None, key: str | None) -> ClientIdentity | None:
@@ -53,63 +36,15 @@ def _identity(cert: str | None, key: str | None) -> ClientIdentity | None:
         return None
     if cert is None or key is None:
         raise InputError("--client-cert and --client-key go together.", "Give both, or neither.")
-    return _load_identity(cert, key)
+    return load_identity(cert, key, passphrase=key_passphrase(), what="client certificate")
 
 
-def _renewed_key_file(authority: CertificateAuthority, record: CertRecord) -> str | None:
-    """The key file of a certificate renewed without a new key: the one recorded for an earlier one.
-
-    ``certkit ca renew`` keeps the key and writes no key file; the ``renewed_from`` links lead back to
-    the record that wrote it. Only records with the same public key are followed (a ``--rekey`` renewal
-    breaks the chain: its key was written with it, or not at all).
-    """
-    from cryptography.hazmat.primitives import serialization
-
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    wanted = record.certificate.public_key().public_bytes(der, spki)
-    seen = {record.serial}
-    current = record
-    while current.renewed_from is not None and current.renewed_from not in seen:
-        seen.add(current.renewed_from)
-        try:
-            current = authority.get(current.renewed_from)
-        except NotFoundError:
-            return None
-        if current.certificate.public_key().public_bytes(der, spki) != wanted:
-            return None
-        if current.files.get("key"):
-            return current.files["key"]
-    return None
-
-
-def identity_from_home(home: Path, name: str, *, at: dt.datetime | None = None) -> ClientIdentity:
-    """Our client certificate for ``--as NAME``: the newest valid record of the CA in ``home`` naming NAME.
-
-    A record matches when its CN or one of its SAN names is ``name`` (case-insensitive); revoked,
-    expired and not-yet-valid records are skipped. The files recorded in the index when it was issued
-    are used: ``chain.pem`` (else ``crt``) and ``key``; a certificate renewed without a new key (which
-    writes no key file) uses the key file of the certificate it renewed (``renewed_from``, followed back
-    while the key is the same). Key passphrase: ``$CERTKIT_KEY_PASSPHRASE``.
-    """
+def _identity_from_home(home: str | None, name: str) -> ClientIdentity:
+    """``--as NAME``: the CA's identity for NAME (:meth:`~certkit.ca.CertificateAuthority.identity_for`)."""
     from certkit.ca import CertificateAuthority
 
-    now = at or dt.datetime.now(dt.UTC)
-    with CertificateAuthority.open(home) as authority:
-        record = authority.newest_valid(name, at=now, instead="give --client-cert and --client-key")
-        key_file = record.files.get("key") or _renewed_key_file(authority, record)
-    cert_file = record.files.get("chain.pem") or record.files.get("crt")
-    hint = "Give --client-cert and --client-key instead."
-    if not cert_file or not Path(cert_file).is_file():
-        raise NotFoundError(f"The certificate file of {name} (serial {record.serial_hex}) is not where the CA "
-                            f"recorded it{f' ({cert_file})' if cert_file else ''}.", hint)
-    if not key_file or not Path(key_file).is_file():
-        raise NotFoundError(f"The key file of {name} (serial {record.serial_hex}) is "
-                            f"{f'missing ({key_file})' if key_file else 'not recorded in the CA'}.", hint)
-    identity = _load_identity(cert_file, key_file)
-    if identity.cert.serial_number != record.serial:
-        raise InputError(f"{cert_file} no longer holds {name} serial {record.serial_hex}.", hint)
-    return identity
+    with CertificateAuthority.open(resolve_home(home)) as authority:
+        return authority.identity_for(name, passphrase=key_passphrase())
 
 
 def _targets(targets: tuple[str, ...], from_file: str | None) -> list[str]:
@@ -241,10 +176,9 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     if as_name is not None and (client_cert or client_key):
         raise InputError("--as and --client-cert/--client-key are mutually exclusive.", "Use one or the other.")
     all_targets = _targets(targets, from_file)
-    identity = (identity_from_home(resolve_home(home), as_name) if as_name is not None
+    identity = (_identity_from_home(home, as_name) if as_name is not None
                 else _identity(client_cert, client_key))
-    path = Path(store) if store else default_store_path(resolve_home(home))
-    anchors = TrustStore(path).anchor_set(managed_only=managed_only)
+    anchors = open_store(home, store).anchor_set(managed_only=managed_only)
     progress = _Progress(len(all_targets)) if stderr_is_terminal() else None
     try:
         results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port,

@@ -8,31 +8,32 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from cryptography import x509
 
 from certkit.adapters.inputs import read_input
 from certkit.adapters.roots import certifi_version, public_roots
-from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.cli.common import (
     PFX_PASSWORD_ENV,
     CertkitGroup,
     F,
     echo_json,
     home_option,
+    open_store,
     parse_at,
     read_secret,
-    resolve_home,
     say,
 )
 from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, sha256_fingerprint
-from certkit.core.names import is_ip_address
 from certkit.core.text import printable
 from certkit.core.trust import is_ca
 from certkit.core.verify import verify_chain
-from certkit.errors import CertkitError, InputError, PassphraseError, UnreachableError, UsageError
+from certkit.errors import InputError, PassphraseError, UsageError
+
+if TYPE_CHECKING:
+    from certkit.checks.trustfetch import Offer
 
 __all__ = ["COMMANDS", "trust"]
 
@@ -45,14 +46,6 @@ def _store_option(f: F) -> F:
 def _pfx_option(f: F) -> F:
     return click.option("--pfx-password-file", "pfx_password_file", type=click.Path(), default=None,
                         help=f"File holding the PFX password (else ${PFX_PASSWORD_ENV} or a prompt).")(f)
-
-
-def _store_path(home: str | None, store: str | None) -> Path:
-    return Path(store) if store else default_store_path(resolve_home(home))
-
-
-def _open(home: str | None, store: str | None, *, check: bool = True) -> TrustStore:
-    return TrustStore(_store_path(home, store), check=check)
 
 
 def _read_certs(path: str, pfx_password_file: str | None) -> list[x509.Certificate]:
@@ -100,7 +93,7 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
     if not certs:
         raise InputError(f"{', '.join(files)} hold no CA certificate.",
                          "Give the partner's root, or trust exactly a certificate with --pin.")
-    ts = _open(home, store)
+    ts = open_store(home, store)
     results = ts.add_many(certs, label=label, partners=partners, pin=pin, force=force, sources=sources)
     for r in results:
         c = r.anchor.cert
@@ -113,26 +106,6 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
         for refusal in r.overridden:
             say(f"  accepted with {refusal.override}: {refusal.reason}")
     say(f"store: {ts.path} ({len(ts)} anchors)")
-
-
-def _host_port(target: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port`` or ``v4:port``."""
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    elif target.count(":") == 1:
-        host, _, port_text = target.partition(":")
-    else:
-        host, port_text = target, ""
-    if not host:
-        raise InputError(f"{target!r} names no host.", "Write HOST[:PORT], e.g. mx.fabrikam.com:25.")
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError:
-        raise InputError(f"{port_text!r} in {target!r} is not a port.", "Write HOST[:PORT].") from None
-    if not 0 < port < 65536:
-        raise InputError(f"Port {port} is out of range.", "Use 1 to 65535.")
-    return host, port
 
 
 @trust.command("fetch")
@@ -158,49 +131,34 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
     another channel) or when you confirm it interactively: a certificate fetched over the network proves
     nothing by itself.
     """
-    from certkit.adapters.transport import run_session
+    from certkit.checks.trustfetch import fetch_offer
 
-    host, real_port = _host_port(target, port or (465 if starttls == "none" else 25))
-    ts = _open(home, store)  # a damaged store is reported before any network traffic
-    session = run_session(host, real_port, server_name=None if is_ip_address(host) else host, timeout=timeout,
-                          implicit_tls=starttls == "none")
-    if session.tls is None or not session.tls.peer_chain:
-        why = session.failure.detail if session.failure else "the endpoint did not start TLS"
-        error = (UnreachableError if session.failure is not None and session.failure.code.startswith("net.")
-                 else CertkitError)
-        raise error(f"No certificate was obtained from {host}:{real_port}: {why}.",
-                    "Check the host and port, or use certkit trust add with a file from the partner.")
-    chain = session.tls.peer_chain
-    offered = chain[0] if pin else chain[-1]
-    if not pin and not is_ca(offered):
-        raise InputError(f"{host}:{real_port} presents no CA certificate, only {offered.subject.rfc4514_string()} "
-                         "(a self-signed or incomplete chain).",
-                         "Ask the partner for their root, or trust exactly this certificate with --pin.")
-    fp = sha256_fingerprint(offered)
-    say(f"{host}:{real_port} presented {len(chain)} certificate(s); offering "
-               f"{'its own certificate' if pin else 'the top of the chain'}:")
-    say(f"  subject {offered.subject.rfc4514_string()}")
-    say(f"  issuer  {offered.issuer.rfc4514_string()}")
-    say(f"  SHA-256 {fp}")
-    say(f"  SHA-1   {sha1_thumbprint(offered)}")
-    say(f"  valid   {_validity(offered)}   {'CA' if is_ca(offered) else 'not a CA'}")
-    if not pin and offered.issuer != offered.subject:
-        say("  note    this is an intermediate, not a root: trusting it trusts everything it signs")
+    ts = open_store(home, store)  # a damaged store is reported before any network traffic
+    offer = fetch_offer(target, port=port, implicit_tls=starttls == "none", pin=pin, timeout=timeout)
+    _show_offer(offer)
     if expect is not None:
-        wanted = expect.replace(":", "").replace(" ", "").upper()
-        if wanted != fp:
-            raise CertkitError(f"The offered certificate's SHA-256 is {fp}, not the expected {wanted}; nothing was "
-                               "added.", "Check the fingerprint with the partner: a different certificate may "
-                               "mean a different server or an interception.")
+        offer.check_fingerprint(expect)
     elif sys.stdin.isatty():
         if not click.confirm("Trust this certificate?", default=False):
             raise UsageError("Not added.", "Run again and confirm, or use --expect-sha256 FP.")
     else:
         raise UsageError("Not added: no --expect-sha256 was given and there is no terminal to confirm on.",
                          "Get the SHA-256 fingerprint from the partner and pass --expect-sha256 FP.")
-    result = ts.add(offered, label=label, partners=partners, pin=pin, force=force,
-                    source=f"{'smtp' if starttls == 'smtp' else 'tls'}://{host}:{real_port}")
+    result = offer.add_to(ts, label=label, partners=partners, force=force)
     say(f"{'added' if result.added else 'already trusted'}; store: {ts.path} ({len(ts)} anchors)")
+
+
+def _show_offer(offer: Offer) -> None:
+    offered = offer.certificate
+    say(f"{offer.host}:{offer.port} presented {len(offer.chain)} certificate(s); offering "
+        f"{'its own certificate' if offer.pin else 'the top of the chain'}:")
+    say(f"  subject {offered.subject.rfc4514_string()}")
+    say(f"  issuer  {offered.issuer.rfc4514_string()}")
+    say(f"  SHA-256 {offer.fingerprint}")
+    say(f"  SHA-1   {sha1_thumbprint(offered)}")
+    say(f"  valid   {_validity(offered)}   {'CA' if is_ca(offered) else 'not a CA'}")
+    if offer.is_intermediate:
+        say("  note    this is an intermediate, not a root: trusting it trusts everything it signs")
 
 
 @trust.command("list")
@@ -209,7 +167,7 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
 @_store_option
 def list_cmd(as_json: bool, home: str | None, store: str | None) -> None:
     """List the managed anchors, and say which certifi (Mozilla) root bundle is also trusted."""
-    ts = _open(home, store)
+    ts = open_store(home, store)
     ts.anchors()  # every file hash-checked: an anchor changed behind certkit's back is reported, not listed
     entries = ts.entries()
     roots = len(public_roots())
@@ -235,7 +193,7 @@ def list_cmd(as_json: bool, home: str | None, store: str | None) -> None:
 @_store_option
 def show_cmd(ref: str, home: str | None, store: str | None) -> None:
     """Show one anchor (by fingerprint, fingerprint prefix, SHA-1 thumbprint or label)."""
-    ts = _open(home, store)
+    ts = open_store(home, store)
     entry = ts.get(ref)
     ts.certificate(entry["fingerprint_sha256"])  # integrity check: never show a changed file as trusted
     for key, value in entry.items():
@@ -252,7 +210,7 @@ def show_cmd(ref: str, home: str | None, store: str | None) -> None:
 @_store_option
 def remove_cmd(ref: str, home: str | None, store: str | None) -> None:
     """Stop trusting one anchor (by fingerprint, prefix, thumbprint or label)."""
-    ts = _open(home, store, check=False)
+    ts = open_store(home, store, check=False)
     entry = ts.remove(ref)
     say(f"removed: {entry['subject']} ({entry['fingerprint_sha256']})")
 
@@ -269,7 +227,7 @@ def remove_cmd(ref: str, home: str | None, store: str | None) -> None:
 def export_cmd(fmt: str, out: str | None, include_public: bool, force: bool, home: str | None,
                store: str | None) -> None:
     """Export the anchors for Postfix, OpenSSL or Windows."""
-    ts = _open(home, store)
+    ts = open_store(home, store)
     if fmt == "p7b" and out is None:
         raise UsageError("--format p7b writes binary data and needs --out FILE.", "Add --out anchors.p7b.")
     result = ts.export(fmt, Path(out) if out else None, include_public=include_public, overwrite=force)
@@ -314,7 +272,7 @@ def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain
     for f in chain_files:
         intermediates.extend(_read_certs(f, pfx_password_file))
     crls = [load_crl(read_input(f, what="CRL"), source=f) for f in crl_files]
-    ts = _open(home, store)
+    ts = open_store(home, store)
     anchors = ts.anchor_set(managed_only=managed_only)
     if validator == "exchange" and not crls:
         from certkit.adapters.crlfetch import CrlCache
