@@ -48,7 +48,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import http.server
 import json
 import logging
 import multiprocessing
@@ -120,24 +119,11 @@ async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, c
 
 def _serve(folder: str, count: int, ready: multiprocessing.synchronize.Event, ports_out: str,
            crl_files: dict[str, bytes]) -> None:
-    class Crl(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = crl_files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+    from certkit.lab.httpfiles import HttpFiles
 
     # A client that closes without close_notify makes asyncio's TLS layer log a warning per connection.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["BENCH_CRL_PORT"])), Crl)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    _crl_http = HttpFiles(crl_files, port=int(os.environ["BENCH_CRL_PORT"]))  # serves until the process ends
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(f"{folder}/server.pem", f"{folder}/server.key")

@@ -5,14 +5,13 @@ Import what you need in a test module: ``from tests.fixtures_net import smtp_ser
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from certkit.lab.httpfiles import HttpFiles
 from tests.dnsserver import DnsServer
 from tests.smtp_servers import Handler, SmtpTestServer
 
@@ -88,56 +87,6 @@ def require_postfix() -> str:
     if os.geteuid() != 0:
         (pytest.fail if in_ci() else pytest.skip)("a private Postfix instance needs root")
     return path
-
-
-class HttpFiles:
-    """A tiny HTTP server on 127.0.0.1 serving ``files`` (path -> bytes) from a daemon thread; 404 otherwise.
-
-    ``hits`` counts the GETs per path (the probe fetches each CRL once per run).
-    """
-
-    def __init__(self, files: dict[str, bytes] | None = None) -> None:
-        self.files: dict[str, bytes] = dict(files or {})
-        self.hits: dict[str, int] = {}
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                body = outer.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/pkix-crl")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port: int = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
-
-    def url(self, path: str) -> str:
-        """The ``http://127.0.0.1:PORT/path`` URL of ``path``."""
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(2)
-
-    def __enter__(self) -> HttpFiles:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @pytest.fixture(scope="module")

@@ -264,7 +264,7 @@ def test_real_process_shows_no_traceback(tmp_path: Path) -> None:
 
 
 def test_verify_exchange_validator_fetches_crls_from_the_distribution_points(tmp_path: Path) -> None:
-    from tests.fixtures_net import HttpFiles
+    from certkit.lab.httpfiles import HttpFiles
 
     with HttpFiles() as http:
         root = pki.make_root("Contoso Root", org="Contoso")

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certkit.adapters.crlfetch import CrlCache, fetch_crl
 from certkit.errors import UsageError
+from certkit.lab.httpfiles import HttpFiles
 from tests.pki import make_crl, make_root
 
 ROOT = make_root()
@@ -21,53 +22,31 @@ DER = CRL.public_bytes(serialization.Encoding.DER)
 PEM = CRL.public_bytes(serialization.Encoding.PEM)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    hits: dict[str, int] = {}  # noqa: RUF012
+def _moved(request: http.server.BaseHTTPRequestHandler) -> None:
+    request.send_response(302)
+    request.send_header("Location", "http://elsewhere.test/root.crl")
+    request.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
-    def do_GET(self) -> None:
-        _Handler.hits[self.path] = _Handler.hits.get(self.path, 0) + 1
-        if self.path == "/root.crl":
-            self._send(DER)
-        elif self.path == "/root.pem":
-            self._send(PEM)
-        elif self.path == "/big.crl":
-            self._send(b"x" * 5000)
-        elif self.path == "/junk.crl":
-            self._send(b"<html>not a crl</html>")
-        elif self.path == "/moved.crl":
-            self.send_response(302)
-            self.send_header("Location", "http://elsewhere.test/root.crl")
-            self.end_headers()
-        elif self.path == "/slow.crl":
-            self.send_response(200)
-            self.end_headers()
-            for _ in range(50):
-                self.wfile.write(b"x")
-                self.wfile.flush()
-                time.sleep(0.1)
-        else:
-            self.send_error(404)
-
-    def _send(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/pkix-crl")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def _slow(request: http.server.BaseHTTPRequestHandler) -> None:
+    request.send_response(200)
+    request.end_headers()
+    for _ in range(50):
+        request.wfile.write(b"x")
+        request.wfile.flush()
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
-def http_base() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def served() -> Iterator[HttpFiles]:
+    with HttpFiles({"/root.crl": DER, "/root.pem": PEM, "/big.crl": b"x" * 5000,
+                    "/junk.crl": b"<html>not a crl</html>", "/moved.crl": _moved, "/slow.crl": _slow}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def http_base(served: HttpFiles) -> str:
+    return served.url("").rstrip("/")
 
 
 def test_der_crl_is_fetched_and_parsed(http_base: str) -> None:
@@ -121,12 +100,12 @@ def test_only_http_urls(url: str) -> None:
     assert not r.ok and r.error is not None
 
 
-def test_cache_fetches_once(http_base: str) -> None:
+def test_cache_fetches_once(http_base: str, served: HttpFiles) -> None:
     cache = CrlCache(timeout=2)
-    before = _Handler.hits.get("/root.pem", 0)
+    before = served.hits.get("/root.pem", 0)
     assert cache.get(f"{http_base}/root.pem").ok
     assert cache.get(f"{http_base}/root.pem").ok
-    assert _Handler.hits["/root.pem"] == before + 1
+    assert served.hits["/root.pem"] == before + 1
 
 
 def _trickle_server(payload: bytes, delay: float) -> tuple[socket.socket, threading.Event]:

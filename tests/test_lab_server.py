@@ -15,6 +15,7 @@ from certkit.adapters.transport import ClientIdentity, client_context, deliver_m
 from certkit.cli.lab import lab
 from certkit.core.trust import AnchorSet
 from certkit.lab.demo import run_demo
+from certkit.lab.httpfiles import HttpFiles
 from certkit.lab.sender import queue_lines, send_message
 from certkit.lab.server import LabServer, Personality
 from tests.lab_fixtures import LabPki, lab_pki, lab_server, time_limit
@@ -92,31 +93,11 @@ def test_exchange_rules_need_a_reachable_crl(lab_server: Start, lab_pki: LabPki,
 
 def test_exchange_rules_accept_a_fresh_crl_served_over_http(lab_server: Start, lab_pki: LabPki,
                                                             tmp_path: Path) -> None:
-    import http.server
-    import threading
-
     crl = make_crl(lab_pki.root).public_bytes(serialization.Encoding.DER)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(crl)))
-            self.end_headers()
-            self.wfile.write(crl)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/lab.crl"
-        client = make_leaf(lab_pki.root, ["mx.contoso.test", "contoso.test"], cdp=url)
+    with HttpFiles({"/lab.crl": crl}) as crls:
+        client = make_leaf(lab_pki.root, ["mx.contoso.test", "contoso.test"], cdp=crls.url("lab.crl"))
         server = lab_server(validator=Personality.EXCHANGE)
         assert deliver(server, ClientIdentity(client.cert, client.key)).delivered
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @pytest.mark.parametrize(("which", "text"), [

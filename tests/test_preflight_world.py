@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certkit.lab.httpfiles import HttpFiles
 from tests.dnsserver import DnsServer
-from tests.fixtures_net import HttpFiles
 from tests.pki import NOW, Issued, make_crl, make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Scripted, SmtpTestServer
 

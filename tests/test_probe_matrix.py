@@ -20,7 +20,8 @@ from OpenSSL import SSL
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import ProbeResult, exit_code, probe_sync
 from certkit.core.findings import Severity
-from tests.fixtures_net import HttpFiles, smtp_server
+from certkit.lab.httpfiles import HttpFiles
+from tests.fixtures_net import smtp_server
 from tests.pki import CLIENT, NOW, Issued, make_crl, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.smtp_servers import (
     LATE_INJECTION,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from certkit.adapters.crlfetch import CrlCache
+from certkit.lab.httpfiles import HttpFiles
 from certkit.validation import validate_peer
-from tests.fixtures_net import HttpFiles
 from tests.pki import make_intermediate, make_leaf, make_root
 
 

@@ -4,6 +4,7 @@
 * :mod:`certkit.lab.server` -- :class:`LabServer`, the asyncio driver of the receiver (sockets, TLS, time).
 * :mod:`certkit.lab.sender` -- one delivery as the sending Edge does it, and the queue as Get-Queue shows it.
 * :mod:`certkit.lab.demo` -- contoso.com and fabrikam.com on loopback, from failure to success.
+* :mod:`certkit.lab.httpfiles` -- :class:`HttpFiles`, a loopback HTTP server publishing CRLs (demo, tests, bench).
 """
 
 from certkit.core.smtp.server import SmtpServerEngine

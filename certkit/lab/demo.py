@@ -10,13 +10,11 @@ through the scenario. Everything it says goes through the ``say`` callback (the 
 from __future__ import annotations
 
 import contextlib
-import http.server
 import secrets
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from certkit.ca import CertificateAuthority, IssuedCertificate, exchange_selfsig
 from certkit.clock import Clock, SystemClock
 from certkit.configgen import exchange_script
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
+from certkit.lab.httpfiles import HttpFiles
 from certkit.lab.sender import SendResult, diagnosis_lines, queue_lines, send_message
 from certkit.lab.server import LabConfig, LabServer, Personality, run_in_thread
 
@@ -81,51 +80,6 @@ class DemoResult:
                 and self.delivered.delivered and self.reverse is not None and self.reverse.delivered)
 
 
-class _CrlFiles(http.server.ThreadingHTTPServer):
-    """A tiny HTTP server on loopback publishing the CRL files (read at each request, so republishing works)."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.files: dict[str, Path] = {}
-        files = self.files
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = files.get(self.path)
-                if path is None or not path.exists():
-                    self.send_error(404)
-                    return
-                data = path.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/pkix-crl")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-
-@contextlib.contextmanager
-def _crl_server() -> Iterator[_CrlFiles]:
-    srv = _CrlFiles()
-    thread = threading.Thread(target=srv.serve_forever, name="certkit-lab-crl", daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
-
-
 def exchange_commands(partner: str, fqdn: str, certificate: x509.Certificate, partner_root: x509.Certificate
                       ) -> tuple[str, list[str]]:
     """What ``certkit config exchange --version 2010`` writes for the Edge ``fqdn`` (one script, one renderer):
@@ -177,7 +131,7 @@ def run_demo(say: Callable[[str], None], *, keep: bool = False, folder: Path | N
             "Exchange Domain Security (mutual TLS).")
         say(f"Everything runs on this machine, on loopback; the files are in {work}.")
         with contextlib.ExitStack() as stack:
-            crl_http = stack.enter_context(_crl_server())
+            crl_http = stack.enter_context(HttpFiles())
 
             step(1, "Both Edges use the self-signed certificate New-ExchangeCertificate makes, with Domain "
                     "Security enabled for each other")
