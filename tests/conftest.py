@@ -1,10 +1,9 @@
-"""Shared fixtures: an injected clock, CA homes, and real external tools (skip locally, fail in CI)."""
+"""Shared fixtures: an injected clock and CA homes here; the network (SMTP and DNS servers, CRLs over HTTP),
+the lab and the DNSSEC lab from the plugin modules below. External tools: tests/tools.py."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,21 +12,10 @@ import pytest
 from certkit.ca import CertificateAuthority
 from certkit.clock import FixedClock
 
+pytest_plugins = ["tests.fixtures_net", "tests.lab_fixtures", "tests.dnssec_lab"]
+
 PASS = b"correct horse battery staple"
 T0 = dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def need_tool(name: str) -> str:
-    """The path of an external tool; skips when missing locally, fails when missing in CI."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"{name} is required in CI but is not installed (.ci/run must install it)")
-        pytest.skip(f"{name} is not installed")
-    return path
-
-
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(T0)

@@ -63,7 +63,7 @@ import pytest
 from cryptography import x509
 
 from certkit.core.dane import TlsaRecord, owner_name, tlsa_for
-from tests.fixtures_net import in_ci, require_tool
+from tests.tools import require_tool, unavailable
 
 __all__ = ["DEFAULT_ZONES", "VARIANTS", "DnssecLab", "dnssec_lab", "require_dnssec_tools"]
 
@@ -135,7 +135,7 @@ class DnssecLab:
         if system_resolver:
             self.tools["unshare"] = require_tool("unshare")
             if os.geteuid() != 0:
-                (pytest.fail if in_ci() else pytest.skip)("a system-resolver lab needs root (port 53, mounts)")
+                unavailable("a system-resolver lab needs root (port 53, mounts)")
         wanted = dict(zones) if zones else {domain: variant}
         self.zones: dict[str, str] = {}
         for name, var in wanted.items():

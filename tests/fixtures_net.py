@@ -1,12 +1,12 @@
 """Fixtures and helpers for the network tests: in-test SMTP servers, the loopback DNS server, Postfix.
 
-Import what you need in a test module: ``from tests.fixtures_net import smtp_server, require_tool``.
+The fixtures reach every test module through ``pytest_plugins`` in tests/conftest.py: name them as
+arguments, never import them. Import the helpers (``require_postfix``, ``ZONES``) as usual.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,25 +14,9 @@ import pytest
 from certkit.lab.httpfiles import HttpFiles
 from tests.dnsserver import DnsServer
 from tests.smtp_servers import Handler, SmtpTestServer
+from tests.tools import require_tool, unavailable
 
-__all__ = ["ZONES", "HttpFiles", "dns_server", "http_files", "in_ci", "require_postfix", "require_tool", "smtp_server"]
-
-
-def in_ci() -> bool:
-    """True when running under CI (``CI=true``): missing peers are failures there, not skips."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_tool(name: str, *, paths: tuple[str, ...] = ("/usr/sbin", "/usr/bin", "/sbin")) -> str:
-    """The path of the program ``name``; skip the test when it is missing (fail under ``CI=true``)."""
-    found = shutil.which(name) or next((os.path.join(p, name) for p in paths
-                                        if os.access(os.path.join(p, name), os.X_OK)), None)
-    if found:
-        return found
-    message = f"{name} is not installed (Debian: see .ci/run)"
-    if in_ci():
-        pytest.fail(f"{message}; CI must provide it")
-    pytest.skip(message)
+__all__ = ["ZONES", "dns_server", "http_files", "require_postfix", "smtp_server"]
 
 
 @pytest.fixture
@@ -83,9 +67,9 @@ def require_postfix() -> str:
     try:
         pwd.getpwnam("postfix")
     except KeyError:
-        (pytest.fail if in_ci() else pytest.skip)("the postfix user does not exist (install the Debian package)")
+        unavailable("the postfix user does not exist (install the Debian package)")
     if os.geteuid() != 0:
-        (pytest.fail if in_ci() else pytest.skip)("a private Postfix instance needs root")
+        unavailable("a private Postfix instance needs root")
     return path
 
 

@@ -25,18 +25,17 @@ from cryptography import x509
 from certkit import CertificateAuthority
 from certkit.cli import main
 from certkit.core.formats import cert_pem
-from tests.conftest import IN_CI, PASS, need_tool
+from tests.conftest import PASS
+from tests.tools import require_tool, unavailable
 
 ENV = {"CERTKIT_CA_PASSPHRASE": PASS.decode(), "CERTKIT_PFX_PASSWORD": "pfx-secret"}
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _need_mount() -> str:
-    mount = need_tool("mount")
+    mount = require_tool("mount")
     if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("CI runs these tests as root (they mount a tmpfs)")
-        pytest.skip("mounting a tmpfs needs root")
+        unavailable("mounting a tmpfs needs root (CI runs these tests as root)")
     return mount
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from certkit import CertificateAuthority, IssuedCertificate
 from certkit.clock import SystemClock
-from tests.conftest import PASS, need_tool
+from tests.conftest import PASS
+from tests.tools import require_tool
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def live_ca(tmp_path: Path) -> Callable[..., CertificateAuthority]:
 
 
 def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([need_tool("openssl"), *args], input=input, capture_output=True, timeout=60)
+    return subprocess.run([require_tool("openssl"), *args], input=input, capture_output=True, timeout=60)
 
 
 def write(issued: IssuedCertificate, folder: Path) -> dict[str, Path]:

@@ -228,11 +228,9 @@ def test_passphrase_file_and_home_from_environment(tmp_path: Path) -> None:
 def _installed() -> str:
     exe = shutil.which("certkit", path=os.path.dirname(sys.executable)) or shutil.which("certkit")
     if exe is None:
-        from tests.conftest import IN_CI
+        from tests.tools import unavailable
 
-        if IN_CI:
-            pytest.fail("the certkit command is not installed (make test installs it)")
-        pytest.skip("the certkit command is not installed in this environment")
+        unavailable("the certkit command is not installed (make test installs it)")
     return exe
 
 

@@ -29,12 +29,12 @@ from certkit.cli import main
 from certkit.configgen import our_tlsa, partner_kit, postfix_config
 from certkit.core.dane import TlsaRecord, Usage, owner_name, tlsa_for, zone_line
 from certkit.errors import InputError
-from tests.fixtures_net import require_tool
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.test_config import PARTNER_ROOT
 from tests.test_config import ROOT as GOLDEN_ROOT
 from tests.test_dane import ENV, MX, _home
 from tests.test_preflight_world import check_golden, pem
+from tests.tools import require_tool
 
 ROOT = make_root("Contoso Root", org="Contoso")
 INTER = make_intermediate(ROOT, "Contoso Issuing CA", org="Contoso")

@@ -35,9 +35,9 @@ from cryptography import x509
 from certkit.checks.probe import AddressResult, probe_sync
 from certkit.core.dane import tlsa_for
 from tests.dnssec_lab import DnssecLab, require_dnssec_tools
-from tests.fixtures_net import require_tool
 from tests.pki import DAY, NOW, Issued, make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Scripted, SmtpTestServer
+from tests.tools import require_tool
 
 ROOT = make_root("DANE Agreement Root")
 INTER = make_intermediate(ROOT, "DANE Agreement Issuing CA")

@@ -9,9 +9,6 @@ import pytest
 from certkit.adapters.dns import parse_nameserver, resolve_host, resolve_mail_domain
 from certkit.errors import InputError
 from tests.dnsserver import DnsServer
-from tests.fixtures_net import dns_server
-
-__all__ = ["dns_server"]
 
 
 def test_mx_by_preference_with_every_address(dns_server: DnsServer) -> None:

@@ -14,12 +14,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.dnssec_lab import DnssecLab, dnssec_lab
-from tests.fixtures_net import require_tool
+from tests.dnssec_lab import DnssecLab
 from tests.pki import make_leaf, make_root
 from tests.smtp_servers import Scripted, SmtpTestServer
-
-__all__ = ["dnssec_lab"]  # the fixture, imported for pytest
+from tests.tools import require_tool
 
 
 def _rrset(answer: dns.message.Message, name: str, rtype: str) -> list[str]:

@@ -23,11 +23,8 @@ from certkit.core import smtp
 from certkit.core.smtp import wire
 from certkit.core.text import printable
 from certkit.lab.server import LabServer
-from tests.fixtures_net import smtp_server
-from tests.lab_fixtures import LabPki, lab_pki, lab_server, time_limit
+from tests.lab_fixtures import LabPki
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
-
-__all__ = ["lab_pki", "lab_server", "smtp_server", "time_limit"]
 
 #: CR/LF forge a line, ESC recolours, BEL rings, U+202E reverses what follows, U+2028 breaks the line.
 HOSTILE = "evil\r\nInjected: line\x1b[31m\x07\u202eRTL\u2028x"

@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from certkit.adapters.inputs import os_error, read_input
 from certkit.cli import main
 from certkit.errors import InputError, MalformedInputError, NotFoundError, StoreError
+from tests.tools import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -219,11 +220,7 @@ def test_permission_denied_is_one_line(short_dir: Path, leaf_pem: bytes) -> None
         return
     # Root reads every file: the command runs without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (util-linux's
     # setpriv), so that the kernel really answers EACCES.
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("setpriv (util-linux) is needed to test permission denied as root")
-        pytest.skip("setpriv (util-linux) is missing: permission denied cannot be produced as root")
+    setpriv = require_tool("setpriv")  # util-linux: without it, root cannot be made to see EACCES
     done = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", sys.executable, "-m",
                            "certkit", "inspect", str(locked)], capture_output=True, text=True, timeout=60, cwd=REPO,
                           stdin=subprocess.DEVNULL)

@@ -15,9 +15,6 @@ from certkit.core.smtp.server import (
     ServerState,
     SmtpServerEngine,
 )
-from tests.lab_fixtures import time_limit
-
-__all__ = ["time_limit"]
 
 pytestmark = pytest.mark.usefixtures("time_limit")
 

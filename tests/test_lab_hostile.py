@@ -27,9 +27,7 @@ import pytest
 
 from certkit.adapters.transport import deliver_message
 from certkit.lab.server import LabServer, Personality
-from tests.lab_fixtures import LabPki, lab_pki, lab_server, time_limit
-
-__all__ = ["lab_pki", "lab_server", "time_limit"]
+from tests.lab_fixtures import LabPki
 
 pytestmark = pytest.mark.usefixtures("time_limit")
 

@@ -16,10 +16,9 @@ import pytest
 
 from certkit.checks.probe import probe_sync, rejection_of_us
 from certkit.lab.server import LabServer, Personality
-from tests.fixtures_net import require_postfix, require_tool
-from tests.lab_fixtures import LabPki, PostfixSender, lab_pki, lab_server, time_limit
-
-__all__ = ["lab_pki", "lab_server", "time_limit"]
+from tests.fixtures_net import require_postfix
+from tests.lab_fixtures import LabPki, PostfixSender
+from tests.tools import require_tool
 
 pytestmark = pytest.mark.usefixtures("time_limit")
 

@@ -24,10 +24,8 @@ from certkit.lab.receiver import (
     Receiver,
 )
 from certkit.lab.server import LabConfig, Personality, client_verdict
-from tests.lab_fixtures import LabPki, lab_config, lab_pki, time_limit
+from tests.lab_fixtures import LabPki, lab_config
 from tests.pki import Issued, make_leaf
-
-__all__ = ["lab_pki", "time_limit"]
 
 pytestmark = pytest.mark.usefixtures("time_limit")
 

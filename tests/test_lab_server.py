@@ -18,11 +18,9 @@ from certkit.lab.demo import run_demo
 from certkit.lab.httpfiles import HttpFiles
 from certkit.lab.sender import queue_lines, send_message
 from certkit.lab.server import LabServer, Personality
-from tests.lab_fixtures import LabPki, lab_pki, lab_server, time_limit
+from tests.lab_fixtures import LabPki
 from tests.pki import make_crl, make_leaf
 from tests.smtp_servers import Scripted, SmtpTestServer
-
-__all__ = ["lab_pki", "lab_server", "time_limit"]
 
 pytestmark = pytest.mark.usefixtures("time_limit")
 

@@ -12,11 +12,8 @@ from cryptography import x509
 from certkit.checks.preflight import PreflightReport, preflight, render_text
 from certkit.core.trust import AnchorSet
 from certkit.lab.server import EXCHANGE_REJECT, LabConfig, LabServer, Personality, run_in_thread
-from tests.lab_fixtures import time_limit
 from tests.pki import Issued, make_leaf
 from tests.test_preflight_world import World, world
-
-__all__ = ["time_limit"]
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from certkit.lab.httpfiles import HttpFiles
 from tests.dnsserver import DnsServer
 from tests.pki import NOW, Issued, make_crl, make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Scripted, SmtpTestServer
+from tests.tools import in_ci
 
 DAY = dt.timedelta(days=1)
 ZONES = {
@@ -134,7 +135,7 @@ def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     got = normalise(text)
     if os.environ.get(REGEN_ENV) or not path.exists():
-        if not os.environ.get(REGEN_ENV) and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if not os.environ.get(REGEN_ENV) and in_ci():
             raise AssertionError(f"golden file {path} is missing; run with {REGEN_ENV}=1 and commit it")
         GOLDEN.mkdir(exist_ok=True)
         path.write_text(got)

@@ -10,12 +10,10 @@ from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import exit_code, parse_target, probe_sync
 from certkit.errors import InputError
 from tests.dnsserver import DnsServer
-from tests.fixtures_net import require_postfix, smtp_server
+from tests.fixtures_net import require_postfix
 from tests.pki import make_intermediate, make_leaf, make_root, make_self_signed
 from tests.postfix import PostfixInstance
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
-
-__all__ = ["smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 ROOT = make_root("Fabrikam Root")

@@ -17,11 +17,8 @@ from certkit.cli import main
 from certkit.cli.common import KEY_PASSPHRASE_ENV
 from certkit.clock import FixedClock
 from certkit.errors import NotFoundError
-from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
-
-__all__ = ["smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 THEIR_ROOT = make_root("Fabrikam As Root")

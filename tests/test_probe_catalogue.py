@@ -10,10 +10,7 @@ from certkit.checks.probe import probe_sync
 from certkit.core.findings import CATALOGUE
 from certkit.lab.sender import FAILOVER, send_message
 from tests.dnsserver import DnsServer
-from tests.fixtures_net import dns_server, smtp_server
 from tests.smtp_servers import Handler, SmtpTestServer, raw_close_mid_reply, raw_silent
-
-__all__ = ["dns_server", "smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 

@@ -20,11 +20,8 @@ from certkit.checks.probe import probe_sync
 from certkit.cli import main
 from certkit.cli.probe import probe_cmd
 from certkit.errors import UsageError
-from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
-
-__all__ = ["smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 ROOT = make_root("Fabrikam Root")

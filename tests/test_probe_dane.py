@@ -28,13 +28,10 @@ from certkit.checks.probe import AddressResult, ProbeResult, exit_code, probe_sy
 from certkit.cli import main
 from certkit.core.dane import tlsa_for
 from certkit.schemas import load
-from tests.dnssec_lab import DnssecLab, dnssec_lab
+from tests.dnssec_lab import DnssecLab
 from tests.dnsserver import DnsServer, Zones
-from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
-
-__all__ = ["dnssec_lab", "smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 ROOT = make_root("DANE Probe Root")

@@ -7,11 +7,8 @@ from collections.abc import Callable
 from certkit.checks.probe import exit_code, probe_sync
 from certkit.lab.sender import send_message
 from tests.dnsserver import DnsServer
-from tests.fixtures_net import dns_server, smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
-
-__all__ = ["dns_server", "smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 ROOT = make_root("DNS Probe Root")

@@ -17,11 +17,8 @@ from certkit.adapters.truststore import TrustStore
 from certkit.checks.probe import AddressResult, probe_sync
 from certkit.cli import main
 from certkit.cli.probe import progress_bar
-from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
-
-__all__ = ["smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 ROOT = make_root("Many Root")

@@ -21,7 +21,6 @@ from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import ProbeResult, exit_code, probe_sync
 from certkit.core.findings import Severity
 from certkit.lab.httpfiles import HttpFiles
-from tests.fixtures_net import smtp_server
 from tests.pki import CLIENT, NOW, Issued, make_crl, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.smtp_servers import (
     LATE_INJECTION,
@@ -38,8 +37,6 @@ from tests.smtp_servers import (
     raw_starttls_silent,
     raw_trickle,
 )
-
-__all__ = ["smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 DAY = dt.timedelta(days=1)

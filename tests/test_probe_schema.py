@@ -16,13 +16,11 @@ from certkit.cli import main
 from certkit.core.findings import CATALOGUE
 from certkit.schemas import load
 from tests.dnsserver import DnsServer
-from tests.fixtures_net import dns_server, smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer, raw_garbage
 
 jsonschema = pytest.importorskip("jsonschema")
 
-__all__ = ["dns_server", "smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 ROOT = make_root("Schema Root")

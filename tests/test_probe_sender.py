@@ -9,11 +9,8 @@ import pytest
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import probe_sync
 from certkit.lab.sender import send_message
-from tests.fixtures_net import smtp_server
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
-
-__all__ = ["smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 ROOT = make_root("Sender Rule Root")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from certkit.checks.preflight import PreflightReport, preflight, render_html, render_text
-from tests.fixtures_net import require_tool
 from tests.pki import NOW, SERVER
 from tests.test_preflight_world import check_golden, world
+from tests.tools import require_tool
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from cryptography import x509
 
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session, run_session_async
 from certkit.core.personality import rejection_of_us
-from tests.fixtures_net import require_postfix, smtp_server
+from tests.fixtures_net import require_postfix
 from tests.pki import Issued, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.postfix import PostfixInstance
 from tests.smtp_servers import (
@@ -31,8 +31,6 @@ from tests.smtp_servers import (
     raw_starttls_late_injection,
     raw_trickle,
 )
-
-__all__ = ["smtp_server"]
 
 Start = Callable[[Handler], SmtpTestServer]
 
