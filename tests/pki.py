@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 __all__ = [
     "CLIENT",
@@ -38,11 +38,13 @@ __all__ = [
     "Issued",
     "PrivateKey",
     "make_crl",
+    "make_csr",
     "make_intermediate",
     "make_key",
     "make_leaf",
     "make_root",
     "make_self_signed",
+    "make_unparseable_san",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -275,6 +277,33 @@ def make_leaf(issuer: Issued | None, names: Sequence[str] = ("mx.example.com",),
 def make_self_signed(names: Sequence[str] = ("edge.example.com",), **kwargs: object) -> Issued:
     """A self-signed end-entity certificate, like an Exchange Edge's default certificate."""
     return make_leaf(None, names, **kwargs)  # type: ignore[arg-type]
+
+
+def make_unparseable_san(issuer: Issued | None = None, cn: str = "broken.contoso.com") -> x509.Certificate:
+    """A certificate whose subjectAltName cannot be decoded (a BOOLEAN inside the SEQUENCE): it loads, but
+    reading its extensions fails. Signed by ``issuer`` (with its subject as issuer name), else self-signed."""
+    key = make_key()
+    subject = _name(cn) if issuer is None else issuer.cert.subject
+    nb, na = NOW - DAY, NOW + 30 * DAY
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+         .serial_number(next(_serials)).not_valid_before(nb).not_valid_after(na)
+         .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x01"),
+                        critical=False))
+    return b.sign(key if issuer is None else issuer.key, hashes.SHA256())
+
+
+def make_csr(cn: str | None = "mx.contoso.com", sans: Iterable[str | x509.GeneralName] = (), *,
+             key: PrivateKey | None = None, ca_ext: bool = False) -> x509.CertificateSigningRequest:
+    """A CSR for ``cn`` (none: an empty subject) with ``sans`` (strings as DNS names or IP literals, or
+    general names as given); ``ca_ext`` asks for basicConstraints CA:TRUE. A fresh EC key unless ``key``."""
+    names = [n if isinstance(n, x509.GeneralName) else _general_names([n])[0] for n in sans]
+    b = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []))
+    if names:
+        b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    if ca_ext:
+        b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return b.sign(key or make_key(), hashes.SHA256())
 
 
 def make_crl(issuer: Issued, revoked: Iterable[int | tuple[int, dt.datetime, x509.ReasonFlags | None]] = (), *,

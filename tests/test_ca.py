@@ -28,6 +28,7 @@ from certkit.clock import FixedClock
 from certkit.core.formats import load_csr, load_pfx
 from certkit.core.keys import generate_key
 from tests.conftest import PASS, T0
+from tests.pki import make_csr
 
 MakeCA = Callable[..., CertificateAuthority]
 
@@ -218,19 +219,9 @@ def test_rsa_below_2048_is_refused(ca: CertificateAuthority) -> None:
 
 # --- CSRs -----------------------------------------------------------------------------------------
 
-def _csr(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, cn: str, sans: list[str], *, ca_ext: bool = False
-         ) -> x509.CertificateSigningRequest:
-    b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-    if sans:
-        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
-    if ca_ext:
-        b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    return b.sign(key, hashes.SHA256())
-
-
 def test_csr_names_are_kept_and_the_profile_decides_the_extensions(ca: CertificateAuthority) -> None:
     key = generate_key("ec-p256")
-    csr = _csr(key, "edge.contoso.com", ["edge.contoso.com", "contoso.com"], ca_ext=True)
+    csr = make_csr("edge.contoso.com", ["edge.contoso.com", "contoso.com"], key=key, ca_ext=True)
     issued = ca.sign_csr(csr, profile="transport")
     cert = issued.certificate
     assert issued.key is None
@@ -245,7 +236,7 @@ def test_csr_names_are_kept_and_the_profile_decides_the_extensions(ca: Certifica
 def test_csr_is_read_in_every_form_exchange_writes(form: str) -> None:
     import base64
 
-    csr = _csr(generate_key("ec-p256"), "edge.contoso.com", [])
+    csr = make_csr("edge.contoso.com")
     pem = csr.public_bytes(serialization.Encoding.PEM)
     der = csr.public_bytes(serialization.Encoding.DER)
     data = {"pem": pem, "new-pem": pem.replace(b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"), "der": der,
@@ -254,7 +245,7 @@ def test_csr_is_read_in_every_form_exchange_writes(form: str) -> None:
 
 
 def test_csr_with_a_bad_signature_is_refused() -> None:
-    csr = _csr(generate_key("ec-p256"), "edge.contoso.com", [])
+    csr = make_csr("edge.contoso.com")
     der = bytearray(csr.public_bytes(serialization.Encoding.DER))
     der[-5] ^= 0x01  # flip a bit in the signature
     with pytest.raises(MalformedInputError, match="signature"):
@@ -448,8 +439,8 @@ def test_init_over_an_interrupted_init_says_what_to_delete(tmp_path: Path) -> No
 
 
 def test_a_file_with_two_requests_is_refused() -> None:
-    one = _csr(generate_key("ec-p256"), "a.contoso.com", []).public_bytes(serialization.Encoding.PEM)
-    two = _csr(generate_key("ec-p256"), "b.contoso.com", []).public_bytes(serialization.Encoding.PEM)
+    one = make_csr("a.contoso.com").public_bytes(serialization.Encoding.PEM)
+    two = make_csr("b.contoso.com").public_bytes(serialization.Encoding.PEM)
     with pytest.raises(MalformedInputError, match="2 certificate requests"):
         load_csr(one + two)
 

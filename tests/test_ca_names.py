@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from certkit.ca import CertificateAuthority, IssueRequest
 from certkit.cli import main
 from certkit.clock import FixedClock
-from certkit.core.keys import generate_key
 from certkit.errors import PolicyError
 from tests.conftest import T0
+from tests.pki import make_csr
 
 ENV = {"CERTKIT_CA_PASSPHRASE": "ca-secret"}
 MIXED = "p\u0430ypal.com"  # a Cyrillic U+0430 in a Latin word
@@ -119,11 +119,7 @@ def test_selfsigned_takes_allow_mixed_script(tmp_path: Path) -> None:
 # --- ca sign: SANs the profile does not carry -----------------------------------------------------
 
 def _csr_file(tmp_path: Path, sans: list[x509.GeneralName], cn: str = "mx.contoso.com") -> Path:
-    key = generate_key("ec-p256")
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-           .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-           .sign(key, hashes.SHA256()))
+    csr = make_csr(cn, sans)
     path = tmp_path / "req.csr"
     path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     return path
@@ -165,11 +161,7 @@ def test_sign_applies_the_mixed_script_rule_to_the_request(home: Path, tmp_path:
 
 
 def test_library_sign_csr_carries_the_warning(ca: CertificateAuthority) -> None:
-    key = generate_key("ec-p256")
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.contoso.com")]))
-           .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("pm@contoso.com")]), critical=False)
-           .sign(key, hashes.SHA256()))
+    csr = make_csr("mx.contoso.com", [x509.RFC822Name("pm@contoso.com")])
     issued = ca.sign_csr(csr)
     assert issued.warnings and "email:pm@contoso.com" in issued.warnings[0]
     with pytest.raises(PolicyError, match=r"email:pm@contoso\.com"):

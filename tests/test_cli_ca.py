@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from certkit.cli import main
 from certkit.core.keys import generate_key
+from tests.pki import make_csr, make_unparseable_san
 
 ENV = {"CERTKIT_CA_PASSPHRASE": "ca-secret", "CERTKIT_PFX_PASSWORD": "pfx-secret"}
 
@@ -106,10 +107,7 @@ def test_list_show_renew_revoke_crl_status(home: Path, tmp_path: Path) -> None:
 
 
 def test_sign_csr_from_exchange_writes_crt_chain_and_p7b(home: Path, tmp_path: Path) -> None:
-    key = generate_key("rsa2048")
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge.contoso.com")]))
-           .sign(key, hashes.SHA256()))
+    csr = make_csr("edge.contoso.com", key=generate_key("rsa2048"))
     req = tmp_path / "edge.req"
     req.write_bytes(csr.public_bytes(serialization.Encoding.PEM).replace(b"CERTIFICATE REQUEST",
                                                                         b"NEW CERTIFICATE REQUEST"))
@@ -284,10 +282,7 @@ def test_a_failure_after_signing_records_nothing(home: Path, tmp_path: Path) -> 
     assert code in (1, 2) and err.startswith("certkit: error: Cannot write") and err.count("\n") == 1
     # Twice into the same folder: the second run is refused and records nothing.
     req = tmp_path / "edge.req"
-    key = generate_key("ec-p256")
-    req.write_bytes(x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge.contoso.com")])).sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM))
+    req.write_bytes(make_csr("edge.contoso.com").public_bytes(serialization.Encoding.PEM))
     assert run("ca", "sign", str(req), "--home", str(home), "--out", str(tmp_path / "s"))[0] == 0
     code, _, err = run("ca", "sign", str(req), "--home", str(home), "--out", str(tmp_path / "s"))
     assert code == 2 and "already exists" in err
@@ -339,18 +334,7 @@ def test_out_of_range_days_are_usage_errors(home: Path, tmp_path: Path, args: li
 
 
 def test_inspect_a_certificate_whose_extension_cannot_be_parsed(tmp_path: Path) -> None:
-    from cryptography.x509.oid import ExtensionOID
-
-    key = generate_key("ec-p256")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broken.contoso.com")])
-    import datetime as dt
-
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1234).not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x01"),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = make_unparseable_san(cn="broken.contoso.com")
     path = tmp_path / "broken.crt"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     code, out, err = run("inspect", str(path))

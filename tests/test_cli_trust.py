@@ -10,17 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pki
 import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtensionOID
 
 from certkit.adapters.roots import certifi_version
 from certkit.cli import main
 from certkit.core.formats import load_certificates, sha256_fingerprint
+from tests import pki
 
 NOW = pki.NOW
 # `openssl crl2pkcs7 -nocrl -outform DER`: a PKCS#7 SignedData without certificates.
@@ -180,16 +179,8 @@ def test_export_formats(files: dict[str, Path], home: Path, tmp_path: Path, pkis
 
 
 def _broken_extension_cert(tmp_path: Path) -> Path:
-    root = pki.make_root()
-    key = pki.make_key()
-    cert = (x509.CertificateBuilder().subject_name(root.cert.subject).issuer_name(root.cert.subject)
-            .public_key(key.public_key()).serial_number(7)
-            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
-            .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x01"),
-                           critical=False)
-            .sign(root.key, hashes.SHA256()))
     p = tmp_path / "broken-ext.pem"
-    p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    p.write_bytes(pki.make_unparseable_san(pki.make_root()).public_bytes(serialization.Encoding.PEM))
     return p
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import functools
 
-import pki
 import pytest
 
 from certkit.core.findings import CATALOGUE
 from certkit.core.verify import DEFAULT_MAX_DEPTH, verify_chain
+from tests import pki
 
 NOW = pki.NOW
 

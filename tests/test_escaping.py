@@ -10,12 +10,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pki
 import pytest
 from click.testing import CliRunner, Result
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from certkit.adapters.transport import ClientIdentity, deliver_message
 from certkit.cli import main
@@ -23,6 +20,7 @@ from certkit.core import smtp
 from certkit.core.smtp import wire
 from certkit.core.text import printable
 from certkit.lab.server import LabServer
+from tests import pki
 from tests.lab_fixtures import LabPki
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
 
@@ -53,10 +51,7 @@ def files(tmp_path: Path, hostile: dict[str, pki.Issued]) -> dict[str, Path]:
     for name, issued in hostile.items():
         out[name] = tmp_path / f"{name}.pem"
         out[name].write_bytes(issued.pem)
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTILE)]))
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName("mx.contoso.com")]), critical=False)
-           .sign(hostile["leaf"].key, hashes.SHA256()))  # type: ignore[arg-type]
+    csr = pki.make_csr(HOSTILE, ["mx.contoso.com"], key=hostile["leaf"].key)
     out["csr"] = tmp_path / "req.csr"
     out["csr"].write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     crl = pki.make_crl(hostile["root"], [5])

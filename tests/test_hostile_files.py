@@ -13,13 +13,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pki
 import pytest
 from click.testing import CliRunner, Result
 
 from certkit.adapters.inputs import os_error, read_input
 from certkit.cli import main
 from certkit.errors import InputError, MalformedInputError, NotFoundError, StoreError
+from tests import pki
 from tests.tools import require_tool
 
 REPO = Path(__file__).resolve().parent.parent

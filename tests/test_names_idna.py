@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import ipaddress
 
-import pki
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID, ObjectIdentifier
+from cryptography.x509.oid import ObjectIdentifier
 
 from certkit.core.issuance import LeafRequest, build_exchange_selfsigned, csr_names
 from certkit.core.names import dns_name, general_name, parse_san, unicode_name
 from certkit.core.profiles import PROFILES, ProfileName
 from certkit.core.verify import verify_chain
 from certkit.errors import InputError
+from tests import pki
 
 NOW = pki.NOW
 
@@ -121,18 +120,9 @@ def test_verification_compares_a_mixed_script_reference_rather_than_refusing_it(
 # --- a CSR's names against the profile ----------------------------------------------------------------------
 
 
-def _csr(cn: str | None, sans: list[x509.GeneralName]) -> x509.CertificateSigningRequest:
-    key = pki.make_key()
-    b = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []))
-    if sans:
-        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return b.sign(key, hashes.SHA256())
-
-
 def test_csr_sans_the_profile_does_not_carry_are_listed_not_dropped_silently() -> None:
     upn = x509.OtherName(ObjectIdentifier("1.3.6.1.4.1.311.20.2.3"), b"\x0c\x10edge@contoso.com")
-    csr = _csr("mx.contoso.com", [x509.DNSName("mx.contoso.com"), x509.DNSName("Contoso.com"),
+    csr = pki.make_csr("mx.contoso.com", [x509.DNSName("mx.contoso.com"), x509.DNSName("Contoso.com"),
                                   x509.RFC822Name("postmaster@contoso.com"),
                                   x509.UniformResourceIdentifier("https://contoso.com/"),
                                   x509.IPAddress(ipaddress.ip_address("192.0.2.25")), upn])
@@ -147,23 +137,23 @@ def test_csr_sans_the_profile_does_not_carry_are_listed_not_dropped_silently() -
 
 
 def test_csr_with_only_carried_names_has_no_warning() -> None:
-    names = csr_names(_csr("mx.contoso.com", [x509.DNSName("contoso.com")]), ProfileName.SERVER)
+    names = csr_names(pki.make_csr("mx.contoso.com", [x509.DNSName("contoso.com")]), ProfileName.SERVER)
     assert names.sans == (x509.DNSName("mx.contoso.com"), x509.DNSName("contoso.com"))
     assert names.dropped == () and names.warning is None
 
 
 def test_csr_names_apply_idna_2008_and_the_mixed_script_rule() -> None:
-    assert csr_names(_csr("faß.example", [])).sans == (x509.DNSName("xn--fa-hia.example"),)
+    assert csr_names(pki.make_csr("faß.example")).sans == (x509.DNSName("xn--fa-hia.example"),)
     with pytest.raises(InputError, match=r"subjectAltName DNS:xn--zz\.contoso\.com"):
-        csr_names(_csr("mx.contoso.com", [x509.DNSName("xn--zz.contoso.com")]))
+        csr_names(pki.make_csr("mx.contoso.com", [x509.DNSName("xn--zz.contoso.com")]))
     with pytest.raises(InputError, match="can pass for"):
-        csr_names(_csr("mx.pаypal.com", []))
-    assert csr_names(_csr("mx.pаypal.com", []), allow_mixed_script=True).common_name == "mx.xn--pypal-4ve.com"
+        csr_names(pki.make_csr("mx.pаypal.com"))
+    assert csr_names(pki.make_csr("mx.pаypal.com"), allow_mixed_script=True).common_name == "mx.xn--pypal-4ve.com"
 
 
 def test_csr_naming_no_host_is_refused_and_says_what_it_asked_for() -> None:
     with pytest.raises(InputError, match=r"email:a@contoso\.com"):
-        csr_names(_csr(None, [x509.RFC822Name("a@contoso.com")]))
+        csr_names(pki.make_csr(None, [x509.RFC822Name("a@contoso.com")]))
 
 
 def test_profiles_carry_dns_and_ip_only() -> None:

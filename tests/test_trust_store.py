@@ -7,7 +7,6 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
-import pki
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -19,6 +18,7 @@ from certkit.clock import FixedClock
 from certkit.core.formats import load_certificates, sha256_fingerprint
 from certkit.core.verify import verify_chain
 from certkit.errors import NotFoundError, PolicyError, StoreError
+from tests import pki
 
 NOW = pki.NOW
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pki
 import pytest
 from cryptography import x509
 
 from certkit.core.issuance import BACKDATE, LeafRequest, build_ca, build_leaf, leaf_validity
 from certkit.core.keys import generate_key
 from certkit.errors import InputError, PolicyError
+from tests import pki
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)

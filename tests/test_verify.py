@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 
-import pki
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -13,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from certkit.core.trust import AnchorSet
 from certkit.core.verify import VerificationResult, crl_urls, domain_matches, host_matches, verify_chain
 from certkit.errors import InputError, UsageError
+from tests import pki
 
 NOW = pki.NOW
 SEC = dt.timedelta(seconds=1)
