@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from certkit.adapters.fs import PRIVATE, atomic_write
 from certkit.adapters.transport import ClientIdentity
 from certkit.adapters.truststore import TrustStore
 from certkit.ca import CertificateAuthority, IssuedCertificate, exchange_selfsigned
@@ -43,6 +45,8 @@ class _Org:
     identity: ClientIdentity | None = None
     issued: IssuedCertificate | None = None
     ca: CertificateAuthority | None = None
+    #: the certificate (chain) and key files ``certkit lab send`` would be given
+    cert_files: tuple[Path, Path] | None = None
 
     @property
     def fqdn(self) -> str:
@@ -101,136 +105,206 @@ def _config(org: _Org, issued: IssuedCertificate) -> LabConfig:
 
 def run_demo(say: Callable[[str], None], *, keep: bool = False, folder: Path | None = None,
              clock: Clock | None = None) -> DemoResult:
-    """Run the whole scenario; ``say`` receives each line of the narrative."""
+    """Run the whole scenario; ``say`` receives each line of the narrative.
+
+    The ``$ certkit ...`` lines it shows are the commands that do what the demo just did, with paths
+    relative to the demo's folder (the secrets they need are in files there), so that they can be
+    pasted from that folder.
+    """
     start = time.monotonic()
-    clock = clock or SystemClock()
     work = folder or Path(tempfile.mkdtemp(prefix="certkit-lab-"))
     result = DemoResult(work)
     contoso = _Org("Contoso", "contoso.com", work / "contoso.com", partner="fabrikam.com")
     fabrikam = _Org("Fabrikam", "fabrikam.com", work / "fabrikam.com", partner="contoso.com")
-    orgs = (contoso, fabrikam)
-
-    def step(n: int, text: str) -> None:
-        say("")
-        say(f"{n}. {text}")
-
-    def indent(lines: list[str], pad: str = "   ") -> None:
-        for line in lines:
-            say(pad + line)
-
-    def send(frm: _Org, to: _Org) -> SendResult:
-        assert frm.identity is not None
-        say(f"   $ certkit lab send --from alice@{frm.domain} --to bob@{to.domain} --via 127.0.0.1:{to.port} "
-            f"--cert {frm.fqdn}.crt --key {frm.fqdn}.key --store {frm.domain}/trust --domain-secure")
-        return send_message(f"alice@{frm.domain}", f"bob@{to.domain}", identity=frm.identity,
-                            anchors=frm.store.anchor_set(managed_only=True), via=f"127.0.0.1:{to.port}",
-                            domain_secure=True, timeout=10, clock=clock)
-
     try:
         say("certkit lab demo: two organisations, contoso.com and fabrikam.com, want to exchange mail with "
             "Exchange Domain Security (mutual TLS).")
-        say(f"Everything runs on this machine, on loopback; the files are in {work}.")
+        say(f"Everything runs on this machine, on loopback; the files are in {work} (the commands shown run from "
+            "there).")
         with contextlib.ExitStack() as stack:
-            crl_http = stack.enter_context(HttpFiles())
-
-            step(1, "Both Edges use the self-signed certificate New-ExchangeCertificate makes, with Domain "
-                    "Security enabled for each other")
-            for org in orgs:
-                org.home.mkdir(parents=True, exist_ok=True)
-                issued = exchange_selfsigned(org.fqdn, clock=clock)
-                issued.write_to(org.home / "selfsigned")
-                assert issued.key is not None
-                org.identity = ClientIdentity(issued.certificate, issued.key)
-                org.server = stack.enter_context(run_in_thread(_config(org, issued), clock=clock))
-                say(f"   {org.name}'s Edge {org.fqdn} listens on 127.0.0.1:{org.port}: self-signed certificate "
-                    f"{sha1_thumbprint(issued.certificate)}, domain-secure list: {org.partner}")
-            say("   Contoso sends a message to bob@fabrikam.com:")
-            failed = result.failed = send(contoso, fabrikam)
-            if failed.delivered:
-                say("   unexpected: the message was delivered")
-                return result
-            say("   It stays in Contoso's queue. Get-Queue | fl shows:")
-            indent(queue_lines(failed, server="EDGE-CONTOSO"), "      ")
-            assert fabrikam.server is not None
-            refused = fabrikam.server.wait_for_session(lambda r: r.rejection is not None)
-            if refused is not None:
-                say("   Fabrikam's Edge logged why:")
-                say("      " + refused.log_line())
-            say("   certkit's diagnosis, on Contoso's side:")
-            indent(diagnosis_lines(failed), "      ")
-            say("   In plain words: Fabrikam's Edge completed the TLS handshake, then, at MAIL FROM (when it learnt "
-                "that the mail comes from contoso.com, a domain-secure partner), it checked Contoso's certificate. "
-                "That certificate is self-signed and Fabrikam does not trust it, so Fabrikam answered "
-                "'454 4.7.5 Certificate validation failure' and Contoso's Edge wrapped that reply into the "
-                "451 4.4.0 line above. What to do: give each Edge a certificate from a CA, publish that CA's CRL "
-                "where the partner can fetch it, and have the partner trust the CA's root.")
-
-            step(2, "Each organisation creates its internal CA, issues a transport certificate for its Edge, "
-                    "publishes its CRL over HTTP, and they exchange roots")
-            passphrase = secrets.token_urlsafe(16).encode()
-            for org in orgs:
-                url = f"http://127.0.0.1:{crl_http.port}/{org.domain}.crl"
-                say(f'   $ certkit ca init --home {org.domain}/ca --name "{org.name} Transport CA" --crl-url {url}')
-                ca = org.ca = CertificateAuthority.init(org.home / "ca", name=f"{org.name} Transport CA",
-                                                        passphrase=passphrase, key_type="rsa2048", crl_url=url,
-                                                        clock=clock)
-                say(f"   $ certkit ca issue {org.fqdn} --accepted-domain {org.domain}")
-                org.issued = ca.issue(org.fqdn, accepted_domains=[org.domain], key_type="rsa2048")
-                org.issued.write_to(org.home / "certs")
-                say("   $ certkit ca crl")
-                crl = ca.publish_crl()[0]
-                crl_http.files[f"/{org.domain}.crl"] = crl.der_path
-                (org.home / f"{org.domain}-root.crt").write_bytes(ca.root_pem())
-                say(f"   {org.name}: root {ca.root.subject.rfc4514_string()} "
-                    f"(SHA-256 {sha256_fingerprint(ca.root)[:23]}...), CRL #{crl.number} at {url}")
-            for org in orgs:
-                partner = fabrikam if org is contoso else contoso
-                assert partner.ca is not None
-                say(f"   $ certkit trust add --home {org.domain} {partner.domain}-root.crt --partner {partner.domain}")
-                org.store.add(partner.ca.root, label=f"{partner.name} Transport CA", partners=[partner.domain],
-                              source=f"{partner.domain}-root.crt")
-            for org in orgs:
-                assert org.issued is not None and org.issued.key is not None and org.server is not None
-                org.identity = ClientIdentity(org.issued.certificate, org.issued.key,
-                                              org.issued.intermediates)
-                org.server.reconfigure(_config(org, org.issued))
-                say(f"   {org.name}'s Edge now presents {org.fqdn} issued by {org.name} Transport CA "
-                    f"(thumbprint {sha1_thumbprint(org.issued.certificate)}) and trusts {org.partner}'s root")
-
-            step(3, "Contoso sends again")
-            ok = result.delivered = send(contoso, fabrikam)
-            _report_delivery(ok, fabrikam, say, result)
-            say("   And the reverse direction, Fabrikam to Contoso:")
-            back = result.reverse = send(fabrikam, contoso)
-            _report_delivery(back, contoso, say, result)
-
-            step(4, "The same configuration on real Exchange servers (Exchange Management Shell, Exchange 2010)")
-            say("   certkit config exchange writes the script each Edge runs; its commands (the script explains "
-                "each line in a comment):")
-            for org in orgs:
-                partner = fabrikam if org is contoso else contoso
-                assert org.issued is not None and partner.ca is not None
-                text, commands = exchange_commands(org.partner, org.fqdn, org.issued.certificate, partner.ca.root)
-                script_file = org.home / f"enable-domain-security-{org.partner}.ps1"
-                script_file.write_text(text)
-                say("")
-                say(f"   $ certkit config exchange --partner {org.partner} --cert-pfx {org.fqdn}.pfx --version 2010 "
-                    f"--partner-root {org.partner}-root.crt --out {script_file.relative_to(work)}")
-                say(f"   # on {org.name}'s Edge {org.fqdn}:")
-                indent(commands, "     ")
-            say("")
+            _Scenario(say, work, clock or SystemClock(), result, stack, (contoso, fabrikam)).run()
         result.seconds = time.monotonic() - start
         say(f"Done in {result.seconds:.1f} s: "
             f"{'the scenario went as expected' if result.ok else 'something did not go as expected'}.")
         return result
     finally:
-        for org in orgs:
+        for org in (contoso, fabrikam):
             if org.ca is not None:
                 org.ca.close()
         if keep or folder is not None:
             say(f"The files are kept in {work}.")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+class _Scenario:
+    """The demo's steps, in order (:meth:`run`); servers and the CRL publisher live on ``stack``."""
+
+    def __init__(self, say: Callable[[str], None], work: Path, clock: Clock, result: DemoResult,
+                 stack: contextlib.ExitStack, orgs: tuple[_Org, _Org]) -> None:
+        self.say = say
+        self.work = work
+        self.clock = clock
+        self.result = result
+        self.stack = stack
+        self.orgs = orgs
+        self.contoso, self.fabrikam = orgs
+        self.crl_http = stack.enter_context(HttpFiles())
+
+    def run(self) -> None:
+        """1. the classic failure, 2. internal CAs and roots exchanged, 3. mail both ways, 4. Exchange scripts."""
+        self.self_signed_edges()
+        if not self.first_send_fails():
+            return
+        self.internal_cas()
+        self.exchange_roots()
+        self.present_ca_certificates()
+        self.send_both_ways()
+        self.exchange_scripts()
+
+    # --- narration --------------------------------------------------------------------------------
+    def step(self, n: int, text: str) -> None:
+        self.say("")
+        self.say(f"{n}. {text}")
+
+    def indent(self, lines: list[str], pad: str = "   ") -> None:
+        for line in lines:
+            self.say(pad + line)
+
+    def command(self, *args: str | Path) -> None:
+        """Show the certkit command line that does what comes next (paths relative to the demo folder)."""
+        words = [str(a.relative_to(self.work)) if isinstance(a, Path) else a for a in args]
+        self.say(f"   $ certkit {shlex.join(words)}")
+
+    def partner_of(self, org: _Org) -> _Org:
+        return self.fabrikam if org is self.contoso else self.contoso
+
+    # --- the steps --------------------------------------------------------------------------------
+    def self_signed_edges(self) -> None:
+        self.step(1, "Both Edges use the self-signed certificate New-ExchangeCertificate makes, with Domain "
+                     "Security enabled for each other")
+        for org in self.orgs:
+            org.home.mkdir(parents=True, exist_ok=True)
+            org.store.path.mkdir(mode=0o700, exist_ok=True)  # empty: nothing trusted yet (--store must exist)
+            issued = exchange_selfsigned(org.fqdn, clock=self.clock)
+            issued.write_to(org.home / "selfsigned")
+            assert issued.key is not None
+            org.identity = ClientIdentity(issued.certificate, issued.key)
+            org.cert_files = (org.home / "selfsigned" / f"{org.fqdn}.crt", org.home / "selfsigned" / f"{org.fqdn}.key")
+            org.server = self.stack.enter_context(run_in_thread(_config(org, issued), clock=self.clock))
+            self.say(f"   {org.name}'s Edge {org.fqdn} listens on 127.0.0.1:{org.port}: self-signed certificate "
+                     f"{sha1_thumbprint(issued.certificate)}, domain-secure list: {org.partner}")
+
+    def first_send_fails(self) -> bool:
+        """Contoso's first message is refused (454 4.7.5); False if it was delivered after all."""
+        self.say("   Contoso sends a message to bob@fabrikam.com:")
+        failed = self.result.failed = self.send(self.contoso, self.fabrikam)
+        if failed.delivered:
+            self.say("   unexpected: the message was delivered")
+            return False
+        self.say("   It stays in Contoso's queue. Get-Queue | fl shows:")
+        self.indent(queue_lines(failed, server="EDGE-CONTOSO"), "      ")
+        assert self.fabrikam.server is not None
+        refused = self.fabrikam.server.wait_for_session(lambda r: r.rejection is not None)
+        if refused is not None:
+            self.say("   Fabrikam's Edge logged why:")
+            self.say("      " + refused.log_line())
+        self.say("   certkit's diagnosis, on Contoso's side:")
+        self.indent(diagnosis_lines(failed), "      ")
+        self.say("   In plain words: Fabrikam's Edge completed the TLS handshake, then, at MAIL FROM (when it learnt "
+                 "that the mail comes from contoso.com, a domain-secure partner), it checked Contoso's certificate. "
+                 "That certificate is self-signed and Fabrikam does not trust it, so Fabrikam answered "
+                 "'454 4.7.5 Certificate validation failure' and Contoso's Edge wrapped that reply into the "
+                 "451 4.4.0 line above. What to do: give each Edge a certificate from a CA, publish that CA's CRL "
+                 "where the partner can fetch it, and have the partner trust the CA's root.")
+        return True
+
+    def internal_cas(self) -> None:
+        self.step(2, "Each organisation creates its internal CA, issues a transport certificate for its Edge, "
+                     "publishes its CRL over HTTP, and they exchange roots")
+        for org in self.orgs:
+            self.internal_ca(org)
+
+    def internal_ca(self, org: _Org) -> None:
+        """``ca init``, ``ca issue`` (with a PFX), ``ca crl`` served over HTTP, ``ca root`` for the partner."""
+        url = self.crl_http.url(f"{org.domain}.crl")
+        passphrase_file, pfx_password_file = org.home / "ca-passphrase.txt", org.home / "pfx-password.txt"
+        for secret in (passphrase_file, pfx_password_file):
+            atomic_write(secret, secrets.token_urlsafe(16).encode() + b"\n", mode=PRIVATE)
+        passphrase, pfx_password = (f.read_bytes().strip() for f in (passphrase_file, pfx_password_file))
+        home, certs, root_file = org.home / "ca", org.home / "certs", org.home / f"{org.domain}-root.crt"
+        self.command("ca", "init", "--home", home, "--name", f"{org.name} Transport CA", "--key", "rsa2048",
+                     "--crl-url", url, "--passphrase-file", passphrase_file)
+        ca = org.ca = CertificateAuthority.init(home, name=f"{org.name} Transport CA", passphrase=passphrase,
+                                                key_type="rsa2048", crl_url=url, clock=self.clock)
+        self.command("ca", "issue", org.fqdn, "--accepted-domain", org.domain, "--home", home, "--passphrase-file",
+                     passphrase_file, "--out", certs, "--pfx", "--pfx-password-file", pfx_password_file)
+        org.issued = ca.issue(org.fqdn, accepted_domains=[org.domain], key_type="rsa2048")
+        ca.record_files(org.issued.serial, org.issued.write_to(certs, pfx_password=pfx_password))
+        self.command("ca", "crl", "--home", home, "--passphrase-file", passphrase_file)
+        crl = ca.publish_crl()[0]
+        self.crl_http.files[f"/{org.domain}.crl"] = crl.der_path
+        self.command("ca", "root", "--home", home, "--out", root_file)
+        root_file.write_bytes(ca.root_pem())
+        self.say(f"   {org.name}: root {ca.root.subject.rfc4514_string()} "
+                 f"(SHA-256 {sha256_fingerprint(ca.root)[:23]}...), CRL #{crl.number} at {url}")
+
+    def exchange_roots(self) -> None:
+        for org in self.orgs:
+            partner = self.partner_of(org)
+            assert partner.ca is not None
+            root_file = partner.home / f"{partner.domain}-root.crt"
+            self.command("trust", "add", root_file, "--store", org.store.path, "--label",
+                         f"{partner.name} Transport CA", "--partner", partner.domain)
+            org.store.add(partner.ca.root, label=f"{partner.name} Transport CA", partners=[partner.domain],
+                          source=str(root_file))
+
+    def present_ca_certificates(self) -> None:
+        for org in self.orgs:
+            assert org.issued is not None and org.issued.key is not None and org.server is not None
+            org.identity = ClientIdentity(org.issued.certificate, org.issued.key, org.issued.intermediates)
+            org.cert_files = (org.home / "certs" / f"{org.fqdn}.chain.pem", org.home / "certs" / f"{org.fqdn}.key")
+            org.server.reconfigure(_config(org, org.issued))
+            self.say(f"   {org.name}'s Edge now presents {org.fqdn} issued by {org.name} Transport CA "
+                     f"(thumbprint {sha1_thumbprint(org.issued.certificate)}) and trusts {org.partner}'s root")
+
+    def send_both_ways(self) -> None:
+        self.step(3, "Contoso sends again")
+        ok = self.result.delivered = self.send(self.contoso, self.fabrikam)
+        _report_delivery(ok, self.fabrikam, self.say, self.result)
+        self.say("   And the reverse direction, Fabrikam to Contoso:")
+        back = self.result.reverse = self.send(self.fabrikam, self.contoso)
+        _report_delivery(back, self.contoso, self.say, self.result)
+
+    def exchange_scripts(self) -> None:
+        self.step(4, "The same configuration on real Exchange servers (Exchange Management Shell, Exchange 2010)")
+        self.say("   certkit config exchange writes the script each Edge runs; its commands (the script explains "
+                 "each line in a comment):")
+        for org in self.orgs:
+            partner = self.partner_of(org)
+            assert org.issued is not None and partner.ca is not None
+            text, commands = exchange_commands(org.partner, org.fqdn, org.issued.certificate, partner.ca.root)
+            script_file = org.home / f"enable-domain-security-{org.partner}.ps1"
+            script_file.write_text(text)
+            self.say("")
+            self.command("config", "exchange", "--partner", org.partner, "--cert-pfx",
+                         org.home / "certs" / f"{org.fqdn}.pfx", "--pfx-password-file",
+                         org.home / "pfx-password.txt", "--version", "2010", "--partner-root",
+                         partner.home / f"{partner.domain}-root.crt", "--out", script_file)
+            self.say(f"   # on {org.name}'s Edge {org.fqdn}:")
+            self.indent(commands, "     ")
+        self.say("")
+
+    def send(self, frm: _Org, to: _Org) -> SendResult:
+        """One message from ``frm`` to ``to``'s Edge, as ``certkit lab send`` sends it."""
+        assert frm.identity is not None and frm.cert_files is not None
+        cert, key = frm.cert_files
+        self.command("lab", "send", "--from", f"alice@{frm.domain}", "--to", f"bob@{to.domain}", "--via",
+                     f"127.0.0.1:{to.port}", "--cert", cert, "--key", key, "--store", frm.store.path,
+                     "--managed-only", "--domain-secure")
+        return send_message(f"alice@{frm.domain}", f"bob@{to.domain}", identity=frm.identity,
+                            anchors=frm.store.anchor_set(managed_only=True), via=f"127.0.0.1:{to.port}",
+                            domain_secure=True, timeout=10, clock=self.clock)
 
 
 def _report_delivery(sent: SendResult, to: _Org, say: Callable[[str], None], result: DemoResult) -> None:
