@@ -38,21 +38,11 @@ class _Walkthrough:
     folder: Path
     clock: Clock
 
-    @property
-    def home(self) -> Path:
-        return self.folder / "contoso-ca"
-
-    @property
-    def out(self) -> Path:
-        return self.folder / "out"
-
-    @property
-    def passphrase_file(self) -> Path:
-        return self.folder / "ca-passphrase.txt"
-
-    @property
-    def pfx_password_file(self) -> Path:
-        return self.folder / "pfx-password.txt"
+    def __post_init__(self) -> None:
+        self.home = self.folder / "contoso-ca"
+        self.out = self.folder / "out"
+        self.passphrase_file = self.folder / "ca-passphrase.txt"
+        self.pfx_password_file = self.folder / "pfx-password.txt"
 
     def command(self, *args: str | Path) -> None:
         """Show the certkit command line that does what comes next (paths relative to the folder)."""
