@@ -27,8 +27,8 @@ from certkit.core.findings import CATALOGUE
 from certkit.core.formats import PfxTarget, pfx_bytes
 from certkit.schemas import load
 from tests.conftest import T0
-from tests.fixtures_net import require_tool
 from tests.pki import CLIENT, SERVER, Issued, make_intermediate, make_leaf, make_root
+from tests.tools import require_tool
 
 UTC = dt.UTC
 ISSUED = dt.datetime(2026, 1, 20, 0, 0, 0, tzinfo=UTC)
