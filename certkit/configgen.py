@@ -8,6 +8,10 @@
   trusted client certificate, and the CA bundle to write beside them. With ``dane=True``: opportunistic
   DANE outbound (``smtp_tls_security_level = dane``, ``smtp_dns_support_level = dnssec``,
   ``smtp_host_lookup = dns``) and, for inbound, the TLSA records of our MX as a zone fragment (``tlsa.zone``).
+* :func:`postfix_inbound` -- Domain Security enforced inbound on port 25: ``main.cf`` lines for
+  ``postconf -e``, a ``master.cf`` spawn service running ``certkit postfix-policy`` and its rules
+  (``certkit-partners.json``, one entry per partner domain of the trust store; see
+  :mod:`certkit.core.postfix_policy` for the rule and its limits).
 * :func:`partner_kit` -- what to send the partner: our root (PEM and DER), its fingerprints, our
   Edge FQDN, our domains and our CRL URL, with a short text (and our MX's TLSA records when given a chain).
 * :func:`our_tlsa` -- the TLSA records for our MX from the chain the server sends: DANE-EE ``3 1 1`` for the
@@ -31,17 +35,21 @@ from certkit.adapters.render import render
 from certkit.core.dane import TlsaRecord, Usage, issued_by, owner_name, tlsa_for, zone_line
 from certkit.core.formats import cert_der, cert_pem, sha1_thumbprint, sha256_fingerprint
 from certkit.core.names import dns_name
+from certkit.core.postfix_policy import PartnerRule, PolicyTable, table_from_rules
 from certkit.core.text import printable
+from certkit.core.trust import Anchor, is_ca, is_self_signed
 from certkit.errors import InputError
 
 __all__ = [
     "EXCHANGE_VERSIONS",
     "ExchangeScript",
     "PostfixConfig",
+    "PostfixInbound",
     "exchange_script",
     "our_tlsa",
     "partner_kit",
     "postfix_config",
+    "postfix_inbound",
 ]
 
 #: ``2010`` reads the PFX with ``-FileData`` (``-FileName`` exists only from 2013); ``2013+`` uses ``-FileName``.
@@ -240,6 +248,113 @@ def postfix_config(partner: str, *, ca_bundle: Sequence[x509.Certificate], confi
     if zone is not None:
         files["tlsa.zone"] = zone.encode()
     return PostfixConfig(files, main_cf, policy, master, zone)
+
+
+@dataclass(frozen=True)
+class PostfixInbound:
+    """Inbound Domain Security for Postfix: file name -> content (``main.cf.inbound``, ``master.cf.inbound``,
+    ``certkit-partners.json``) and the policy table those files carry."""
+
+    files: dict[str, bytes]
+    main_cf: str
+    master_cf: str
+    table: PolicyTable
+
+
+def _subject_name(cert: x509.Certificate) -> str:
+    """The name Postfix reports as ``ccert_issuer`` for the certificates ``cert`` issues: its CN, else its O."""
+    for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
+        values = cert.subject.get_attributes_for_oid(oid)
+        if values:
+            return str(values[0].value)
+    return ""
+
+
+def _partner_rules(anchors: Sequence[Anchor]) -> list[PartnerRule]:
+    """One rule per partner tag: its CA certificates name the issuers, its pinned certificates the fingerprints."""
+    rules: list[PartnerRule] = []
+    for anchor in anchors:
+        for partner in anchor.partners:
+            if is_ca(anchor.cert) and not anchor.pinned:
+                name = _subject_name(anchor.cert)
+                if not name:
+                    raise InputError(f"The CA {anchor.cert.subject.rfc4514_string()} (for {partner}) has neither CN "
+                                     "nor O: Postfix could not name it as an issuer.",
+                                     f"Pin {partner}'s certificates instead: certkit trust add CERT --pin "
+                                     f"--partner {partner}.")
+                rules.append(PartnerRule(dns_name(partner), issuers=frozenset({name})))
+            else:
+                rules.append(PartnerRule(dns_name(partner), fingerprints=frozenset({sha256_fingerprint(anchor.cert)})))
+    return rules
+
+
+def _refuse_issuer_clashes(table: PolicyTable, anchors: Sequence[Anchor], bundle: Sequence[x509.Certificate]) -> None:
+    """Postfix reports the issuer by name only: no other CA Postfix trusts may carry a partner issuer's name."""
+    own: dict[str, set[str]] = {}
+    for anchor in anchors:
+        for partner in anchor.partners:
+            own.setdefault(dns_name(partner), set()).add(sha256_fingerprint(anchor.cert))
+    for cert in bundle:
+        if not (is_ca(cert) or is_self_signed(cert)):
+            continue
+        name = _subject_name(cert)
+        for rule in table.partners:
+            if name in rule.issuers and sha256_fingerprint(cert) not in own.get(rule.domain, set()):
+                raise InputError(f"{cert.subject.rfc4514_string()} is trusted but not tagged for {rule.domain}, and "
+                                 f"carries the name {printable(name)!r} of {rule.domain}'s CA: Postfix names an "
+                                 "issuer only by that name, so the policy could not tell them apart.",
+                                 f"Tag it (certkit trust add FILE --partner {rule.domain}) if it is "
+                                 f"{rule.domain}'s, else remove it or pin {rule.domain}'s certificates "
+                                 "(certkit trust add CERT --pin --partner ...).")
+
+
+def _argv(words: Sequence[str]) -> list[str]:
+    if not words:
+        raise InputError("The policy command is empty.", "Give the certkit program, e.g. /usr/local/bin/certkit.")
+    for w in words:
+        if _CONTROL.search(w) or any(c.isspace() for c in w) or not w:
+            raise InputError(f"The policy command word {w!r} has blanks or control characters.",
+                             "Give a command whose words master.cf can carry (no blanks inside a word).")
+    return [_conf_path(words[0], "--policy-command"), *words[1:]]
+
+
+def postfix_inbound(partner: str, *, anchors: Sequence[Anchor], ca_bundle: Sequence[x509.Certificate],
+                    config_dir: str = "/etc/postfix", policy_command: Sequence[str] = ("/usr/local/bin/certkit",),
+                    user: str = "nobody", listen: str | None = None,
+                    generated: _dt.datetime | None = None) -> PostfixInbound:
+    """Domain Security enforced on Postfix's inbound listeners (port 25 included), per sender domain.
+
+    ``anchors``: the trust store's anchors; every partner tag becomes a domain-secure partner whose CA
+    certificates (by the name Postfix reports as the issuer) and pinned certificates (by SHA-256) its
+    senders' client certificates must come from (the rule: :mod:`certkit.core.postfix_policy`). ``partner``
+    must be one of them. ``ca_bundle``: what ``smtpd_tls_CAfile`` holds (:func:`postfix_config` writes it
+    as ``certkit-ca.pem``); no certificate in it but the partner's own may carry a partner CA's name.
+    ``policy_command``: how spawn(8) runs certkit (absolute program path, then its arguments); ``user``:
+    the unprivileged account it runs as. ``listen`` (``ADDRESS:PORT``): Postfix asks a policy daemon there
+    (``check_policy_service inet:...``, started by the admin with ``--listen``) instead of spawning one.
+    """
+    domain = _domain(partner)
+    if listen is not None and not _listen(listen).rpartition(":")[0]:
+        raise InputError(f"--policy-listen {listen!r} has no address.", "Give ADDRESS:PORT, e.g. 127.0.0.1:10031.")
+    base = _conf_path(config_dir, "--config-dir").rstrip("/")
+    argv = _argv(policy_command)
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user) or user in ("root", "postfix"):
+        raise InputError(f"{user!r} cannot run the policy service.",
+                         "Give an unprivileged account (spawn refuses root and the postfix account), e.g. nobody.")
+    table = table_from_rules(_partner_rules(anchors))
+    if domain not in {r.domain for r in table.partners}:
+        raise InputError(f"No anchor in the trust store is tagged for {domain}: the inbound policy would not know "
+                         f"{domain}'s CA.", f"Tag its root: certkit trust add ROOT --partner {domain} (and its "
+                         "issuing CA, when the chain has one).")
+    _refuse_issuer_clashes(table, anchors, ca_bundle)
+    ctx = {"config_dir": base, "ca_file": f"{base}/certkit-ca.pem", "partners_file": f"{base}/certkit-partners.json",
+           "partners": [r.domain for r in table.partners], "argv": argv, "user": user, "generated": generated,
+           "listen": listen, "endpoint": f"inet:{listen}" if listen else "unix:private/certkit-policy"}
+    main_cf = render("postfix-inbound-main.cf.j2", **ctx)
+    master = render("postfix-inbound-master.cf.j2", **ctx)
+    files = {"main.cf.inbound": main_cf.encode(), "master.cf.inbound": master.encode(),
+             "certkit-partners.json": table.to_json()}
+    return PostfixInbound(files, main_cf, master, table)
 
 
 def partner_kit(root: x509.Certificate, *, edge_fqdn: str, domains: Sequence[str], crl_url: str | None,

@@ -270,8 +270,10 @@ def test_cli_postfix_and_partner_kit(tmp_path: Path, make_ca: object) -> None:
     result = CliRunner().invoke(cli(), ["config", "postfix", "--partner", "fabrikam.com", "--store", str(store),
                                         "--out", str(tmp_path / "pf")])
     assert result.exit_code == 0, result.output
+    # issue #12: --out also writes inbound enforcement (main.cf.inbound, master.cf.inbound, certkit-partners.json)
     assert sorted(p.name for p in (tmp_path / "pf").iterdir()) == [
-        "certkit-ca.pem", "main.cf.certkit", "master.cf.certkit", "tls_policy"]
+        "certkit-ca.pem", "certkit-partners.json", "main.cf.certkit", "main.cf.inbound", "master.cf.certkit",
+        "master.cf.inbound", "tls_policy"]
     assert x509.load_pem_x509_certificates((tmp_path / "pf/certkit-ca.pem").read_bytes()) == [PARTNER_ROOT.cert]
     result = CliRunner().invoke(cli(), ["config", "postfix", "--partner", "fabrikam.com", "--store", str(store),
                                         "--cert", "x.pem"])

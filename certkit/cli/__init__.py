@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "probe": "certkit.cli.probe:probe_cmd",
     "preflight": "certkit.cli.preflight:preflight_cmd",
     "config": "certkit.cli.config:config_group",
+    "postfix-policy": "certkit.cli.postfix_policy:postfix_policy_cmd",
     "dane": "certkit.cli.dane:dane",
     "lab": "certkit.cli.lab:lab",
     "demo": "certkit.cli.demo:demo",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ntpath
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -19,6 +22,7 @@ from certkit.configgen import (
     exchange_script,
     partner_kit,
     postfix_config,
+    postfix_inbound,
 )
 from certkit.core.formats import load_certificates, load_pfx
 from certkit.core.lint import is_self_signed, lint_certificate
@@ -109,11 +113,25 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
               help="Outbound: opportunistic DANE (needs a local DNSSEC-validating resolver). Inbound: the TLSA "
                    "records of our MX from --cert, in tlsa.zone.")
 @click.option("--mx", default=None, help="With --dane: our MX host name, the TLSA owner (default: --cert's CN).")
+@click.option("--no-inbound", is_flag=True,
+              help="With --out: leave out inbound enforcement (main.cf.inbound, master.cf.inbound, "
+                   "certkit-partners.json).")
+@click.option("--policy-command", default=None,
+              help="How Postfix runs certkit for the policy service (default: this certkit's absolute path).")
+@click.option("--policy-user", default="nobody", show_default=True,
+              help="The unprivileged account spawn(8) runs the policy service as.")
+@click.option("--policy-listen", default=None,
+              help="ADDRESS:PORT of a policy daemon (certkit postfix-policy --listen) instead of spawn(8).")
 @home_option
 def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store: str | None, include_public: bool,
                 config_dir: str, listen: str, out: str | None, force: bool, dane: bool, mx: str | None,
+                no_inbound: bool, policy_command: str | None, policy_user: str, policy_listen: str | None,
                 home: str | None) -> None:
-    """The Postfix settings for Domain Security with PARTNER, and the CA bundle from the trust store."""
+    """The Postfix settings for Domain Security with PARTNER, and the CA bundle from the trust store.
+
+    With --out, also inbound enforcement on port 25: mail from every partner domain of the trust store
+    only with that partner's client certificate (docs/preflight.md, "Postfix inbound enforcement").
+    """
     if (cert_file is None) != (key_file is None):
         raise InputError("--cert and --key go together.", "Give both, or neither.")
     if mx is not None and not dane:
@@ -124,7 +142,8 @@ def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store
             raise InputError("--dane needs --cert: the TLSA records are computed from the certificate Postfix "
                              "presents.", "Give --cert FILE (leaf first, chain after) and --key FILE.")
         chain = load_certificates(read_input(cert_file, what="certificate file"), source=cert_file)
-    bundle = open_store(home, store).export_certificates(include_public=include_public)
+    trust = open_store(home, store)
+    bundle = trust.export_certificates(include_public=include_public)
     cfg = postfix_config(partner, ca_bundle=bundle, config_dir=config_dir,
                          cert_file=str(Path(cert_file).resolve()) if cert_file else None,
                          key_file=str(Path(key_file).resolve()) if key_file else None, listen=listen,
@@ -135,10 +154,21 @@ def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store
             text += "\n" + cfg.tlsa_zone
         click.echo(text, nl=False)
         return
+    files = dict(cfg.files)
+    if not no_inbound:
+        command = policy_command.split() if policy_command is not None else _certkit_command()
+        files.update(postfix_inbound(partner, anchors=trust.anchors(), ca_bundle=bundle, config_dir=config_dir,
+                                     policy_command=command, user=policy_user, listen=policy_listen).files)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_many([(folder / n, data, PUBLIC) for n, data in cfg.files.items()], overwrite=force)
-    say(f"wrote {', '.join(sorted(cfg.files))} to {folder}", err=True)
+    atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
+    say(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
+
+
+def _certkit_command() -> list[str]:
+    """This certkit as an absolute command: the ``certkit`` program on PATH, else this Python with ``-m``."""
+    found = shutil.which("certkit")
+    return [os.path.abspath(found)] if found else [sys.executable, "-m", "certkit"]
 
 
 @config_group.command("partner-kit")

@@ -58,7 +58,7 @@ from certkit.core.trust import (
 )
 from certkit.errors import UsageError
 
-__all__ = ["Purpose", "VerificationResult", "crl_urls", "domain_matches", "host_matches", "verify_chain"]
+__all__ = ["Purpose", "VerificationResult", "crl_urls", "domain_matches", "domain_rank", "host_matches", "verify_chain"]
 
 Purpose = Literal["server", "client"]
 
@@ -200,6 +200,20 @@ def host_matches(cert: x509.Certificate, host: str) -> bool:
     return any(n == h or _wildcard_covers(n, h) for n in _dns_sans(cert))
 
 
+def domain_rank(name: str, domain: str) -> int | None:
+    """How ``name`` (a DNS SAN, or the CN Postfix reports) stands to the partner domain ``domain``:
+    0 the domain itself, 1 a host within it (``.domain`` at any depth), 2 a wildcard within it
+    (``*.domain``, ``*.sub.domain``), ``None`` outside it (``evilfabrikam.com`` is outside ``fabrikam.com``).
+    Case-insensitive; a trailing dot is ignored. The rule of :func:`domain_matches`."""
+    n = name.lower().rstrip(".")
+    d = domain.lower().rstrip(".")
+    if n == d:
+        return 0
+    if n.startswith("*."):
+        return 2 if n[2:] == d or n[2:].endswith("." + d) else None
+    return 1 if n.endswith("." + d) else None
+
+
 def domain_matches(cert: x509.Certificate, domain: str) -> str | None:
     """The Domain Security rule; returns the DNS SAN that satisfied it, or ``None``.
 
@@ -210,18 +224,8 @@ def domain_matches(cert: x509.Certificate, domain: str) -> str | None:
     no wildcards). Comparison is case-insensitive on A-labels; the CN is not consulted; a name
     that merely ends in ``D`` without the dot (``evilfabrikam.com``) does not match.
     """
-    d = domain.lower().rstrip(".")
-    sans = _dns_sans(cert)
-    for n in sans:
-        if n == d:
-            return n
-    for n in sans:
-        if n.endswith("." + d) and not n.startswith("*."):
-            return n
-    for n in sans:
-        if n.startswith("*.") and (n[2:] == d or n[2:].endswith("." + d)):
-            return n
-    return None
+    ranked = [(rank, i, n) for i, n in enumerate(_dns_sans(cert)) if (rank := domain_rank(n, domain)) is not None]
+    return min(ranked)[2] if ranked else None
 
 
 # ---------------------------------------------------------------------------------------------
