@@ -81,8 +81,10 @@ def test_main_cf_with_dane_passes_postconf(tmp_path: Path, files: dict[str, Path
     out = tmp_path / "pf"
     code, _, err = invoke(*postfix_args(files, "--dane", "--out", str(out)))
     assert code == 0, err
+    # issue #12: --out also writes inbound enforcement (main.cf.inbound, master.cf.inbound, certkit-partners.json)
     assert sorted(p.name for p in out.iterdir()) == [
-        "certkit-ca.pem", "main.cf.certkit", "master.cf.certkit", "tls_policy", "tlsa.zone"]
+        "certkit-ca.pem", "certkit-partners.json", "main.cf.certkit", "main.cf.inbound", "master.cf.certkit",
+        "master.cf.inbound", "tls_policy", "tlsa.zone"]
     etc = tmp_path / "etc"
     etc.mkdir()
     # compatibility_level: without it every Postfix command warns about the defaults, whatever else is set.

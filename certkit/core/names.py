@@ -27,7 +27,7 @@ from cryptography import x509
 
 from certkit.errors import InputError
 
-__all__ = ["dns_name", "general_name", "is_ip_address", "parse_san", "unicode_name"]
+__all__ = ["dns_name", "domain_rank", "general_name", "is_ip_address", "parse_san", "unicode_name"]
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -237,3 +237,17 @@ def parse_san(spec: str, *, allow_mixed_script: bool = False) -> x509.GeneralNam
         except ValueError:
             raise InputError(f"{value!r} is not an IP address.", "Write IP:192.0.2.25 or IP:2001:db8::25.") from None
     return x509.DNSName(dns_name(value, allow_mixed_script=allow_mixed_script))
+
+
+def domain_rank(name: str, domain: str) -> int | None:
+    """How ``name`` (a DNS SAN, or the CN Postfix reports) stands to the partner domain ``domain``:
+    0 the domain itself, 1 a host within it (``.domain`` at any depth), 2 a wildcard within it
+    (``*.domain``, ``*.sub.domain``), ``None`` outside it (``evilfabrikam.com`` is outside ``fabrikam.com``).
+    Case-insensitive; a trailing dot is ignored. The rule of :func:`certkit.core.verify.domain_matches`."""
+    n = name.lower().rstrip(".")
+    d = domain.lower().rstrip(".")
+    if n == d:
+        return 0
+    if n.startswith("*."):
+        return 2 if n[2:] == d or n[2:].endswith("." + d) else None
+    return 1 if n.endswith("." + d) else None

@@ -18,7 +18,7 @@ The rule, for a sender whose domain is a domain-secure partner's ``D`` (or a sub
    the trust store holds for ``D`` -- else ``450 4.7.5`` "from an issuer D does not use". This is how
    "validates against *that partner's* anchors" is told apart in one CA bundle: partner B's certificate
    has B's issuer, so it never passes for ``D``;
-6. its subject CN is ``D`` or a host within it (:func:`certkit.core.verify.domain_rank`), else ``450 4.7.5``
+6. its subject CN is ``D`` or a host within it (:func:`certkit.core.names.domain_rank`), else ``450 4.7.5``
    "not issued for D".
 
 Everything else (other senders, the null sender) gets ``DUNNO``: the next restriction decides.
@@ -38,9 +38,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from certkit.core.names import dns_name
+from certkit.core.names import dns_name, domain_rank
 from certkit.core.text import printable
-from certkit.core.verify import domain_rank
 from certkit.errors import InputError, MalformedInputError
 
 __all__ = [
@@ -203,7 +202,7 @@ def decide(request: Mapping[str, str], table: PolicyTable) -> Decision:
     if rule is None:
         return Decision("DUNNO", "not-partner")
     d = rule.domain
-    who = f"<{_shown(sender)}>: partner {d}"
+    who = f"partner {d}"  # smtpd writes "<sender>: Sender address rejected: " before it
     if not request.get("encryption_protocol"):
         return _refuse("4.7.1", f"{who} requires TLS and a client certificate", "no-tls", d)
     fingerprint = _fingerprint(request.get("ccert_fingerprint", ""))

@@ -44,7 +44,7 @@ from cryptography.x509.verification import (
 from certkit.clock import aware, utcnow
 from certkit.core.findings import Finding, Severity
 from certkit.core.formats import sha256_fingerprint
-from certkit.core.names import dns_name, is_ip_address
+from certkit.core.names import dns_name, domain_rank, is_ip_address
 from certkit.core.trust import (
     Anchor,
     AnchorSet,
@@ -58,7 +58,7 @@ from certkit.core.trust import (
 )
 from certkit.errors import UsageError
 
-__all__ = ["Purpose", "VerificationResult", "crl_urls", "domain_matches", "domain_rank", "host_matches", "verify_chain"]
+__all__ = ["Purpose", "VerificationResult", "crl_urls", "domain_matches", "host_matches", "verify_chain"]
 
 Purpose = Literal["server", "client"]
 
@@ -198,20 +198,6 @@ def host_matches(cert: x509.Certificate, host: str) -> bool:
         return any(ip == want for ip in _ip_sans(cert))
     h = host.lower().rstrip(".")
     return any(n == h or _wildcard_covers(n, h) for n in _dns_sans(cert))
-
-
-def domain_rank(name: str, domain: str) -> int | None:
-    """How ``name`` (a DNS SAN, or the CN Postfix reports) stands to the partner domain ``domain``:
-    0 the domain itself, 1 a host within it (``.domain`` at any depth), 2 a wildcard within it
-    (``*.domain``, ``*.sub.domain``), ``None`` outside it (``evilfabrikam.com`` is outside ``fabrikam.com``).
-    Case-insensitive; a trailing dot is ignored. The rule of :func:`domain_matches`."""
-    n = name.lower().rstrip(".")
-    d = domain.lower().rstrip(".")
-    if n == d:
-        return 0
-    if n.startswith("*."):
-        return 2 if n[2:] == d or n[2:].endswith("." + d) else None
-    return 1 if n.endswith("." + d) else None
 
 
 def domain_matches(cert: x509.Certificate, domain: str) -> str | None:
