@@ -53,6 +53,8 @@ from certkit.adapters.fs import (
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import Finding, Side
 from certkit.core.formats import PfxTarget, cert_der, cert_pem, pfx_bytes
+from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none
+from certkit.core.jsonfacts import serial_hex as canonical_serial
 from certkit.core.issuance import (
     BACKDATE,
     LeafRequest,
@@ -137,6 +139,14 @@ class IssuedCertificate:
     @property
     def serial(self) -> int:
         return self.certificate.serial_number
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``ca issue|sign|renew --json`` and ``selfsigned --json`` (the JSON contract,
+        docs/json.md): the certificate's facts, the files written and the warnings."""
+        return {"name": self.name, **certificate_facts(self.certificate),
+                "renewed_from": None if self.renewed_from is None else canonical_serial(self.renewed_from),
+                "files": {kind: str(path.absolute()) for kind, path in self.paths.items()},
+                "warnings": list(self.warnings)}
 
     def cert_pem(self) -> bytes:
         return cert_pem(self.certificate)
@@ -231,6 +241,12 @@ class CrlInfo:
     pem_path: Path
     url: str | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``ca crl --json`` and ``ca status --json`` (the JSON contract, docs/json.md)."""
+        return {"issuer": self.issuer, "number": self.number, "this_update": rfc3339(self.this_update),
+                "next_update": rfc3339(self.next_update), "der_path": str(self.der_path),
+                "pem_path": str(self.pem_path), "url": self.url}
+
 
 @dataclass(frozen=True)
 class DaneHostStatus:
@@ -256,11 +272,9 @@ class DaneHostStatus:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``ca status --json`` (times as ISO 8601, UTC)."""
-        at = self.next_step_at
+        """Plain data for ``ca status --json`` (the JSON contract, docs/json.md)."""
         return {"host": self.host, "port": self.port, "phase": self.phase, "records": list(self.records),
-                "next_step": self.next_step,
-                "next_step_at": at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None,
+                "next_step": self.next_step, "next_step_at": rfc3339_or_none(self.next_step_at),
                 "projected": self.projected, "notes": list(self.notes), "error": self.error}
 
 
@@ -282,6 +296,14 @@ class CAStatus:
     @property
     def ok(self) -> bool:
         return not any(f.severity == "error" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``ca status --json`` (the JSON contract, docs/json.md)."""
+        return {"name": self.name, "root_not_after": rfc3339(self.root_not_after),
+                "issuer_not_after": rfc3339(self.issuer_not_after), "certificates": self.certificates,
+                "revoked": self.revoked, "expiring": [r.to_dict() for r in self.expiring],
+                "crls": [c.to_dict() for c in self.crls], "dane": [d.to_dict() for d in self.dane],
+                "findings": [f.to_dict() for f in self.findings], "leftovers": list(self.leftovers), "ok": self.ok}
 
 
 class CertificateAuthority:

@@ -27,9 +27,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from cryptography import x509
 
+from certkit.core import jsonfacts
+from certkit.core.jsonfacts import rfc3339
 from certkit.core.formats import cert_der, sha1_thumbprint, sha256_fingerprint
 from certkit.core.issuance import san_names
-from certkit.core.names import dns_name
+from certkit.core.names import dns_name, is_ip_address
 from certkit.errors import InputError, NotFoundError, StoreError, UsageError
 
 __all__ = ["SCHEMA_VERSION", "CAIndex", "CertRecord"]
@@ -67,15 +69,12 @@ CREATE TABLE IF NOT EXISTS crls (
 """
 
 
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _parse(t: str | None) -> dt.datetime | None:
     return dt.datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC) if t else None
 
 
 def serial_hex(serial: int) -> str:
+    """The index's key for a serial: lower-case hex, unpadded (JSON shows :func:`certkit.core.jsonfacts.serial_hex`)."""
     return format(serial, "x")
 
 
@@ -109,21 +108,23 @@ class CertRecord:
         return x509.load_der_x509_certificate(self.der)
 
     def to_dict(self) -> dict[str, Any]:
+        """The record in the JSON contract's names and formats (docs/json.md; ``ca list``, ``ca show``)."""
         return {
-            "serial": self.serial_hex,
+            "serial": jsonfacts.serial_hex(self.serial),
             "common_name": self.common_name,
-            "names": list(self.names),
+            "dns_names": [n for n in self.names if not is_ip_address(n)],
+            "ip_addresses": [n for n in self.names if is_ip_address(n)],
             "profile": self.profile,
-            "not_before": _iso(self.not_before),
-            "not_after": _iso(self.not_after),
-            "issued_at": _iso(self.issued_at),
+            "not_before": rfc3339(self.not_before),
+            "not_after": rfc3339(self.not_after),
+            "issued_at": rfc3339(self.issued_at),
             "status": self.status,
-            "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
+            "revoked_at": jsonfacts.rfc3339_or_none(self.revoked_at),
             "reason": self.reason,
-            "sha1_thumbprint": self.sha1,
-            "sha256_fingerprint": self.sha256,
-            "renewed_from": serial_hex(self.renewed_from) if self.renewed_from is not None else None,
-            "renewed_by": serial_hex(self.renewed_by) if self.renewed_by is not None else None,
+            "thumbprint_sha1": self.sha1,
+            "fingerprint_sha256": self.sha256,
+            "renewed_from": None if self.renewed_from is None else jsonfacts.serial_hex(self.renewed_from),
+            "renewed_by": None if self.renewed_by is None else jsonfacts.serial_hex(self.renewed_by),
             "files": self.files,
         }
 
@@ -396,7 +397,7 @@ class CAIndex:
                 "INSERT INTO certs (serial, common_name, names, profile, not_before, not_after, issued_at, sha1, "
                 "sha256, renewed_from, files, der) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (serial_hex(cert.serial_number), common_name.lower(), json.dumps(list(names)), profile,
-                 _iso(cert.not_valid_before_utc), _iso(cert.not_valid_after_utc), _iso(issued_at),
+                 rfc3339(cert.not_valid_before_utc), rfc3339(cert.not_valid_after_utc), rfc3339(issued_at),
                  sha1_thumbprint(cert), sha256_fingerprint(cert),
                  serial_hex(renewed_from) if renewed_from is not None else None,
                  json.dumps(files or {}), cert_der(cert)),
@@ -497,10 +498,10 @@ class CAIndex:
             clauses.append("status = 'valid'")
         if expiring_before is not None:
             clauses.append("not_after <= ?")
-            args.append(_iso(expiring_before))
+            args.append(rfc3339(expiring_before))
         if after is not None:
             clauses.append("not_after > ?")
-            args.append(_iso(after))
+            args.append(rfc3339(after))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM certs {where} ORDER BY issued_at, serial", args)
         return [_record(r) for r in rows]
@@ -515,10 +516,10 @@ class CAIndex:
             rec = self.get(serial)
             if rec.status == "revoked":
                 raise UsageError(f"Certificate {rec.serial_hex} ({rec.common_name}) is already revoked "
-                                 f"(since {_iso(rec.revoked_at or at)}, reason {rec.reason}).",
+                                 f"(since {rfc3339(rec.revoked_at or at)}, reason {rec.reason}).",
                                  "Nothing to do; publish the CRL with: certkit ca crl.")
             db.execute("UPDATE certs SET status = 'revoked', revoked_at = ?, reason = ? WHERE serial = ?",
-                       (_iso(at), reason, rec.serial_hex))
+                       (rfc3339(at), reason, rec.serial_hex))
         return self.get(serial)
 
     @_mapped
@@ -539,7 +540,7 @@ class CAIndex:
         from cryptography.hazmat.primitives import serialization
 
         db.execute("INSERT INTO crls VALUES (?,?,?,?,?)",
-                   (number, issuer, _iso(crl.last_update_utc), _iso(crl.next_update_utc or crl.last_update_utc),
+                   (number, issuer, rfc3339(crl.last_update_utc), rfc3339(crl.next_update_utc or crl.last_update_utc),
                     crl.public_bytes(serialization.Encoding.DER)))
 
     @_mapped

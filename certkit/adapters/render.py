@@ -50,7 +50,10 @@ def _escaped(value: Any) -> Any:
     return value
 
 
-def _ts(value: dt.datetime | None) -> str:
+def _ts(value: dt.datetime | str | None) -> str:
+    """A time for people: ``2026-12-02 03:13:13Z``, from a datetime or a JSON document's RFC 3339 string."""
+    if isinstance(value, str):
+        return value.replace("T", " ", 1) if value else "-"
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 

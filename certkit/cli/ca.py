@@ -36,17 +36,22 @@ from certkit.cli.common import (
 from certkit.clock import SystemClock
 from certkit.core.describe import describe_certificate, describe_crl, describe_csr
 from certkit.core.formats import Kind, PfxTarget, detect, load_csr, sha1_thumbprint, sha256_fingerprint
+from certkit.core.jsonfacts import certificate_facts
+from certkit.core.jsonfacts import serial_hex as canonical_serial
 from certkit.core.keys import KeyType
 from certkit.core.names import dns_name
 from certkit.core.profiles import ProfileName
 from certkit.core.text import printable
 from certkit.errors import AlreadyExistsError, InputError, PassphraseError, UsageError
+from certkit.schemas import stamped
 
 KEY_CHOICES = click.Choice([k.value for k in KeyType], case_sensitive=False)
 PROFILE_CHOICES = click.Choice([p.value for p in ProfileName], case_sensitive=False)
 #: A file certkit reads: click checks nothing (not even that it is a file or readable), so certkit's own
 #: reader answers a folder, a FIFO or a file it may not read with its one line.
 INPUT_FILE = click.Path(readable=False)
+#: ``--json``: print the command's JSON document (docs/json.md) instead of the text.
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/json.md).")
 ALLOW_MIXED_SCRIPT = click.option(
     "--allow-mixed-script", is_flag=True,
     help="Accept a name that mixes scripts or is written in look-alike letters (e.g. a Cyrillic 'а' in "
@@ -133,10 +138,11 @@ def ca() -> None:
 @click.option("--aia-url", default=None, help="http:// URL of the issuing CA certificate (AIA caIssuers).")
 @click.option("--permit-domain", "permit", multiple=True, help="Name-constrain the CA to this domain (repeatable).")
 @click.option("--intermediate", is_flag=True, help="Create an issuing intermediate under the root.")
+@JSON_OPTION
 @home_option
 @passphrase_option
 def ca_init(name: str, key_type: str, days: int, crl_url: str | None, aia_url: str | None, permit: tuple[str, ...],
-            intermediate: bool, home: str | None, passphrase_file: str | None) -> None:
+            intermediate: bool, as_json: bool, home: str | None, passphrase_file: str | None) -> None:
     """Create a CA in the home folder (root key encrypted with the CA passphrase)."""
     target = resolve_home(home)
     if (target / "ca.db").exists():
@@ -147,6 +153,12 @@ def ca_init(name: str, key_type: str, days: int, crl_url: str | None, aia_url: s
     authority = CertificateAuthority.init(target, name=name, passphrase=passphrase, key_type=key_type, days=days,
                                           crl_url=crl_url, aia_url=aia_url, permit_domains=permit,
                                           intermediate=intermediate, clock=SystemClock())
+    if as_json:
+        echo_json(stamped("ca init", {
+            "name": name, "home": str(target.absolute()), "root": certificate_facts(authority.root),
+            "issuer": certificate_facts(authority.issuer), "intermediate": intermediate, "crl_url": crl_url,
+            "aia_url": aia_url, "permitted_domains": list(authority.permitted_domains)}))
+        return
     say(f"Created CA {name!r} in {target}")
     say(f"  root       {authority.root.subject.rfc4514_string()}  valid until "
         f"{authority.root.not_valid_after_utc:%Y-%m-%d}")
@@ -192,12 +204,13 @@ def _read_names_file(path: str, *, allow_mixed_script: bool = False) -> list[tup
               help="Issue for every line of FILE: 'fqdn [accepted-domain ...]'.")
 @ALLOW_MIXED_SCRIPT
 @output_options
+@JSON_OPTION
 @home_option
 @passphrase_option
 def ca_issue(fqdn: str | None, domains: tuple[str, ...], sans: tuple[str, ...], profile: str, key_type: str,
              days: int, from_file: str | None, allow_mixed_script: bool, out_dir: str, pfx: bool, pfx_target: str,
-             pfx_password_file: str | None, key_passphrase_file: str | None, force: bool, home: str | None,
-             passphrase_file: str | None) -> None:
+             pfx_password_file: str | None, key_passphrase_file: str | None, force: bool, as_json: bool,
+             home: str | None, passphrase_file: str | None) -> None:
     """Issue a transport certificate for FQDN (CN = FQDN, SAN = FQDN + accepted domains, both EKUs).
 
     A validity that would outlive the CA is cut back to the CA's end, with a warning.
@@ -215,6 +228,9 @@ def ca_issue(fqdn: str | None, domains: tuple[str, ...], sans: tuple[str, ...], 
                            key_passphrase_file=key_passphrase_file, force=force)
     authority = _open(home, passphrase_file, unlock=True)
     issued = authority.issue_many(requests, write=write)
+    if as_json:
+        echo_json(stamped("ca issue", {"certificates": [item.to_dict() for item in issued]}))
+        return
     if len(issued) == 1:
         _report(issued[0])
         return
@@ -238,10 +254,11 @@ def ca_issue(fqdn: str | None, domains: tuple[str, ...], sans: tuple[str, ...], 
               help="Refuse a request that asks for names the profile does not carry (e-mail, URI, ...) instead of "
                    "issuing without them.")
 @ALLOW_MIXED_SCRIPT
+@JSON_OPTION
 @home_option
 @passphrase_option
 def ca_sign(csr_file: str, profile: str, days: int, out_dir: str, force: bool, strict_sans: bool,
-            allow_mixed_script: bool, home: str | None, passphrase_file: str | None) -> None:
+            allow_mixed_script: bool, as_json: bool, home: str | None, passphrase_file: str | None) -> None:
     """Sign an external PKCS#10 request (PEM, Base64 or DER, e.g. from New-ExchangeCertificate -GenerateRequest).
 
     The profile decides the extensions, not the request. Writes <fqdn>.crt, <fqdn>.chain.pem and <fqdn>.p7b
@@ -253,6 +270,9 @@ def ca_sign(csr_file: str, profile: str, days: int, out_dir: str, force: bool, s
     issued = authority.sign_csr(csr, profile=profile, days=days,
                                 write=WriteOptions(Path(out_dir), write_key=False, p7b=True, overwrite=force),
                                 allow_mixed_script=allow_mixed_script, refuse_dropped=strict_sans)
+    if as_json:
+        echo_json(stamped("ca sign", {"certificate": issued.to_dict()}))
+        return
     _report(issued)
 
 
@@ -286,7 +306,7 @@ def _parse_period(text: str) -> dt.timedelta:
 @ca.command("list")
 @click.option("--expiring", default=None, help="Only valid certificates expiring within PERIOD (30d, 12h, 2w).")
 @click.option("--revoked", is_flag=True, help="Only revoked certificates.")
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @home_option
 def ca_list(expiring: str | None, revoked: bool, as_json: bool, home: str | None) -> None:
     """Certificates this CA issued."""
@@ -299,7 +319,7 @@ def ca_list(expiring: str | None, revoked: bool, as_json: bool, home: str | None
     else:
         records = authority.records(revoked=True if revoked else None)
     if as_json:
-        echo_json([r.to_dict() for r in records])
+        echo_json(stamped("ca list", {"certificates": [r.to_dict() for r in records]}))
         return
     if not records:
         click.echo("No certificates.")
@@ -311,7 +331,7 @@ def ca_list(expiring: str | None, revoked: bool, as_json: bool, home: str | None
 
 @ca.command("show")
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @home_option
 def ca_show(ref: str, as_json: bool, home: str | None) -> None:
     """One certificate, by serial or name."""
@@ -320,17 +340,21 @@ def ca_show(ref: str, as_json: bool, home: str | None) -> None:
     info = rec.to_dict()
     info["certificate"] = describe_certificate(rec.certificate, at=authority.clock.now())
     if as_json:
-        echo_json(info)
+        echo_json(stamped("ca show", info))
         return
+    # The text keeps its labels and the index's serials (the JSON document has the contract's names).
+    text = {**info, "serial": rec.serial_hex, "sha1_thumbprint": rec.sha1, "sha256_fingerprint": rec.sha256,
+            "renewed_from": format(rec.renewed_from, "x") if rec.renewed_from is not None else None,
+            "renewed_by": format(rec.renewed_by, "x") if rec.renewed_by is not None else None}
     for key in ("serial", "common_name", "profile", "status", "not_before", "not_after", "issued_at",
                 "sha1_thumbprint", "sha256_fingerprint"):
-        say(f"{key:<20} {info[key]}")
-    say(f"{'names':<20} {', '.join(info['names'])}")
+        say(f"{key:<20} {text[key]}")
+    say(f"{'names':<20} {', '.join(rec.names)}")
     if rec.status == "revoked":
         say(f"{'revoked_at':<20} {info['revoked_at']}  ({info['reason']})")
     for key in ("renewed_from", "renewed_by"):
-        if info[key]:
-            click.echo(f"{key:<20} {info[key]}")
+        if text[key]:
+            click.echo(f"{key:<20} {text[key]}")
     for kind, path in rec.files.items():
         say(f"{'file ' + kind:<20} {path}")
 
@@ -344,11 +368,12 @@ def ca_show(ref: str, as_json: bool, home: str | None) -> None:
 @click.option("--days", type=click.IntRange(1, 36500), default=None,
               help="Validity (default: that of the old certificate).")
 @output_options
+@JSON_OPTION
 @home_option
 @passphrase_option
 def ca_renew(ref: str, rekey: bool, ignore_dane: bool, days: int | None, out_dir: str, pfx: bool, pfx_target: str,
-             pfx_password_file: str | None, key_passphrase_file: str | None, force: bool, home: str | None,
-             passphrase_file: str | None) -> None:
+             pfx_password_file: str | None, key_passphrase_file: str | None, force: bool, as_json: bool,
+             home: str | None, passphrase_file: str | None) -> None:
     """A new certificate for the same names (same key unless --rekey), linked to the old one.
 
     Without --rekey no key file is written (keep using the old one); a PFX then needs the old key, so --pfx
@@ -366,6 +391,10 @@ def ca_renew(ref: str, rekey: bool, ignore_dane: bool, days: int | None, out_dir
         _refuse_dane_rekey(authority, old.common_name, old.names)
     authority.unlock(_ca_passphrase(passphrase_file))
     issued = authority.renew(ref, rekey=rekey, days=days, write=write)
+    if as_json:
+        echo_json(stamped("ca renew", {"certificate": issued.to_dict(), "renews": canonical_serial(old.serial),
+                                       "rekey": rekey}))
+        return
     _report(issued)
     click.echo(f"  renews     {old.serial_hex} ({'new key' if rekey else 'same key'})")
     click.echo("  note       a Send connector that pins TlsCertificateName needs the new issuer/subject string; "
@@ -398,12 +427,16 @@ def _refuse_dane_rekey(authority: CertificateAuthority, common_name: str, names:
 @click.argument("ref")
 @click.option("--reason", default="unspecified", show_default=True,
               help="keyCompromise, superseded, cessationOfOperation, affiliationChanged, certificateHold, ...")
+@JSON_OPTION
 @home_option
 @passphrase_option
-def ca_revoke(ref: str, reason: str, home: str | None, passphrase_file: str | None) -> None:
+def ca_revoke(ref: str, reason: str, as_json: bool, home: str | None, passphrase_file: str | None) -> None:
     """Revoke a certificate; it is listed on the next CRL (certkit ca crl)."""
     authority = _open(home, passphrase_file, unlock=True)
     rec = authority.revoke(ref, reason=reason)
+    if as_json:
+        echo_json(stamped("ca revoke", {"certificate": rec.to_dict()}))
+        return
     say(f"Revoked {rec.common_name} (serial {rec.serial_hex}), reason {rec.reason}.")
     click.echo("Publish the CRL now so partners see it: certkit ca crl")
 
@@ -413,27 +446,32 @@ def ca_revoke(ref: str, reason: str, home: str | None, passphrase_file: str | No
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Also write a copy (DER if FILE ends in .crl, else PEM).")
 @click.option("--force", is_flag=True, help="Replace --out FILE if it exists (e.g. the copy on the CDP server).")
+@JSON_OPTION
 @home_option
 @passphrase_option
-def ca_crl(days: int, out_file: str | None, force: bool, home: str | None, passphrase_file: str | None) -> None:
+def ca_crl(days: int, out_file: str | None, force: bool, as_json: bool, home: str | None,
+           passphrase_file: str | None) -> None:
     """Sign and publish fresh CRLs into the home (ca.crl is what the CDP URL must serve)."""
     if out_file and not force and Path(out_file).exists():
         raise AlreadyExistsError(f"{out_file} already exists and certkit does not overwrite files.",
                                  "Pass --force to replace it (the usual case when refreshing the published copy).")
     authority = _open(home, passphrase_file, unlock=True)
     infos = authority.publish_crl(days=days)
-    for info in infos:
+    for info in [] if as_json else infos:
         say(f"CRL #{info.number} ({info.issuer}) next update {info.next_update:%Y-%m-%d %H:%M}Z -> "
             f"{info.der_path}" + (f"  (serve at {info.url})" if info.url else ""))
     if out_file:
         main = infos[0]
         data = main.der_path.read_bytes() if out_file.lower().endswith(".crl") else main.pem_path.read_bytes()
         atomic_write(out_file, data, overwrite=force)
-        say(f"Wrote {out_file}")
+        if not as_json:
+            say(f"Wrote {out_file}")
+    if as_json:
+        echo_json(stamped("ca crl", {"crls": [info.to_dict() for info in infos], "copy": out_file}))
 
 
 @ca.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 @click.option("--expiring", default="30d", show_default=True, help="Warn about certificates expiring within PERIOD.")
 @home_option
 def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
@@ -442,13 +480,7 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
     st = authority.status(warn_within=_parse_period(expiring))
     now = authority.clock.now()
     if as_json:
-        echo_json({"name": st.name, "root_not_after": st.root_not_after, "issuer_not_after": st.issuer_not_after,
-                   "certificates": st.certificates, "revoked": st.revoked,
-                   "crls": [{"issuer": c.issuer, "number": c.number, "next_update": c.next_update, "url": c.url}
-                            for c in st.crls],
-                   "dane": [d.to_dict() for d in st.dane],
-                   "findings": [f.to_dict() for f in st.findings], "leftovers": list(st.leftovers),
-                   "ok": st.ok})
+        echo_json(stamped("ca status", st.to_dict()))
     else:
         say(f"CA {st.name!r}: root valid until {st.root_not_after:%Y-%m-%d}, "
             f"{st.certificates} certificates ({st.revoked} revoked)")
@@ -492,8 +524,9 @@ def _dane_line(d: DaneHostStatus, now: dt.datetime) -> str:
 @click.option("--days", type=click.IntRange(1, 36500), default=5 * 365, show_default=True)
 @ALLOW_MIXED_SCRIPT
 @output_options
+@JSON_OPTION
 def selfsigned(fqdn: str, days: int, allow_mixed_script: bool, out_dir: str, pfx: bool, pfx_target: str,
-               pfx_password_file: str | None, key_passphrase_file: str | None, force: bool) -> None:
+               pfx_password_file: str | None, key_passphrase_file: str | None, force: bool, as_json: bool) -> None:
     """What New-ExchangeCertificate makes by default: self-signed, CN = short name, SAN = short name + FQDN,
     RSA 2048, five years, serverAuth + clientAuth. For reproducing the self-signed failure in a lab."""
     write = _write_options(out_dir=out_dir, pfx=pfx, pfx_target=pfx_target, pfx_password_file=pfx_password_file,
@@ -501,6 +534,9 @@ def selfsigned(fqdn: str, days: int, allow_mixed_script: bool, out_dir: str, pfx
     issued = exchange_selfsigned(fqdn, days=days, clock=SystemClock(), allow_mixed_script=allow_mixed_script)
     paths = issued.write_to(write.out_dir, overwrite=write.overwrite, key_passphrase=write.key_passphrase,
                             pfx_password=write.pfx_password, pfx_target=write.pfx_target)
+    if as_json:
+        echo_json(stamped("selfsigned", {"certificate": replace(issued, paths=paths).to_dict()}))
+        return
     _report(replace(issued, paths=paths))
 
 
@@ -508,7 +544,7 @@ def selfsigned(fqdn: str, days: int, allow_mixed_script: bool, out_dir: str, pfx
 @click.argument("file", type=INPUT_FILE)
 @click.option("--password-file", type=INPUT_FILE, default=None,
               help=f"PFX password file (else ${PFX_PASSWORD_ENV}, else a prompt).")
-@click.option("--json", "as_json", is_flag=True)
+@JSON_OPTION
 def inspect(file: str, password_file: str | None, as_json: bool) -> None:
     """Read any certificate, chain, CSR, CRL or PFX and lint it for Domain Security. Exit 1 on lint errors."""
     data = read_input(file, what="certificate file")
@@ -528,12 +564,12 @@ def inspect(file: str, password_file: str | None, as_json: bool) -> None:
         "kind": {Kind.CERTIFICATES: f"{len(certs)} certificate(s)", Kind.PFX: "PFX (PKCS#12)",
                  Kind.CSR: "certificate request (PKCS#10)", Kind.CRL: "certificate revocation list",
                  Kind.PRIVATE_KEY: "private key (not shown)"}[loaded.kind],
-        "certs": certs,
+        "certificates": certs,
         "csr": describe_csr(loaded.csr) if loaded.csr is not None else None,
         "crl": describe_crl(loaded.crl, at=now) if loaded.crl is not None else None,
     }
     if as_json:
-        echo_json(context)
+        echo_json(stamped("inspect", context))
     else:
         from certkit.adapters.render import render  # jinja2 costs 25 ms to import: only when rendering
 
