@@ -53,8 +53,6 @@ from certkit.adapters.fs import (
 from certkit.clock import Clock, SystemClock
 from certkit.core.findings import Finding, Side
 from certkit.core.formats import PfxTarget, cert_der, cert_pem, pfx_bytes
-from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none
-from certkit.core.jsonfacts import serial_hex as canonical_serial
 from certkit.core.issuance import (
     BACKDATE,
     LeafRequest,
@@ -69,6 +67,8 @@ from certkit.core.issuance import (
     leaf_validity,
     random_serial,
 )
+from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none
+from certkit.core.jsonfacts import serial_hex as canonical_serial
 from certkit.core.keys import (
     KeyType,
     PrivateKey,

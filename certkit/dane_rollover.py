@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from certkit.adapters.castore import CertRecord, serial_hex
 from certkit.adapters.fs import PRIVATE, PRIVATE_DIR, PUBLIC, atomic_write, file_lock, wipe
 from certkit.core.dane import TlsaRecord, Usage, owner_name, tlsa_for, zone_line
+from certkit.core.jsonfacts import rfc3339_or_none as _iso
 from certkit.core.keys import KeyType, PrivateKey, PublicKey, generate_key, load_private_key, private_key_pem
 from certkit.core.names import dns_name
 from certkit.errors import CertkitError, InputError, MalformedInputError, StoreError, UsageError
@@ -161,10 +162,6 @@ class RolloverState:
         except (KeyError, TypeError, ValueError, MalformedInputError) as exc:
             raise StoreError(f"The DANE rollover state {source} is damaged ({exc}).",
                              "Restore it from a backup, or remove it to start over from the key in use.") from None
-
-
-def _iso(t: dt.datetime | None) -> str | None:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t is not None else None
 
 
 def _time(text: str | None) -> dt.datetime | None:

@@ -18,12 +18,9 @@ from typing import Any
 
 from certkit.checks.preflight import PreflightReport
 from certkit.core.findings import Finding, Severity
+from certkit.core.jsonfacts import rfc3339
 
 __all__ = ["tlsrpt_report"]
-
-
-def _rfc3339(t: _dt.datetime) -> str:
-    return t.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _local_address_for(ip: str) -> str | None:
@@ -79,7 +76,7 @@ def tlsrpt_report(report: PreflightReport, *, organization: str | None = None, c
         policy["mx-host"] = mx_hosts
     return {
         "organization-name": organization or report.our_domain,
-        "date-range": {"start-datetime": _rfc3339(at), "end-datetime": _rfc3339(at)},
+        "date-range": {"start-datetime": rfc3339(at), "end-datetime": rfc3339(at)},
         "contact-info": contact or f"postmaster@{report.our_domain}",
         "report-id": report_id or str(uuid.uuid4()),
         "policies": [{

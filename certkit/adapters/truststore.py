@@ -42,11 +42,12 @@ from cryptography import x509
 from certkit.adapters.fs import PRIVATE_DIR, PUBLIC, atomic_write, atomic_write_many, file_lock
 from certkit.clock import Clock, SystemClock
 from certkit.core.formats import cert_der, cert_pem, sha1_thumbprint, sha256_fingerprint
+from certkit.core.jsonfacts import rfc3339, serial_hex
 from certkit.core.names import dns_name
 from certkit.core.trust import Anchor, AnchorSet, Refusal, anchor_refusals, is_ca, is_self_signed
 from certkit.errors import InputError, NotFoundError, PolicyError, StoreError, UsageError
 
-__all__ = ["FORMAT", "INDEX", "AddResult", "TrustStore", "default_store_path"]
+__all__ = ["FORMAT", "INDEX", "AddResult", "TrustStore", "default_store_path", "entry_dict"]
 
 FORMAT = "certkit-trust-store"
 VERSION = 1
@@ -54,6 +55,18 @@ INDEX = "index.json"
 LOCK = ".lock"
 _FP_FILE = re.compile(r"^[0-9A-F]{64}\.pem$")
 _HEX = re.compile(r"^[0-9A-Fa-f:]+$")
+
+
+def entry_dict(entry: dict[str, Any]) -> dict[str, Any]:
+    """An index entry in the JSON contract's formats (docs/json.md; ``trust list|show|remove --json``): times as
+    RFC 3339 with ``Z``, the serial as Windows prints it. The index file keeps what it has always stored."""
+    out = dict(entry)
+    for key in ("not_before", "not_after", "added_at"):
+        if out.get(key):
+            out[key] = rfc3339(_dt.datetime.fromisoformat(out[key]))
+    if out.get("serial"):
+        out["serial"] = serial_hex(int(out["serial"], 16))
+    return out
 
 
 def default_store_path(home: Path) -> Path:

@@ -46,14 +46,16 @@ from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import DANE_MODES, AddressResult, probe_sync
 from certkit.clock import Clock, FixedClock, SystemClock, aware
 from certkit.core.findings import Finding, Severity, Side
-from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
+from certkit.core.formats import sha256_fingerprint
 from certkit.core.issuance import san_names
+from certkit.core.jsonfacts import certificate_facts, rfc3339
 from certkit.core.keys import PrivateKey, public_key_matches
 from certkit.core.lint import lint_certificate
 from certkit.core.names import dns_name
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
 from certkit.core.verify import domain_matches, verify_chain
 from certkit.errors import InputError
+from certkit.schemas import document
 from certkit.validation import Validator, validate_peer
 
 __all__ = [
@@ -70,7 +72,7 @@ __all__ = [
 ]
 
 #: The version of the JSON document (certkit/schemas/preflight.schema.json); bumped only on breaking changes.
-JSON_SCHEMA_VERSION = 1
+JSON_SCHEMA_VERSION = document("preflight").version
 
 #: The shortest timeout (seconds) per network step: below it nothing could answer.
 MIN_TIMEOUT = 0.1
@@ -131,10 +133,10 @@ class ChainCert:
     sha256: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (times as ISO 8601)."""
+        """Plain data (the JSON contract, docs/json.md)."""
         return {"role": self.role, "subject": self.subject, "issuer": self.issuer,
-                "not_before": self.not_before.isoformat(), "not_after": self.not_after.isoformat(),
-                "status": self.status, "sha256": self.sha256}
+                "not_before": rfc3339(self.not_before), "not_after": rfc3339(self.not_after),
+                "status": self.status, "fingerprint_sha256": self.sha256}
 
 
 def _chain_view(certs: Sequence[x509.Certificate], *, trusted: bool, at: _dt.datetime) -> list[ChainCert]:
@@ -232,7 +234,7 @@ class PreflightReport:
             "our_domain": self.our_domain,
             "accepted_domains": list(self.accepted_domains),
             "edge_fqdn": self.edge_fqdn,
-            "at": self.at.isoformat(),
+            "at": rfc3339(self.at),
             "port": self.port,
             "validator": self.validator,
             "dane": self.dane,
@@ -246,12 +248,7 @@ class PreflightReport:
             "blocking": [i.to_dict() for i in self.blocking],
             "steps": [{"name": s, "title": t, "status": self.step_status(s),
                        "findings": [i.to_dict() for i in self.items if i.step == s]} for s, t in STEPS.items()],
-            "certificate": {
-                "subject": c.subject.rfc4514_string(), "issuer": c.issuer.rfc4514_string(),
-                "names": san_names(c), "thumbprint": sha1_thumbprint(c), "sha256": sha256_fingerprint(c),
-                "not_before": c.not_valid_before_utc.isoformat(), "not_after": c.not_valid_after_utc.isoformat(),
-                "chain": [x.to_dict() for x in self.our_chain],
-            },
+            "certificate": {**certificate_facts(c), "chain": [x.to_dict() for x in self.our_chain]},
             "routing": {
                 "smart_host": self.smart_host,
                 "implicit_mx": bool(route and route.implicit),

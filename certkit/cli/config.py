@@ -6,14 +6,25 @@ import ntpath
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography import x509
 
 from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many
 from certkit.adapters.inputs import read_input
-from certkit.cli.common import PFX_PASSWORD_ENV, CertkitGroup, home_option, open_store, read_secret, resolve_home, say
+from certkit.cli.common import (
+    PFX_PASSWORD_ENV,
+    CertkitGroup,
+    echo_json,
+    home_option,
+    open_store,
+    read_secret,
+    resolve_home,
+    say,
+)
 from certkit.clock import SystemClock
 from certkit.configgen import (
     DEFAULT_RECEIVE_CONNECTOR,
@@ -25,20 +36,34 @@ from certkit.configgen import (
     postfix_inbound,
 )
 from certkit.core.formats import load_certificates, load_pfx
+from certkit.core.jsonfacts import certificate_facts
 from certkit.core.lint import is_self_signed, lint_certificate
 from certkit.core.names import dns_name
 from certkit.core.trust import is_ca
 from certkit.errors import InputError
+from certkit.schemas import stamped
 
 __all__ = ["COMMANDS"]
 
 
-def _write_or_print(text: str, out: str | None, force: bool) -> None:
+def _write_or_print(text: str, out: str | None, force: bool, *, as_json: bool = False) -> None:
     if out is None:
-        click.echo(text, nl=False)
+        if not as_json:
+            click.echo(text, nl=False)
     else:
         atomic_write(out, text.encode("utf-8"), overwrite=force)
-        say(f"wrote {out}", err=True)
+        if not as_json:
+            say(f"wrote {out}", err=True)
+
+
+def _json_option(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON (docs/json.md): what was produced, with the files written.")(f)
+
+
+def _files(folder: Path | None, names: Iterable[str]) -> list[dict[str, str | None]]:
+    """The ``files`` of a config document: each file's name and, when written, its absolute path."""
+    return [{"name": n, "path": str((folder / n).absolute()) if folder is not None else None} for n in sorted(names)]
 
 
 @click.group("config", cls=CertkitGroup)
@@ -67,9 +92,10 @@ def config_group() -> None:
                    "Hub-to-Edge authentication) and no Test-EdgeSynchronization.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the script here (else stdout).")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
+@_json_option
 def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, version: str, send_connector: str,
                  receive_connector: str, server_path: str | None, partner_root: str | None,
-                 no_edge_subscription: bool, out: str | None, force: bool) -> None:
+                 no_edge_subscription: bool, out: str | None, force: bool, as_json: bool) -> None:
     """An Exchange Management Shell script enabling Domain Security with PARTNER."""
     data = read_input(pfx_file, what="PFX")
     password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password",
@@ -81,7 +107,8 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
     default = f"C:\\certkit\\{name}" if version == "2010" else f"\\\\$env:COMPUTERNAME\\c$\\certkit\\{name}"
     where = server_path or default
     # What the partner's Edge will judge: warn now rather than after the change window.
-    for finding in lint_certificate(cert, at=SystemClock().now(), exchange2010=version == "2010"):
+    lint = lint_certificate(cert, at=SystemClock().now(), exchange2010=version == "2010")
+    for finding in lint:
         say(f"warning: {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}", err=True)
     root = None
     if partner_root:
@@ -93,7 +120,14 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
     script = exchange_script(partner, pfx_path=where, certificate=cert, version=version,
                              send_connector=send_connector, receive_connector=receive_connector,
                              partner_root=root, edge_subscription=not no_edge_subscription)
-    _write_or_print(script.text, out, force)
+    _write_or_print(script.text, out, force, as_json=as_json)
+    if as_json:
+        echo_json(stamped("config exchange", {
+            "partner": partner, "exchange_version": version, "certificate": certificate_facts(cert),
+            "pfx_server_path": where, "partner_root": certificate_facts(root) if root is not None else None,
+            "send_connector": send_connector, "receive_connector": receive_connector,
+            "edge_subscription": not no_edge_subscription, "findings": [f.to_dict() for f in lint],
+            "script": {"path": str(Path(out).absolute()) if out else None, "text": None if out else script.text}}))
 
 
 @config_group.command("postfix")
@@ -122,11 +156,12 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
               help="The unprivileged account spawn(8) runs the policy service as.")
 @click.option("--policy-listen", default=None,
               help="ADDRESS:PORT of a policy daemon (certkit postfix-policy --listen) instead of spawn(8).")
+@_json_option
 @home_option
 def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store: str | None, include_public: bool,
                 config_dir: str, listen: str, out: str | None, force: bool, dane: bool, mx: str | None,
                 no_inbound: bool, policy_command: str | None, policy_user: str, policy_listen: str | None,
-                home: str | None) -> None:
+                as_json: bool, home: str | None) -> None:
     """The Postfix settings for Domain Security with PARTNER, and the CA bundle from the trust store.
 
     With --out, also inbound enforcement on port 25: mail from every partner domain of the trust store
@@ -148,21 +183,29 @@ def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store
                          cert_file=str(Path(cert_file).resolve()) if cert_file else None,
                          key_file=str(Path(key_file).resolve()) if key_file else None, listen=listen,
                          dane=dane, dane_chain=chain, mx=mx)
+    text: str | None = None
+    folder: Path | None = None
+    files = dict(cfg.files)
     if out is None:
         text = cfg.main_cf + "\n" + cfg.tls_policy + "\n" + cfg.master_cf
         if cfg.tlsa_zone is not None:
             text += "\n" + cfg.tlsa_zone
-        click.echo(text, nl=False)
-        return
-    files = dict(cfg.files)
-    if not no_inbound:
-        command = policy_command.split() if policy_command is not None else _certkit_command()
-        files.update(postfix_inbound(partner, anchors=trust.anchors(), ca_bundle=bundle, config_dir=config_dir,
-                                     policy_command=command, user=policy_user, listen=policy_listen).files)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
-    say(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
+        if not as_json:
+            click.echo(text, nl=False)
+    else:
+        if not no_inbound:
+            command = policy_command.split() if policy_command is not None else _certkit_command()
+            files.update(postfix_inbound(partner, anchors=trust.anchors(), ca_bundle=bundle, config_dir=config_dir,
+                                         policy_command=command, user=policy_user, listen=policy_listen).files)
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
+        if not as_json:
+            say(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
+    if as_json:
+        echo_json(stamped("config postfix", {
+            "partner": partner, "config_dir": config_dir, "listen": listen, "dane": dane,
+            "ca_bundle": [certificate_facts(c) for c in bundle], "files": _files(folder, files), "text": text}))
 
 
 def _certkit_command() -> list[str]:
@@ -184,9 +227,10 @@ def _certkit_command() -> list[str]:
                    "else the newest valid certificate for it in the CA home.")
 @click.option("--cert", "cert_file", type=click.Path(readable=False), default=None,
               help="With --dane: the chain file our server sends (PEM, leaf first) instead of the CA home.")
+@_json_option
 @home_option
 def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_file: str | None, crl_url: str | None,
-                    force: bool, dane: bool, cert_file: str | None, home: str | None) -> None:
+                    force: bool, dane: bool, cert_file: str | None, as_json: bool, home: str | None) -> None:
     """What to send the partner: our root (PEM and DER), its fingerprints, our FQDN, domains and CRL URL."""
     if cert_file is not None and not dane:
         raise InputError("--cert is read only with --dane.", "Add --dane, or leave --cert out.")
@@ -216,6 +260,11 @@ def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_fil
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
+    if as_json:
+        echo_json(stamped("config partner-kit", {
+            "edge_fqdn": edge_fqdn, "domains": list(domains), "root": certificate_facts(root),
+            "crl_urls": [u for u in (crl_url, *more) if u], "dane": dane, "files": _files(folder, files)}))
+        return
     say(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
 
 

@@ -38,9 +38,11 @@ from certkit.cli.common import (
 )
 from certkit.clock import SystemClock
 from certkit.core.dane import TlsaRecord, Usage, issued_by, owner_name, tlsa_for, zone_line
-from certkit.core.formats import load_certificates, sha256_fingerprint
+from certkit.core.formats import load_certificates
+from certkit.core.jsonfacts import certificate_facts, rfc3339_or_none, serial_hex
 from certkit.core.names import dns_name
 from certkit.errors import InputError
+from certkit.schemas import document
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -52,7 +54,9 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "dane"]
 
 #: The version of the ``--json`` document (certkit/schemas/dane-tlsa.schema.json).
-JSON_SCHEMA_VERSION = 1
+JSON_SCHEMA_VERSION = document("dane tlsa").version
+#: The version of the ``dane rollover ... --json`` document (certkit/schemas/dane-rollover.schema.json).
+ROLLOVER_SCHEMA_VERSION = document("dane rollover status").version
 
 
 def certificates_from_home(home: Path, host: str, at: dt.datetime
@@ -94,12 +98,7 @@ def _entry(record: TlsaRecord, cert: x509.Certificate, role: str, host: str, por
         "name": owner_name(host, port), "port": port, "ttl": ttl,
         "usage": record.usage, "selector": record.selector, "matching_type": record.matching_type,
         "data": record.data.hex(), "line": zone_line(record, host, port, ttl=ttl),
-        "certificate": {
-            "role": role,
-            "subject": cert.subject.rfc4514_string(),
-            "sha256": sha256_fingerprint(cert),
-            "not_after": cert.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
-        },
+        "certificate": {"role": role, **certificate_facts(cert)},
     }
 
 
@@ -257,7 +256,7 @@ def _open_rollover(home: str | None, host: str, port: int | None, *, unlock: str
 
 
 def _t(value: dt.datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+    return rfc3339_or_none(value)
 
 
 def _step_json(step: RolloverStep, now: dt.datetime) -> dict[str, Any]:
@@ -270,7 +269,7 @@ def _step_json(step: RolloverStep, now: dt.datetime) -> dict[str, Any]:
         return step.lines(records, ttl)
 
     return {
-        "schema_version": JSON_SCHEMA_VERSION, "host": s.host, "port": s.port, "name": owner_name(s.host, s.port),
+        "schema_version": ROLLOVER_SCHEMA_VERSION, "host": s.host, "port": s.port, "name": owner_name(s.host, s.port),
         "phase": str(s.phase), "ttl": ttl, "margin_seconds": int(s.margin.total_seconds()),
         "records": lines(step.records), "publish": lines(step.publish), "remove": lines(step.remove),
         "current": s.current.text() if s.current else None, "next": s.next.text() if s.next else None,
@@ -280,7 +279,7 @@ def _step_json(step: RolloverStep, now: dt.datetime) -> dict[str, Any]:
                   "switched_at": _t(s.switched_at), "earliest_retire": _t(earliest_retire(s)),
                   "retired_at": _t(s.retired_at)},
         "certificate": None if step.in_use is None else {
-            "serial": step.in_use.serial_hex, "not_after": _t(step.in_use.not_after),
+            "serial": serial_hex(step.in_use.serial), "not_after": _t(step.in_use.not_after),
             "record": tlsa_for(step.in_use.certificate, Usage.DANE_EE).text()},
         "files": {k: str(v) for k, v in step.issued.paths.items()} if step.issued is not None else {},
         "notes": list(step.notes),

@@ -20,6 +20,7 @@ from certkit.errors import InputError
 from certkit.lab.demo import run_demo
 from certkit.lab.sender import diagnosis_lines, queue_lines, send_message
 from certkit.lab.server import LabConfig, LabServer, Personality
+from certkit.schemas import stamped
 
 __all__ = ["COMMANDS", "lab"]
 
@@ -143,7 +144,7 @@ def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed
 @click.option("--nameserver", default=None, help="DNS server as IP[:PORT] (default: the system's).")
 @click.option("--helo", default=None, help="EHLO name (default: our certificate's name).")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds per step.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/json.md).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the SMTP transcript.")
 @home_option
 def send_cmd(mail_from: str, rcpt_to: str, via: str | None, cert: str, key: str, chain: str | None,
@@ -157,7 +158,7 @@ def send_cmd(mail_from: str, rcpt_to: str, via: str | None, cert: str, key: str,
     result = send_message(mail_from, rcpt_to, identity=ident, anchors=_anchors(store, home, managed_only), via=via,
                           domain_secure=domain_secure, nameserver=nameserver, helo_name=helo, timeout=timeout)
     if as_json:
-        echo_json(result.to_dict())
+        echo_json(stamped("lab send", result.to_dict()))
     else:
         # The receiver's replies and names are its text: printable() escapes control characters (ESC, CR).
         def out(text: str) -> None:

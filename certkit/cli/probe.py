@@ -24,11 +24,12 @@ from certkit.cli.common import (
 )
 from certkit.core.text import printable
 from certkit.errors import InputError
+from certkit.schemas import document
 
 __all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "progress_bar"]
 
 #: The version of the ``--json`` document (certkit/schemas/probe.schema.json); bumped only on breaking changes.
-JSON_SCHEMA_VERSION = 1
+JSON_SCHEMA_VERSION = document("probe").version
 
 
 def _identity(cert: str | None, key: str | None) -> ClientIdentity | None:

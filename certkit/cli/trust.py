@@ -15,6 +15,7 @@ from cryptography import x509
 
 from certkit.adapters.inputs import read_input
 from certkit.adapters.roots import certifi_version, public_roots
+from certkit.adapters.truststore import entry_dict
 from certkit.cli.common import (
     PFX_PASSWORD_ENV,
     CertkitGroup,
@@ -27,15 +28,21 @@ from certkit.cli.common import (
     say,
 )
 from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, sha256_fingerprint
+from certkit.core.jsonfacts import certificate_facts
 from certkit.core.text import printable
 from certkit.core.trust import is_ca
 from certkit.core.verify import verify_chain
 from certkit.errors import InputError, PassphraseError, UsageError
+from certkit.schemas import stamped
 
 if TYPE_CHECKING:
     from certkit.checks.trustfetch import Offer
 
 __all__ = ["COMMANDS", "trust"]
+
+
+def _json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/json.md).")(f)
 
 
 def _store_option(f: F) -> F:
@@ -77,10 +84,12 @@ def trust() -> None:
 @click.option("--ca-only", is_flag=True,
               help="Take only the CA certificates from the files (e.g. the root inside a chain or a PFX).")
 @_pfx_option
+@_json_option
 @home_option
 @_store_option
 def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...], pin: bool, force: bool,
-            ca_only: bool, pfx_password_file: str | None, home: str | None, store: str | None) -> None:
+            ca_only: bool, pfx_password_file: str | None, as_json: bool, home: str | None, store: str | None
+            ) -> None:
     """Trust the certificates in FILE... (PEM, DER, PKCS#7 .p7b/.p7c, or the certificates inside a PFX)."""
     certs: list[x509.Certificate] = []
     sources: list[str | None] = []
@@ -95,6 +104,13 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
                          "Give the partner's root, or trust exactly a certificate with --pin.")
     ts = open_store(home, store)
     results = ts.add_many(certs, label=label, partners=partners, pin=pin, force=force, sources=sources)
+    if as_json:
+        echo_json(stamped("trust add", {
+            "store": str(ts.path), "count": len(ts),
+            "anchors": [{**r.anchor.describe(), "added": r.added,
+                         "accepted_with": [{"override": o.override, "reason": o.reason} for o in r.overridden]}
+                        for r in results]}))
+        return
     for r in results:
         c = r.anchor.cert
         state = "added" if r.added else "already trusted"
@@ -120,10 +136,11 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
 @click.option("--pin", is_flag=True, help="Offer the endpoint's own (leaf) certificate, to trust exactly it.")
 @click.option("--force", is_flag=True, help="Accept an expired, weak-key or SHA-1-signed anchor.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per step.")
+@_json_option
 @home_option
 @_store_option
 def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, label: str | None,
-              partners: tuple[str, ...], pin: bool, force: bool, timeout: float, home: str | None,
+              partners: tuple[str, ...], pin: bool, force: bool, timeout: float, as_json: bool, home: str | None,
               store: str | None) -> None:
     """Take the chain a live endpoint presents and offer its top certificate (or, with --pin, its leaf).
 
@@ -135,34 +152,43 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
 
     ts = open_store(home, store)  # a damaged store is reported before any network traffic
     offer = fetch_offer(target, port=port, implicit_tls=starttls == "none", pin=pin, timeout=timeout)
-    _show_offer(offer)
+    # With --json the description goes to stderr: stdout carries the JSON document alone.
+    _show_offer(offer, err=as_json)
     if expect is not None:
         offer.check_fingerprint(expect)
     elif sys.stdin.isatty():
-        if not click.confirm("Trust this certificate?", default=False):
+        if not click.confirm("Trust this certificate?", default=False, err=as_json):
             raise UsageError("Not added.", "Run again and confirm, or use --expect-sha256 FP.")
     else:
         raise UsageError("Not added: no --expect-sha256 was given and there is no terminal to confirm on.",
                          "Get the SHA-256 fingerprint from the partner and pass --expect-sha256 FP.")
     result = offer.add_to(ts, label=label, partners=partners, force=force)
+    if as_json:
+        echo_json(stamped("trust fetch", {
+            "host": offer.host, "port": offer.port, "starttls": starttls,
+            "chain": [certificate_facts(c) for c in offer.chain],
+            "anchor": {**result.anchor.describe(), "added": result.added,
+                       "accepted_with": [{"override": o.override, "reason": o.reason} for o in result.overridden]},
+            "store": str(ts.path), "count": len(ts)}))
+        return
     say(f"{'added' if result.added else 'already trusted'}; store: {ts.path} ({len(ts)} anchors)")
 
 
-def _show_offer(offer: Offer) -> None:
+def _show_offer(offer: Offer, *, err: bool = False) -> None:
     offered = offer.certificate
     say(f"{offer.host}:{offer.port} presented {len(offer.chain)} certificate(s); offering "
-        f"{'its own certificate' if offer.pin else 'the top of the chain'}:")
-    say(f"  subject {offered.subject.rfc4514_string()}")
-    say(f"  issuer  {offered.issuer.rfc4514_string()}")
-    say(f"  SHA-256 {offer.fingerprint}")
-    say(f"  SHA-1   {sha1_thumbprint(offered)}")
-    say(f"  valid   {_validity(offered)}   {'CA' if is_ca(offered) else 'not a CA'}")
+        f"{'its own certificate' if offer.pin else 'the top of the chain'}:", err=err)
+    say(f"  subject {offered.subject.rfc4514_string()}", err=err)
+    say(f"  issuer  {offered.issuer.rfc4514_string()}", err=err)
+    say(f"  SHA-256 {offer.fingerprint}", err=err)
+    say(f"  SHA-1   {sha1_thumbprint(offered)}", err=err)
+    say(f"  valid   {_validity(offered)}   {'CA' if is_ca(offered) else 'not a CA'}", err=err)
     if offer.is_intermediate:
-        say("  note    this is an intermediate, not a root: trusting it trusts everything it signs")
+        say("  note    this is an intermediate, not a root: trusting it trusts everything it signs", err=err)
 
 
 @trust.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_json_option
 @home_option
 @_store_option
 def list_cmd(as_json: bool, home: str | None, store: str | None) -> None:
@@ -172,8 +198,9 @@ def list_cmd(as_json: bool, home: str | None, store: str | None) -> None:
     entries = ts.entries()
     roots = len(public_roots())
     if as_json:
-        echo_json({"store": str(ts.path), "anchors": entries, "stray_files": [str(p) for p in ts.stray],
-                   "certifi": {"version": certifi_version(), "roots": roots}})
+        echo_json(stamped("trust list", {
+            "store": str(ts.path), "anchors": [entry_dict(e) for e in entries],
+            "stray_files": [str(p) for p in ts.stray], "certifi": {"version": certifi_version(), "roots": roots}}))
         return
     if not entries:
         say(f"No managed anchors in {ts.path}.")
@@ -189,13 +216,17 @@ def list_cmd(as_json: bool, home: str | None, store: str | None) -> None:
 
 @trust.command("show")
 @click.argument("ref")
+@_json_option
 @home_option
 @_store_option
-def show_cmd(ref: str, home: str | None, store: str | None) -> None:
+def show_cmd(ref: str, as_json: bool, home: str | None, store: str | None) -> None:
     """Show one anchor (by fingerprint, fingerprint prefix, SHA-1 thumbprint or label)."""
     ts = open_store(home, store)
     entry = ts.get(ref)
     ts.certificate(entry["fingerprint_sha256"])  # integrity check: never show a changed file as trusted
+    if as_json:
+        echo_json(stamped("trust show", {"store": str(ts.path), "anchor": entry_dict(entry)}))
+        return
     for key, value in entry.items():
         if key in ("file_size", "file_sha256"):
             continue
@@ -206,12 +237,16 @@ def show_cmd(ref: str, home: str | None, store: str | None) -> None:
 
 @trust.command("remove")
 @click.argument("ref")
+@_json_option
 @home_option
 @_store_option
-def remove_cmd(ref: str, home: str | None, store: str | None) -> None:
+def remove_cmd(ref: str, as_json: bool, home: str | None, store: str | None) -> None:
     """Stop trusting one anchor (by fingerprint, prefix, thumbprint or label)."""
     ts = open_store(home, store, check=False)
     entry = ts.remove(ref)
+    if as_json:
+        echo_json(stamped("trust remove", {"store": str(ts.path), "removed": entry_dict(entry), "count": len(ts)}))
+        return
     say(f"removed: {entry['subject']} ({entry['fingerprint_sha256']})")
 
 
@@ -252,7 +287,7 @@ def export_cmd(fmt: str, out: str | None, include_public: bool, force: bool, hom
               help="CRL file (repeatable); with --validator exchange these replace downloading.")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds per CRL download.")
 @click.option("--at", "at_text", default=None, help="Validate at this time (ISO 8601 with zone), not now.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_json_option
 @_pfx_option
 @home_option
 @_store_option
@@ -289,7 +324,7 @@ def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain
         data["validator"] = validator
         data["managed_only"] = managed_only
         data["certifi_version"] = None if managed_only else certifi_version()
-        echo_json(data)
+        echo_json(stamped("trust verify", data))
     else:
         what = f"as a TLS {purpose}"
         if result.rule == "host":

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from cryptography.x509.verification import Store
 
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
+from certkit.core.jsonfacts import rfc3339, rfc3339_or_none, serial_hex
 from certkit.core.keys import MIN_RSA_BITS
 from certkit.errors import MalformedInputError, UsageError
 
@@ -142,22 +143,23 @@ class Anchor:
         return sha1_thumbprint(self.cert)
 
     def describe(self) -> dict[str, Any]:
-        """The anchor as plain data (for ``trust list --json`` and ``trust show``)."""
+        """The anchor as plain data (``trust verify --json``'s anchor; the JSON contract, docs/json.md)."""
         c = self.cert
         return {
             "fingerprint_sha256": self.fingerprint,
             "thumbprint_sha1": self.thumbprint,
             "subject": c.subject.rfc4514_string(),
             "issuer": c.issuer.rfc4514_string(),
-            "not_before": c.not_valid_before_utc.isoformat(),
-            "not_after": c.not_valid_after_utc.isoformat(),
+            "serial": serial_hex(c.serial_number),
+            "not_before": rfc3339(c.not_valid_before_utc),
+            "not_after": rfc3339(c.not_valid_after_utc),
             "is_ca": is_ca(c),
             "self_signed": is_self_signed(c),
             "pinned": self.pinned,
             "label": self.label,
             "partners": list(self.partners),
             "source": self.source,
-            "added_at": self.added_at.isoformat() if self.added_at else None,
+            "added_at": rfc3339_or_none(self.added_at),
             "origin": self.origin,
         }
 

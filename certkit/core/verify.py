@@ -44,6 +44,7 @@ from cryptography.x509.verification import (
 from certkit.clock import aware, utcnow
 from certkit.core.findings import Finding, Severity
 from certkit.core.formats import sha256_fingerprint
+from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none, serial_hex
 from certkit.core.names import dns_name, domain_rank, is_ip_address
 from certkit.core.trust import (
     Anchor,
@@ -101,13 +102,13 @@ class VerificationResult:
         return tuple(f.code for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        """The result as plain data (``trust verify --json``)."""
+        """The result as plain data (``trust verify --json``; the JSON contract, docs/json.md)."""
         return {
             "ok": self.ok,
             "purpose": self.purpose,
             "rule": self.rule,
             "reference": self.reference,
-            "at": self.at.isoformat() if self.at else None,
+            "at": rfc3339_or_none(self.at),
             "pinned": self.pinned,
             "anchor": self.anchor.describe() if self.anchor else None,
             "chain": [dict(_chain_entry(c)) for c in self.chain],
@@ -118,10 +119,12 @@ class VerificationResult:
 
 @functools.lru_cache(maxsize=4096)
 def _chain_entry(cert: x509.Certificate) -> dict[str, str]:
-    """How a chain member is described in JSON; remembered per certificate, because a probe of many MX hosts
-    describes the same intermediate and root hundreds of times (each name formatting costs microseconds)."""
-    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-            "fingerprint_sha256": sha256_fingerprint(cert), "not_after": cert.not_valid_after_utc.isoformat()}
+    """How a chain member is described in JSON (its facts without the SAN lists); remembered per certificate,
+    because a probe of many MX hosts describes the same intermediate and root hundreds of times (each name
+    formatting costs microseconds)."""
+    facts = certificate_facts(cert)
+    return {k: facts[k] for k in ("subject", "issuer", "serial", "thumbprint_sha1", "fingerprint_sha256",
+                                  "not_before", "not_after")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +455,7 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
                 out.append(Finding("revocation.crl-stale",
                                    f"The CRL from {_who(issuer)} expired {_span(at - next_update)} ago "
                                    f"(nextUpdate {_when(next_update)}).", subject=_who(issuer),
-                                   evidence={"next_update": next_update.isoformat()}))
+                                   evidence={"next_update": rfc3339(next_update)}))
             entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if entry is not None:
                 reason = "unspecified"
@@ -463,7 +466,7 @@ def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.Certifi
                 out.append(Finding("revocation.revoked",
                                    f"{who} (serial {cert.serial_number:X}) was revoked on {_when(when)}, "
                                    f"reason: {reason}.", subject=who,
-                                   evidence={"serial": f"{cert.serial_number:X}", "revoked_at": when.isoformat(),
+                                   evidence={"serial": serial_hex(cert.serial_number), "revoked_at": rfc3339(when),
                                              "reason": reason}))
                 break
         if require:
@@ -692,14 +695,14 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
             findings.append(Finding("cert.expired",
                                     f"The {role} {_who(cert)} expired {_span(when - cert.not_valid_after_utc)} ago "
                                     f"(notAfter {_when(cert.not_valid_after_utc)}).", subject=_who(cert),
-                                    evidence={"role": role, "not_after": cert.not_valid_after_utc.isoformat(),
+                                    evidence={"role": role, "not_after": rfc3339(cert.not_valid_after_utc),
                                               "seconds": int((when - cert.not_valid_after_utc).total_seconds())}))
         if now_s < cert.not_valid_before_utc:
             findings.append(Finding("cert.not-yet-valid",
                                     f"The {role} {_who(cert)} becomes valid only in "
                                     f"{_span(cert.not_valid_before_utc - when)} "
                                     f"(notBefore {_when(cert.not_valid_before_utc)}).", subject=_who(cert),
-                                    evidence={"role": role, "not_before": cert.not_valid_before_utc.isoformat(),
+                                    evidence={"role": role, "not_before": rfc3339(cert.not_valid_before_utc),
                                               "seconds": int((cert.not_valid_before_utc - when).total_seconds())}))
         bits = weak_key_bits(cert)
         if bits is not None:
