@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from certkit.cli import main
+from certkit.core.jsonfacts import serial_hex
 from certkit.core.keys import generate_key
 from tests.pki import make_csr, make_unparseable_san
 
@@ -63,7 +64,7 @@ def test_issue_refuses_to_overwrite_before_signing_anything(home: Path, tmp_path
     assert "already exists" in err and "--force" in err
     assert (out_dir / "mail.contoso.com.key").read_bytes() == before
     code, out, _ = run("ca", "list", "--home", str(home), "--json")
-    assert len(json.loads(out)) == 1  # nothing was issued by the refused run
+    assert len(json.loads(out)["certificates"]) == 1  # nothing was issued by the refused run
 
 
 def test_batch_issue_from_file(home: Path, tmp_path: Path) -> None:
@@ -94,7 +95,7 @@ def test_list_show_renew_revoke_crl_status(home: Path, tmp_path: Path) -> None:
     code, out, err = run("ca", "revoke", first["serial"], "--reason", "superseded", *h)
     assert code == 0 and "Revoked" in out
     code, out, _ = run("ca", "list", "--revoked", *h, "--json")
-    assert [r["serial"] for r in json.loads(out)] == [first["serial"]]
+    assert [r["serial"] for r in json.loads(out)["certificates"]] == [first["serial"]]
     crl_copy = tmp_path / "contoso.crl"
     code, out, err = run("ca", "crl", *h, "--out", str(crl_copy))
     assert code == 0, err
@@ -103,7 +104,7 @@ def test_list_show_renew_revoke_crl_status(home: Path, tmp_path: Path) -> None:
     code, out, _ = run("ca", "status", *h)
     assert code == 0 and "CRL #1" in out
     code, out, _ = run("ca", "list", "--expiring", "500d", *h, "--json")
-    assert len(json.loads(out)) == 1  # only the renewed one: the revoked one is excluded
+    assert len(json.loads(out)["certificates"]) == 1  # only the renewed one: the revoked one is excluded
 
 
 def test_sign_csr_from_exchange_writes_crt_chain_and_p7b(home: Path, tmp_path: Path) -> None:
@@ -145,7 +146,7 @@ def test_inspect_lints_a_self_signed_ec_server_only_certificate(home: Path, tmp_
     assert "eku.no-client-auth" in out and "key.not-rsa" in out
     assert "eku.no-server-auth" not in out
     code, out, _ = run("inspect", str(tmp_path / "mail.contoso.com.crt"), "--json")
-    codes = {f["code"] for f in json.loads(out)["certs"][0]["lint"]}
+    codes = {f["code"] for f in json.loads(out)["certificates"][0]["lint"]}
     assert codes == {"eku.no-client-auth", "key.not-rsa"}
 
 
@@ -267,7 +268,7 @@ def test_truncated_pfx_and_garbage_csr_are_one_line_exit_2(home: Path, tmp_path:
 def _count(home: Path) -> int:
     code, out, _ = run("ca", "list", "--home", str(home), "--json")
     assert code == 0
-    return len(json.loads(out))
+    return len(json.loads(out)["certificates"])
 
 
 def test_a_failure_after_signing_records_nothing(home: Path, tmp_path: Path) -> None:
@@ -308,7 +309,7 @@ def test_parallel_issuers_writing_the_same_files_record_exactly_one(home: Path, 
     assert _count(home) == 1
     code, out, _ = run("ca", "show", "same.contoso.com", "--home", str(home), "--json")
     cert = x509.load_pem_x509_certificate((tmp_path / "same" / "same.contoso.com.crt").read_bytes())
-    assert json.loads(out)["serial"] == format(cert.serial_number, "x")
+    assert json.loads(out)["serial"] == serial_hex(cert.serial_number)
 
 
 def test_crl_and_root_copies_are_not_overwritten_without_force(home: Path, tmp_path: Path) -> None:
@@ -394,6 +395,6 @@ def test_input_file_options_answer_a_folder_with_certkits_one_line(home: Path, t
         code, out, err = run(*args, "--home", str(home), "--out", str(tmp_path / "o"))
         assert code == 2, (args, out, err)
         assert err.startswith("certkit: error: ") and err.count("\n") == 1 and "is a folder" in err, (args, err)
-    assert json.loads(run("ca", "list", "--home", str(home), "--json")[1]) == []  # nothing was issued
+    assert json.loads(run("ca", "list", "--home", str(home), "--json")[1])["certificates"] == []  # nothing issued
     code, out, err = run("ca", "root", "--home", str(home), "--out", f)  # an output file: click still refuses
     assert code == 2 and "is a directory" in err

@@ -236,12 +236,12 @@ def test_cli_from_home_with_intermediate(tmp_path: Path, key: str, validator: An
     code, stdout, _ = run("dane", "tlsa", MX.upper(), "--home", str(home), "--json", "--port", "587")
     data = json.loads(stdout)
     validator.validate(data)
-    assert data["schema_version"] == 1 and data["port"] == 587
+    assert data["schema_version"] == 2 and data["port"] == 587
     ee, ta = data["records"]
     assert (ee["usage"], ee["selector"], ee["matching_type"], ee["name"]) == (3, 1, 1, f"_587._tcp.{MX}.")
     assert ee["certificate"]["role"] == "leaf" and ee["certificate"]["subject"] == f"CN={MX}"
     leaf_sha256 = x509.load_pem_x509_certificate(leaf_pem).fingerprint(hashes.SHA256()).hex().upper()
-    assert ee["certificate"]["sha256"] == leaf_sha256
+    assert ee["certificate"]["fingerprint_sha256"] == leaf_sha256
     assert ta["usage"] == 2 and ta["data"] == openssl_spki_sha256(inter_pem)
     # The records match the chain the CA wrote, as a DANE client would check it.
     chain = x509.load_pem_x509_certificates((out / f"{MX}.chain.pem").read_bytes())

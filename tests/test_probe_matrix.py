@@ -20,6 +20,7 @@ from OpenSSL import SSL
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import ProbeResult, exit_code, probe_sync
 from certkit.core.findings import Severity
+from certkit.core.jsonfacts import serial_hex
 from certkit.lab.httpfiles import HttpFiles
 from tests.pki import CLIENT, NOW, Issued, make_crl, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.smtp_servers import (
@@ -193,7 +194,7 @@ def test_revoked_exchange_fails(smtp_server: Start, pki: Pki) -> None:
     assert codes(results) == ["revocation.revoked"]
     [f] = results[0].all_findings
     assert f.severity is Severity.ERROR
-    assert f.evidence["serial"] == f"{_revoked_leaf(pki).cert.serial_number:X}"
+    assert f.evidence["serial"] == serial_hex(_revoked_leaf(pki).cert.serial_number)
     assert f.entry.exchange_text == "The certificate has been revoked."
     assert exit_code(results) == 1
 

@@ -9,6 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certkit.core.jsonfacts import rfc3339
 from certkit.core.trust import AnchorSet
 from certkit.core.verify import VerificationResult, crl_urls, domain_matches, host_matches, verify_chain
 from certkit.errors import InputError, UsageError
@@ -295,7 +296,7 @@ def test_revoked_leaf_with_date_and_reason(root: pki.Issued, inter: pki.Issued, 
     r = verify_chain(leaf.cert, [inter.cert], [root.cert], crls=[crl], at=NOW)
     assert not r.ok and codes(r) == ["revocation.revoked"]
     assert r.findings[0].evidence["reason"] == "keyCompromise"
-    assert r.findings[0].evidence["revoked_at"] == when.isoformat()
+    assert r.findings[0].evidence["revoked_at"] == rfc3339(when)
 
 
 def test_not_revoked_with_fresh_crl(root: pki.Issued, inter: pki.Issued, leaf: pki.Issued) -> None:
