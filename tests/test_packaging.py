@@ -27,6 +27,10 @@ def test_wheel_ships_templates_and_types_but_not_the_ca_home(wheel: Path) -> Non
     assert "certkit/templates/inspect.txt.j2" in names
     assert "certkit/py.typed" in names
     assert "certkit/schemas/probe.schema.json" in names and "certkit/schemas/preflight.schema.json" in names
+    from certkit.schemas import COMMON, DOCUMENTS
+
+    for schema in {COMMON, *(d.schema for d in DOCUMENTS.values())}:  # every --json document's schema
+        assert f"certkit/schemas/{schema}" in names, schema
     assert not [n for n in names if n.startswith("ca/") or "/ca/README" in n]
     assert not [n for n in names if n.startswith("tests/")]
 
