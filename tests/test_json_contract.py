@@ -39,6 +39,7 @@ NO_JSON = {
     "ca root": "prints the root certificate itself (PEM or DER)",
     "trust export": "prints or writes the anchors themselves (PEM, PKCS#7, DER files)",
     "lab serve": "a server: it runs until stopped and logs sessions",
+    "postfix-policy": "a Postfix policy service: it speaks Postfix's policy protocol, not JSON",
     "lab demo": "a narrated walkthrough for people",
     "demo": "a narrated walkthrough for people",
 }
@@ -167,6 +168,8 @@ def _net_documents(tmp: Path, w: World, home: Path, store: Path, docs: dict[str,
         "contoso.com", "--home", str(home), "--dane")
     add("dane tlsa", "mail.contoso.com", "--home", str(home))
     add("dane tlsa", "mx1.fabrikam.test", "--cert", str(tmp / "their-chain.pem"), "--ttl", "300")
+    add("audit", str(tmp / "our-full.pem"), codes=(0, 1))
+    add("audit", str(out / "mail.contoso.com.chain.pem"), "--within", "3650d", codes=(0, 1))
     _rollover(home, docs)
 
 

@@ -38,6 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certkit.clock import aware
 from certkit.core.findings import Finding, Severity, Side, worst
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
+from certkit.core.jsonfacts import rfc3339, serial_hex
 from certkit.errors import UsageError
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "Status",
     "audit_client_certificates",
     "public_issuer_of",
-    "rfc3339",
 ]
 
 #: The version of ``certkit audit --json`` (certkit/schemas/audit.schema.json); bumped only on breaking changes.
@@ -228,11 +228,6 @@ def public_issuer_of(cert: x509.Certificate, chain: Sequence[x509.Certificate] =
     return None
 
 
-def rfc3339(t: _dt.datetime) -> str:
-    """``2026-12-02T07:00:00Z``: UTC, whole seconds, with ``Z``."""
-    return t.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass(frozen=True)
 class Source:
     """Where a client certificate came from: a file, and for a Postfix configuration the parameter and service."""
@@ -295,12 +290,11 @@ class AuditedCertificate:
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON object (see certkit/schemas/audit.schema.json)."""
         c = self.cert
-        serial = f"{c.serial_number:X}"
         return {
             "source": self.source.to_dict(),
             "subject": c.subject.rfc4514_string(),
             "issuer": c.issuer.rfc4514_string(),
-            "serial": serial.zfill(len(serial) + len(serial) % 2),
+            "serial": serial_hex(c.serial_number),
             "thumbprint_sha1": sha1_thumbprint(c),
             "fingerprint_sha256": sha256_fingerprint(c),
             "not_before": rfc3339(c.not_valid_before_utc),
