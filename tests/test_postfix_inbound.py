@@ -9,7 +9,7 @@ gets a 4.7.x reply naming the reason; a sender of no partner needs no certificat
 
 The policy service runs here as a daemon (``--policy-listen``): spawn(8) runs its command as an
 unprivileged user, who cannot start this test's Python when it lives under /root. The spawn form is
-tested where that user can (``test_spawned_policy_service``).
+tested on its own (``test_spawned_policy_service``), from a copy of certkit that user can read if needed.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from cryptography.hazmat.primitives import serialization
 
 from certkit.adapters.truststore import TrustStore
 from certkit.cli import main
-from tests.fixtures_net import require_postfix, require_tool
+from tests.fixtures_net import require_postfix
 from tests.pki import Issued, make_intermediate, make_leaf, make_root, make_self_signed
 from tests.postfix import PostfixInstance, free_port
+from tests.tools import in_ci, require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -220,25 +221,67 @@ def test_other_senders_need_no_certificate(inbound: Inbound) -> None:
     assert "reject" not in "\n".join(line for line in log.splitlines() if "someone@" in line)
 
 
+#: What ``certkit postfix-policy`` imports from site-packages (checked by running it from a copy).
+_POLICY_DEPENDENCIES = ("click", "cryptography", "idna", "cffi", "_cffi_backend")
+
+
+def _nobody_runs(python: str, path: str) -> bool:
+    probe = subprocess.run(["su", "-s", "/bin/sh", "nobody", "-c",
+                            f"cd / && PYTHONPATH={path} {python} -c 'import certkit.cli.postfix_policy'"],
+                           capture_output=True, timeout=60, check=False)
+    return probe.returncode == 0
+
+
+def _runtime_for_nobody(folder: Path) -> tuple[str, str]:
+    """An interpreter and a PYTHONPATH the account nobody can use, to run certkit as spawn(8) does.
+
+    ``CERTKIT_TEST_SPAWN_PYTHON`` wins; else this Python with the source tree; else, when those live under a
+    folder nobody cannot enter (a pyenv Python under /root), the system's Python of the same version with
+    a copy of certkit and its few run-time dependencies in ``folder``.
+    """
+    import shutil
+    import sysconfig
+
+    python = os.environ.get("CERTKIT_TEST_SPAWN_PYTHON", sys.executable)
+    if _nobody_runs(python, str(ROOT)):
+        return python, str(ROOT)
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    folder.mkdir(mode=0o755)
+    site = Path(sysconfig.get_paths()["purelib"])
+    shutil.copytree(ROOT / "certkit", folder / "certkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for entry in site.iterdir():
+        if entry.name.split(".")[0] in _POLICY_DEPENDENCIES:
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, folder / entry.name)
+    subprocess.run(["chmod", "-R", "a+rX", str(folder)], check=True)
+    if os.path.exists(system) and _nobody_runs(system, str(folder)):
+        return system, str(folder)
+    message = f"the account nobody cannot run {python} or {system} with certkit (spawn runs the policy as nobody)"
+    if in_ci():
+        pytest.fail(f"{message}; set CERTKIT_TEST_SPAWN_PYTHON")
+    pytest.skip(f"{message}; set CERTKIT_TEST_SPAWN_PYTHON")
+
+
 def test_spawned_policy_service(tmp_path: Path) -> None:
     """The default form: master.cf.inbound's spawn service, run as nobody, with the command as generated.
 
-    ``CERTKIT_TEST_SPAWN_PYTHON`` names an interpreter nobody can run (with certkit's dependencies) when the
-    tests' own cannot be (a Python under /root).
+    The policy runs as nobody, who may not enter the folders of the tests' own Python: then certkit and its
+    few dependencies are copied to a folder nobody can read and run by the system's Python of the same version.
     """
     require_postfix()
     require_tool("swaks")
-    python = os.environ.get("CERTKIT_TEST_SPAWN_PYTHON", sys.executable)
-    probe = subprocess.run(["su", "-s", "/bin/sh", "nobody", "-c",
-                            f"cd / && PYTHONPATH={ROOT} {python} -c 'import certkit.cli.postfix_policy'"],
-                           capture_output=True, timeout=60, check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"the account nobody cannot run {python} with certkit (spawn runs the policy as nobody); "
-                    "set CERTKIT_TEST_SPAWN_PYTHON")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="certkit-spawn-") as scratch:
+        os.chmod(scratch, 0o755)
+        python, path = _runtime_for_nobody(Path(scratch) / "runtime")
+        _spawned_policy_service(tmp_path, python, path)
+
+
+def _spawned_policy_service(tmp_path: Path, python: str, path: str) -> None:
     pf = PostfixInstance(OUR_LEAF.cert, OUR_LEAF.key, hostname="mx.fabrikam.test", domain="fabrikam.test")
     out = tmp_path / "out"
     _generate(_store(tmp_path), pf.etc, out, "--policy-command",
-              f"/usr/bin/env PYTHONPATH={ROOT} {python} -m certkit")
+              f"/usr/bin/env PYTHONPATH={path} {python} -m certkit")
     _apply(pf, out, (out / "master.cf.inbound").read_text())
     checked = subprocess.run([require_tool("postconf"), "-c", str(pf.etc), "-n"], capture_output=True, text=True,
                              timeout=30, check=False)
