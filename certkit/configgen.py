@@ -38,13 +38,15 @@ from certkit.core.names import dns_name
 from certkit.core.postfix_policy import PartnerRule, PolicyTable, table_from_rules
 from certkit.core.text import printable
 from certkit.core.trust import Anchor, is_ca, is_self_signed
-from certkit.errors import InputError
+from certkit.errors import InputError, UsageError
 
 __all__ = [
-    "EXCHANGE_VERSIONS",
+    "DEFAULT_EXCHANGE_TARGET",
+    "EXCHANGE_TARGETS",
     "ExchangeScript",
     "PostfixConfig",
     "PostfixInbound",
+    "check_script_target",
     "exchange_script",
     "our_tlsa",
     "partner_kit",
@@ -52,8 +54,16 @@ __all__ = [
     "postfix_inbound",
 ]
 
-#: ``2010`` reads the PFX with ``-FileData`` (``-FileName`` exists only from 2013); ``2013+`` uses ``-FileName``.
-EXCHANGE_VERSIONS = ("2010", "2013+")
+#: The Exchange a script is for (``--target``): ``2010`` reads the PFX with ``-FileData`` (``-FileName`` exists only
+#: from 2013) and trusts roots with certutil; ``2016`` is Exchange 2013, 2016, 2019 and Subscription Edition, which
+#: keep 2010's Domain Security cmdlets (the domain-secure lists, ``-DomainSecureEnabled``) and add ``-FileName``
+#: and ``Import-Certificate``; ``online`` is Exchange Online, configured with connectors instead (not yet built).
+EXCHANGE_TARGETS = ("2010", "2016", "online")
+#: The default everywhere a target is chosen (``config exchange``, ``preflight``): the oldest release still in
+#: use that takes the modern script; 2010 is asked for by name.
+DEFAULT_EXCHANGE_TARGET = "2016"
+#: What the script's first line says it is for.
+_TARGET_TITLES = {"2010": "Exchange 2010", "2016": "Exchange 2013, 2016, 2019 or Subscription Edition"}
 
 DEFAULT_SEND_CONNECTOR = "EdgeSync - Default-First-Site-Name to Internet"
 DEFAULT_RECEIVE_CONNECTOR = "Default internal receive connector $env:COMPUTERNAME"
@@ -102,24 +112,37 @@ def _ps_string(text: str) -> str:
     return re.sub(r"\$(?!env:)", "`$", out)
 
 
+def check_script_target(target: str) -> None:
+    """Refuse a target :func:`exchange_script` cannot write for: an unknown one, and ``online`` (its connector
+    script is issue 12's)."""
+    if target == "online":
+        raise UsageError("Exchange Online connectors: not yet supported; see issue 12.",
+                         "For an Exchange server of our own, use --target 2016 (2013 to SE) or --target 2010.")
+    if target not in _TARGET_TITLES:
+        raise InputError(f"Unknown Exchange target {target!r}.", "Use 2010, 2016 (2013 to SE) or online.")
+
+
 @dataclass(frozen=True)
 class ExchangeScript:
     """The script text and what it was built from."""
 
     text: str
     thumbprint: str
-    version: str
+    #: one of :data:`EXCHANGE_TARGETS`
+    target: str
     partner: str
 
 
-def exchange_script(partner: str, *, pfx_path: str, certificate: x509.Certificate, version: str = "2013+",
+def exchange_script(partner: str, *, pfx_path: str, certificate: x509.Certificate,
+                    target: str = DEFAULT_EXCHANGE_TARGET,
                     send_connector: str = DEFAULT_SEND_CONNECTOR,
                     receive_connector: str = DEFAULT_RECEIVE_CONNECTOR,
                     partner_root: x509.Certificate | None = None, partner_root_path: str | None = None,
                     edge_subscription: bool = True, generated: _dt.datetime | None = None) -> ExchangeScript:
     """The Exchange Management Shell script enabling Domain Security with ``partner``.
 
-    ``pfx_path`` is where the PFX will be on the Exchange server (a UNC path for 2013+'s ``-FileName``);
+    ``target``: one of :data:`EXCHANGE_TARGETS` (``online`` is refused until its connector script exists).
+    ``pfx_path`` is where the PFX will be on the Exchange server (a UNC path for 2016's ``-FileName``);
     ``certificate`` is the certificate inside it (its SHA-1 thumbprint is what Exchange shows);
     ``partner_root``/``partner_root_path``: the partner's root and where its ``.cer`` will be on the server
     (without ``partner_root`` the import step is still written, marked as a placeholder to fill in).
@@ -127,14 +150,14 @@ def exchange_script(partner: str, *, pfx_path: str, certificate: x509.Certificat
     ``ExchangeServer`` next to ``Tls`` (Hub-to-Edge authentication needs it) and the checks include
     ``Test-EdgeSynchronization`` (run on a Mailbox/Hub server).
     """
-    if version not in EXCHANGE_VERSIONS:
-        raise InputError(f"Unknown Exchange version {version!r}.", "Use 2010 or 2013+.")
+    check_script_target(target)
     domain = _domain(partner)
     # The partner's root is always imported: without it Domain Security fails with "454 4.7.5". Without the
     # certificate at hand the step is still written, with a placeholder path the admin must fill in.
     if not partner_root_path:
         partner_root_path = f"C:\\certkit\\{domain}-root.cer"
-    text = render("exchange.ps1.j2", partner=_ps_string(domain), version=version,
+    text = render("exchange.ps1.j2", partner=_ps_string(domain), target=target,
+                  title=_TARGET_TITLES[target],
                   pfx_path=_ps_string(pfx_path), pfx_name=ntpath.basename(pfx_path),
                   thumbprint=sha1_thumbprint(certificate), subject=certificate.subject.rfc4514_string(),
                   not_after=certificate.not_valid_after_utc,
@@ -143,7 +166,7 @@ def exchange_script(partner: str, *, pfx_path: str, certificate: x509.Certificat
                   root_thumbprint=sha1_thumbprint(partner_root) if partner_root is not None else None,
                   root_subject=partner_root.subject.rfc4514_string() if partner_root is not None else None,
                   edge_subscription=edge_subscription, generated=generated)
-    return ExchangeScript(text, sha1_thumbprint(certificate), version, domain)
+    return ExchangeScript(text, sha1_thumbprint(certificate), target, domain)
 
 
 @dataclass(frozen=True)

@@ -326,7 +326,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert "domain-secured=fabrikam.com" in text
     mail = list((tmp_path / "demo" / "fabrikam.com" / "maildir" / "new").iterdir())
     assert len(mail) == 1 and "domain-secured=yes contoso.com" in mail[0].read_bytes().decode()
-    # Step 4 shows what `certkit config exchange --version 2010` writes, line for line (one renderer).
+    # Step 4 shows what `certkit config exchange --target 2010` writes, line for line (one renderer).
     step4 = text.split("\n4. ", 1)[1]
     for needed in ('Set-TransportConfig -TLSSendDomainSecureList @{Add="fabrikam.com"}',
                    "-Password $pfxPassword", 'certutil -addstore Root "C:\\certkit\\fabrikam.com-root.cer"',
@@ -348,7 +348,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
     (tmp_path / "mail.contoso.com.pfx").write_bytes(pfx_bytes(key, cert, [], b"pw"))
     res = CliRunner(env={"CERTKIT_PFX_PASSWORD": "pw"}).invoke(group, [
         "config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(tmp_path / "mail.contoso.com.pfx"),
-        "--version", "2010", "--partner-root", str(tmp_path / "demo" / "fabrikam.com" / "fabrikam.com-root.crt")])
+        "--target", "2010", "--partner-root", str(tmp_path / "demo" / "fabrikam.com" / "fabrikam.com-root.crt")])
     assert res.exit_code == 0, res.output
     shown = (home / "enable-domain-security-fabrikam.com.ps1").read_text()
     assert res.stdout == shown

@@ -27,9 +27,11 @@ from certkit.cli.common import (
 )
 from certkit.clock import SystemClock
 from certkit.configgen import (
+    DEFAULT_EXCHANGE_TARGET,
     DEFAULT_RECEIVE_CONNECTOR,
     DEFAULT_SEND_CONNECTOR,
-    EXCHANGE_VERSIONS,
+    EXCHANGE_TARGETS,
+    check_script_target,
     exchange_script,
     partner_kit,
     postfix_config,
@@ -77,13 +79,14 @@ def config_group() -> None:
               help="Our transport certificate with its key (PFX); read here only for its thumbprint.")
 @click.option("--pfx-password-file", type=click.Path(), default=None,
               help=f"File whose first line is the PFX password (else ${PFX_PASSWORD_ENV}, else a prompt).")
-@click.option("--version", "version", type=click.Choice(EXCHANGE_VERSIONS), default="2013+", show_default=True,
-              help="Exchange version: 2010 imports with -FileData, 2013+ with -FileName.")
+@click.option("--target", type=click.Choice(EXCHANGE_TARGETS), default=DEFAULT_EXCHANGE_TARGET, show_default=True,
+              help="Which Exchange: 2010 (imports with -FileData), 2016 (2013 to Subscription Edition: -FileName), "
+                   "online (Exchange Online: not yet supported).")
 @click.option("--send-connector", default=DEFAULT_SEND_CONNECTOR, show_default=True)
 @click.option("--receive-connector", default=DEFAULT_RECEIVE_CONNECTOR, show_default=True)
 @click.option("--server-path", default=None,
               help="Where the PFX will be on the Exchange server (default: C:\\certkit\\NAME for 2010, "
-                   "\\\\$env:COMPUTERNAME\\c$\\certkit\\NAME for 2013+).")
+                   "\\\\$env:COMPUTERNAME\\c$\\certkit\\NAME for 2016).")
 @click.option("--partner-root", type=click.Path(), default=None,
               help="The partner's root certificate, to import into Cert:\\LocalMachine\\Root (without it the "
                    "import step is written with a placeholder path to fill in).")
@@ -93,10 +96,11 @@ def config_group() -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the script here (else stdout).")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @_json_option
-def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, version: str, send_connector: str,
+def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, target: str, send_connector: str,
                  receive_connector: str, server_path: str | None, partner_root: str | None,
                  no_edge_subscription: bool, out: str | None, force: bool, as_json: bool) -> None:
     """An Exchange Management Shell script enabling Domain Security with PARTNER."""
+    check_script_target(target)  # before the PFX password is asked for
     data = read_input(pfx_file, what="PFX")
     password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password",
                            what="PFX password", option="--pfx-password-file")
@@ -104,10 +108,10 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
     if cert is None:
         raise InputError(f"{pfx_file} holds no certificate.", "Export the PFX again with its certificate.")
     name = ntpath.basename(Path(pfx_file).name)
-    default = f"C:\\certkit\\{name}" if version == "2010" else f"\\\\$env:COMPUTERNAME\\c$\\certkit\\{name}"
+    default = f"C:\\certkit\\{name}" if target == "2010" else f"\\\\$env:COMPUTERNAME\\c$\\certkit\\{name}"
     where = server_path or default
     # What the partner's Edge will judge: warn now rather than after the change window.
-    lint = lint_certificate(cert, at=SystemClock().now(), exchange2010=version == "2010")
+    lint = lint_certificate(cert, at=SystemClock().now(), exchange2010=target == "2010")
     for finding in lint:
         say(f"warning: {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}", err=True)
     root = None
@@ -117,13 +121,13 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, ver
             raise InputError(f"{partner_root} is {root.subject.rfc4514_string()}, a certificate issued by "
                              f"{root.issuer.rfc4514_string()}, not a root.",
                              "Give the partner's root CA certificate (or, for a self-signed Edge, that certificate).")
-    script = exchange_script(partner, pfx_path=where, certificate=cert, version=version,
+    script = exchange_script(partner, pfx_path=where, certificate=cert, target=target,
                              send_connector=send_connector, receive_connector=receive_connector,
                              partner_root=root, edge_subscription=not no_edge_subscription)
     _write_or_print(script.text, out, force, as_json=as_json)
     if as_json:
         echo_json(stamped("config exchange", {
-            "partner": partner, "exchange_version": version, "certificate": certificate_facts(cert),
+            "partner": partner, "exchange_version": target, "certificate": certificate_facts(cert),
             "pfx_server_path": where, "partner_root": certificate_facts(root) if root is not None else None,
             "send_connector": send_connector, "receive_connector": receive_connector,
             "edge_subscription": not no_edge_subscription, "findings": [f.to_dict() for f in lint],

@@ -27,6 +27,7 @@ from certkit.cli.common import (
     resolve_home,
     stderr_is_terminal,
 )
+from certkit.configgen import DEFAULT_EXCHANGE_TARGET, EXCHANGE_TARGETS
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
 from certkit.core.text import printable
@@ -108,8 +109,9 @@ class _Progress:
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=MIN_TIMEOUT, max=3600),
               help="Seconds per network step.")
 @click.option("--at", "at_text", default=None, help="Judge at this time (ISO 8601) instead of now.")
-@click.option("--exchange-2010/--no-exchange-2010", default=True, show_default=True,
-              help="Apply Exchange 2010's rule: RSA keys only.")
+@click.option("--target", type=click.Choice(EXCHANGE_TARGETS), default=DEFAULT_EXCHANGE_TARGET, show_default=True,
+              help="The partner's Exchange: 2010 adds its rule (RSA keys only); 2016 is 2013 to Subscription "
+                   "Edition; online is Exchange Online.")
 @click.option("--validator", type=click.Choice(["exchange", "postfix"]), default="exchange", show_default=True,
               help="Whose rules decide: exchange requires checkable revocation, postfix checks none.")
 @click.option("--dane", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
@@ -125,7 +127,7 @@ class _Progress:
 def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, chain_file: str | None,
                   store: str | None, managed_only: bool, edge_fqdn: str | None, accepted: tuple[str, ...],
                   smart_host: str | None, nameserver: str | None, port: int, timeout: float, at_text: str | None,
-                  exchange_2010: bool, validator: str, dane: str, report_file: str | None, tlsrpt_file: str | None,
+                  target: str, validator: str, dane: str, report_file: str | None, tlsrpt_file: str | None,
                   as_json: bool, home: str | None) -> None:
     """Check, before switching on Domain Security with PARTNER, that both directions will work.
 
@@ -148,7 +150,7 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     at = parse_at(at_text) if at_text else None
     report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
                        edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host, nameserver=nameserver,
-                       port=port, timeout=timeout, exchange2010=exchange_2010, at=at,
+                       port=port, timeout=timeout, exchange2010=target == "2010", at=at,
                        validator="postfix" if validator == "postfix" else "exchange", dane=dane,
                        progress=_Progress() if stderr_is_terminal() else None)
     if report_file:

@@ -86,9 +86,9 @@ class DemoResult:
 
 def exchange_commands(partner: str, fqdn: str, certificate: x509.Certificate, partner_root: x509.Certificate
                       ) -> tuple[str, list[str]]:
-    """What ``certkit config exchange --version 2010`` writes for the Edge ``fqdn`` (one script, one renderer):
+    """What ``certkit config exchange --target 2010`` writes for the Edge ``fqdn`` (one script, one renderer):
     the whole script (with its comments), and its command lines for the demo to show."""
-    script = exchange_script(partner, pfx_path=f"C:\\certkit\\{fqdn}.pfx", certificate=certificate, version="2010",
+    script = exchange_script(partner, pfx_path=f"C:\\certkit\\{fqdn}.pfx", certificate=certificate, target="2010",
                              partner_root=partner_root, partner_root_path=f"C:\\certkit\\{partner}-root.cer")
     commands = [line + ("    # on a Mailbox/Hub server, not on the Edge" if line == "Test-EdgeSynchronization" else "")
                 for line in script.text.splitlines() if line.strip() and not line.startswith("#")]
@@ -289,7 +289,7 @@ class _Scenario:
             self.say("")
             self.command("config", "exchange", "--partner", org.partner, "--cert-pfx",
                          org.home / "certs" / f"{org.fqdn}.pfx", "--pfx-password-file",
-                         org.home / "pfx-password.txt", "--version", "2010", "--partner-root",
+                         org.home / "pfx-password.txt", "--target", "2010", "--partner-root",
                          partner.home / f"{partner.domain}-root.crt", "--out", script_file)
             self.say(f"   # on {org.name}'s Edge {org.fqdn}:")
             self.indent(commands, "     ")

@@ -1,4 +1,4 @@
-# certkit: Domain Security (mutual TLS) with fabrikam.com -- Exchange 2013+
+# certkit: Domain Security (mutual TLS) with fabrikam.com -- Exchange 2013, 2016, 2019 or Subscription Edition
 # Run in the Exchange Management Shell, as an administrator, on the Edge Transport server
 # (or the Mailbox/Hub Transport server that sends to the Internet). Review each line before running it.
 # Our transport certificate: CN=edge.contoso.com, thumbprint <SHA1>, valid until <TIME>.
