@@ -17,6 +17,7 @@ __all__ = ["main"]
 #: command name -> "module:attribute"
 _COMMANDS: dict[str, str] = {
     "ca": "certkit.cli.ca:ca",
+    "completion": "certkit.cli.completion:completion",
     "selfsigned": "certkit.cli.ca:selfsigned",
     "inspect": "certkit.cli.ca:inspect",
     "trust": "certkit.cli.trust:trust",

@@ -12,6 +12,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import errno
 import json
 import os
@@ -62,7 +63,26 @@ def file_error(exc: OSError) -> CertkitError:
 
 
 class CertkitGroup(click.Group):
-    """A click group that turns every :class:`CertkitError` into one line and its exit code."""
+    """A click group that turns every :class:`CertkitError` into one line and its exit code, and that answers
+    an unknown command with the closest ones (``No such command 'prob'. Did you mean 'probe'?``)."""
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            name = args[0] if args else ""
+            if name.startswith("-") or self.get_command(ctx, name) is not None:
+                raise
+            # Our own message, the same on every click version and for the lazily loaded top level (whose
+            # commands click's own suggestion, from 8.4, does not see).
+            names = self.list_commands(ctx)
+            found = [c for c in names if name and c.startswith(name)] + difflib.get_close_matches(name, names)
+            close = [repr(c) for c in dict.fromkeys(found)][:3]
+            hint = ""
+            if close:
+                hint = f" Did you mean {close[0] if len(close) == 1 else ', '.join(close[:-1]) + ' or ' + close[-1]}?"
+            raise click.UsageError(f"No such command {name!r}.{hint}", ctx=ctx) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
