@@ -68,10 +68,10 @@ def test_add_list_show_remove(files: dict[str, Path], home: Path, pkis: dict[str
     r = run("add", files["root_der"], "--label", "fabrikam", "--partner", "fabrikam.com", "--home", home)
     assert r.exit_code == 0, r.output
     fp = sha256_fingerprint(pkis["root"].cert)
-    assert "added: CN=Fabrikam Root,O=Fabrikam" in r.output and fp in r.output and "CA" in r.output
+    assert "Added: CN=Fabrikam Root,O=Fabrikam" in r.output and fp in r.output and "CA" in r.output
     assert (home / "trust" / f"{fp}.pem").exists()
     again = run("add", files["root"], "--home", home)
-    assert again.exit_code == 0 and "already trusted" in again.output
+    assert again.exit_code == 0 and "Already trusted: CN=Fabrikam Root" in again.output and "(1 anchor)" in again.output
     listed = run("list", "--home", home)
     assert fp[:16] in listed.output and "fabrikam.com" in listed.output
     assert f"certifi {certifi_version()}" in listed.output
@@ -81,7 +81,7 @@ def test_add_list_show_remove(files: dict[str, Path], home: Path, pkis: dict[str
     shown = run("show", "fabrikam", "--home", home)
     assert shown.exit_code == 0 and fp in shown.output
     removed = run("remove", fp[:10], "--home", home)
-    assert removed.exit_code == 0 and "removed" in removed.output
+    assert removed.exit_code == 0 and "Removed: CN=Fabrikam Root" in removed.output
     assert json.loads(run("list", "--json", "--home", home).output)["anchors"] == []
 
 
@@ -217,7 +217,7 @@ def test_bad_input_files_are_one_line_exit_2(tmp_path: Path, home: Path, pkis: d
 def test_pfx_with_right_password_adds_its_certificate(tmp_path: Path, home: Path,
                                                       pkis: dict[str, pki.Issued]) -> None:
     r = run("add", _pfx(tmp_path, pkis), "--home", home, env={"CERTKIT_PFX_PASSWORD": "right password"})
-    assert r.exit_code == 0 and "added: CN=Fabrikam Root" in r.output
+    assert r.exit_code == 0 and "Added: CN=Fabrikam Root" in r.output
 
 
 def test_verify_broken_extension_leaf_is_rejected_not_crashed(tmp_path: Path, home: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 import markupsafe
 
-from certkit.core.text import printable
+from certkit.core.text import plural, printable
 from certkit.errors import StoreError
 
 __all__ = ["render", "template_dir"]
@@ -68,6 +68,7 @@ def _env() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["ts"] = _ts
+    env.filters["plural"] = plural  # {{ n | plural("warning") }}: 1 warning, 2 warnings
     return env
 
 

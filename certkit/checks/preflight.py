@@ -52,6 +52,7 @@ from certkit.core.jsonfacts import certificate_facts, rfc3339
 from certkit.core.keys import PrivateKey, public_key_matches
 from certkit.core.lint import lint_certificate
 from certkit.core.names import dns_name
+from certkit.core.text import plural
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
 from certkit.core.verify import domain_matches, verify_chain
 from certkit.errors import InputError
@@ -494,7 +495,7 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
             done += 1
             say("address", f"[{done}/{total}] {_where(result)}: {result.verdict}")
 
-        say("endpoints", f"probing {total} address(es) of {partner} on port {port}")
+        say("endpoints", f"probing {plural(total, 'address')} of {partner} on port {port}")
         # MAIL FROM our domain (not a guess from the certificate's name): a receiving Exchange applies
         # Domain Security only when the sender's domain is in its TLSReceiveDomainSecureList.
         # With a key that is not the certificate's, no handshake could present it: probe without one.

@@ -41,7 +41,7 @@ from certkit.core.jsonfacts import serial_hex as canonical_serial
 from certkit.core.keys import KeyType
 from certkit.core.names import dns_name
 from certkit.core.profiles import ProfileName
-from certkit.core.text import printable
+from certkit.core.text import plural, printable
 from certkit.errors import AlreadyExistsError, InputError, PassphraseError, UsageError
 from certkit.schemas import stamped
 
@@ -561,7 +561,7 @@ def inspect(file: str, password_file: str | None, as_json: bool) -> None:
         certs.append(describe_certificate(cert, at=now, role=role, lint=(i == 0)))
     context: dict[str, Any] = {
         "source": file,
-        "kind": {Kind.CERTIFICATES: f"{len(certs)} certificate(s)", Kind.PFX: "PFX (PKCS#12)",
+        "kind": {Kind.CERTIFICATES: plural(len(certs), "certificate"), Kind.PFX: "PFX (PKCS#12)",
                  Kind.CSR: "certificate request (PKCS#10)", Kind.CRL: "certificate revocation list",
                  Kind.PRIVATE_KEY: "private key (not shown)"}[loaded.kind],
         "certificates": certs,

@@ -55,7 +55,7 @@ def _write_or_print(text: str, out: str | None, force: bool, *, as_json: bool = 
     else:
         atomic_write(out, text.encode("utf-8"), overwrite=force)
         if not as_json:
-            say(f"wrote {out}", err=True)
+            say(f"Wrote {out}", err=True)
 
 
 def _json_option(f: Any) -> Any:
@@ -205,7 +205,7 @@ def postfix_cmd(partner: str, cert_file: str | None, key_file: str | None, store
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_many([(folder / n, data, PUBLIC) for n, data in files.items()], overwrite=force)
         if not as_json:
-            say(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
+            say(f"Wrote {', '.join(sorted(files))} to {folder}", err=True)
     if as_json:
         echo_json(stamped("config postfix", {
             "partner": partner, "config_dir": config_dir, "listen": listen, "dane": dane,
@@ -269,7 +269,7 @@ def partner_kit_cmd(out: str, edge_fqdn: str, domains: tuple[str, ...], root_fil
             "edge_fqdn": edge_fqdn, "domains": list(domains), "root": certificate_facts(root),
             "crl_urls": [u for u in (crl_url, *more) if u], "dane": dane, "files": _files(folder, files)}))
         return
-    say(f"wrote {', '.join(sorted(files))} to {folder}", err=True)
+    say(f"Wrote {', '.join(sorted(files))} to {folder}", err=True)
 
 
 COMMANDS: list[click.Command] = [config_group]

@@ -342,7 +342,7 @@ def rollover_status(host: str, port: int | None, ttl: int | None, margin: str | 
     for label, value in rows:
         if value:
             say(f"  {label:<20} {value}")
-    say("records to publish:")
+    say("Records to publish:")
     for line in step.lines(step.records, s.ttl):
         click.echo(line)
     for note in step.notes:

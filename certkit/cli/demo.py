@@ -22,6 +22,7 @@ from certkit.clock import Clock, SystemClock
 from certkit.core.formats import load_pfx, sha1_thumbprint, sha256_fingerprint
 from certkit.core.issuance import san_names
 from certkit.core.lint import lint_certificate
+from certkit.core.text import plural
 
 CRL_URL = "http://pki.contoso.com/contoso.crl"
 
@@ -118,7 +119,7 @@ class _Walkthrough:
         _step(6, "Status: what needs attention before it takes mail down")
         self.command("ca", "status", "--home", self.home)
         status = ca.status()
-        click.echo(f"   {status.certificates} certificate(s), {status.revoked} revoked; CRL next update "
+        click.echo(f"   {plural(status.certificates, 'certificate')}, {status.revoked} revoked; CRL next update "
                    f"{status.crls[0].next_update:%Y-%m-%d}" if status.crls else "   no CRL")
         for f in status.findings:
             click.echo(f"   {str(f.severity).upper()}: {f.detail}")

@@ -14,7 +14,7 @@ import click
 from certkit.adapters.identity import load_identity
 from certkit.adapters.transport import ClientIdentity
 from certkit.cli.common import CertkitGroup, echo_json, home_option, key_passphrase, open_store, say, store_path
-from certkit.core.text import printable
+from certkit.core.text import plural, printable
 from certkit.core.trust import AnchorSet
 from certkit.errors import InputError
 from certkit.lab.demo import run_demo
@@ -122,7 +122,7 @@ def serve_cmd(cert: str, key: str, chain: str | None, store: str | None, managed
             raise InputError(f"Cannot listen on {listen}: {e.strerror or e}.", "Choose another --listen.") from e
         secure = ", ".join(config.domain_secure) or "none"
         say(f"certkit lab: listening on {host}:{server.port} as {config.host} ({config.personality} "
-                   f"personality; domain-secure: {secure}; {len(config.anchors)} trusted anchor(s))", err=True)
+                   f"personality; domain-secure: {secure}; {plural(len(config.anchors), 'trusted anchor')})", err=True)
         await server.serve_forever()
 
     with contextlib.suppress(KeyboardInterrupt):

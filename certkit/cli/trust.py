@@ -29,7 +29,7 @@ from certkit.cli.common import (
 )
 from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, sha256_fingerprint
 from certkit.core.jsonfacts import certificate_facts
-from certkit.core.text import printable
+from certkit.core.text import plural, printable
 from certkit.core.trust import is_ca
 from certkit.core.verify import verify_chain
 from certkit.errors import InputError, PassphraseError, UsageError
@@ -113,7 +113,7 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
         return
     for r in results:
         c = r.anchor.cert
-        state = "added" if r.added else "already trusted"
+        state = "Added" if r.added else "Already trusted"
         kind = "CA" if is_ca(c) else "pinned (not a CA)"
         say(f"{state}: {c.subject.rfc4514_string()}")
         say(f"  SHA-256 {sha256_fingerprint(c)}")
@@ -121,7 +121,7 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
         say(f"  valid   {_validity(c)}   {kind}")
         for refusal in r.overridden:
             say(f"  accepted with {refusal.override}: {refusal.reason}")
-    say(f"store: {ts.path} ({len(ts)} anchors)")
+    say(f"Store: {ts.path} ({plural(len(ts), 'anchor')})")
 
 
 @trust.command("fetch")
@@ -171,12 +171,12 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
                        "accepted_with": [{"override": o.override, "reason": o.reason} for o in result.overridden]},
             "store": str(ts.path), "count": len(ts)}))
         return
-    say(f"{'added' if result.added else 'already trusted'}; store: {ts.path} ({len(ts)} anchors)")
+    say(f"{'Added' if result.added else 'Already trusted'}; store: {ts.path} ({plural(len(ts), 'anchor')})")
 
 
 def _show_offer(offer: Offer, *, err: bool = False) -> None:
     offered = offer.certificate
-    say(f"{offer.host}:{offer.port} presented {len(offer.chain)} certificate(s); offering "
+    say(f"{offer.host}:{offer.port} presented {plural(len(offer.chain), 'certificate')}; offering "
         f"{'its own certificate' if offer.pin else 'the top of the chain'}:", err=err)
     say(f"  subject {offered.subject.rfc4514_string()}", err=err)
     say(f"  issuer  {offered.issuer.rfc4514_string()}", err=err)
@@ -247,7 +247,7 @@ def remove_cmd(ref: str, as_json: bool, home: str | None, store: str | None) -> 
     if as_json:
         echo_json(stamped("trust remove", {"store": str(ts.path), "removed": entry_dict(entry), "count": len(ts)}))
         return
-    say(f"removed: {entry['subject']} ({entry['fingerprint_sha256']})")
+    say(f"Removed: {entry['subject']} ({entry['fingerprint_sha256']})")
 
 
 @trust.command("export")
@@ -269,7 +269,7 @@ def export_cmd(fmt: str, out: str | None, include_public: bool, force: bool, hom
     if isinstance(result, bytes):
         click.echo(result.decode("ascii"), nl=False)
         return
-    say(f"wrote {len(result)} file(s): {result[0].parent if fmt == 'der-dir' else result[0]}", err=True)
+    say(f"Wrote {plural(len(result), 'file')}: {result[0].parent if fmt == 'der-dir' else result[0]}", err=True)
 
 
 @trust.command("verify")

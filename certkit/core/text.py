@@ -4,13 +4,16 @@ server's replies, file names.
 Everything certkit prints that came from outside goes through :func:`printable` -- the CLI's lines, its
 error lines, the lab's logs, the probe's transcripts -- so no input can forge an output line (CR, LF),
 drive the terminal (ESC, BEL), or reorder what is shown (bidi overrides).
+
+:func:`plural` is the one place where a count meets its noun (``1 anchor``, ``2 anchors``), for the CLI's
+lines and the templates alike.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["printable"]
+__all__ = ["plural", "printable"]
 
 # C0 and C1 controls (ESC starts terminal sequences, CR rewrites a line), DEL, the Unicode controls that
 # reorder or break displayed text (bidi marks, overrides and isolates, line and paragraph separators), and
@@ -41,3 +44,18 @@ def printable(text: str | bytes, limit: int | None = None) -> str:
     if cut:
         t = t[:limit]
     return _UNSAFE_RE.sub(_escape, t) + ("..." if cut else "")
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``count`` with ``noun`` in the right number: ``plural(1, "anchor")`` is ``1 anchor``, ``plural(3,
+    "address")`` ``3 addresses``; ``plural_form`` for a noun the English rules below get wrong."""
+    if count == 1:
+        return f"{count} {noun}"
+    if plural_form is None:
+        if noun.endswith(("s", "x", "z", "ch", "sh")):
+            plural_form = noun + "es"
+        elif noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
+            plural_form = noun[:-1] + "ies"
+        else:
+            plural_form = noun + "s"
+    return f"{count} {plural_form}"
