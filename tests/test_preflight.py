@@ -267,16 +267,34 @@ def test_progress_reports_each_step_and_address(w: World) -> None:
     assert seen[-1][1].startswith("[1/1] mx1.fabrikam.test [127.0.0.1]:")
 
 
-def test_terminal_progress_draws_a_bar(capsys: pytest.CaptureFixture[str]) -> None:
-    from certkit.cli.preflight import _Progress
+def test_terminal_progress_draws_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from certkit.cli.preflight import _Steps
+    from tests.test_cli_term import on_a_terminal
 
-    bar = _Progress()
-    bar("routing", "resolving the MX records of fabrikam.test")
-    bar("address", "[1/2] mx1 [192.0.2.1]:25: would deliver with Domain Security")
-    bar("address", "[2/2] mx2 [192.0.2.2]:25: would fail: issuer not trusted")
-    err = capsys.readouterr().err
+    def show() -> None:
+        steps = _Steps()
+        steps("routing", "resolving the MX records of fabrikam.test")
+        steps("address", "[1/2] mx1 [192.0.2.1]:25: would deliver with Domain Security")
+        steps("address", "[2/2] mx2 [192.0.2.2]:25: would fail: issuer not trusted")
+        steps.close()
+
+    err = on_a_terminal(show, monkeypatch)
     assert "routing: resolving" in err
-    assert "[##########..........] 1/2" in err and "[####################] 2/2" in err
+    assert "[##########----------] 1/2 addresses  mx1 [192.0.2.1]:25: would deliver" in err
+    assert "[####################] 2/2 addresses  mx2 [192.0.2.2]:25: would fail" in err
+
+
+def test_terminal_progress_has_no_bar_for_one_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    from certkit.cli.preflight import _Steps
+    from tests.test_cli_term import on_a_terminal
+
+    def show() -> None:
+        steps = _Steps()
+        steps("endpoints", "probing 1 address of fabrikam.test on port 25")
+        steps("address", "[1/1] mx1 [192.0.2.1]:25: would deliver with Domain Security")
+        steps.close()
+
+    assert on_a_terminal(show, monkeypatch) == "endpoints: probing 1 address of fabrikam.test on port 25\r\n"
 
 
 # --- review findings: bad arguments, unwritable outputs, exit 3, our CA's root ---------------------------

@@ -9,14 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
-import certkit.cli.probe as probe_cli
 from certkit.adapters.truststore import TrustStore
 from certkit.checks.probe import AddressResult, probe_sync
 from certkit.cli import main
-from certkit.cli.probe import progress_bar
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
 
@@ -100,10 +97,8 @@ def test_results_in_input_order_whatever_finishes_first(smtp_server: Start, tmp_
     assert [t["target"] for t in json.loads(r.stdout)["results"]] == [*targets, "127.0.0.1:1"]
 
 
-@pytest.mark.parametrize("terminal", [True, False])
-def test_progress_on_stderr_only_for_a_terminal(smtp_server: Start, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
-    monkeypatch.setattr(probe_cli, "stderr_is_terminal", lambda: terminal)
+def test_no_progress_when_stderr_is_not_a_terminal(smtp_server: Start, tmp_path: Path) -> None:
+    # The bar on a real terminal: tests/test_cli_term.py (a pseudo-terminal).
     servers = [smtp_server(Scripted(identity=SERVER, chain=[INTER.cert])) for _ in range(3)]
     store = tmp_path / "trust"
     TrustStore(store).add(ROOT.cert, label="many")
@@ -113,23 +108,4 @@ def test_progress_on_stderr_only_for_a_terminal(smtp_server: Start, tmp_path: Pa
     assert r.exit_code == 1
     data = json.loads(r.stdout)  # stdout holds the report and nothing else
     assert len(data["results"]) == 4
-    if not terminal:
-        assert r.stderr == ""
-        return
-    assert r.stderr.startswith("\r[") and r.stderr.endswith("\n") and r.stderr.count("\n") == 1
-    frames = [f.rstrip() for f in r.stderr[:-1].split("\r")[1:]]
-    assert frames[-1] == "[####################] 4/4 addresses"
-    assert len(frames) == 8  # 4 targets planned, 4 addresses done
-
-
-@pytest.mark.parametrize(("done", "total", "resolving", "frame"), [
-    (0, 40, 0, "[----------] 0/40 addresses"),
-    (12, 40, 0, "[###-------] 12/40 addresses"),
-    (20, 40, 0, "[#####-----] 20/40 addresses"),
-    (40, 40, 0, "[##########] 40/40 addresses"),
-    (0, 0, 0, "[----------] 0/0 addresses"),
-    (0, 0, 3, "[----------] 0/0 addresses (3 target(s) to resolve)"),
-    (2, 2, 2, "[#####-----] 2/2 addresses (2 target(s) to resolve)"),
-])
-def test_progress_bar_frames(done: int, total: int, resolving: int, frame: str) -> None:
-    assert progress_bar(done, total, resolving=resolving, width=10) == frame
+    assert r.stderr == ""

@@ -22,6 +22,7 @@ from certkit.ca import (
     WriteOptions,
     exchange_selfsigned,
 )
+from certkit.cli.colour import paint_report, severity
 from certkit.cli.common import (
     CA_PASSPHRASE_ENV,
     KEY_PASSPHRASE_ENV,
@@ -495,9 +496,10 @@ def ca_status(as_json: bool, expiring: str, home: str | None) -> None:
             for note in d.notes:
                 say(f"    note: {note}")
         for f in st.findings:
-            say(f"  {str(f.severity).upper():<7} {f.detail}  -> {f.entry.remedy}")
+            click.echo("  " + severity(f"{str(f.severity).upper():<7}")
+                       + printable(f" {f.detail}  -> {f.entry.remedy}"))
         for leftover in st.leftovers:
-            say(f"  {'WARNING':<7} leftover: {leftover}")
+            click.echo("  " + severity(f"{'WARNING':<7}") + printable(f" leftover: {leftover}"))
         if not st.findings and not st.leftovers:
             click.echo("  OK")
     sys.exit(0 if st.ok else 1)
@@ -573,7 +575,7 @@ def inspect(file: str, password_file: str | None, as_json: bool) -> None:
     else:
         from certkit.adapters.render import render  # jinja2 costs 25 ms to import: only when rendering
 
-        click.echo(render("inspect.txt.j2", **context).rstrip("\n"))
+        click.echo(paint_report(render("inspect.txt.j2", **context).rstrip("\n")))
     errors = [f for c in certs for f in (c["lint"] or []) if f["severity"] == "error"]
     sys.exit(1 if errors else 0)
 

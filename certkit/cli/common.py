@@ -26,6 +26,7 @@ import click
 
 from certkit.adapters.inputs import read_input
 from certkit.adapters.truststore import TrustStore, default_store_path
+from certkit.cli.colour import severity
 from certkit.core.text import printable
 from certkit.errors import CertkitError, InputError, PassphraseError, StoreError, UsageError
 
@@ -48,7 +49,7 @@ def say(text: str, *, err: bool = False) -> None:
 
 def fail(err: CertkitError) -> None:
     """Print one line for ``err`` and exit with its code (file and certificate names in it escaped)."""
-    click.echo(f"certkit: error: {printable(str(err))}", err=True)
+    click.echo(f"certkit: {severity('error', err=True)}: {printable(str(err))}", err=True)
     sys.exit(err.exit_code)
 
 

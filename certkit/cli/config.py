@@ -15,6 +15,7 @@ from cryptography import x509
 
 from certkit.adapters.fs import PUBLIC, atomic_write, atomic_write_many
 from certkit.adapters.inputs import read_input
+from certkit.cli.colour import severity
 from certkit.cli.common import (
     PFX_PASSWORD_ENV,
     CertkitGroup,
@@ -41,6 +42,7 @@ from certkit.core.formats import load_certificates, load_pfx
 from certkit.core.jsonfacts import certificate_facts
 from certkit.core.lint import is_self_signed, lint_certificate
 from certkit.core.names import dns_name
+from certkit.core.text import printable
 from certkit.core.trust import is_ca
 from certkit.errors import InputError
 from certkit.schemas import stamped
@@ -113,7 +115,8 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, tar
     # What the partner's Edge will judge: warn now rather than after the change window.
     lint = lint_certificate(cert, at=SystemClock().now(), exchange2010=target == "2010")
     for finding in lint:
-        say(f"warning: {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}", err=True)
+        click.echo(severity("warning", err=True)
+                   + printable(f": {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}"), err=True)
     root = None
     if partner_root:
         root = load_certificates(read_input(partner_root, what="partner root"), source=partner_root)[0]

@@ -17,6 +17,7 @@ from cryptography import x509
 from certkit.adapters.fs import atomic_write
 from certkit.adapters.inputs import read_input
 from certkit.checks.preflight import MIN_TIMEOUT, preflight, render_html, render_text
+from certkit.cli.colour import paint_report
 from certkit.cli.common import (
     KEY_PASSPHRASE_ENV,
     echo_json,
@@ -27,6 +28,7 @@ from certkit.cli.common import (
     resolve_home,
     stderr_is_terminal,
 )
+from certkit.cli.progress import AddressBar
 from certkit.configgen import DEFAULT_EXCHANGE_TARGET, EXCHANGE_TARGETS
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
@@ -74,20 +76,30 @@ def _our_root_from_home(home: Path, chain: list[x509.Certificate], leaf: x509.Ce
         chain.append(root)
 
 
-class _Progress:
-    """One line per step on stderr; the addresses as a growing bar on one line."""
+class _Steps:
+    """The pre-flight's progress on stderr (a terminal): one line per step, then the addresses of their MX
+    hosts as the CLI's progress bar when there is more than one."""
+
+    def __init__(self) -> None:
+        self._bar: AddressBar | None = None
 
     def __call__(self, step: str, text: str) -> None:
-        text = printable(text)  # names and replies from the partner's DNS and servers
-        if step == "address":
-            done, _, rest = text.partition("] ")
-            n, _, total = done.strip("[").partition("/")
-            width = 20
-            filled = int(width * int(n) / max(1, int(total)))
-            click.echo(f"\r  [{'#' * filled}{'.' * (width - filled)}] {n}/{total} {rest[:60]:<60}", err=True,
-                       nl=n == total)
-        else:
-            click.echo(f"{step}: {text}", err=True)
+        if step != "address":
+            click.echo(f"{step}: {printable(text)}", err=True)  # names and replies from the partner's DNS
+            return
+        # "[n/total] host [address]:port: verdict" (certkit.checks.preflight)
+        counts, _, last = text.partition("] ")
+        total = int(counts.strip("[").partition("/")[2] or 0)
+        if total < 2:
+            return
+        if self._bar is None:
+            self._bar = AddressBar(total=total)
+        self._bar(last=last)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 @click.command("preflight")
@@ -148,11 +160,15 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     key = load_private_key(read_input(key_file, what="key"), key_passphrase(), source=key_file)
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
     at = parse_at(at_text) if at_text else None
-    report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
-                       edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host, nameserver=nameserver,
-                       port=port, timeout=timeout, exchange2010=target == "2010", at=at,
-                       validator="postfix" if validator == "postfix" else "exchange", dane=dane,
-                       progress=_Progress() if stderr_is_terminal() else None)
+    steps = _Steps() if stderr_is_terminal() else None
+    try:
+        report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
+                           edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host,
+                           nameserver=nameserver, port=port, timeout=timeout, exchange2010=target == "2010", at=at,
+                           validator="postfix" if validator == "postfix" else "exchange", dane=dane, progress=steps)
+    finally:
+        if steps is not None:
+            steps.close()
     if report_file:
         _write(report_file, render_html(report).encode("utf-8"), "--report")
     if tlsrpt_file:
@@ -163,7 +179,7 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     if as_json:
         echo_json(report.to_dict())
     else:
-        click.echo(render_text(report), nl=False)
+        click.echo(paint_report(render_text(report)), nl=False)
     sys.exit(report.exit_code)
 
 

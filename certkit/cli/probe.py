@@ -13,6 +13,7 @@ from certkit.adapters.identity import load_identity
 from certkit.adapters.inputs import read_input
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import AddressResult, ProbeResult, exit_code, probe_sync
+from certkit.cli.colour import severity, verdict
 from certkit.cli.common import (
     KEY_PASSPHRASE_ENV,
     echo_json,
@@ -20,13 +21,13 @@ from certkit.cli.common import (
     key_passphrase,
     open_store,
     resolve_home,
-    stderr_is_terminal,
 )
+from certkit.cli.progress import AddressBar, worth_a_bar
 from certkit.core.text import printable
 from certkit.errors import InputError
 from certkit.schemas import document
 
-__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION", "progress_bar"]
+__all__ = ["COMMANDS", "JSON_SCHEMA_VERSION"]
 
 #: The version of the ``--json`` document (certkit/schemas/probe.schema.json); bumped only on breaking changes.
 JSON_SCHEMA_VERSION = document("probe").version
@@ -60,63 +61,22 @@ def _targets(targets: tuple[str, ...], from_file: str | None) -> list[str]:
     return out
 
 
-def progress_bar(done: int, total: int, *, resolving: int = 0, width: int = 20) -> str:
-    """One frame of the progress bar: ``[#####---------------] 12/40 addresses``.
-
-    ``total`` counts the addresses known so far; ``resolving`` the targets whose addresses are not known
-    yet (each counted as one address in the bar's fill until it is).
-    """
-    expected = total + resolving
-    filled = min(width, width * done // expected) if expected else 0
-    text = f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} addresses"
-    return text + (f" ({resolving} target(s) to resolve)" if resolving else "")
-
-
-class _Progress:
-    """A progress bar on stderr (only used when stderr is a terminal), redrawn in place with ``\\r``."""
-
-    def __init__(self, targets: int) -> None:
-        self.resolving = targets
-        self.total = 0
-        self.done = 0
-        self._width = 0
-
-    def planned(self, count: int) -> None:
-        self.resolving -= 1
-        self.total += count
-        self._draw()
-
-    def __call__(self, result: AddressResult) -> None:
-        self.done += 1
-        self._draw()
-
-    def _draw(self) -> None:
-        frame = progress_bar(self.done, self.total, resolving=self.resolving)
-        click.echo("\r" + frame.ljust(self._width), nl=False, err=True)
-        self._width = max(self._width, len(frame))
-
-    def finish(self) -> None:
-        """End the bar's line, so that what follows on stderr starts on its own."""
-        if self._width:
-            click.echo("", err=True)
-            self._width = 0
-
-
 def _where(a: AddressResult) -> str:
     return f"{a.host} [{a.address}]:{a.port}" if a.host != a.address else f"[{a.address}]:{a.port}"
 
 
 def _print(results: list[ProbeResult], verbose: bool) -> None:
     # Replies, certificate names and transcripts are the server's text: printable() escapes control
-    # characters so that a hostile server cannot recolour, move or overwrite what the admin reads.
-    def out(text: str) -> None:
-        click.echo(printable(text))
+    # characters so that a hostile server cannot recolour, move or overwrite what the admin reads. The
+    # colours (severities, verdicts) are ours, added to what is already escaped.
+    def out(text: str, *, lead: str = "") -> None:
+        click.echo(lead + printable(text))
 
     for r in results:
         for f in r.findings:
-            out(f"{r.target}: {f.severity}: {f.code}: {f.detail}")
+            out(f": {f.code}: {f.detail}", lead=printable(f"{r.target}: ") + severity(str(f.severity)))
         for a in r.addresses:
-            out(f"{_where(a)}: {a.verdict}")
+            out("", lead=printable(f"{_where(a)}: ") + verdict(printable(a.verdict), a.ok))
             tls = a.session.tls if a.session else None
             if tls is not None:
                 out(f"  TLS: {tls.version} {tls.cipher}; chain: "
@@ -124,7 +84,7 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
             if a.dane is not None:
                 out(f"  DANE: {a.dane.summary}")
             for f in a.findings:
-                out(f"  {f.severity}: {f.code}: {f.detail}")
+                out(f": {f.code}: {f.detail}", lead="  " + severity(str(f.severity)))
                 if f.exchange_text and f.severity == "error":
                     out(f"    Exchange shows: {f.exchange_text}")
                 out(f"    fix: {f.entry.remedy}")
@@ -180,7 +140,7 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     identity = (_identity_from_home(home, as_name) if as_name is not None
                 else _identity(client_cert, client_key))
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
-    progress = _Progress(len(all_targets)) if stderr_is_terminal() else None
+    progress = AddressBar(pending=len(all_targets)) if worth_a_bar(len(all_targets)) else None
     try:
         results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port,
                              implicit_tls=implicit_tls, validator=validator, domain=domain, name=name,
@@ -188,7 +148,7 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
                              timeout=timeout, concurrency=concurrency, progress=progress, dane=dane)
     finally:
         if progress is not None:
-            progress.finish()
+            progress.close()
     if as_json:
         echo_json({"schema_version": JSON_SCHEMA_VERSION, "validator": validator,
                    "results": [r.to_dict() for r in results], "exit_code": exit_code(results)})

@@ -16,6 +16,7 @@ from cryptography import x509
 from certkit.adapters.inputs import read_input
 from certkit.adapters.roots import certifi_version, public_roots
 from certkit.adapters.truststore import entry_dict
+from certkit.cli.colour import severity, verdict
 from certkit.cli.common import (
     PFX_PASSWORD_ENV,
     CertkitGroup,
@@ -331,8 +332,8 @@ def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain
             what += f" for host {result.reference}"
         elif result.rule == "domain":
             what += f" for domain {result.reference}"
-        verdict = "ACCEPTED" if result.ok else "REJECTED"
-        say(f"{verdict}: {leaf.subject.rfc4514_string()} {what}")
+        click.echo(verdict("ACCEPTED" if result.ok else "REJECTED", result.ok)
+                   + printable(f": {leaf.subject.rfc4514_string()} {what}"))
         for i, c in enumerate(result.chain):
             say(f"  {'chain' if i == 0 else '     '} {i}: {c.subject.rfc4514_string()}")
         if result.anchor is not None:
@@ -340,7 +341,7 @@ def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain
             src = "certifi" if a.origin == "certifi" else f"store{' label ' + a.label if a.label else ''}"
             say(f"  anchor: {a.fingerprint[:16]} ({src})")
         for finding in result.findings:
-            say(f"  {finding.severity}: {finding.code}: {finding.detail}")
+            click.echo("  " + severity(str(finding.severity)) + printable(f": {finding.code}: {finding.detail}"))
     sys.exit(0 if result.ok else 1)
 
 
