@@ -217,3 +217,17 @@ def test_rendered_reports_colour_their_severity_column_and_verdict(monkeypatch: 
     assert painted[0] == "Verdict:   " + click.style("NOT READY", fg="red", bold=True) + " (1 blocking)"
     assert painted[1] == "  " + click.style("ERROR", fg="red", bold=True) + "   tls.x: t"
     assert painted[2:] == ["  ERRORS are words", "host: INFO x"]
+
+
+def test_the_command_tree_in_docs_names_every_command() -> None:
+    import re
+
+    tree = (Path(__file__).parent.parent / "docs" / "cli.md").read_text().split("```")[1]
+    named = set()
+    for line in tree.strip().splitlines():
+        *path, last = re.split(r"\s{2,}", line)[0].split()[1:]  # "certkit dane rollover next|switch   what"
+        named |= {" ".join([*path, alternative]) for alternative in last.split("|")}
+    leaves = {" ".join((*p, n)) for p, g in GROUPS for n in g.list_commands(click.Context(g))
+              if not isinstance(g.get_command(click.Context(g), n), click.Group)}
+    # A leaf is named itself, or with the choices of its argument ("completion bash|zsh|fish").
+    assert {leaf for leaf in leaves if leaf not in named and not any(n.startswith(leaf + " ") for n in named)} == set()
