@@ -167,7 +167,7 @@ def test_cli_renewed_certificate_and_transport_certificate(tmp_path: Path, run: 
     transport = tmp_path / "edge.pem"
     transport.write_bytes(issued.certificate.public_bytes(serialization.Encoding.PEM))
     code, out, _ = run(str(transport), "--at", _z(T0 + dt.timedelta(days=1)))
-    assert code == 0 and out.splitlines()[2].startswith("OK") and "0 break(s), 0 warning(s), 1 fine." in out
+    assert code == 0 and out.splitlines()[2].startswith("OK") and "0 breaks, 0 warnings, 1 fine." in out
 
 
 def test_cli_reads_a_pfx_with_its_password_from_env_or_file(tmp_path: Path, run: Run) -> None:

@@ -217,6 +217,7 @@ def test_rendered_reports_colour_their_severity_column_and_verdict(monkeypatch: 
     assert painted[0] == "Verdict:   " + click.style("NOT READY", fg="red", bold=True) + " (1 blocking)"
     assert painted[1] == "  " + click.style("ERROR", fg="red", bold=True) + "   tls.x: t"
     assert painted[2:] == ["  ERRORS are words", "host: INFO x"]
+    assert colour.paint_report("BREAKS CN=mail") == click.style("BREAKS", fg="red", bold=True) + " CN=mail"
 
 
 def test_the_command_tree_in_docs_names_every_command() -> None:

@@ -14,7 +14,8 @@ import click
 from cryptography import x509
 
 from certkit.adapters.inputs import read_input
-from certkit.cli.common import PFX_PASSWORD_ENV, echo_json, parse_at, read_secret, say
+from certkit.cli.colour import paint_report
+from certkit.cli.common import PFX_PASSWORD_ENV, echo_json, parse_at, read_secret
 from certkit.clock import SystemClock
 from certkit.core.clientauth import (
     AuditedCertificate,
@@ -25,6 +26,7 @@ from certkit.core.clientauth import (
 )
 from certkit.core.findings import CATALOGUE
 from certkit.core.formats import load_certificates
+from certkit.core.text import plural, printable
 from certkit.errors import InputError, PassphraseError, UsageError
 
 __all__ = ["audit_cmd"]
@@ -89,7 +91,7 @@ def render_text(report: AuditReport) -> list[str]:
         lines += [*_render_one(c), ""]
     lines += [f"note: {n}" for n in report.notes]
     counts = {s: sum(c.status == s for c in report.certificates) for s in ("breaks", "warning", "ok")}
-    lines.append(f"{counts['breaks']} break(s), {counts['warning']} warning(s), {counts['ok']} fine.")
+    lines.append(f"{plural(counts['breaks'], 'break')}, {plural(counts['warning'], 'warning')}, {counts['ok']} fine.")
     return lines
 
 
@@ -124,6 +126,5 @@ def audit_cmd(files: tuple[str, ...], postfix_dir: str | None, within_text: str,
     if as_json:
         echo_json(report.to_dict())
     else:
-        for line in render_text(report):
-            say(line)
+        click.echo(paint_report("\n".join(printable(line) for line in render_text(report))))
     sys.exit(report.exit_code)

@@ -18,8 +18,11 @@ __all__ = ["colour_on", "paint_report", "severity", "verdict"]
 
 _SEVERITY: dict[str, dict[str, Any]] = {
     "error": {"fg": "red", "bold": True},
+    "breaks": {"fg": "red", "bold": True},  # certkit audit
     "warning": {"fg": "yellow", "bold": True},
+    "warn": {"fg": "yellow", "bold": True},
     "info": {"fg": "cyan"},
+    "ok": {"fg": "green"},
 }
 _GOOD: dict[str, Any] = {"fg": "green", "bold": True}
 _BAD: dict[str, Any] = {"fg": "red", "bold": True}
@@ -36,7 +39,7 @@ def colour_on(*, err: bool = False) -> bool:
 
 
 def severity(word: str, *, err: bool = False) -> str:
-    """``word`` (``error``, ``WARNING``, padded or not) in its severity's colour, when colour is on."""
+    """``word`` (``error``, ``WARNING``, ``OK``, padded or not) in its severity's colour, when colour is on."""
     style = _SEVERITY.get(word.strip().lower())
     return click.style(word, **style) if style is not None and colour_on(err=err) else word
 
@@ -46,8 +49,8 @@ def verdict(text: str, ok: bool, *, err: bool = False) -> str:
     return click.style(text, **(_GOOD if ok else _BAD)) if colour_on(err=err) else text
 
 
-# A severity in the first column of a rendered report (inspect, preflight), and the pre-flight's verdict.
-_REPORT_SEVERITY = re.compile(r"^(\s*)(ERROR|WARNING|INFO)(?=\s)", re.MULTILINE)
+# A severity in the first column of a rendered report (inspect, preflight, audit), and the pre-flight's verdict.
+_REPORT_SEVERITY = re.compile(r"^(\s*)(ERROR|WARNING|WARN|BREAKS|INFO|OK)(?=\s)", re.MULTILINE)
 _REPORT_VERDICT = re.compile(r"^(Verdict:\s+)(NOT READY|READY)\b", re.MULTILINE)
 
 
