@@ -42,6 +42,7 @@ NO_JSON = {
     "postfix-policy": "a Postfix policy service: it speaks Postfix's policy protocol, not JSON",
     "lab demo": "a narrated walkthrough for people",
     "demo": "a narrated walkthrough for people",
+    "completion": "prints the shell's completion script itself",
 }
 #: Keys that name a fact the contract names otherwise (thumbprint_sha1, fingerprint_sha256, dns_names ...).
 FORBIDDEN_KEYS = {"sha1", "sha256", "sha1_thumbprint", "sha256_fingerprint", "thumbprint", "fingerprint", "sans",
