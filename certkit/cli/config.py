@@ -130,7 +130,7 @@ def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, tar
     _write_or_print(script.text, out, force, as_json=as_json)
     if as_json:
         echo_json(stamped("config exchange", {
-            "partner": partner, "exchange_version": target, "certificate": certificate_facts(cert),
+            "partner": partner, "target": target, "certificate": certificate_facts(cert),
             "pfx_server_path": where, "partner_root": certificate_facts(root) if root is not None else None,
             "send_connector": send_connector, "receive_connector": receive_connector,
             "edge_subscription": not no_edge_subscription, "findings": [f.to_dict() for f in lint],
