@@ -184,10 +184,10 @@ def test_postfix_sender_with_a_foreign_certificate_is_deferred_with_the_lab_repl
         assert logged == (POSTFIX_421, "after the handshake")
     assert not (tmp_path / "maildir" / "new").exists() or not list((tmp_path / "maildir" / "new").iterdir())
     # certkit's probe agrees, finding for finding: the same reply at the same step, and exactly one cause
-    # (the lab lists its root as the only acceptable issuer; the self-signed certificate is not from it).
+    # (our certificate is self-signed: not "our issuer is not on their list", there is no issuer to send).
     seen = _probe_view(server, lab_pki, "foreign")
     assert seen.refusal == logged
-    assert seen.errors == {"peer.rejected-issuer-not-accepted"}
+    assert seen.errors == {"peer.rejected-self-signed"}
 
 
 @pytest.mark.parametrize("personality", [Personality.EXCHANGE, Personality.POSTFIX])
@@ -213,9 +213,11 @@ def test_postfix_sender_with_a_trusted_certificate_delivers_into_the_maildir(
 
 
 @pytest.mark.parametrize(("personality", "which", "errors", "reply", "where"), [
-    (Personality.EXCHANGE, "foreign", {"peer.rejected-issuer-not-accepted"}, EXCHANGE_454, "at MAIL FROM"),
+    (Personality.EXCHANGE, "foreign", {"peer.rejected-self-signed"}, EXCHANGE_454, "at MAIL FROM"),
+    (Personality.EXCHANGE, "other", {"peer.rejected-issuer-not-accepted"}, EXCHANGE_454, "at MAIL FROM"),
     (Personality.EXCHANGE, "none", {"peer.rejected-no-client-cert"}, EXCHANGE_454, "at MAIL FROM"),
-    (Personality.POSTFIX, "foreign", {"peer.rejected-issuer-not-accepted"}, POSTFIX_421, "after the handshake"),
+    (Personality.POSTFIX, "foreign", {"peer.rejected-self-signed"}, POSTFIX_421, "after the handshake"),
+    (Personality.POSTFIX, "other", {"peer.rejected-issuer-not-accepted"}, POSTFIX_421, "after the handshake"),
     (Personality.POSTFIX, "none", {"peer.rejected-no-client-cert"}, POSTFIX_NONE, "after the handshake"),
 ])
 def test_probe_names_the_cause_and_the_reply_of_each_personality(

@@ -243,8 +243,8 @@ def test_sender_shows_the_queue_like_get_queue(lab_server: Start, lab_pki: LabPk
     assert ('LastError     : 451 4.4.0 Primary target IP address responded with: "454 4.7.5 Certificate '
             'validation failure." Attempted failover to alternate host, but that did not succeed. Either there '
             'are no alternate hosts, or delivery failed to all alternate hosts.') in lines
-    # The lab sends its root as the acceptable issuer: the diagnosis sees that ours is not on the list.
-    assert "peer.rejected-issuer-not-accepted" in [f.code for f in result.findings]
+    # The lab sends its root as the acceptable issuer, and ours is self-signed: no issuer of ours to send.
+    assert "peer.rejected-self-signed" in [f.code for f in result.findings]
 
 
 def test_domain_secure_sender_checks_the_receiver_before_data(lab_server: Start, lab_pki: LabPki) -> None:
@@ -280,7 +280,7 @@ def test_cli_send_exit_codes_and_queue(lab_server: Start, lab_pki: LabPki, tmp_p
         assert res.exit_code == code, res.output
         if code:
             assert "LastError     : 451 4.4.0 Primary target IP address responded with: \"454 4.7.5" in res.output
-            assert "peer.rejected-issuer-not-accepted" in res.output
+            assert "peer.rejected-self-signed" in res.output
         else:
             assert res.output.startswith("Delivered to lab.test via 127.0.0.1:")
 
@@ -319,7 +319,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
     text = "\n".join(lines)
     assert ('LastError     : 451 4.4.0 Primary target IP address responded with: "454 4.7.5 Certificate '
             'validation failure."') in text
-    assert "peer.rejected-untrusted" in text and "self-signed" in text
+    assert "peer.rejected-self-signed" in text and "certkit ca issue" in text
     for n in range(1, 5):
         assert f"\n{n}. " in text
     assert "Delivered: 250 2.6.0" in text and "domain-secured=contoso.com" in text

@@ -81,7 +81,7 @@ def _self_signed(w: World) -> dict[str, Any]:
 
 BLOCKING: dict[str, tuple[Callable[[World], dict[str, Any]], str, str]] = {
     # name: (overrides, step, code)
-    "self-signed": (_self_signed, "endpoints", "peer.rejected-issuer-not-accepted"),
+    "self-signed": (_self_signed, "endpoints", "peer.rejected-self-signed"),
     "missing clientAuth": (lambda w: {"leaf": w.leaf(eku=[SERVER])}, "certificate", "eku.no-client-auth"),
     "expired": (lambda w: {"leaf": w.leaf(not_before=NOW - 400 * DAY, not_after=NOW - DAY)}, "certificate",
                 "cert.expired"),

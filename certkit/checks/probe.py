@@ -51,6 +51,7 @@ from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Se
 from certkit.core.names import dns_name
 from certkit.core.personality import rejection_of_us
 from certkit.core.smtp import Reply, printable
+from certkit.core.trust import is_self_signed
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError, UsageError
 from certkit.validation import Validator, validate_peer
@@ -414,7 +415,10 @@ def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.d
     who = ours.subject.rfc4514_string()
     out: list[Finding] = []
     ours_issuers = {ours.issuer, *(c.subject for c in identity.chain), *(c.issuer for c in identity.chain)}
-    if tls.client_ca_names and not ours_issuers & set(tls.client_ca_names):
+    not_listed = bool(tls.client_ca_names) and not ours_issuers & set(tls.client_ca_names)
+    # A self-signed certificate has no issuer (no root to send): it gets its own finding and remedy.
+    self_signed = is_self_signed(ours)
+    if not_listed and not self_signed:
         out.append(Finding("peer.rejected-issuer-not-accepted",
                            f"They answered '{reply.text}' {when}; our issuer {ours.issuer.rfc4514_string()} is not "
                            f"among the {len(tls.client_ca_names)} issuer(s) they accept.", subject=who, evidence=ev,
@@ -426,6 +430,11 @@ def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.d
     if ours.not_valid_after_utc < at:
         out.append(Finding("peer.rejected-expired", f"They answered '{reply.text}' {when}; our certificate expired on "
                            f"{ours.not_valid_after_utc:%Y-%m-%d}.", subject=who, evidence=ev, exchange_text=shown))
+    if self_signed and (not_listed or not out):
+        listed = f" (issued by none of the {len(tls.client_ca_names)} issuer(s) they accept)" if not_listed else ""
+        out.insert(0, Finding("peer.rejected-self-signed",
+                              f"They answered '{reply.text}' {when}; our certificate is self-signed{listed}.",
+                              subject=who, evidence=ev, exchange_text=shown))
     if not out:
         out.append(Finding("peer.rejected-untrusted",
                            f"They answered '{reply.text}' {when}: they do not trust our certificate.",

@@ -145,12 +145,16 @@ _ENTRIES: tuple[Code, ...] = (
        "The certificate is trusted because this exact certificate was pinned in the store.",
        "Nothing to do; replace the pin when the certificate is renewed."),
     # --- names ------------------------------------------------------------------------------
-    _c("name.domain-mismatch", "error", "theirs", "name does not match the partner domain",
+    _c("name.domain-mismatch", "error", "theirs", "certificate does not name the domain",
        "Domain Security requires the certificate to name the partner domain itself or a host within it.",
        "Reissue with the domain in the SAN: certkit ca issue FQDN --accepted-domain DOMAIN.",
        tlsrpt="certificate-host-mismatch", status="4.7.5",
        exchange="Certificate subject does not match the passed value.",
        postfix="Server certificate not verified (name does not match nexthop/dot-nexthop)"),
+    _c("name.domain-not-listed", "warning", "ours", "domain named only through a host name",
+       "The certificate matches the domain only through a host name within it, not the domain itself; "
+       "Microsoft's advice is that the SAN list the domain (every accepted domain) as well as the Edge FQDN.",
+       "Reissue with the domain in the SAN: certkit ca issue FQDN --accepted-domain DOMAIN."),
     _c("name.host-mismatch", "error", "theirs", "name does not match the host",
        "The certificate does not name the host it was reached at.",
        "Reissue the certificate with the host's FQDN: certkit ca issue FQDN.",
@@ -293,6 +297,16 @@ _ENTRIES: tuple[Code, ...] = (
        "The server's list of acceptable client-certificate issuers does not include our issuer, so it "
        "does not trust our CA.",
        "Send the partner our root (certkit ca root --out ROOT.crt) and ask them to import it.",
+       tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
+       postfix=_PF_UNTRUSTED),
+    _c("peer.rejected-self-signed", "error", "ours", "they do not trust our self-signed certificate",
+       "The receiver refused us after the handshake, and the certificate we presented is self-signed "
+       "(New-ExchangeCertificate's default): it has no issuer whose root we could send, and the partner "
+       "trusts it only if they import this exact certificate.",
+       "Issue a transport certificate from our CA (certkit ca issue FQDN --accepted-domain DOMAIN) and give the "
+       "partner our root (certkit config partner-kit); or give the partner this exact certificate to trust "
+       "(on Exchange: import it into Cert:\\LocalMachine\\Root; with certkit: certkit trust add FILE --pin), "
+       "and again at every renewal.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
        postfix=_PF_UNTRUSTED),
     _c("peer.rejected-no-client-auth", "error", "ours", "our certificate lacks clientAuth",
