@@ -51,10 +51,14 @@ def _escaped(value: Any) -> Any:
 
 
 def _ts(value: dt.datetime | str | None) -> str:
-    """A time for people: ``2026-12-02 03:13:13Z``, from a datetime or a JSON document's RFC 3339 string."""
-    if isinstance(value, str):
-        return value.replace("T", " ", 1) if value else "-"
-    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+    """A time to the second, in UTC: ``2026-12-02 03:13:13 UTC`` (a datetime, or a JSON document's RFC 3339 /
+    ISO 8601 string); ``-`` for none. A naive time is taken as UTC."""
+    if not value:
+        return "-"
+    when = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @cache

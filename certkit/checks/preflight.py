@@ -132,6 +132,14 @@ class ChainCert:
     not_after: _dt.datetime
     status: str          # valid, expired, not-yet-valid, untrusted
     sha256: str
+    #: What the pictures draw (see :data:`CHAIN_STATES`): ``status`` refined by the verification's facts --
+    #: ``revoked`` (on its issuer's CRL) and ``self-signed`` (a self-signed leaf) are never drawn as valid.
+    state: str = "valid"
+
+    @property
+    def label(self) -> str:
+        """The state in words (the legend's label)."""
+        return CHAIN_STATES[self.state][0]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the JSON contract, docs/json.md)."""
@@ -140,7 +148,46 @@ class ChainCert:
                 "status": self.status, "fingerprint_sha256": self.sha256}
 
 
-def _chain_view(certs: Sequence[x509.Certificate], *, trusted: bool, at: _dt.datetime) -> list[ChainCert]:
+#: The states a chain certificate is drawn in, most serious first: state -> (label, what it means). The HTML
+#: report's legend lists them all.
+CHAIN_STATES: dict[str, tuple[str, str]] = {
+    "revoked": ("revoked", "on its issuer's CRL: no validator accepts it"),
+    "expired": ("expired", "its notAfter has passed at the report's time"),
+    "not-yet-valid": ("not yet valid", "its notBefore is after the report's time"),
+    "self-signed": ("self-signed", "a leaf signed by itself: trusted only where this exact certificate is pinned"),
+    "untrusted": ("untrusted", "its chain does not reach a root in the trust store used"),
+    "valid": ("valid", "in its validity period, in a chain that reaches a trusted root, not revoked"),
+}
+
+
+def _revoked(findings: Sequence[Finding]) -> set[tuple[str, str]]:
+    """The (subject, serial in hex) of every certificate the verification found on a CRL."""
+    return {(f.subject or "", str(f.evidence.get("serial", "")).upper()) for f in findings
+            if f.code == "revocation.revoked"}
+
+
+def chain_state(cert: x509.Certificate, index: int, *, trusted: bool, revoked: set[tuple[str, str]],
+                at: _dt.datetime) -> str:
+    """The state (a key of :data:`CHAIN_STATES`) to draw ``cert``, the ``index``-th of a chain, in.
+
+    From the verification's facts: ``revoked`` as :func:`_revoked` lists them (the CRL check), the validity
+    period against ``at`` (the report's time, not the clock), a self-signed leaf, and ``trusted`` (the chain
+    reaches an anchor). The most serious state wins, in the order of :data:`CHAIN_STATES`.
+    """
+    if (cert.subject.rfc4514_string(), f"{cert.serial_number:X}") in revoked:
+        return "revoked"
+    if at > cert.not_valid_after_utc:
+        return "expired"
+    if at < cert.not_valid_before_utc:
+        return "not-yet-valid"
+    if index == 0 and is_self_signed(cert):
+        return "self-signed"
+    return "valid" if trusted else "untrusted"
+
+
+def _chain_view(certs: Sequence[x509.Certificate], *, trusted: bool, at: _dt.datetime,
+                findings: Sequence[Finding] = ()) -> list[ChainCert]:
+    revoked = _revoked(findings)
     out = []
     for i, c in enumerate(certs):
         root = is_self_signed(c) and is_ca(c)
@@ -154,7 +201,8 @@ def _chain_view(certs: Sequence[x509.Certificate], *, trusted: bool, at: _dt.dat
         else:
             status = "valid"
         out.append(ChainCert(role, c.subject.rfc4514_string(), c.issuer.rfc4514_string(), c.not_valid_before_utc,
-                             c.not_valid_after_utc, status, sha256_fingerprint(c)))
+                             c.not_valid_after_utc, status, sha256_fingerprint(c),
+                             chain_state(c, i, trusted=trusted, revoked=revoked, at=at)))
     return out
 
 
@@ -280,6 +328,11 @@ def _ours(f: Finding) -> Finding:
 
 #: Remedies for OUR chain: the catalogue's (import the partner's root) are written for the partner's chain.
 _OUR_CHAIN_REMEDY = {
+    "chain.self-signed": "Our certificate is self-signed, so there is no root of ours to send: give the partner this "
+                         "exact certificate to trust (on Exchange: import it into Cert:\\LocalMachine\\Root; "
+                         "certkit config partner-kit prepares the kit) and again at every renewal, or better, "
+                         "issue a transport certificate from our CA (certkit ca issue FQDN --accepted-domain DOMAIN) "
+                         "and give the partner our root.",
     "chain.unknown-issuer": "Our chain does not reach a root the pre-flight was given: pass our root with --chain "
                             "ROOT.crt (certkit's CA keeps it as <home>/root.crt) or point --home at our CA; and "
                             "make sure the partner imports that root (certkit config partner-kit).",
@@ -327,9 +380,9 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
                                "against its TLSReceiveDomainSecureList.", subject=who, side=Side.OURS,
                                evidence={"expected": domain, "names": sans}))
         elif domain not in sans:
-            out.append(Finding("name.domain-mismatch", f"{domain} is matched only through {matched}; Microsoft's "
+            out.append(Finding("name.domain-not-listed", f"{domain} is matched only through {matched}; Microsoft's "
                                f"advice is to list the domain {domain} itself in the SAN.", subject=who,
-                               side=Side.OURS, severity=Severity.WARNING, evidence={"expected": domain}))
+                               side=Side.OURS, evidence={"expected": domain}))
     # The key.
     if key is not None and not public_key_matches(key, cert.public_key()):
         out.append(Finding("key.mismatch", "The private key given is not the key of the certificate.", subject=who))
@@ -378,7 +431,7 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
         unique.append(f)
     trusted = result.ok or (result.anchor is not None and not any(
         f.code.startswith("chain.") and f.severity is Severity.ERROR for f in result.findings))
-    return unique, _chain_view(path, trusted=trusted, at=at)
+    return unique, _chain_view(path, trusted=trusted, at=at, findings=result.findings)
 
 
 def _their_client_auth(e: AddressResult, where: str) -> list[Finding]:
@@ -514,7 +567,8 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
                     report.items.append(Item("endpoints", _endpoint_directions(f), f, where))
                 v = e.verification
                 if v is not None:
-                    report.their_chains[where] = _chain_view(v.chain, trusted=v.anchor is not None, at=when)
+                    report.their_chains[where] = _chain_view(v.chain, trusted=v.anchor is not None, at=when,
+                                                              findings=v.findings)
     return report
 
 
@@ -522,8 +576,20 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
 # --- rendering (through certkit.adapters.render, the only jinja2 module) ----------------------------
 
 
+def _box(c: ChainCert) -> dict[str, Any]:
+    """One chain certificate for the templates: its state and label computed here, never in a template."""
+    return {"role": c.role, "subject": c.subject, "state": c.state, "label": c.label, "not_before": c.not_before,
+            "not_after": c.not_after, "sha256": c.sha256}
+
+
+def _chains(report: PreflightReport) -> dict[str, Any]:
+    """Our chain and each endpoint's (in the order of ``report.endpoints``), as boxes."""
+    return {"ours": [_box(c) for c in report.our_chain],
+            "endpoints": [[_box(c) for c in report.their_chains.get(_where(e), [])] for e in report.endpoints]}
+
+
 def _timeline(report: PreflightReport) -> dict[str, Any]:
-    """Bars for the validity timelines: one per distinct certificate, on one axis around ``at``."""
+    """Bars for the validity timeline: one row per distinct certificate, on one axis around ``at``."""
     certs: dict[str, tuple[str, ChainCert]] = {}
     for c in report.our_chain:
         certs.setdefault(c.sha256, ("ours", c))
@@ -541,9 +607,8 @@ def _timeline(report: PreflightReport) -> dict[str, Any]:
     def pos(t: _dt.datetime) -> float:
         return round(min(100.0, max(0.0, (t - start).total_seconds() / total * 100)), 2)
 
-    bars = [{"side": side, "role": c.role, "subject": c.subject, "status": c.status,
-             "not_before": c.not_before, "not_after": c.not_after,
-             "left": pos(c.not_before), "width": max(0.5, round(pos(c.not_after) - pos(c.not_before), 2)),
+    bars = [{**_box(c), "side": side, "left": pos(c.not_before),
+             "width": max(0.5, round(pos(c.not_after) - pos(c.not_before), 2)),
              "days_left": (c.not_after - report.at).days} for side, c in certs.values()]
     return {"bars": bars, "now": pos(report.at), "start": start, "end": end}
 
@@ -552,13 +617,32 @@ def render_text(report: PreflightReport) -> str:
     """The report as text (the default output of ``certkit preflight``)."""
     from certkit.adapters.render import render
 
-    return render("preflight.txt.j2", r=report.to_dict())
+    return render("preflight.txt.j2", r=report.to_dict(), chains=_chains(report))
 
 
-def render_html(report: PreflightReport) -> str:
-    """The report as one self-contained HTML page (inline CSS, no scripts, no external assets)."""
+def _installed_version() -> str:
+    """certkit's version as installed (package metadata), or ``unknown`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("certkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def render_html(report: PreflightReport, *, command: str | None = None, version: str | None = None,
+                generated: _dt.datetime | None = None) -> str:
+    """The report as one self-contained HTML page (inline CSS, no scripts, no external assets).
+
+    The footer names certkit's ``version`` (default: the installed one), the ``command`` line that made the
+    report (``certkit preflight`` passes its own, secrets replaced by ``***``; the default is none) and the
+    time: the report's time and, when given, when the page was ``generated``.
+    """
     from certkit.adapters.render import render
 
-    return render("preflight.html.j2", r=report.to_dict(), timeline=_timeline(report),
+    footer = {"version": version or _installed_version(), "command": command,
+              "generated": aware(generated) if generated is not None else None}
+    return render("preflight.html.j2", r=report.to_dict(), timeline=_timeline(report), chains=_chains(report),
+                  states=CHAIN_STATES, footer=footer,
                   outbound=[i.to_dict() for i in report.direction(OUTBOUND)],
                   inbound=[i.to_dict() for i in report.direction(INBOUND)])

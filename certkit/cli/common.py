@@ -85,6 +85,12 @@ class CertkitGroup(click.Group):
                 hint = f" Did you mean {close[0] if len(close) == 1 else ', '.join(close[:-1]) + ' or ' + close[-1]}?"
             raise click.UsageError(f"No such command {name!r}.{hint}", ctx=ctx) from None
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from certkit.cli.cmdline import remember_args
+
+        remember_args(ctx, args)  # a report may quote its command line (secrets redacted)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

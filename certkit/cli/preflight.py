@@ -17,6 +17,7 @@ from cryptography import x509
 from certkit.adapters.fs import atomic_write
 from certkit.adapters.inputs import read_input
 from certkit.checks.preflight import MIN_TIMEOUT, preflight, render_html, render_text
+from certkit.cli.cmdline import invoked_command_line
 from certkit.cli.colour import paint_report
 from certkit.cli.common import (
     KEY_PASSPHRASE_ENV,
@@ -29,6 +30,7 @@ from certkit.cli.common import (
     stderr_is_terminal,
 )
 from certkit.cli.progress import AddressBar
+from certkit.clock import SystemClock
 from certkit.configgen import DEFAULT_EXCHANGE_TARGET, EXCHANGE_TARGETS
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
@@ -170,7 +172,8 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
         if steps is not None:
             steps.close()
     if report_file:
-        _write(report_file, render_html(report).encode("utf-8"), "--report")
+        page = render_html(report, command=invoked_command_line(), generated=SystemClock().now())
+        _write(report_file, page.encode("utf-8"), "--report")
     if tlsrpt_file:
         from certkit.tlsrpt import tlsrpt_report
 
