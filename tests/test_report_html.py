@@ -399,3 +399,22 @@ def test_cli_report_footer_names_the_version_and_the_command(tmp_path: Path) -> 
     quoted = " ".join(html_lib.escape(a) for a in args)
     assert f"Command: <code>certkit {quoted}</code>" in footer
     assert re.search(r"written \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC", footer)
+
+
+def test_preflight_headings_agree_with_their_texts() -> None:
+    """Our domain matched only through a host is a warning headed as such, not 'does not match'."""
+    from certkit.core.findings import CATALOGUE
+
+    with world() as w:
+        w.serve()
+        leaf = make_leaf(w.our_inter, ["edge.contoso.test", "mail.contoso.test"], key_type="rsa",
+                         cdp=w.http.url("contoso-issuing.crl"))
+        report = preflight("fabrikam.test", **w.kwargs(leaf))  # type: ignore[arg-type]
+    [item] = [i for i in report.items if "matched only through" in i.finding.detail]
+    assert item.finding.code == "name.domain-not-listed" and item.finding.severity == "warning"
+    title = CATALOGUE["name.domain-not-listed"].title
+    assert title == "domain named only through a host name"
+    text = render_text(report)
+    assert f"WARNING name.domain-not-listed: {title}" in text
+    assert "does not match" not in text and "does not name" not in text
+    assert f"<strong>{title}</strong>" in render_html(report)
