@@ -60,6 +60,7 @@ from certkit.schemas import document
 from certkit.validation import Validator, validate_peer
 
 __all__ = [
+    "CHAIN_STATES",
     "CRL_WARNING",
     "JSON_SCHEMA_VERSION",
     "MIN_TIMEOUT",
@@ -67,6 +68,7 @@ __all__ = [
     "Item",
     "PreflightProgress",
     "PreflightReport",
+    "chain_state",
     "preflight",
     "render_html",
     "render_text",
