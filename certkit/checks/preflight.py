@@ -136,12 +136,17 @@ class ChainCert:
     sha256: str
     #: What the pictures draw (see :data:`CHAIN_STATES`): ``status`` refined by the verification's facts --
     #: ``revoked`` (on its issuer's CRL) and ``self-signed`` (a self-signed leaf) are never drawn as valid.
-    state: str = "valid"
+    #: Not given: the ``status``.
+    state: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            object.__setattr__(self, "state", self.status)
 
     @property
     def label(self) -> str:
         """The state in words (the legend's label)."""
-        return CHAIN_STATES[self.state][0]
+        return CHAIN_STATES[self.state or self.status][0]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the JSON contract, docs/json.md)."""
@@ -176,7 +181,7 @@ def chain_state(cert: x509.Certificate, index: int, *, trusted: bool, revoked: s
     period against ``at`` (the report's time, not the clock), a self-signed leaf, and ``trusted`` (the chain
     reaches an anchor). The most serious state wins, in the order of :data:`CHAIN_STATES`.
     """
-    if (cert.subject.rfc4514_string(), f"{cert.serial_number:X}") in revoked:
+    if (cert.subject.rfc4514_string() or "(empty subject)", f"{cert.serial_number:X}") in revoked:
         return "revoked"
     if at > cert.not_valid_after_utc:
         return "expired"
