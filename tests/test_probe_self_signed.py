@@ -14,9 +14,7 @@ import pytest
 from certkit.checks.probe import probe_sync
 from certkit.core.findings import CATALOGUE, Severity, Side
 from certkit.lab.server import LabServer, Personality
-from tests.lab_fixtures import LabPki, lab_pki, lab_server, time_limit
-
-__all__ = ["lab_pki", "lab_server", "time_limit"]
+from tests.lab_fixtures import LabPki
 
 pytestmark = pytest.mark.usefixtures("time_limit")
 
