@@ -144,6 +144,12 @@ def test_reports_compute_the_real_state(cases: dict[str, Case]) -> None:
                                                                     for c in v)]}
         for sha, state in case.expected.items():
             assert drawn[sha] == state, (name, drawn)
+        # ... and the JSON says the same (status is validity and trust only; state is what is drawn)
+        data = report.to_dict()
+        in_json = {c["fingerprint_sha256"]: c["state"] for c in [*data["certificate"]["chain"], *(c for e in
+                   data["endpoints"] for c in e["chain"])]}
+        for sha, state in case.expected.items():
+            assert in_json[sha] == state, (name, in_json)
     # The facts behind them.
     assert any(i.finding.code == "revocation.revoked" for i in cases["revoked leaf"].report.items)
     assert any(i.finding.code == "chain.unknown-issuer" for i in cases["untrusted chain"].report.items)

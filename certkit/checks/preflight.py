@@ -152,7 +152,7 @@ class ChainCert:
         """Plain data (the JSON contract, docs/json.md)."""
         return {"role": self.role, "subject": self.subject, "issuer": self.issuer,
                 "not_before": rfc3339(self.not_before), "not_after": rfc3339(self.not_after),
-                "status": self.status, "fingerprint_sha256": self.sha256}
+                "status": self.status, "state": self.state, "fingerprint_sha256": self.sha256}
 
 
 #: The states a chain certificate is drawn in, most serious first: state -> (label, what it means). The HTML
