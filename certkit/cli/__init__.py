@@ -29,6 +29,7 @@ _COMMANDS: dict[str, str] = {
     "lab": "certkit.cli.lab:lab",
     "demo": "certkit.cli.demo:demo",
     "audit": "certkit.cli.audit:audit_cmd",
+    "tlsrpt": "certkit.cli.tlsrpt:tlsrpt",
 }
 
 
