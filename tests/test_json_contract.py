@@ -43,6 +43,7 @@ NO_JSON = {
     "lab demo": "a narrated walkthrough for people",
     "demo": "a narrated walkthrough for people",
     "completion": "prints the shell's completion script itself",
+    "tlsrpt serve": "a server: it stores the reports it receives and logs requests",
 }
 #: Keys that name a fact the contract names otherwise (thumbprint_sha1, fingerprint_sha256, dns_names ...).
 FORBIDDEN_KEYS = {"sha1", "sha256", "sha1_thumbprint", "sha256_fingerprint", "thumbprint", "fingerprint", "sans",
@@ -171,6 +172,7 @@ def _net_documents(tmp: Path, w: World, home: Path, store: Path, docs: dict[str,
     add("dane tlsa", "mx1.fabrikam.test", "--cert", str(tmp / "their-chain.pem"), "--ttl", "300")
     add("audit", str(tmp / "our-full.pem"), codes=(0, 1))
     add("audit", str(out / "mail.contoso.com.chain.pem"), "--within", "3650d", codes=(0, 1))
+    add("tlsrpt read", str(Path(__file__).parent / "tlsrpt_corpus" / "reports"), "--home", str(home), codes=(1,))
     _rollover(home, docs)
 
 
