@@ -38,7 +38,7 @@ MAX_DECOMPRESSED = 64 * 1024 * 1024
 #: The media types of RFC 8460 §6.4 and §6.5.
 MEDIA_TYPES = ("application/tlsrpt+json", "application/tlsrpt+gzip")
 #: File names a folder is searched for (the server stores ``.json``; mail clients save ``.eml``).
-_SUFFIXES = (".json", ".gz", ".eml", ".msg.txt", ".mbox")
+_SUFFIXES = (".json", ".gz", ".eml")
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 64 * 1024
 
