@@ -25,6 +25,7 @@ from certkit.cli.common import (
 )
 from certkit.clock import SystemClock
 from certkit.core.jsonfacts import rfc3339
+from certkit.core.text import plural
 from certkit.core.tlsrpt_read import Analysis, Cause, KnownCertificate, analyse
 from certkit.errors import CertkitError, InputError, UsageError
 
@@ -52,7 +53,7 @@ def _cause_lines(c: Cause) -> list[str]:
                           else "(no MX host named)")
     days = "" if c.first_day is None else f", {c.first_day}" + ("" if c.last_day == c.first_day else f"..{c.last_day}")
     policy = f"{c.policy_type}" + (f" {c.policy_domain}" if c.policy_domain else "")
-    lines = [f"FAIL {c.result_type} at {where} ({policy}): {c.sessions} session(s) reported by "
+    lines = [f"FAIL {c.result_type} at {where} ({policy}): {plural(c.sessions, 'session')} reported by "
              f"{', '.join(c.organizations)}{days}"]
     if c.receiving_ips:
         shown = ", ".join(c.receiving_ips[:4]) + (f" and {len(c.receiving_ips) - 4} more" if len(c.receiving_ips) > 4
@@ -77,8 +78,8 @@ def render_text(a: Analysis, *, notes_shown: int = 10) -> list[str]:
     orgs = sorted({r.organization for r in a.reports})
     days = sorted({r.day for r in a.reports if r.day is not None})
     span = f" ({days[0]}..{days[-1]})" if days else ""
-    lines = [f"TLS-RPT: {len(a.reports)} report(s) from {len(orgs)} organisation(s){span}"
-             + (f"; {len(a.failures)} file(s) unreadable" if a.failures else ""),
+    lines = [f"TLS-RPT: {plural(len(a.reports), 'report')} from {plural(len(orgs), 'organisation')}{span}"
+             + (f"; {plural(len(a.failures), 'file')} unreadable" if a.failures else ""),
              f"sessions: {a.successful} successful, {a.failed} failed", ""]
     if a.rows:
         lines.append(f"{'day':<11} {'organisation':<26} {'policy':<34} {'ok':>9} {'failed':>7}  result types")
@@ -103,7 +104,7 @@ def render_text(a: Analysis, *, notes_shown: int = 10) -> list[str]:
     for r in noted[:notes_shown]:
         lines.append(f"tolerated in {r.source}: {'; '.join(r.notes)}")
     if len(noted) > notes_shown:
-        lines.append(f"tolerated in {len(noted) - notes_shown} more report(s) (--json lists every note)")
+        lines.append(f"tolerated in {plural(len(noted) - notes_shown, 'more report')} (--json lists every note)")
     return lines
 
 
