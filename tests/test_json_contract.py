@@ -28,6 +28,8 @@ from certkit.core.jsonfacts import RFC3339_PATTERN
 from certkit.core.keys import generate_key
 from certkit.schemas import COMMON, DOCUMENTS, document, load, schema_files
 from tests.dnsserver import DnsServer
+from tests.sts_lab import StsLab
+from tests.sts_lab import policy as sts_policy
 from tests.test_preflight_world import World, pem, world
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -188,6 +190,16 @@ def _rollover(home: Path, docs: dict[str, list[dict[str, Any]]]) -> None:
             docs.setdefault(f"dane rollover {step}", []).append(cli("dane", "rollover", step, *opts, "--json"))
 
 
+def _mta_sts_documents(tmp: Path, docs: dict[str, list[dict[str, Any]]]) -> None:
+    for name, body, code in (("sts-ok", None, 0), ("sts-fail", sts_policy("enforce", mx=["mx9.contoso.test"]), 1),
+                             ("sts-invalid", b"version: STSv1\n", 0)):
+        (tmp / name).mkdir()
+        with StsLab(tmp / name, policy_body=body) as lab:
+            opts = lab.cli_options(tmp / name / "ca.pem")
+            docs.setdefault("mta-sts check", []).append(cli("mta-sts", "check", "contoso.test", *opts, "--json",
+                                                            codes=(code,)))
+
+
 @pytest.fixture(scope="module")
 def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[dict[str, Any]]]]:
     """Every command's ``--json`` documents, from real runs."""
@@ -198,6 +210,7 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, li
         home = _ca_documents(tmp, docs)
         store = _trust_documents(tmp, w, docs)
         _net_documents(tmp, w, home, store, docs)
+        _mta_sts_documents(tmp, docs)
         yield docs
 
 

@@ -11,7 +11,8 @@ the answer counts as *secure* when the resolver -- ``--nameserver``, else the sy
 bit (RFC 4035 3.2.3, RFC 6840 5.7), as Postfix does with ``smtp_dns_support_level = dnssec``. So a
 secure answer is only as trustworthy as that resolver and the path to it: use a validating resolver
 on the host itself or on a trusted network. :attr:`MailRoute.secure` says whether the MX RRset was
-secure; :func:`lookup_tlsa` returns a :class:`TlsaLookup` (records, secure, bogus, none, error).
+secure; :func:`lookup_tlsa` returns a :class:`TlsaLookup` (records, secure, bogus, none, error);
+:func:`lookup_txt` a :class:`TxtLookup` (the MTA-STS and TLS-RPT policy records, RFC 8461 3.1, RFC 8460 3).
 
 dnspython is imported by the functions that use it, not with this module: a probe of IP addresses
 never asks DNS, and importing dnspython is a good part of the command's start-up time. Each function
@@ -38,7 +39,9 @@ __all__ = [
     "MailHost",
     "MailRoute",
     "TlsaLookup",
+    "TxtLookup",
     "lookup_tlsa",
+    "lookup_txt",
     "make_resolver",
     "parse_nameserver",
     "resolve_host",
@@ -341,3 +344,37 @@ def lookup_tlsa(host: str, port: int = 25, *, nameserver: str | None = None, tim
     records.sort(key=TlsaRecord.text)  # reproducible reports (an RRset has no order)
     ttl = int(answer.rrset.ttl) if answer.rrset is not None else None
     return TlsaLookup(owner, records, secure=_ad(answer.response), ttl=ttl)
+
+
+@dataclass(frozen=True)
+class TxtLookup:
+    """The TXT RRset of ``name``: each record's character-strings joined (RFC 7208 3.3 style, as MTA-STS and
+    TLS-RPT read them), decoded as UTF-8 with bad bytes replaced. ``none``: NXDOMAIN or NODATA; ``error``:
+    a timeout, SERVFAIL or another failure (its text). A CNAME at ``name`` is followed by the resolver."""
+
+    name: str
+    records: tuple[str, ...] = ()
+    none: bool = False
+    error: str | None = None
+
+
+def lookup_txt(name: str, *, nameserver: str | None = None, timeout: float = 5.0) -> TxtLookup:
+    """The TXT records of ``name`` (see :class:`TxtLookup`), sorted for reproducible reports.
+
+    Never raises for a DNS failure; a malformed ``nameserver`` is an :class:`~certkit.errors.InputError`.
+    """
+    import dns.exception
+    import dns.flags
+    import dns.name
+    import dns.resolver
+
+    owner = name.rstrip(".") + "."
+    r = make_resolver(nameserver, timeout)
+    try:
+        answer = r.resolve(owner, "TXT", search=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return TxtLookup(owner, none=True)
+    except (dns.exception.DNSException, OSError) as e:
+        return TxtLookup(owner, error=_describe(e, owner, "TXT").detail)
+    texts = [b"".join(rd.strings).decode("utf-8", "replace") for rd in answer]
+    return TxtLookup(owner, tuple(sorted(texts)))

@@ -16,7 +16,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from certkit.core.trust import AnchorSet
 
-__all__ = ["certifi_version", "public_roots"]
+__all__ = ["certifi_version", "public_roots", "public_roots_pem"]
 
 
 def certifi_version() -> str:
@@ -33,3 +33,9 @@ def public_roots() -> AnchorSet:
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
         certs = x509.load_pem_x509_certificates(pem)
     return AnchorSet.of(certs, origin="certifi")
+
+
+@functools.cache
+def public_roots_pem() -> str:
+    """Mozilla's roots as one PEM text, for an :class:`ssl.SSLContext` (``cadata``): the Web PKI of MTA-STS."""
+    return Path(certifi.where()).read_text("ascii")

@@ -26,6 +26,7 @@ _COMMANDS: dict[str, str] = {
     "config": "certkit.cli.config:config_group",
     "postfix-policy": "certkit.cli.postfix_policy:postfix_policy_cmd",
     "dane": "certkit.cli.dane:dane",
+    "mta-sts": "certkit.cli.mtasts:mta_sts",
     "lab": "certkit.cli.lab:lab",
     "demo": "certkit.cli.demo:demo",
     "audit": "certkit.cli.audit:audit_cmd",

@@ -396,6 +396,72 @@ _ENTRIES: tuple[Code, ...] = (
        "Have the partner sign their zones with DNSSEC and publish TLSA records for each MX host (certkit dane "
        "tlsa MX-HOST prints ours), or probe with --dane auto.",
        tlsrpt="dane-required", status="4.7.4"),
+    # --- MTA-STS (RFC 8461) and TLS-RPT (RFC 8460) ------------------------------------------------------
+    _c("sts.not-published", "info", "theirs", "no MTA-STS policy",
+       "The domain publishes no _mta-sts TXT record beginning with v=STSv1, so senders apply no MTA-STS policy: "
+       "they use TLS when offered, without checking the certificate against the Web PKI.",
+       "To publish one: serve the policy as text/plain at https://mta-sts.DOMAIN/.well-known/mta-sts.txt "
+       "(lines 'version: STSv1', 'mode: testing', 'mx: MX-HOST' per MX, 'max_age: 86400'), then the record "
+       '_mta-sts.DOMAIN. IN TXT "v=STSv1; id=20260101T000000"; check it with certkit mta-sts check DOMAIN.'),
+    _c("sts.txt-invalid", "warning", "theirs", "MTA-STS record not usable",
+       "The _mta-sts TXT records do not leave exactly one valid v=STSv1 record with an id of 1 to 32 letters and "
+       "digits (RFC 8461 3.1): more than one, no id, or a malformed field. Senders treat the domain as having no "
+       "policy.",
+       'Publish exactly one record: _mta-sts.DOMAIN. IN TXT "v=STSv1; id=20260101T000000" (a new id for every new '
+       "policy), and remove the others."),
+    _c("sts.policy-fetch-error", "warning", "theirs", "MTA-STS policy not fetched",
+       "The record announces a policy, but https://mta-sts.DOMAIN/.well-known/mta-sts.txt did not give it: no "
+       "address, no connection, a timeout, an HTTP status other than 200, a redirect (never followed), a body over "
+       "64 KB or a media type other than text/plain (RFC 8461 3.3). Senders without a cached policy deliver "
+       "without MTA-STS.",
+       "Serve the policy file itself at that URL with status 200 and Content-Type: text/plain, without a redirect, "
+       "within a minute and 64 KB; then certkit mta-sts check DOMAIN.",
+       tlsrpt="sts-policy-fetch-error"),
+    _c("sts.policy-webpki-invalid", "warning", "theirs", "MTA-STS policy host certificate not valid",
+       "The HTTPS server of mta-sts.DOMAIN presented a certificate that is not valid for that name under the Web "
+       "PKI (expired, untrusted issuer, or another name), so the policy cannot be authenticated (RFC 8461 3.3).",
+       "Give the policy host a certificate from a public CA that names mta-sts.DOMAIN (with the chain), e.g. "
+       "from an ACME CA; certkit's own CA is not in senders' Web PKI.",
+       tlsrpt="sts-webpki-invalid"),
+    _c("sts.policy-invalid", "warning", "theirs", "MTA-STS policy not valid",
+       "The policy file is not valid (RFC 8461 3.2): version STSv1, mode (enforce, testing or none) and max_age "
+       "(0 to 31557600 seconds) must appear exactly once, and at least one mx pattern unless the mode is none. "
+       "Senders ignore the policy.",
+       "Serve a policy of 'key: value' lines, e.g. 'version: STSv1', 'mode: testing', 'mx: mx1.DOMAIN', "
+       "'mx: *.mail.DOMAIN', 'max_age: 86400', and change the id of the _mta-sts record.",
+       tlsrpt="sts-policy-invalid"),
+    _c("sts.mx-not-listed", "error", "theirs", "MX host not in the MTA-STS policy",
+       "The MX host matches none of the policy's mx patterns (RFC 8461 4.1; *.DOMAIN matches exactly one more "
+       "label). Under enforce, MTA-STS senders do not deliver to it; under testing they report it.",
+       "Add the host to the policy ('mx: MX-HOST' or a '*.' pattern one label above it) and change the id of the "
+       "_mta-sts record, or change the MX record.",
+       tlsrpt="validation-failure"),
+    _c("sts.starttls-missing", "error", "theirs", "STARTTLS missing under MTA-STS",
+       "The MX host did not offer STARTTLS. Under enforce, MTA-STS senders deliver only over TLS with a certificate "
+       "valid under the Web PKI, so they do not deliver to it.",
+       "Offer STARTTLS with a certificate from a public CA that names the MX host, or set the policy to testing "
+       "until it does.",
+       tlsrpt="starttls-not-supported", status="4.7.4"),
+    _c("sts.mx-webpki-invalid", "error", "theirs", "MX certificate not valid under the Web PKI",
+       "Under MTA-STS the MX host's certificate must chain to a public root and name the MX host (RFC 8461 4.2); "
+       "this one does not (expired, untrusted issuer such as a private CA, missing intermediate, or another name). "
+       "Under enforce, MTA-STS senders do not deliver to it. The evidence names the TLS-RPT type of the cause.",
+       "Serve a certificate from a public CA naming the MX host with its full chain (a private CA such as "
+       "certkit's suits Domain Security, not MTA-STS), or set the policy to testing until it does.",
+       tlsrpt="validation-failure", status="4.7.5"),
+    _c("sts.dane-precedence", "info", "theirs", "DANE decides before MTA-STS",
+       "DANE applies to this MX host (secure TLSA records). A sender that does DANE decides by DANE, and MTA-STS "
+       "never overrides a failing DANE validation (RFC 8461 2); the MTA-STS result counts for senders without "
+       "DANE.",
+       "Nothing to do for MTA-STS; if DANE fails, fix the TLSA records: certkit dane tlsa MX-HOST."),
+    _c("tlsrpt.not-published", "info", "theirs", "no TLS-RPT record",
+       "The domain publishes no _smtp._tls TXT record (RFC 8460 3), so senders report their TLS failures "
+       "(DANE, MTA-STS, STARTTLS) to nobody.",
+       'Publish _smtp._tls.DOMAIN. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@DOMAIN".'),
+    _c("tlsrpt.record-invalid", "warning", "theirs", "TLS-RPT record not usable",
+       "The _smtp._tls TXT records do not leave exactly one valid v=TLSRPTv1 record with a rua= field of mailto: "
+       "or https: URIs (RFC 8460 3). Senders send no reports.",
+       'Publish exactly one record: _smtp._tls.DOMAIN. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@DOMAIN".'),
     # --- the certificate we present as an SMTP client (certkit audit) ------------------------------
     _c("client.no-client-auth", "error", "ours", "client certificate lacks clientAuth",
        "The certificate this server presents as its TLS client certificate has an Extended Key Usage without "

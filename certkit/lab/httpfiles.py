@@ -4,11 +4,17 @@
 (read at each request, so a republished CRL is served at once) or a function that answers the
 request itself (a redirect, a slow or broken answer, for tests of the fetcher). Anything else is a
 404. It counts the GETs per path: the probe fetches each CRL once per run.
+
+With ``tls`` (a server :class:`ssl.SSLContext`) it serves HTTPS instead: an MTA-STS policy host for the
+tests and the lab. The handshake runs on the request's thread, so a client that never sends its hello
+holds up only itself.
 """
 
 from __future__ import annotations
 
 import http.server
+import socketserver
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +27,11 @@ Responder = Callable[[http.server.BaseHTTPRequestHandler], None]
 Content = bytes | Path | Responder
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: socketserver._RequestType, client_address: object) -> None:
+        """A client that broke off (a refused certificate, a timeout) is the test's subject, not an error here."""
+
+
 class HttpFiles:
     """An HTTP server on ``host:port`` (default 127.0.0.1 and a free port) serving :attr:`files`.
 
@@ -29,13 +40,16 @@ class HttpFiles:
     """
 
     def __init__(self, files: Mapping[str, Content] | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 content_type: str = "application/pkix-crl") -> None:
+                 content_type: str = "application/pkix-crl", tls: ssl.SSLContext | None = None) -> None:
         self.files: dict[str, Content] = dict(files or {})
         #: GETs per path, found or not
         self.hits: dict[str, int] = {}
         self.content_type = content_type
-        self.server = http.server.ThreadingHTTPServer((host, port), self._handler())
+        self.tls = tls
+        self.server = _Server((host, port), self._handler())
         self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
         self.host = host
         self.port: int = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -71,8 +85,9 @@ class HttpFiles:
         request.wfile.write(body)
 
     def url(self, path: str) -> str:
-        """The ``http://HOST:PORT/path`` URL of ``path``."""
-        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+        """The ``http://HOST:PORT/path`` URL of ``path`` (``https://`` with ``tls``)."""
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}/{path.lstrip('/')}"
 
     def close(self) -> None:
         """Stop serving and close the socket."""

@@ -47,7 +47,7 @@ DOCUMENTS: dict[str, Document] = {d.command: d for d in (
     _doc("dane tlsa", 2),
     *(_doc(f"dane rollover {step}", 2, "dane-rollover.schema.json") for step in ("status", "next", "switch",
                                                                                    "retire")),
-    _doc("lab send"), _doc("audit"),
+    _doc("lab send"), _doc("audit"), _doc("mta-sts check"),
     _doc("tlsrpt read"),
 )}
 

@@ -1,0 +1,100 @@
+"""An MTA-STS world on loopback: Contoso's DNS, its policy host over HTTPS and its MX, from a test CA.
+
+The Web PKI is out of reach here, so the test CA stands in for it: certkit is told to trust it (``cadata``,
+``--cafile``/``--sts-cafile``). :class:`StsLab` serves
+
+* DNS (tests/dnsserver.py): ``contoso.test MX 10 mx1.contoso.test.``, ``mx1`` and ``mta-sts`` at 127.0.0.1,
+  the ``_mta-sts`` and ``_smtp._tls`` TXT records given;
+* the policy at ``https://mta-sts.contoso.test:PORT/.well-known/mta-sts.txt`` (certkit.lab.httpfiles over TLS,
+  with a certificate for ``mta-sts.contoso.test`` unless told otherwise);
+* the MX: the lab's Scripted SMTP server with a certificate for ``mx1.contoso.test`` (or the one given).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from certkit.lab.httpfiles import Content, HttpFiles
+from tests.dnsserver import DnsServer
+from tests.pki import Issued, make_intermediate, make_leaf, make_root
+from tests.smtp_servers import Scripted, SmtpTestServer
+
+DOMAIN = "contoso.test"
+MX = "mx1.contoso.test"
+ROOT = make_root("STS Test Root")
+INTER = make_intermediate(ROOT, "STS Test Issuing CA")
+POLICY_CERT = make_leaf(INTER, [f"mta-sts.{DOMAIN}"])
+MX_CERT = make_leaf(INTER, [MX])
+OTHER_ROOT = make_root("Not The Web PKI")
+PATH = "/.well-known/mta-sts.txt"
+
+
+def policy(mode: str = "enforce", mx: Sequence[str] = (MX,), max_age: str = "86400", eol: str = "\r\n") -> bytes:
+    """A policy file's bytes."""
+    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {m}" for m in mx), f"max_age: {max_age}"]
+    return (eol.join(lines) + eol).encode()
+
+
+def cadata() -> str:
+    """The test CA as the trusted 'Web PKI' (PEM)."""
+    return ROOT.pem.decode()
+
+
+class StsLab:
+    """The servers (see the module docstring); close with :meth:`close` or use as a context manager."""
+
+    def __init__(self, tmp: Path, *, policy_body: Content | None = None, txt: Sequence[str] = ("v=STSv1; id=20260101",),
+                 tlsrpt: Sequence[str] = ("v=TLSRPTv1; rua=mailto:tlsrpt@contoso.test",),
+                 policy_cert: Issued = POLICY_CERT, mx_cert: Issued = MX_CERT, mx_name: str = MX,
+                 smtp: Mapping[str, Any] | None = None, content_type: str = "text/plain") -> None:
+        chain = tmp / "policy-host.pem"
+        key = tmp / "policy-host.key"
+        chain.write_bytes(policy_cert.pem + INTER.pem)
+        key.write_bytes(policy_cert.key_pem)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(chain, key)
+        body = policy() if policy_body is None else policy_body
+        self.https = HttpFiles({PATH: body}, tls=ctx, content_type=content_type)
+        self.scripted = Scripted(identity=mx_cert, chain=[INTER.cert], hostname=mx_name, **(smtp or {}))
+        self.smtp = SmtpTestServer(self.scripted)
+        zones: dict[str, dict[str, list[str]]] = {
+            DOMAIN: {"MX": [f"10 {mx_name}."]},
+            mx_name: {"A": ["127.0.0.1"]},
+            f"mta-sts.{DOMAIN}": {"A": ["127.0.0.1"]},
+        }
+        if txt:
+            zones[f"_mta-sts.{DOMAIN}"] = {"TXT": [_quoted(t) for t in txt]}
+        if tlsrpt:
+            zones[f"_smtp._tls.{DOMAIN}"] = {"TXT": [_quoted(t) for t in tlsrpt]}
+        self.dns = DnsServer(zones)
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`certkit.checks.mtasts.check_mta_sts` that point at this lab."""
+        return {"nameserver": self.dns.address, "cadata": cadata(), "port": self.smtp.port,
+                "policy_port": self.https.port, "timeout": 3.0}
+
+    def cli_options(self, cafile: Path) -> list[str]:
+        """The same as command-line options (``--cafile`` written to ``cafile``)."""
+        cafile.write_bytes(ROOT.pem)
+        return ["--nameserver", self.dns.address, "--cafile", str(cafile), "--port", str(self.smtp.port),
+                "--policy-port", str(self.https.port), "--timeout", "3"]
+
+    def close(self) -> None:
+        self.smtp.close()
+        self.https.close()
+        self.dns.close()
+
+    def __enter__(self) -> StsLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _quoted(text: str) -> str:
+    """A TXT record's presentation form: character-strings of at most 255 bytes, quoted."""
+    parts = [text[i:i + 200] for i in range(0, len(text), 200)] or [""]
+    return " ".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts)
