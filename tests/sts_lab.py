@@ -7,7 +7,8 @@ The Web PKI is out of reach here, so the test CA stands in for it: certkit is to
   the ``_mta-sts`` and ``_smtp._tls`` TXT records given;
 * the policy at ``https://mta-sts.contoso.test:PORT/.well-known/mta-sts.txt`` (certkit.lab.httpfiles over TLS,
   with a certificate for ``mta-sts.contoso.test`` unless told otherwise);
-* the MX: the lab's Scripted SMTP server with a certificate for ``mx1.contoso.test`` (or the one given).
+* the MX: the lab's Scripted SMTP server with a certificate for ``mx1.contoso.test`` (or the one given), and
+  its TLSA records when given (``dns_class`` a resolver that sets the AD bit, for DANE).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class StsLab:
     def __init__(self, tmp: Path, *, policy_body: Content | None = None, txt: Sequence[str] = ("v=STSv1; id=20260101",),
                  tlsrpt: Sequence[str] = ("v=TLSRPTv1; rua=mailto:tlsrpt@contoso.test",),
                  policy_cert: Issued = POLICY_CERT, mx_cert: Issued = MX_CERT, mx_name: str = MX,
-                 smtp: Mapping[str, Any] | None = None, content_type: str = "text/plain") -> None:
+                 smtp: Mapping[str, Any] | None = None, content_type: str = "text/plain",
+                 tlsa: Sequence[str] = (), dns_class: type[DnsServer] = DnsServer, **dns_options: Any) -> None:
         chain = tmp / "policy-host.pem"
         key = tmp / "policy-host.key"
         chain.write_bytes(policy_cert.pem + INTER.pem)
@@ -69,7 +71,10 @@ class StsLab:
             zones[f"_mta-sts.{DOMAIN}"] = {"TXT": [_quoted(t) for t in txt]}
         if tlsrpt:
             zones[f"_smtp._tls.{DOMAIN}"] = {"TXT": [_quoted(t) for t in tlsrpt]}
-        self.dns = DnsServer(zones)
+        if tlsa:
+            zones[f"_{self.smtp.port}._tcp.{mx_name}"] = {"TLSA": list(tlsa)}
+        self.zones = zones
+        self.dns = dns_class(zones, **dns_options)
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`certkit.checks.mtasts.check_mta_sts` that point at this lab."""
@@ -81,6 +86,18 @@ class StsLab:
         cafile.write_bytes(ROOT.pem)
         return ["--nameserver", self.dns.address, "--cafile", str(cafile), "--port", str(self.smtp.port),
                 "--policy-port", str(self.https.port), "--timeout", "3"]
+
+    def probe_options(self, tmp: Path) -> list[str]:
+        """``certkit probe DOMAIN`` options for this lab: the test root in a trust store and as the Web PKI."""
+        from certkit.adapters.truststore import TrustStore
+
+        store = tmp / "trust"
+        if not store.exists():
+            TrustStore(store).add(ROOT.cert, label="sts test root")
+        (tmp / "sts-ca.pem").write_bytes(ROOT.pem)
+        return ["--nameserver", self.dns.address, "--port", str(self.smtp.port), "--store", str(store),
+                "--managed-only", "--validator", "postfix", "--timeout", "3", "--sts-cafile", str(tmp / "sts-ca.pem"),
+                "--sts-policy-port", str(self.https.port)]
 
     def close(self) -> None:
         self.smtp.close()

@@ -198,6 +198,9 @@ def _mta_sts_documents(tmp: Path, docs: dict[str, list[dict[str, Any]]]) -> None
             opts = lab.cli_options(tmp / name / "ca.pem")
             docs.setdefault("mta-sts check", []).append(cli("mta-sts", "check", "contoso.test", *opts, "--json",
                                                             codes=(code,)))
+            probed = cli("probe", "contoso.test", *lab.probe_options(tmp / name), "--json", codes=(code,))
+            assert probed["results"][0]["mta_sts"]["domain"] == "contoso.test"
+            docs.setdefault("probe", []).append(probed)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import dns.name
 import pytest
 from click.testing import CliRunner
 
@@ -344,3 +345,43 @@ def test_the_command_exits_1_when_enforce_fails(tmp_path: Path) -> None:
     with StsLab(tmp_path, policy_body=policy("enforce", mx=["mx9.contoso.test"])) as lab:
         r = CliRunner().invoke(main, ["mta-sts", "check", DOMAIN, *lab.cli_options(tmp_path / "ca.pem")])
     assert r.exit_code == 1 and "error: sts.mx-not-listed" in r.output and "fix: Add the host" in r.output
+
+
+# --- in the probe ------------------------------------------------------------------------------------
+
+
+def test_the_probe_reports_mta_sts_and_tls_rpt_for_a_domain(tmp_path: Path) -> None:
+    with StsLab(tmp_path, policy_body=policy("enforce", mx=["mx9.contoso.test"])) as lab:
+        opts = lab.probe_options(tmp_path)
+        text = CliRunner().invoke(main, ["probe", DOMAIN, *opts])
+        data = CliRunner().invoke(main, ["probe", DOMAIN, *opts, "--json"])
+        off = CliRunner().invoke(main, ["probe", DOMAIN, *opts, "--json", "--mta-sts", "off"])
+        hits = lab.https.hits[PATH]
+    assert text.exit_code == 1, text.output  # the session is fine; MTA-STS enforce fails the MX
+    assert f"{MX} [127.0.0.1]:{lab.smtp.port}: TLS and their certificate OK" in text.output
+    assert f"MTA-STS {DOMAIN}: enforce -- enforce: failing now: {MX}: not listed in the policy" in text.output
+    assert "TLS-RPT contoso.test: mailto:tlsrpt@contoso.test" in text.output
+    doc = json.loads(data.stdout)
+    [result] = doc["results"]
+    assert doc["exit_code"] == 1 and result["mta_sts"]["verdict"] == "enforce"
+    assert result["mta_sts"]["mx"] == [{"host": MX, "listed": False, "pattern": None, "webpki": "valid",
+                                        "dane": None, "failures": ["not listed in the policy"]}]
+    assert json.loads(off.stdout)["results"][0]["mta_sts"] is None and off.exit_code == 0
+    assert hits == 2  # text and JSON; nothing with --mta-sts off
+
+
+def test_mta_sts_never_overrides_a_failing_dane_validation(tmp_path: Path) -> None:
+    from tests.test_probe_dane import WRONG, AdDnsServer
+
+    with StsLab(tmp_path, tlsa=[WRONG], dns_class=AdDnsServer, secure=[]) as lab:
+        assert isinstance(lab.dns, AdDnsServer)
+        lab.dns.secure = {dns.name.from_text(n) for n in lab.zones}  # a validating resolver: every answer secure
+        data = CliRunner().invoke(main, ["probe", DOMAIN, *lab.probe_options(tmp_path), "--json"])
+    doc = json.loads(data.stdout)
+    [result] = doc["results"]
+    [address] = result["addresses"]
+    assert "dane.no-match" in [f["code"] for f in address["findings"]] and doc["exit_code"] == 1
+    sts = result["mta_sts"]
+    assert sts["verdict"] == "enforce" and sts["mx"][0]["webpki"] == "valid" and sts["mx"][0]["dane"] == "fail"
+    [f] = [f for f in sts["findings"] if f["code"] == "sts.dane-precedence"]
+    assert "never overrides a failing DANE validation" in f["detail"]

@@ -22,6 +22,7 @@ from cryptography import x509
 from certkit.adapters.dns import TxtLookup, lookup_txt, make_resolver, resolve_host, resolve_mail_domain
 from certkit.adapters.https import https_get
 from certkit.adapters.transport import SmtpSession, run_session
+from certkit.checks.probe import AddressResult, _starttls_missing
 from certkit.clock import Clock, SystemClock
 from certkit.core.mtasts import (
     MxFacts,
@@ -39,7 +40,8 @@ from certkit.core.trust import AnchorSet
 from certkit.core.verify import verify_chain
 from certkit.errors import InputError
 
-__all__ = ["MTA_STS_MODES", "check_mta_sts", "mx_facts", "webpki_anchors"]
+__all__ = ["MTA_STS_MODES", "check_mta_sts", "fetch_policy", "mta_sts_of_sessions", "mx_facts", "read_cafile",
+           "webpki_anchors"]
 
 #: The values of ``--mta-sts``.
 MTA_STS_MODES = ("auto", "off")
@@ -71,14 +73,6 @@ def read_cafile(path: str | None) -> str | None:
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise InputError(f"{path} holds no PEM certificate.", "Give a PEM file of root certificates.")
     return text
-
-
-def _starttls_missing(s: SmtpSession) -> bool:
-    if s.implicit_tls or s.tls is not None:
-        return False
-    if s.starttls is not None and s.starttls.code != 220:
-        return True
-    return s.ehlo is not None and s.ehlo.positive and not s.starttls_offered
 
 
 def mx_facts(host: str, sessions: Iterable[SmtpSession], anchors: AnchorSet, at: _dt.datetime,
@@ -169,3 +163,30 @@ def _reach_mx(domain: str, *, nameserver: str | None, timeout: float, port: int,
                     for a in host.addresses[:1]]
         out.append(mx_facts(host.name, sessions, anchors, at))
     return out
+
+
+def _dane_of(a: AddressResult) -> str | None:
+    if a.dane is None or not a.dane.applies:
+        return None
+    return "pass" if a.dane.matched is not None else "fail"
+
+
+def mta_sts_of_sessions(domain: str, addresses: Sequence[AddressResult], *, nameserver: str | None = None,
+                        timeout: float = 10.0, cadata: str | None = None, policy_port: int = 443,
+                        clock: Clock | None = None) -> StsReport:
+    """MTA-STS for ``domain`` from the sessions the probe (or the pre-flight) already ran to its MX hosts: their
+    chains are checked against the Web PKI for each MX name, and DANE's result where it applied is carried
+    (MTA-STS never overrides a failing DANE validation). Nothing is sent to the MX hosts again."""
+    at = (clock or SystemClock()).now()
+    anchors = webpki_anchors(cadata)
+    hosts: dict[str, list[AddressResult]] = {}
+    for a in addresses:
+        hosts.setdefault(a.host, []).append(a)
+    mx = []
+    for host, results in hosts.items():
+        dane = next((d for d in map(_dane_of, results) if d is not None), None)
+        if any(_dane_of(r) == "fail" for r in results):
+            dane = "fail"
+        mx.append(mx_facts(host, [r.session for r in results if r.session is not None], anchors, at, dane))
+    return check_mta_sts(domain, nameserver=nameserver, timeout=timeout, cadata=cadata, policy_port=policy_port,
+                         clock=clock, mx=mx)

@@ -6,13 +6,15 @@ Exit codes: 0 no error findings, 1 error findings, 2 usage, 3 nothing could be r
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 import click
 
 from certkit.adapters.identity import load_identity
 from certkit.adapters.inputs import read_input
 from certkit.adapters.transport import ClientIdentity
-from certkit.checks.probe import AddressResult, ProbeResult, exit_code, probe_sync
+from certkit.checks.mtasts import mta_sts_of_sessions, read_cafile
+from certkit.checks.probe import AddressResult, ProbeResult, exit_code, parse_target, probe_sync
 from certkit.cli.colour import severity, verdict
 from certkit.cli.common import (
     KEY_PASSPHRASE_ENV,
@@ -22,7 +24,9 @@ from certkit.cli.common import (
     open_store,
     resolve_home,
 )
+from certkit.cli.mtasts import report_lines
 from certkit.cli.progress import AddressBar, worth_a_bar
+from certkit.core.mtasts import StsReport
 from certkit.core.text import printable
 from certkit.errors import InputError
 from certkit.schemas import document
@@ -65,7 +69,7 @@ def _where(a: AddressResult) -> str:
     return f"{a.host} [{a.address}]:{a.port}" if a.host != a.address else f"[{a.address}]:{a.port}"
 
 
-def _print(results: list[ProbeResult], verbose: bool) -> None:
+def _print(results: list[ProbeResult], verbose: bool, sts: Mapping[str, StsReport] | None = None) -> None:
     # Replies, certificate names and transcripts are the server's text: printable() escapes control
     # characters so that a hostile server cannot recolour, move or overwrite what the admin reads. The
     # colours (severities, verdicts) are ours, added to what is already escaped.
@@ -91,6 +95,9 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
             if verbose and a.session is not None:
                 for line in a.session.transcript:
                     out(f"    {line}")
+        if sts and r.target in sts:
+            for text in report_lines(sts[r.target]):
+                click.echo(text)
 
 
 @click.command("probe")
@@ -116,6 +123,13 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
 @click.option("--dane", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
               help="TLSA checks (RFC 7672): auto applies DANE where the resolver validated TLSA records (AD bit), "
                    "require also fails MX hosts without them, off looks up nothing.")
+@click.option("--mta-sts", "mta_sts", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="MTA-STS and TLS-RPT (RFC 8461, 8460) of each domain target: the policy, every MX against it and "
+                   "the Web PKI; off looks up nothing.")
+@click.option("--sts-cafile", type=click.Path(dir_okay=False), default=None,
+              help="PEM roots to use instead of the Web PKI for MTA-STS (a lab).")
+@click.option("--sts-policy-port", default=443, show_default=True, type=click.IntRange(1, 65535),
+              help="HTTPS port of the MTA-STS policy host (a lab).")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1, max=3600),
               help="Seconds per step (0.1 to 3600).")
 @click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000),
@@ -127,8 +141,9 @@ def _print(results: list[ProbeResult], verbose: bool) -> None:
 def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_cert: str | None,
               client_key: str | None, as_name: str | None, store: str | None, managed_only: bool, validator: str,
               domain: str | None, name: str | None, mail_from: str | None, rcpt: str | None, helo: str | None,
-              nameserver: str | None, dane: str, timeout: float, concurrency: int, from_file: str | None, as_json: bool,
-              verbose: bool, home: str | None) -> None:
+              nameserver: str | None, dane: str, mta_sts: str, sts_cafile: str | None, sts_policy_port: int,
+              timeout: float, concurrency: int, from_file: str | None, as_json: bool, verbose: bool,
+              home: str | None) -> None:
     """Talk to TARGET's mail servers as a sending Edge would (never sending DATA), and explain failures.
 
     TARGET is a mail domain (resolved through MX), host:port or [ip]:port. Exit 0 when no error was
@@ -140,6 +155,7 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     identity = (_identity_from_home(home, as_name) if as_name is not None
                 else _identity(client_cert, client_key))
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
+    sts_cadata = read_cafile(sts_cafile)
     progress = AddressBar(pending=len(all_targets)) if worth_a_bar(len(all_targets)) else None
     try:
         results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port,
@@ -149,12 +165,32 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     finally:
         if progress is not None:
             progress.close()
+    sts = _mta_sts(results, mta_sts, nameserver=nameserver, timeout=timeout, cadata=sts_cadata,
+                   policy_port=sts_policy_port)
+    code = exit_code(results)
+    if code == 0 and any(not r.ok for r in sts.values()):
+        code = 1  # under enforce, an MX that MTA-STS senders will not deliver to
     if as_json:
         echo_json({"schema_version": JSON_SCHEMA_VERSION, "validator": validator,
-                   "results": [r.to_dict() for r in results], "exit_code": exit_code(results)})
+                   "results": [{**r.to_dict(), "mta_sts": sts[r.target].to_dict() if r.target in sts else None}
+                               for r in results], "exit_code": code})
     else:
-        _print(results, verbose)
-    sys.exit(exit_code(results))
+        _print(results, verbose, sts)
+    sys.exit(code)
+
+
+def _mta_sts(results: list[ProbeResult], mode: str, *, nameserver: str | None, timeout: float, cadata: str | None,
+             policy_port: int) -> dict[str, StsReport]:
+    """MTA-STS per domain target, from the probe's own sessions (``--mta-sts off``: none)."""
+    if mode == "off":
+        return {}
+    out: dict[str, StsReport] = {}
+    for r in results:
+        t = parse_target(r.target)
+        if t.is_domain and r.target not in out:
+            out[r.target] = mta_sts_of_sessions(t.host, r.addresses, nameserver=nameserver, timeout=timeout,
+                                                cadata=cadata, policy_port=policy_port)
+    return out
 
 
 COMMANDS: list[click.Command] = [probe_cmd]
