@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from certkit.adapters.dns import lookup_txt
 from certkit.adapters.https import https_get
-from certkit.checks.mtasts import check_mta_sts
+from certkit.checks.mtasts import check_mta_sts, mta_sts_of_sessions
+from certkit.checks.preflight import PreflightReport, preflight
 from certkit.cli import main
 from certkit.core.findings import CATALOGUE, Severity
 from certkit.core.mtasts import (
@@ -31,8 +32,9 @@ from certkit.core.mtasts import (
     select_tlsrpt_record,
 )
 from certkit.core.verify import verify_chain
+from certkit.tlsrpt import tlsrpt_report
 from tests.pki import make_leaf
-from tests.sts_lab import DOMAIN, INTER, MX, OTHER_ROOT, PATH, ROOT, StsLab, cadata, policy
+from tests.sts_lab import DOMAIN, INTER, MX, MX_CERT, OTHER_ROOT, PATH, ROOT, StsLab, cadata, policy
 
 # --- the rules, as data ------------------------------------------------------------------------------
 
@@ -385,3 +387,74 @@ def test_mta_sts_never_overrides_a_failing_dane_validation(tmp_path: Path) -> No
     assert sts["verdict"] == "enforce" and sts["mx"][0]["webpki"] == "valid" and sts["mx"][0]["dane"] == "fail"
     [f] = [f for f in sts["findings"] if f["code"] == "sts.dane-precedence"]
     assert "never overrides a failing DANE validation" in f["detail"]
+
+
+# --- in the pre-flight and its TLS-RPT report --------------------------------------------------------
+
+OURS = make_leaf(INTER, ["edge.fabrikam.example", "fabrikam.example"])
+
+
+def _preflight(lab: StsLab, **kwargs: object) -> PreflightReport:
+    return preflight(DOMAIN, our_domain="fabrikam.example", cert=OURS.cert, key=OURS.key,  # type: ignore[arg-type]
+                     chain=[INTER.cert, ROOT.cert], anchors=[ROOT.cert], nameserver=lab.dns.address,
+                     port=lab.smtp.port, timeout=3, validator="postfix", **kwargs)
+
+
+def test_the_tls_rpt_report_has_the_sts_policy_and_its_failures(tmp_path: Path) -> None:
+    body = policy("testing", mx=["mx9.contoso.test"])
+    with StsLab(tmp_path, policy_body=body) as lab:
+        report = _preflight(lab)
+        sts = mta_sts_of_sessions(DOMAIN, report.endpoints, **{k: v for k, v in lab.options().items() if k != "port"})
+    data = tlsrpt_report(report, report_id="r1", sts=sts)
+    [entry] = data["policies"]
+    assert entry["policy"] == {"policy-type": "sts", "policy-domain": DOMAIN, "mx-host": ["mx9.contoso.test"],
+                               "policy-string": ["version: STSv1", "mode: testing", "mx: mx9.contoso.test",
+                                                 "max_age: 86400"]}
+    assert entry["summary"] == {"total-successful-session-count": 0, "total-failure-session-count": 1}
+    [detail] = entry["failure-details"]
+    assert detail["result-type"] == "validation-failure" and detail["failure-reason-code"] == "sts.mx-not-listed"
+    assert detail["receiving-mx-hostname"] == MX
+
+
+def test_the_tls_rpt_report_says_sts_fetch_error_and_tlsa_where_dane_applied(tmp_path: Path) -> None:
+    from tests.test_probe_dane import AdDnsServer
+
+    with StsLab(tmp_path, policy_body=b"version: STSv1\n") as lab:
+        sts = check_mta_sts(DOMAIN, **lab.options())
+        report = _preflight(lab)
+    [entry] = tlsrpt_report(report, report_id="r1", sts=sts)["policies"]
+    assert entry["policy"] == {"policy-type": "sts", "policy-domain": DOMAIN}
+    assert entry["failure-details"][0]["result-type"] == "sts-policy-invalid"
+    from certkit.core.dane import tlsa_for
+
+    ee = tlsa_for(MX_CERT.cert, 3).text()  # a DANE-EE record for the MX's own key: DANE applies and passes
+    with StsLab(tmp_path, tlsa=[ee], dns_class=AdDnsServer) as lab:
+        assert isinstance(lab.dns, AdDnsServer)
+        lab.dns.secure = {dns.name.from_text(n) for n in lab.zones}
+        report = _preflight(lab, dane="auto")
+        sts = mta_sts_of_sessions(DOMAIN, report.endpoints, **{k: v for k, v in lab.options().items() if k != "port"})
+    [entry] = tlsrpt_report(report, report_id="r2", sts=sts)["policies"]
+    assert entry["policy"] == {"policy-type": "tlsa", "policy-string": [ee], "policy-domain": DOMAIN, "mx-host": MX}
+    assert entry["summary"]["total-successful-session-count"] == 1
+    assert sts.mx[0].dane == "pass" and any(f.code == "sts.dane-precedence" for f in sts.findings)
+
+
+def test_the_preflight_command_reports_mta_sts_without_changing_the_verdict(tmp_path: Path) -> None:
+    (tmp_path / "ours.pem").write_bytes(OURS.pem)
+    (tmp_path / "ours.key").write_bytes(OURS.key_pem)
+    (tmp_path / "chain.pem").write_bytes(INTER.pem + ROOT.pem)
+    with StsLab(tmp_path, policy_body=policy("enforce", mx=["mx9.contoso.test"])) as lab:
+        opts = lab.probe_options(tmp_path)
+        args = ["preflight", "--partner", DOMAIN, "--our-domain", "fabrikam.example", "--cert",
+                str(tmp_path / "ours.pem"), "--key", str(tmp_path / "ours.key"), "--chain", str(tmp_path / "chain.pem"),
+                *opts, "--tlsrpt", str(tmp_path / "tlsrpt.json")]
+        text = CliRunner().invoke(main, args)
+        data = CliRunner().invoke(main, [*args, "--json"])
+        off = CliRunner().invoke(main, [*args, "--json", "--mta-sts", "off"])
+    assert f"MTA-STS {DOMAIN}: enforce -- enforce: failing now: {MX}: not listed in the policy" in text.output
+    doc = json.loads(data.stdout)
+    assert doc["mta_sts"]["verdict"] == "enforce" and not doc["mta_sts"]["ok"]
+    assert data.exit_code == off.exit_code == doc["exit_code"]  # the verdict is Domain Security's
+    assert json.loads(off.stdout)["mta_sts"] is None
+    written = json.loads((tmp_path / "tlsrpt.json").read_text())
+    assert [p["policy"]["policy-type"] for p in written["policies"]] == ["no-policy-found"]  # the --mta-sts off run

@@ -16,6 +16,7 @@ from cryptography import x509
 
 from certkit.adapters.fs import atomic_write
 from certkit.adapters.inputs import read_input
+from certkit.checks.mtasts import mta_sts_of_sessions, read_cafile
 from certkit.checks.preflight import MIN_TIMEOUT, preflight, render_html, render_text
 from certkit.cli.cmdline import invoked_command_line
 from certkit.cli.colour import paint_report
@@ -29,6 +30,7 @@ from certkit.cli.common import (
     resolve_home,
     stderr_is_terminal,
 )
+from certkit.cli.mtasts import report_lines
 from certkit.cli.progress import AddressBar
 from certkit.clock import SystemClock
 from certkit.configgen import DEFAULT_EXCHANGE_TARGET, EXCHANGE_TARGETS
@@ -131,6 +133,13 @@ class _Steps:
 @click.option("--dane", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
               help="DANE (RFC 7672) for their MX: auto uses DNSSEC-secure TLSA records, require also fails MX "
                    "hosts without them, off looks up nothing.")
+@click.option("--mta-sts", "mta_sts", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="MTA-STS and TLS-RPT of the partner domain (RFC 8461, 8460), from the endpoints' sessions; "
+                   "reported, not part of the verdict. off looks up nothing.")
+@click.option("--sts-cafile", type=click.Path(dir_okay=False), default=None,
+              help="PEM roots to use instead of the Web PKI for MTA-STS (a lab).")
+@click.option("--sts-policy-port", default=443, show_default=True, type=click.IntRange(1, 65535),
+              help="HTTPS port of the MTA-STS policy host (a lab).")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as one self-contained HTML file.")
 @click.option("--tlsrpt", "tlsrpt_file", type=click.Path(dir_okay=False), default=None,
@@ -141,8 +150,9 @@ class _Steps:
 def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, chain_file: str | None,
                   store: str | None, managed_only: bool, edge_fqdn: str | None, accepted: tuple[str, ...],
                   smart_host: str | None, nameserver: str | None, port: int, timeout: float, at_text: str | None,
-                  target: str, validator: str, dane: str, report_file: str | None, tlsrpt_file: str | None,
-                  as_json: bool, home: str | None) -> None:
+                  target: str, validator: str, dane: str, mta_sts: str, sts_cafile: str | None,
+                  sts_policy_port: int, report_file: str | None, tlsrpt_file: str | None, as_json: bool,
+                  home: str | None) -> None:
     """Check, before switching on Domain Security with PARTNER, that both directions will work.
 
     Our certificate as their Edge sees it, routing to their MX, and every MX address probed with our
@@ -161,6 +171,7 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     _our_root_from_home(resolve_home(home), chain, certs[0])
     key = load_private_key(read_input(key_file, what="key"), key_passphrase(), source=key_file)
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
+    sts_cadata = read_cafile(sts_cafile)
     at = parse_at(at_text) if at_text else None
     steps = _Steps() if stderr_is_terminal() else None
     try:
@@ -171,18 +182,24 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     finally:
         if steps is not None:
             steps.close()
+    sts = None
+    if mta_sts == "auto":
+        sts = mta_sts_of_sessions(report.partner, report.endpoints, nameserver=nameserver, timeout=timeout,
+                                  cadata=sts_cadata, policy_port=sts_policy_port)
     if report_file:
         page = render_html(report, command=invoked_command_line(), generated=SystemClock().now())
         _write(report_file, page.encode("utf-8"), "--report")
     if tlsrpt_file:
         from certkit.tlsrpt import tlsrpt_report
 
-        data = json.dumps(tlsrpt_report(report), indent=2) + "\n"
+        data = json.dumps(tlsrpt_report(report, sts=sts), indent=2) + "\n"
         _write(tlsrpt_file, data.encode("utf-8"), "--tlsrpt")
     if as_json:
-        echo_json(report.to_dict())
+        echo_json({**report.to_dict(), "mta_sts": None if sts is None else sts.to_dict()})
     else:
         click.echo(paint_report(render_text(report)), nl=False)
+        if sts is not None:
+            click.echo("\n".join(["", *report_lines(sts)]))
     sys.exit(report.exit_code)
 
 
