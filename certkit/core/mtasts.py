@@ -466,7 +466,7 @@ def _judge_mx(report: StsReport, policy: Policy, facts: MxFacts) -> MxVerdict:
         webpki = "valid" if v.ok else "invalid"
         if not v.ok:
             errors = v.errors or v.findings
-            reasons = "; ".join(f.detail for f in errors[:3]) or v.reason or "no valid path"
+            reasons = "; ".join(f.detail.rstrip(".") for f in errors[:3]) or v.reason or "no valid path"
             failures.append("certificate not valid under the Web PKI")
             cause = errors[0].code if errors else None
             out.append(_with_mode("sts.mx-webpki-invalid", f"The certificate of {host} is not valid for {host} "
