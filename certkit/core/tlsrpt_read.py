@@ -73,7 +73,8 @@ RESULT_TYPES: Mapping[str, str] = {
 #: RFC 8460 §4.4's policy types.
 POLICY_TYPES = ("sts", "tlsa", "no-policy-found")
 
-#: Remedies for result types no catalogue code carries yet (the MTA-STS ones).
+#: Remedies for result types no catalogue code carries, and for the policy-level MTA-STS ones, whose catalogue
+#: remedies speak of "that URL": from a report we know the domain, so the remedy names the URL.
 _REMEDIES: Mapping[str, str] = {
     "sts-policy-fetch-error": "Serve the policy at https://mta-sts.DOMAIN/.well-known/mta-sts.txt (HTTPS, "
                               "status 200, text/plain) and check that the mta-sts host resolves from outside.",
@@ -706,7 +707,12 @@ def _serial(c: KnownCertificate) -> str:
 
 def _remedy(code: str | None, result_type: str, host: str | None, domain: str | None,
             tied: TiedCertificate | None, extra: str | None) -> str:
-    text = CATALOGUE[code].remedy if code else _REMEDIES.get(result_type, "Probe the MX host: certkit probe DOMAIN.")
+    if result_type.startswith("sts-") or (result_type in _REMEDIES and not code):
+        text = _REMEDIES[result_type] + (" Then check: certkit mta-sts check DOMAIN." if code else "")
+    elif code:
+        text = CATALOGUE[code].remedy
+    else:
+        text = "Probe the MX host: certkit probe DOMAIN."
     # Placeholders are filled in where they are a command's argument (certkit ca renew SERIAL), not in prose.
     command = r"(certkit (?:[a-z-]+ )+(?:--?[a-z-]+ )*)"
     if tied is not None:
