@@ -707,7 +707,7 @@ def _serial(c: KnownCertificate) -> str:
 
 def _remedy(code: str | None, result_type: str, host: str | None, domain: str | None,
             tied: TiedCertificate | None, extra: str | None) -> str:
-    if result_type.startswith("sts-") or (result_type in _REMEDIES and not code):
+    if result_type in _REMEDIES and (result_type.startswith("sts-") or not code):
         text = _REMEDIES[result_type] + (" Then check: certkit mta-sts check DOMAIN." if code else "")
     elif code:
         text = CATALOGUE[code].remedy
