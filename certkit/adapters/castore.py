@@ -28,8 +28,8 @@ from typing import Any, ParamSpec, TypeVar
 from cryptography import x509
 
 from certkit.core import jsonfacts
+from certkit.core.extensions import san_names
 from certkit.core.formats import cert_der, sha1_thumbprint, sha256_fingerprint
-from certkit.core.issuance import san_names
 from certkit.core.jsonfacts import rfc3339
 from certkit.core.names import dns_name, is_ip_address
 from certkit.errors import InputError, NotFoundError, StoreError, UsageError

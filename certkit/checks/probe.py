@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certkit.adapters.crlfetch import CrlCache
 from certkit.adapters.dns import (
@@ -47,6 +46,7 @@ from certkit.adapters.dns import (
 )
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session_async
 from certkit.clock import Clock, SystemClock
+from certkit.core.extensions import allows_client_auth, san_dns_names
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
 from certkit.core.names import dns_name
 from certkit.core.personality import rejection_of_us
@@ -377,14 +377,6 @@ def exit_code(results: Sequence[ProbeResult]) -> int:
 # --- diagnosis ---------------------------------------------------------------------------------------
 
 
-def _has_client_auth(cert: x509.Certificate) -> bool:
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return True
-    return ExtendedKeyUsageOID.CLIENT_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
-
-
 def _reply_status(reply: Reply) -> str:
     """The reply's RFC 3463 status, or ``X.0.0`` (other or undefined status) when it gave none."""
     return reply.enhanced or f"{reply.code // 100}.0.0"
@@ -423,7 +415,7 @@ def _our_causes(session: SmtpSession, identity: ClientIdentity | None, at: _dt.d
                            f"They answered '{reply.text}' {when}; our issuer {ours.issuer.rfc4514_string()} is not "
                            f"among the {len(tls.client_ca_names)} issuer(s) they accept.", subject=who, evidence=ev,
                            exchange_text=shown))
-    if not _has_client_auth(ours):
+    if not allows_client_auth(ours):
         out.append(Finding("peer.rejected-no-client-auth",
                            f"They answered '{reply.text}' {when}; our certificate has no clientAuth EKU.", subject=who,
                            evidence=ev, exchange_text=shown))
@@ -923,16 +915,8 @@ def _has_tlsa_name(host: str) -> bool:
     return not _is_ip(host.strip("[]")) and bare != "localhost" and not bare.endswith(".localhost")
 
 
-def _dns_names(cert: x509.Certificate) -> list[str]:
-    try:
-        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.DNSName)
-    except x509.ExtensionNotFound:
-        return []
-
-
 def _our_host(cert: x509.Certificate) -> str:
-    names = [n for n in _dns_names(cert) if "*" not in n]
+    names = [n for n in san_dns_names(cert) if "*" not in n]
     return names[0] if names else "localhost"
 
 

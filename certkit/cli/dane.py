@@ -81,14 +81,11 @@ def _from_file(path: str, need_issuer: bool) -> tuple[x509.Certificate, x509.Cer
 
 
 def _names(cert: x509.Certificate) -> set[str]:
-    from cryptography import x509 as _x509
     from cryptography.x509.oid import NameOID
 
-    try:
-        san = cert.extensions.get_extension_for_class(_x509.SubjectAlternativeName).value
-        names = {n.lower().rstrip(".") for n in san.get_values_for_type(_x509.DNSName)}
-    except _x509.ExtensionNotFound:
-        names = set()
+    from certkit.core.extensions import san_dns_names
+
+    names = {n.lower().rstrip(".") for n in san_dns_names(cert)}
     return names or {str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
 
 

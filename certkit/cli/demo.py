@@ -19,8 +19,8 @@ from cryptography import x509
 from certkit.adapters.fs import PRIVATE, atomic_write
 from certkit.ca import CertificateAuthority, IssuedCertificate
 from certkit.clock import Clock, SystemClock
+from certkit.core.extensions import san_names
 from certkit.core.formats import load_pfx, sha1_thumbprint, sha256_fingerprint
-from certkit.core.issuance import san_names
 from certkit.core.lint import lint_certificate
 from certkit.core.text import plural
 

@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
+from certkit.core.extensions import san_dns_names
 from certkit.core.findings import Finding
 from certkit.core.names import dns_name
 from certkit.core.trust import is_ca
@@ -212,11 +213,7 @@ class DaneResult:
 
 
 def _dns_sans(cert: x509.Certificate) -> list[str] | None:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    names = [n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)]
+    names = [n.lower().rstrip(".") for n in san_dns_names(cert)]
     return names or None
 
 

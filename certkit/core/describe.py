@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography import x509
 
+from certkit.core.extensions import eku_of, extension_value, key_usage_of, san_dns_names, san_ip_addresses
 from certkit.core.findings import Side
 from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none, serial_hex
 from certkit.core.keys import key_description
@@ -22,31 +23,28 @@ _KU_FIELDS = ("digital_signature", "content_commitment", "key_encipherment", "da
 
 
 def _eku(cert: x509.Certificate) -> list[str] | None:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
+    ext = eku_of(cert)
+    if ext is None:
         return None
     return [oid._name if oid._name != "Unknown OID" else oid.dotted_string for oid in ext]
 
 
 def _key_usage(cert: x509.Certificate) -> list[str]:
-    try:
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
+    ku = key_usage_of(cert)
+    if ku is None:
         return []
-    out = []
-    for name in _KU_FIELDS:
-        if getattr(ku, name):
-            out.append("".join(w.title() if i else w for i, w in enumerate(name.split("_"))))
-    return out
+    return [_camel_case(name) for name in _KU_FIELDS if getattr(ku, name)]
+
+
+def _camel_case(snake: str) -> str:
+    """``key_cert_sign`` -> ``keyCertSign``, ``key_compromise`` -> ``keyCompromise`` (the names of RFC 5280)."""
+    head, *rest = snake.split("_")
+    return head + "".join(w.title() for w in rest)
 
 
 def _cdp(cert: x509.Certificate) -> list[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        return []
-    return [str(n.value) for dp in ext for n in (dp.full_name or [])]
+    ext = extension_value(cert, x509.CRLDistributionPoints)
+    return [str(n.value) for dp in ext or () for n in (dp.full_name or [])]
 
 
 def describe_certificate(cert: x509.Certificate, *, at: dt.datetime | None = None, role: str = "certificate",
@@ -79,29 +77,18 @@ def describe_certificate(cert: x509.Certificate, *, at: dt.datetime | None = Non
 
 
 def describe_csr(csr: x509.CertificateSigningRequest) -> dict[str, Any]:
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns_names = [str(v) for v in san.get_values_for_type(x509.DNSName)]
-        ip_addresses = [str(v) for v in san.get_values_for_type(x509.IPAddress)]
-    except x509.ExtensionNotFound:
-        dns_names, ip_addresses = [], []
-    return {"subject": csr.subject.rfc4514_string(), "dns_names": dns_names, "ip_addresses": ip_addresses,
-            "key": key_description(csr.public_key()), "signature_ok": csr.is_signature_valid}
+    return {"subject": csr.subject.rfc4514_string(), "dns_names": san_dns_names(csr),
+            "ip_addresses": [str(ip) for ip in san_ip_addresses(csr)], "key": key_description(csr.public_key()),
+            "signature_ok": csr.is_signature_valid}
 
 
 def describe_crl(crl: x509.CertificateRevocationList, *, at: dt.datetime | None = None) -> dict[str, Any]:
-    try:
-        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        number = None
+    crl_number = extension_value(crl, x509.CRLNumber)
+    number = None if crl_number is None else crl_number.crl_number
     revoked = []
     for entry in crl:
-        try:
-            name = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
-            head, *rest = name.split("_")
-            reason = head + "".join(w.title() for w in rest)
-        except x509.ExtensionNotFound:
-            reason = "unspecified"
+        crl_reason = extension_value(entry, x509.CRLReason)
+        reason = "unspecified" if crl_reason is None else _camel_case(crl_reason.reason.name)
         revoked.append({"serial": serial_hex(entry.serial_number), "revoked_at": rfc3339(entry.revocation_date_utc),
                         "reason": reason})
     nxt = crl.next_update_utc

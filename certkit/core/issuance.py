@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from certkit.clock import aware
+from certkit.core.extensions import extension_value, san_dns_names
 from certkit.core.keys import PrivateKey, PublicKey, check_key_strength
 from certkit.core.names import dns_name, general_name, is_ip_address
 from certkit.core.profiles import PROFILES, ProfileName
@@ -69,11 +70,10 @@ def _ski(public_key: PublicKey) -> x509.SubjectKeyIdentifier:
 
 @functools.lru_cache(maxsize=64)
 def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    ski = extension_value(issuer, x509.SubjectKeyIdentifier)
+    if ski is not None:
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
 
 
 def _cdp(url: str) -> x509.CRLDistributionPoints:
@@ -233,11 +233,7 @@ def csr_names(csr: x509.CertificateSigningRequest, profile: ProfileName | str = 
     prof = PROFILES[ProfileName.parse(profile)]
     names: list[x509.GeneralName] = []
     dropped: list[x509.GeneralName] = []
-    try:
-        san: Iterable[x509.GeneralName] = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = ()
-    for entry in san:
+    for entry in extension_value(csr, x509.SubjectAlternativeName) or ():
         if not prof.carries(entry):
             if entry not in dropped:
                 dropped.append(entry)
@@ -356,9 +352,8 @@ class LeafRequest:
 
 @functools.lru_cache(maxsize=64)
 def _permitted_dns(ca_cert: x509.Certificate) -> tuple[str, ...]:
-    try:
-        nc = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
-    except x509.ExtensionNotFound:
+    nc = extension_value(ca_cert, x509.NameConstraints)
+    if nc is None:
         return ()
     return tuple(g.value.lower() for g in (nc.permitted_subtrees or []) if isinstance(g, x509.DNSName))
 
@@ -475,21 +470,6 @@ def fqdn_of(cert: x509.Certificate) -> str | None:
     For a transport certificate that is the CN; for Exchange's self-signed layout (CN and first SAN
     = the short name) it is the FQDN that follows.
     """
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    return next((n for n in san.get_values_for_type(x509.DNSName) if "." in n and "*" not in n), None)
-
-
-def san_names(cert: x509.Certificate) -> list[str]:
-    """The DNS and IP names in a certificate's SAN, as text."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    out: list[str] = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-    out += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    return out
+    return next((n for n in san_dns_names(cert) if "." in n and "*" not in n), None)
 
 

@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from certkit.core.extensions import eku_of, extension_value, san_names
 from certkit.core.findings import Finding, Side
-from certkit.core.issuance import san_names
 from certkit.core.keys import MIN_RSA_BITS, key_description
 from certkit.core.trust import extension_problem, is_ca
 
@@ -45,10 +45,7 @@ def lint_certificate(cert: x509.Certificate, *, at: dt.datetime, side: Side = Si
                         "no validator will accept it.", subject=subject, side=side, evidence={"reason": broken})]
     if is_ca(cert):
         return out
-    try:
-        eku = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        eku = None  # RFC 5280: no EKU means any purpose
+    eku = eku_of(cert)  # None: RFC 5280's "any purpose"
     if eku is not None and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
         if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
             out.append(Finding("eku.no-client-auth", "The certificate's EKU lacks clientAuth: the receiving Edge "
@@ -72,12 +69,9 @@ def lint_certificate(cert: x509.Certificate, *, at: dt.datetime, side: Side = Si
     wild += [n for n in cn if n.startswith("*") and n not in wild]
     if wild:
         out.append(Finding("name.wildcard", f"Wildcard name(s): {', '.join(wild)}.", subject=subject, side=side))
-    if not is_self_signed(cert):
-        try:
-            cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
-        except x509.ExtensionNotFound:
-            out.append(Finding("revocation.no-cdp", "The CA-signed certificate has no CRL distribution point.",
-                               subject=subject, side=side))
+    if not is_self_signed(cert) and extension_value(cert, x509.CRLDistributionPoints) is None:
+        out.append(Finding("revocation.no-cdp", "The CA-signed certificate has no CRL distribution point.",
+                           subject=subject, side=side))
     if at >= cert.not_valid_after_utc:
         out.append(Finding("cert.expired", f"Expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M}Z.",
                            subject=subject, side=side))

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from cryptography.x509.verification import Store
 
+from certkit.core.extensions import extension_value
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.core.jsonfacts import rfc3339, rfc3339_or_none, serial_hex
 from certkit.core.keys import MIN_RSA_BITS
@@ -50,10 +51,8 @@ def extension_problem(cert: x509.Certificate) -> str | None:
 
 def is_ca(cert: x509.Certificate) -> bool:
     """True when basicConstraints says CA:TRUE."""
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
+    bc = extension_value(cert, x509.BasicConstraints)
+    return bc is not None and bc.ca
 
 
 def is_self_signed(cert: x509.Certificate) -> bool:
