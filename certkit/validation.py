@@ -26,7 +26,7 @@ from cryptography import x509
 from certkit.adapters.crlfetch import CrlFetch
 from certkit.core.findings import Finding, Severity
 from certkit.core.personality import behaviour
-from certkit.core.verify import Purpose, VerificationResult, crl_urls, verify_chain
+from certkit.core.verify import Purpose, VerificationResult, VerifyOptions, crl_urls, verify_chain
 
 __all__ = ["CrlSource", "PeerValidation", "Validator", "validate_peer"]
 
@@ -73,8 +73,8 @@ def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
 
     def run() -> VerificationResult:
         found = [*crls, *(f.crl for f in fetches if f.crl is not None)]
-        return verify_chain(leaf, intermediates, anchors, name=name, domain=domain, purpose=purpose, at=at,
-                            crls=found, require_revocation=True)
+        options = VerifyOptions(purpose=purpose, crls=found, require_revocation=True)
+        return verify_chain(leaf, intermediates, anchors, name=name, domain=domain, at=at, options=options)
 
     result = run()
     more = [u for u in crl_urls(c for c in result.chain if c not in presented) if u not in urls]

@@ -8,7 +8,7 @@ import functools
 import pytest
 
 from certkit.core.findings import CATALOGUE
-from certkit.core.verify import DEFAULT_MAX_DEPTH, verify_chain
+from certkit.core.verify import DEFAULT_MAX_DEPTH, VerifyOptions, verify_chain
 from tests import pki
 
 NOW = pki.NOW
@@ -43,12 +43,12 @@ def test_a_chain_deeper_than_the_limit_is_too_deep_not_untrusted(n: int) -> None
 def test_the_limit_is_the_callers_max_depth() -> None:
     root, inters, leaf = _ladder(3)
     sent = [i.cert for i in inters]
-    assert verify_chain(leaf.cert, sent, [root.cert], at=NOW, max_depth=3).ok
-    r = verify_chain(leaf.cert, sent, [root.cert], at=NOW, max_depth=2)
+    assert verify_chain(leaf.cert, sent, [root.cert], at=NOW, options=VerifyOptions(max_depth=3)).ok
+    r = verify_chain(leaf.cert, sent, [root.cert], at=NOW, options=VerifyOptions(max_depth=2))
     assert list(r.codes) == ["chain.too-deep"]
     assert r.findings[0].evidence["limit"] == 2
     root1, (inter1,), leaf1 = _ladder(1)
-    r0 = verify_chain(leaf1.cert, [inter1.cert], [root1.cert], at=NOW, max_depth=0)
+    r0 = verify_chain(leaf1.cert, [inter1.cert], [root1.cert], at=NOW, options=VerifyOptions(max_depth=0))
     assert list(r0.codes) == ["chain.too-deep"] and "1 intermediate CA," in r0.findings[0].detail
 
 

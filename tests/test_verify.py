@@ -11,7 +11,14 @@ from cryptography.hazmat.primitives import serialization
 
 from certkit.core.jsonfacts import rfc3339
 from certkit.core.trust import AnchorSet
-from certkit.core.verify import VerificationResult, crl_urls, domain_matches, host_matches, verify_chain
+from certkit.core.verify import (
+    VerificationResult,
+    VerifyOptions,
+    crl_urls,
+    domain_matches,
+    host_matches,
+    verify_chain,
+)
 from certkit.errors import InputError, UsageError
 from tests import pki
 
@@ -64,7 +71,7 @@ def test_anchor_set_is_accepted_as_anchors(root: pki.Issued, inter: pki.Issued, 
 def test_leaf_without_eku_is_accepted_for_both_purposes(root: pki.Issued, inter: pki.Issued) -> None:
     noeku = pki.make_leaf(inter, ["mx.fabrikam.com"], eku=None)
     assert verify_chain(noeku.cert, [inter.cert], [root.cert], name="mx.fabrikam.com", at=NOW).ok
-    assert verify_chain(noeku.cert, [inter.cert], [root.cert], purpose="client", at=NOW).ok
+    assert verify_chain(noeku.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(purpose="client")).ok
 
 
 def test_pinned_self_signed_leaf_validates_as_itself(root: pki.Issued) -> None:
@@ -185,8 +192,8 @@ def test_cryptography_rejection_without_own_words_is_chain_invalid() -> None:
 
 
 def test_max_depth(root: pki.Issued, inter: pki.Issued, leaf: pki.Issued) -> None:
-    assert verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, max_depth=2).ok
-    assert not verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, max_depth=0).ok
+    assert verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(max_depth=2)).ok
+    assert not verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(max_depth=0)).ok
 
 
 # --- names ----------------------------------------------------------------------------------------
@@ -238,46 +245,48 @@ def test_cn_only_server_certificate_is_explained(root: pki.Issued, inter: pki.Is
 
 def test_client_with_client_auth_is_accepted(root: pki.Issued, inter: pki.Issued) -> None:
     c = pki.make_leaf(inter, ["edge.contoso.com"], eku=[pki.CLIENT])
-    assert verify_chain(c.cert, [inter.cert], [root.cert], purpose="client", at=NOW).ok
+    assert verify_chain(c.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(purpose="client")).ok
 
 
 def test_client_with_server_auth_only_is_rejected(root: pki.Issued, inter: pki.Issued) -> None:
     c = pki.make_leaf(inter, ["edge.contoso.com"], eku=[pki.SERVER])
-    r = verify_chain(c.cert, [inter.cert], [root.cert], purpose="client", at=NOW)
+    r = verify_chain(c.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(purpose="client"))
     assert not r.ok and codes(r) == ["eku.no-client-auth"]
     assert r.findings[0].evidence["eku"] == [pki.SERVER.dotted_string]
 
 
 def test_client_without_eku_is_accepted(root: pki.Issued, inter: pki.Issued) -> None:
     c = pki.make_leaf(inter, ["edge.contoso.com"], eku=None)
-    assert verify_chain(c.cert, [inter.cert], [root.cert], purpose="client", at=NOW).ok
+    assert verify_chain(c.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(purpose="client")).ok
 
 
 def test_dns_named_client_checked_against_domain(root: pki.Issued, inter: pki.Issued) -> None:
     c = pki.make_leaf(inter, ["edge.contoso.com"], eku=[pki.CLIENT])
-    assert verify_chain(c.cert, [inter.cert], [root.cert], purpose="client", domain="contoso.com", at=NOW).ok
-    r = verify_chain(c.cert, [inter.cert], [root.cert], purpose="client", domain="fabrikam.com", at=NOW)
+    assert verify_chain(c.cert, [inter.cert], [root.cert], domain="contoso.com", at=NOW,
+                        options=VerifyOptions(purpose="client")).ok
+    r = verify_chain(c.cert, [inter.cert], [root.cert], domain="fabrikam.com", at=NOW,
+                     options=VerifyOptions(purpose="client"))
     assert not r.ok and codes(r) == ["name.domain-mismatch"]
 
 
 def test_client_with_cn_only_is_accepted_without_a_name(root: pki.Issued, inter: pki.Issued) -> None:
     c = pki.make_leaf(inter, ["EDGE01"], san=False, eku=[pki.CLIENT])
-    assert verify_chain(c.cert, [inter.cert], [root.cert], purpose="client", at=NOW).ok
+    assert verify_chain(c.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(purpose="client")).ok
 
 
 def test_expired_client_is_rejected(root: pki.Issued, inter: pki.Issued) -> None:
     end = NOW - dt.timedelta(days=1)
     c = pki.make_leaf(inter, ["edge.contoso.com"], eku=[pki.CLIENT], not_after=end)
-    r = verify_chain(c.cert, [inter.cert], [root.cert], purpose="client", at=NOW)
+    r = verify_chain(c.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(purpose="client"))
     assert not r.ok and codes(r) == ["cert.expired"]
-    assert verify_chain(c.cert, [inter.cert], [root.cert], purpose="client", at=end).ok
+    assert verify_chain(c.cert, [inter.cert], [root.cert], at=end, options=VerifyOptions(purpose="client")).ok
 
 
 def test_client_from_untrusted_ca_is_rejected(root: pki.Issued) -> None:
     rogue_root = pki.make_root("Rogue Root", org="Rogue")
     rogue = pki.make_intermediate(rogue_root, "Rogue CA", org="Rogue")
     c = pki.make_leaf(rogue, ["edge.contoso.com"], eku=[pki.CLIENT])
-    r = verify_chain(c.cert, [rogue.cert], [root.cert], purpose="client", at=NOW)
+    r = verify_chain(c.cert, [rogue.cert], [root.cert], at=NOW, options=VerifyOptions(purpose="client"))
     assert not r.ok and codes(r) == ["chain.unknown-issuer"]
 
 
@@ -293,7 +302,7 @@ def test_server_with_client_auth_only_is_rejected(root: pki.Issued, inter: pki.I
 def test_revoked_leaf_with_date_and_reason(root: pki.Issued, inter: pki.Issued, leaf: pki.Issued) -> None:
     when = NOW - dt.timedelta(days=2)
     crl = pki.make_crl(inter, [(leaf.cert.serial_number, when, x509.ReasonFlags.key_compromise)])
-    r = verify_chain(leaf.cert, [inter.cert], [root.cert], crls=[crl], at=NOW)
+    r = verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[crl]))
     assert not r.ok and codes(r) == ["revocation.revoked"]
     assert r.findings[0].evidence["reason"] == "keyCompromise"
     assert r.findings[0].evidence["revoked_at"] == rfc3339(when)
@@ -301,12 +310,12 @@ def test_revoked_leaf_with_date_and_reason(root: pki.Issued, inter: pki.Issued, 
 
 def test_not_revoked_with_fresh_crl(root: pki.Issued, inter: pki.Issued, leaf: pki.Issued) -> None:
     crl = pki.make_crl(inter, [12345])
-    assert verify_chain(leaf.cert, [inter.cert], [root.cert], crls=[crl], at=NOW).ok
+    assert verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[crl])).ok
 
 
 def test_revoked_intermediate(root: pki.Issued, inter: pki.Issued, leaf: pki.Issued) -> None:
     crl = pki.make_crl(root, [inter.cert.serial_number])
-    r = verify_chain(leaf.cert, [inter.cert], [root.cert], crls=[crl], at=NOW)
+    r = verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[crl]))
     assert not r.ok and codes(r) == ["revocation.revoked"]
     assert r.findings[0].subject == inter.cert.subject.rfc4514_string()
 
@@ -314,26 +323,29 @@ def test_revoked_intermediate(root: pki.Issued, inter: pki.Issued, leaf: pki.Iss
 def test_crl_with_bad_signature_is_distinct_from_revoked(root: pki.Issued, inter: pki.Issued,
                                                           leaf: pki.Issued) -> None:
     forged = pki.make_crl(inter, [leaf.cert.serial_number], wrong_key=True)
-    r = verify_chain(leaf.cert, [inter.cert], [root.cert], crls=[forged], at=NOW)
+    r = verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[forged]))
     assert not r.ok and codes(r) == ["revocation.crl-bad-signature"]
 
 
 def test_stale_crl_is_distinct_from_revoked(root: pki.Issued, inter: pki.Issued, leaf: pki.Issued) -> None:
     nu = NOW - dt.timedelta(hours=1)
     stale = pki.make_crl(inter, this_update=NOW - dt.timedelta(days=8), next_update=nu)
-    r = verify_chain(leaf.cert, [inter.cert], [root.cert], crls=[stale], at=NOW)
+    r = verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[stale]))
     assert not r.ok and codes(r) == ["revocation.crl-stale"]
-    assert verify_chain(leaf.cert, [inter.cert], [root.cert], crls=[stale], at=nu).ok
+    assert verify_chain(leaf.cert, [inter.cert], [root.cert], at=nu, options=VerifyOptions(crls=[stale])).ok
 
 
 def test_require_revocation_needs_cdp_and_crl_per_ca_issued_cert(root: pki.Issued, inter: pki.Issued,
                                                                   leaf: pki.Issued) -> None:
     crls = [pki.make_crl(inter), pki.make_crl(root)]
-    assert verify_chain(leaf.cert, [inter.cert], [root.cert], crls=crls, require_revocation=True, at=NOW).ok
-    r = verify_chain(leaf.cert, [inter.cert], [root.cert], crls=crls[:1], require_revocation=True, at=NOW)
+    assert verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW,
+                        options=VerifyOptions(crls=crls, require_revocation=True)).ok
+    r = verify_chain(leaf.cert, [inter.cert], [root.cert], at=NOW,
+                     options=VerifyOptions(crls=crls[:1], require_revocation=True))
     assert not r.ok and codes(r) == ["revocation.unreachable"]
     no_cdp = pki.make_leaf(inter, ["mx.fabrikam.com"])
-    r = verify_chain(no_cdp.cert, [inter.cert], [root.cert], crls=crls, require_revocation=True, at=NOW)
+    r = verify_chain(no_cdp.cert, [inter.cert], [root.cert], at=NOW,
+                     options=VerifyOptions(crls=crls, require_revocation=True))
     assert not r.ok and codes(r) == ["revocation.no-cdp"]
 
 
@@ -347,18 +359,19 @@ def test_crl_checks_are_remembered_per_crl_and_ca_certificate(root: pki.Issued) 
     forged = pki.make_crl(ca_a, [leaf_a.cert.serial_number], wrong_key=True)
     future = pki.make_crl(ca_a, this_update=NOW + dt.timedelta(hours=1))
     for _ in range(2):
-        assert verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], crls=[crl_a], at=NOW).ok
-        r = verify_chain(leaf_b.cert, [ca_b.cert], [root.cert], crls=[crl_a], at=NOW)
+        assert verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[crl_a])).ok
+        r = verify_chain(leaf_b.cert, [ca_b.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[crl_a]))
         assert codes(r) == ["revocation.crl-bad-signature"]
-        r = verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], crls=[forged, crl_a], at=NOW)
+        r = verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[forged, crl_a]))
         assert codes(r) == ["revocation.crl-bad-signature"]
         # The time is never remembered: the same CRL is in the future at NOW and fine two hours later.
-        r = verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], crls=[future], at=NOW)
+        r = verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], at=NOW, options=VerifyOptions(crls=[future]))
         assert codes(r) == ["revocation.crl-invalid"] and "in the future" in r.findings[0].detail
-        assert verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], crls=[future], at=NOW + 2 * HOUR).ok
+        assert verify_chain(leaf_a.cert, [ca_a.cert], [root.cert], at=NOW + 2 * HOUR,
+                            options=VerifyOptions(crls=[future])).ok
         # An equal certificate parsed again (as every probe of an endpoint does) gets the same answers.
         again = x509.load_der_x509_certificate(ca_b.cert.public_bytes(serialization.Encoding.DER))
-        r = verify_chain(leaf_b.cert, [again], [root.cert], crls=[crl_a], at=NOW)
+        r = verify_chain(leaf_b.cert, [again], [root.cert], at=NOW, options=VerifyOptions(crls=[crl_a]))
         assert codes(r) == ["revocation.crl-bad-signature"]
 
 
@@ -374,7 +387,7 @@ def test_crl_urls_in_order_each_once_http_only(root: pki.Issued) -> None:
 
 def test_pinned_leaf_needs_no_crl(root: pki.Issued) -> None:
     edge = pki.make_self_signed(["edge.fabrikam.com"])
-    assert verify_chain(edge.cert, [], [edge.cert], require_revocation=True, at=NOW).ok
+    assert verify_chain(edge.cert, [], [edge.cert], at=NOW, options=VerifyOptions(require_revocation=True)).ok
 
 
 # --- misuse ---------------------------------------------------------------------------------------
@@ -392,7 +405,7 @@ def test_naive_time_is_refused(root: pki.Issued, leaf: pki.Issued) -> None:
 
 def test_bad_purpose_and_bad_leaf_and_bad_name_are_misuse(root: pki.Issued, leaf: pki.Issued) -> None:
     with pytest.raises(UsageError, match="Unknown purpose"):
-        verify_chain(leaf.cert, [], [root.cert], purpose="smtp", at=NOW)
+        VerifyOptions(purpose="smtp")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match=r"x509\.Certificate as the leaf"):
         verify_chain(leaf.pem, [], [root.cert], at=NOW)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="not a valid host name"):
@@ -412,7 +425,8 @@ def test_result_serialises(root: pki.Issued, inter: pki.Issued, leaf: pki.Issued
     pickle.dumps(r.findings)
 
 
-@pytest.mark.parametrize("kwargs", [{"anchors": ["x"]}, {"crls": ["x"]}, {"name": 5}, {"intermediates": ["x"]}])
+@pytest.mark.parametrize("kwargs", [{"anchors": ["x"]}, {"options": {"crls": ["x"]}}, {"name": 5},
+                                    {"intermediates": ["x"]}])
 def test_misuse_of_verify_chain_is_a_usage_error_not_a_python_error(kwargs: dict[str, object]) -> None:
     from certkit import UsageError, verify_chain
 
@@ -422,3 +436,17 @@ def test_misuse_of_verify_chain_is_a_usage_error_not_a_python_error(kwargs: dict
     intermediates = args.pop("intermediates", ())
     with pytest.raises(UsageError):
         verify_chain(leaf.cert, intermediates, anchors, **args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"purpose": "smtp"}, "Unknown purpose 'smtp'"), ({"max_depth": -1}, "max_depth -1 is not a chain depth"),
+    ({"max_depth": 256}, "max_depth 256"), ({"crls": ["x"]}, "crls must be cryptography")])
+def test_verify_options_are_checked_once_when_made(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        VerifyOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_verify_options_keep_the_crls_as_given_in_a_tuple(root: pki.Issued, inter: pki.Issued) -> None:
+    crls = [pki.make_crl(inter, [], this_update=NOW - HOUR, next_update=NOW + HOUR)]
+    options = VerifyOptions(crls=iter(crls))  # type: ignore[arg-type]
+    assert options.crls == tuple(crls) and options.purpose == "server" and options.max_depth is None

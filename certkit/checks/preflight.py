@@ -38,23 +38,23 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from certkit.adapters.crlfetch import CrlCache, CrlFetch
 from certkit.adapters.dns import MailRoute, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.probe import DANE_MODES, AddressResult, probe_sync
 from certkit.clock import Clock, FixedClock, SystemClock, aware
+from certkit.core.extensions import allows_client_auth, san_names
 from certkit.core.findings import Finding, Severity, Side
 from certkit.core.formats import sha256_fingerprint
-from certkit.core.issuance import san_names
 from certkit.core.jsonfacts import certificate_facts, rfc3339
 from certkit.core.keys import PrivateKey, public_key_matches
 from certkit.core.lint import lint_certificate
 from certkit.core.names import dns_name
 from certkit.core.text import plural
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
-from certkit.core.verify import domain_matches, verify_chain
+from certkit.core.verify import VerifyOptions, domain_matches, verify_chain
 from certkit.errors import InputError
 from certkit.schemas import document
 from certkit.validation import Validator, validate_peer
@@ -406,7 +406,7 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
     inters = [c for c in chain if not is_self_signed(c)]
     fetches: tuple[CrlFetch, ...] = ()
     if self_signed:
-        result = verify_chain(cert, inters, trust, purpose="client", at=at)
+        result = verify_chain(cert, inters, trust, at=at, options=VerifyOptions(purpose="client"))
     else:
         check = validate_peer(cert, inters, trust, crl_source=crl_cache.get, purpose="client", validator=validator,
                               at=at)
@@ -447,11 +447,7 @@ def _their_client_auth(e: AddressResult, where: str) -> list[Finding]:
     if tls is None or not tls.peer_chain:
         return []
     leaf = tls.peer_chain[0]
-    try:
-        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return []
-    if ExtendedKeyUsageOID.CLIENT_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku:
+    if allows_client_auth(leaf):
         return []
     return [Finding("eku.no-client-auth", f"{where} presents {leaf.subject.rfc4514_string()} without clientAuth: "
                     "when their Edge sends to us with it, our Receive connector rejects it.",

@@ -32,7 +32,7 @@ from certkit.core.formats import load_certificates, load_crl, sha1_thumbprint, s
 from certkit.core.jsonfacts import certificate_facts
 from certkit.core.text import plural, printable
 from certkit.core.trust import is_ca
-from certkit.core.verify import verify_chain
+from certkit.core.verify import VerifyOptions, verify_chain
 from certkit.errors import InputError, PassphraseError, UsageError
 from certkit.schemas import stamped
 
@@ -318,8 +318,9 @@ def verify_cmd(cert: str, chain_files: tuple[str, ...], name: str | None, domain
                                purpose="client" if purpose == "client" else "server", validator="exchange",
                                name=name, domain=domain, at=at).result
     else:
-        result = verify_chain(leaf, intermediates, anchors, name=name, domain=domain, purpose=purpose, at=at,
-                              crls=crls, require_revocation=validator == "exchange")
+        options = VerifyOptions(purpose="client" if purpose == "client" else "server", crls=crls,
+                                require_revocation=validator == "exchange")
+        result = verify_chain(leaf, intermediates, anchors, name=name, domain=domain, at=at, options=options)
     if as_json:
         data: dict[str, Any] = result.to_dict()
         data["validator"] = validator

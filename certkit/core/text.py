@@ -1,5 +1,5 @@
-"""The one escaping function for text certkit did not write: certificate and CSR names, CRL issuers, a
-server's replies, file names.
+"""Text for people: the one escaping function for text certkit did not write (certificate and CSR names,
+CRL issuers, a server's replies, file names), and the one way certkit writes a time and a duration.
 
 Everything certkit prints that came from outside goes through :func:`printable` -- the CLI's lines, its
 error lines, the lab's logs, the probe's transcripts -- so no input can forge an output line (CR, LF),
@@ -11,9 +11,10 @@ lines and the templates alike.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
-__all__ = ["plural", "printable"]
+__all__ = ["duration_text", "plural", "printable", "utc_text"]
 
 # C0 and C1 controls (ESC starts terminal sequences, CR rewrites a line), DEL, the Unicode controls that
 # reorder or break displayed text (bidi marks, overrides and isolates, line and paragraph separators), and
@@ -59,3 +60,27 @@ def plural(count: int, noun: str, plural_form: str | None = None) -> str:
         else:
             plural_form = noun + "s"
     return f"{count} {plural_form}"
+
+
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def duration_text(delta: dt.timedelta) -> str:
+    """A duration as people say it: its largest unit and the next one when not zero, sign ignored.
+
+    ``3 days 4 hours``, ``1 hour``, ``5 minutes 2 seconds``, ``less than a second``; whole seconds.
+    """
+    left = int(abs(delta.total_seconds()))
+    for i, (unit, size) in enumerate(_UNITS):
+        if left >= size:
+            parts = [(left // size, unit)]
+            if i + 1 < len(_UNITS):
+                after, after_size = _UNITS[i + 1]
+                parts.append(((left % size) // after_size, after))
+            return " ".join(plural(n, u) for n, u in parts if n)
+    return "less than a second"
+
+
+def utc_text(t: dt.datetime) -> str:
+    """A time as ``2026-12-02 07:24:14 UTC`` (an aware datetime, shown in UTC)."""
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

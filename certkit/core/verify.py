@@ -19,7 +19,6 @@ Nothing here reads the wall clock except ``at=None`` at the API edge, prints, or
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import functools
 import ipaddress
@@ -42,10 +41,12 @@ from cryptography.x509.verification import (
 )
 
 from certkit.clock import aware, utcnow
+from certkit.core.extensions import eku_of, extension_value, san_dns_names, san_ip_addresses
 from certkit.core.findings import Finding, Severity
 from certkit.core.formats import sha256_fingerprint
 from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none, serial_hex
 from certkit.core.names import dns_name, domain_rank, is_ip_address
+from certkit.core.text import duration_text, utc_text
 from certkit.core.trust import (
     Anchor,
     AnchorSet,
@@ -59,7 +60,8 @@ from certkit.core.trust import (
 )
 from certkit.errors import UsageError
 
-__all__ = ["Purpose", "VerificationResult", "crl_urls", "domain_matches", "host_matches", "verify_chain"]
+__all__ = ["Purpose", "VerificationResult", "VerifyOptions", "crl_urls", "domain_matches", "host_matches",
+           "verify_chain"]
 
 Purpose = Literal["server", "client"]
 
@@ -155,20 +157,8 @@ def _cert_crl_urls(cert: x509.Certificate) -> tuple[str, ...]:
 
 
 def _dns_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return [n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)]
-
-
-def _ip_sans(cert: x509.Certificate) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return [ip for ip in san.get_values_for_type(x509.IPAddress)
-            if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)]
+    """The DNS subjectAltNames in the form names are compared in (lower case, no trailing dot)."""
+    return [n.lower().rstrip(".") for n in san_dns_names(cert)]
 
 
 def _common_names(cert: x509.Certificate) -> list[str]:
@@ -176,7 +166,7 @@ def _common_names(cert: x509.Certificate) -> list[str]:
 
 
 def _names_text(cert: x509.Certificate) -> list[str]:
-    names = [f"DNS:{n}" for n in _dns_sans(cert)] + [f"IP:{ip}" for ip in _ip_sans(cert)]
+    names = [f"DNS:{n}" for n in _dns_sans(cert)] + [f"IP:{ip}" for ip in san_ip_addresses(cert)]
     return names or [f"CN={cn} (no subjectAltName)" for cn in _common_names(cert)] or ["(no names)"]
 
 
@@ -198,7 +188,7 @@ def host_matches(cert: x509.Certificate, host: str) -> bool:
     cryptography enforces)."""
     if _is_ip(host):
         want = ipaddress.ip_address(host.strip("[]"))
-        return any(ip == want for ip in _ip_sans(cert))
+        return any(ip == want for ip in san_ip_addresses(cert))
     h = host.lower().rstrip(".")
     return any(n == h or _wildcard_covers(n, h) for n in _dns_sans(cert))
 
@@ -218,28 +208,7 @@ def domain_matches(cert: x509.Certificate, domain: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# time
-
-
-def _span(delta: _dt.timedelta) -> str:
-    secs = int(abs(delta.total_seconds()))
-    days, rem = divmod(secs, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes, seconds = divmod(rem, 60)
-    parts: list[str] = []
-    if days:
-        parts.append(f"{days} day{'s' if days != 1 else ''}")
-    if hours:
-        parts.append(f"{hours} hour{'s' if hours != 1 else ''}")
-    if minutes and not days:
-        parts.append(f"{minutes} minute{'s' if minutes != 1 else ''}")
-    if seconds and not days and not hours:
-        parts.append(f"{seconds} second{'s' if seconds != 1 else ''}")
-    return " ".join(parts) or "less than a second"
-
-
-def _when(t: _dt.datetime) -> str:
-    return t.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+# who
 
 
 def _who(cert: x509.Certificate) -> str:
@@ -418,72 +387,109 @@ def _crl_vs_issuer(crl: x509.CertificateRevocationList, fingerprint: bytes, issu
     return facts
 
 
+class _CrlReport:
+    """The revocation findings of one path; a CRL's own problem is reported once, however many certificates
+    it was consulted for."""
+
+    def __init__(self, at: _dt.datetime) -> None:
+        self.at = at
+        self.findings: list[Finding] = []
+        self._reported: set[bytes] = set()
+
+    def first_time(self, crl_key: bytes) -> bool:
+        """Whether the CRL with this fingerprint has had no finding yet (and from now on has one)."""
+        if crl_key in self._reported:
+            return False
+        self._reported.add(crl_key)
+        return True
+
+
 def _crl_findings(chain: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],
                   at: _dt.datetime, require: bool) -> list[Finding]:
-    out: list[Finding] = []
-    reported_crls: set[bytes] = set()
+    report = _CrlReport(at)
     fingerprinted = [(crl, crl.fingerprint(hashes.SHA256())) for crl in crls]
     # Every CA-issued certificate of the path: each but the last (the anchor, or a pinned leaf).
     for cert, issuer in itertools.pairwise(chain):
-        matching = False
-        known = _crl_memo_of(issuer)
-        for crl, key in fingerprinted:
-            facts = _crl_vs_issuer(crl, key, issuer, known)
-            if not facts.names_issuer:
-                continue
-            matching = True
-            if not facts.signed:
-                if key not in reported_crls:
-                    reported_crls.add(key)
-                    out.append(Finding("revocation.crl-bad-signature",
-                                       f"The CRL from {crl.issuer.rfc4514_string()} is not signed by the key of "
-                                       f"{_who(issuer)}; it was ignored.", subject=_who(issuer),
-                                       evidence={"crl_issuer": crl.issuer.rfc4514_string()}))
-                continue
-            problem = facts.problem
-            if problem is None and crl.last_update_utc > at:
-                problem = f"is dated in the future (thisUpdate {_when(crl.last_update_utc)})"
-            if problem is not None:
-                if key not in reported_crls:
-                    reported_crls.add(key)
-                    out.append(Finding("revocation.crl-invalid", f"The CRL from {_who(issuer)} {problem}; it was "
-                                       "ignored.", subject=_who(issuer), evidence={"problem": problem}))
-                continue
-            next_update = crl.next_update_utc
-            if next_update is not None and at > next_update and key not in reported_crls:
-                reported_crls.add(key)
-                out.append(Finding("revocation.crl-stale",
-                                   f"The CRL from {_who(issuer)} expired {_span(at - next_update)} ago "
-                                   f"(nextUpdate {_when(next_update)}).", subject=_who(issuer),
-                                   evidence={"next_update": rfc3339(next_update)}))
-            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-            if entry is not None:
-                reason = "unspecified"
-                with contextlib.suppress(x509.ExtensionNotFound):
-                    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
-                when = entry.revocation_date_utc
-                who = _who(cert)
-                out.append(Finding("revocation.revoked",
-                                   f"{who} (serial {cert.serial_number:X}) was revoked on {_when(when)}, "
-                                   f"reason: {reason}.", subject=who,
-                                   evidence={"serial": serial_hex(cert.serial_number), "revoked_at": rfc3339(when),
-                                             "reason": reason}))
-                break
+        had_crl = _check_against_crls(cert, issuer, fingerprinted, report)
         if require:
-            try:
-                cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
-                has_cdp = True
-            except x509.ExtensionNotFound:
-                has_cdp = False
-            if not has_cdp:
-                out.append(Finding("revocation.no-cdp", f"{_who(cert)} has no CRL distribution point, so its "
-                                   "revocation cannot be checked.", subject=_who(cert)))
-            elif not matching:
-                # A CRL that was had but is stale, invalid or badly signed has its own finding above:
-                # "could not be had" is only for an issuer of whom no CRL was available at all.
-                out.append(Finding("revocation.unreachable", f"No CRL from {_who(issuer)} was available to check "
-                                   f"{_who(cert)}.", subject=_who(cert)))
-    return out
+            report.findings.extend(_required_revocation(cert, issuer, had_crl))
+    return report.findings
+
+
+def _check_against_crls(cert: x509.Certificate, issuer: x509.Certificate,
+                        fingerprinted: Sequence[tuple[x509.CertificateRevocationList, bytes]],
+                        report: _CrlReport) -> bool:
+    """Look ``cert`` up in every usable CRL of ``issuer`` (findings go on ``report``); whether any CRL of that
+    issuer was given at all."""
+    had_crl = False
+    known = _crl_memo_of(issuer)
+    for crl, key in fingerprinted:
+        facts = _crl_vs_issuer(crl, key, issuer, known)
+        if not facts.names_issuer:
+            continue
+        had_crl = True
+        if not _usable_crl(crl, key, issuer, facts, report):
+            continue
+        revoked = _revocation_of(cert, crl)
+        if revoked is not None:
+            report.findings.append(revoked)
+            break
+    return had_crl
+
+
+def _usable_crl(crl: x509.CertificateRevocationList, key: bytes, issuer: x509.Certificate, facts: _CrlVsIssuer,
+                report: _CrlReport) -> bool:
+    """Whether ``crl`` (of ``issuer``) may be consulted; why not, or that it is stale, goes on ``report`` once."""
+    if not facts.signed:
+        if report.first_time(key):
+            report.findings.append(Finding(
+                "revocation.crl-bad-signature", f"The CRL from {crl.issuer.rfc4514_string()} is not signed by the key "
+                f"of {_who(issuer)}; it was ignored.", subject=_who(issuer),
+                evidence={"crl_issuer": crl.issuer.rfc4514_string()}))
+        return False
+    problem = facts.problem
+    if problem is None and crl.last_update_utc > report.at:
+        problem = f"is dated in the future (thisUpdate {utc_text(crl.last_update_utc)})"
+    if problem is not None:
+        if report.first_time(key):
+            report.findings.append(Finding("revocation.crl-invalid", f"The CRL from {_who(issuer)} {problem}; it was "
+                                           "ignored.", subject=_who(issuer), evidence={"problem": problem}))
+        return False
+    next_update = crl.next_update_utc
+    if next_update is not None and report.at > next_update and report.first_time(key):
+        report.findings.append(Finding(
+            "revocation.crl-stale", f"The CRL from {_who(issuer)} expired {duration_text(report.at - next_update)} "
+            f"ago (nextUpdate {utc_text(next_update)}).", subject=_who(issuer),
+            evidence={"next_update": rfc3339(next_update)}))
+    return True
+
+
+def _revocation_of(cert: x509.Certificate, crl: x509.CertificateRevocationList) -> Finding | None:
+    """``revocation.revoked`` when ``crl`` lists ``cert``."""
+    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    if entry is None:
+        return None
+    crl_reason = extension_value(entry, x509.CRLReason)
+    reason = "unspecified" if crl_reason is None else crl_reason.reason.value
+    revoked_at = entry.revocation_date_utc
+    who = _who(cert)
+    return Finding("revocation.revoked", f"{who} (serial {cert.serial_number:X}) was revoked on "
+                   f"{utc_text(revoked_at)}, reason: {reason}.", subject=who,
+                   evidence={"serial": serial_hex(cert.serial_number), "revoked_at": rfc3339(revoked_at),
+                             "reason": reason})
+
+
+def _required_revocation(cert: x509.Certificate, issuer: x509.Certificate, had_crl: bool) -> list[Finding]:
+    """Exchange's rule: a CA-issued certificate needs a distribution point, and a CRL of its issuer."""
+    if extension_value(cert, x509.CRLDistributionPoints) is None:
+        return [Finding("revocation.no-cdp", f"{_who(cert)} has no CRL distribution point, so its revocation cannot "
+                        "be checked.", subject=_who(cert))]
+    if not had_crl:
+        # A CRL that was had but is stale, invalid or badly signed has its own finding above:
+        # "could not be had" is only for an issuer of whom no CRL was available at all.
+        return [Finding("revocation.unreachable", f"No CRL from {_who(issuer)} was available to check "
+                        f"{_who(cert)}.", subject=_who(cert))]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,55 +548,111 @@ def _reference(value: str) -> str:
     return value if _is_ip(value) else dns_name(value, allow_wildcard=False, allow_mixed_script=True)
 
 
-def _subject_for(leaf: x509.Certificate, name: str | None, domain: str | None) -> Subject:
-    if name is not None:
-        if _is_ip(name):
-            return x509.IPAddress(ipaddress.ip_address(name.strip("[]")))
-        return x509.DNSName(name)
-    if domain is not None:
-        matched = domain_matches(leaf, domain)
+def _subject_for(leaf: x509.Certificate, rule: _Rule, reference: str | None) -> Subject:
+    """The name cryptography checks the path for (certkit explains a mismatch itself)."""
+    if rule == "host" and reference is not None:
+        if _is_ip(reference):
+            return x509.IPAddress(ipaddress.ip_address(reference.strip("[]")))
+        return x509.DNSName(reference)
+    if rule == "domain" and reference is not None:
+        matched = domain_matches(leaf, reference)
         if matched is None:
-            return x509.DNSName(domain)
+            return x509.DNSName(reference)
         # A wildcard SAN covers any one label: check the path for a representative host of it.
         return x509.DNSName(matched.replace("*", "certkit-domain-check", 1))
     dns = _dns_sans(leaf)
     if dns:
         return x509.DNSName(dns[0].replace("*", "certkit-any-host", 1))
-    ips = _ip_sans(leaf)
+    ips = san_ip_addresses(leaf)
     if ips:
         return x509.IPAddress(ips[0])
     return x509.DNSName("invalid")  # no SAN: cryptography rejects, certkit explains
 
 
-def _check_args(leaf: object, intermediates: object, name: str | None, domain: str | None, purpose: str,
-                max_depth: int | None) -> None:
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How :func:`verify_chain` judges a path, beyond the name and the time; checked once, when made.
+
+    ``purpose``: ``"server"`` needs serverAuth, ``"client"`` clientAuth -- when the leaf has an EKU
+    extension at all; a leaf without one is accepted (RFC 5280 4.2.1.12). ``max_depth``: the most
+    intermediate CAs between the leaf and the anchor (``None``: cryptography's default of 8).
+    ``crls``: CRLs to check every CA-issued certificate of the path against; with
+    ``require_revocation`` (Exchange's behaviour) each such certificate must have a CRL distribution
+    point and a valid, current CRL among ``crls``.
+    """
+
+    purpose: Purpose = "server"
+    max_depth: int | None = None
+    crls: Sequence[x509.CertificateRevocationList] = ()
+    require_revocation: bool = False
+
+    def __post_init__(self) -> None:
+        if self.purpose not in _PURPOSE_EKU:
+            raise UsageError(f"Unknown purpose {self.purpose!r}.", "Use 'server' or 'client'.")
+        depth = self.max_depth
+        if depth is not None and (not isinstance(depth, int) or not 0 <= depth <= 255):
+            raise UsageError(f"max_depth {depth!r} is not a chain depth.", "Use an integer from 0 to 255.")
+        crls = tuple(self.crls)
+        if any(not isinstance(c, x509.CertificateRevocationList) for c in crls):
+            raise UsageError("crls must be cryptography x509.CertificateRevocationList objects.",
+                             "Load them with certkit.core.formats.load_crl.")
+        object.__setattr__(self, "crls", crls)
+
+
+_DEFAULT_OPTIONS = VerifyOptions()
+
+#: Which name rule a call applies: the MX host's, the partner domain's (Domain Security), or none.
+_Rule = Literal["host", "domain"] | None
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call of :func:`verify_chain`, checked and normalised."""
+
+    leaf: x509.Certificate
+    intermediates: list[x509.Certificate]
+    anchors: AnchorSet
+    at: _dt.datetime
+    options: VerifyOptions
+    rule: _Rule
+    reference: str | None
+
+
+def _check_call(leaf: object, intermediates: object, name: object, domain: object, options: object) -> None:
     if not isinstance(leaf, x509.Certificate):
         raise UsageError(f"verify_chain needs a cryptography x509.Certificate as the leaf, not {type(leaf).__name__}.",
                          "Load it with certkit.core.formats.load_certificates.")
     if isinstance(intermediates, x509.Certificate | str | bytes):
         raise UsageError("intermediates must be a sequence of certificates.", "Wrap a single one in a list.")
-    if purpose not in _PURPOSE_EKU:
-        raise UsageError(f"Unknown purpose {purpose!r}.", "Use 'server' or 'client'.")
     if name is not None and domain is not None:
         raise UsageError("Give either a host name or a partner domain, not both.",
                          "Use name= for the MX host rule or domain= for the Domain Security rule.")
-    if max_depth is not None and (not isinstance(max_depth, int) or max_depth < 0 or max_depth > 255):
-        raise UsageError(f"max_depth {max_depth!r} is not a chain depth.", "Use an integer from 0 to 255.")
-    if not isinstance(intermediates, str | bytes) and any(
-            not isinstance(c, x509.Certificate) for c in intermediates):  # type: ignore[attr-defined]
+    if any(not isinstance(c, x509.Certificate) for c in intermediates):  # type: ignore[attr-defined]
         raise UsageError("intermediates must be cryptography x509.Certificate objects.",
                          "Load them with certkit.core.formats.load_certificates.")
     for label, value in (("name", name), ("domain", domain)):
         if value is not None and not isinstance(value, str):
             raise UsageError(f"{label} must be text, not {type(value).__name__}.", f"Pass {label}='fabrikam.com'.")
+    if options is not None and not isinstance(options, VerifyOptions):
+        raise UsageError(f"options must be a VerifyOptions, not {type(options).__name__}.",
+                         "Pass options=VerifyOptions(purpose='client', crls=[...]).")
+
+
+def _name_rule(name: str | None, domain: str | None) -> tuple[_Rule, str | None]:
+    """The name rule and its reference name, normalised (see :func:`_reference`)."""
+    if name is not None:
+        return "host", _reference(name)
+    if domain is not None:
+        if _is_ip(domain):
+            raise UsageError(f"{domain!r} is an IP address, not a partner domain.", "Use name= for addresses.")
+        return "domain", _reference(domain)
+    return None, None
 
 
 def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate] = (),
                  anchors: AnchorSource | Sequence[x509.Certificate | Anchor] | Iterable[x509.Certificate] = (),
-                 *, name: str | None = None, domain: str | None = None, purpose: Purpose | str = "server",
-                 at: _dt.datetime | None = None, max_depth: int | None = None,
-                 crls: Iterable[x509.CertificateRevocationList] = (),
-                 require_revocation: bool = False) -> VerificationResult:
+                 *, name: str | None = None, domain: str | None = None, at: _dt.datetime | None = None,
+                 options: VerifyOptions | None = None) -> VerificationResult:
     """Verify ``leaf`` (with the ``intermediates`` a peer sent, in any order) against ``anchors``.
 
     ``anchors``: certificates, an :class:`~certkit.core.trust.AnchorSet`, or anything with
@@ -607,103 +669,121 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
       depth); a wildcard ``*.D``/``*.sub.D`` counts, with a ``name.wildcard`` warning. See
       :func:`domain_matches`.
 
-    ``purpose``: ``"server"`` needs serverAuth, ``"client"`` clientAuth -- when the leaf has an EKU
-    extension at all; a leaf without one is accepted (RFC 5280 4.2.1.12). ``at``: an aware datetime
-    (``None`` = now). ``crls``: CRLs to check every CA-issued certificate of the path against; with
-    ``require_revocation`` (Exchange's behaviour) each such certificate must have a CRL distribution
-    point and a valid, current CRL among ``crls``.
+    ``at``: an aware datetime (``None`` = now). ``options``: a :class:`VerifyOptions` for the purpose
+    (server, the default, or client), the depth limit and revocation.
 
     Never raises for a certificate that fails validation: the answer is ``.ok`` and ``.findings``.
     Raises :class:`~certkit.errors.UsageError` (or :class:`~certkit.errors.InputError` for a name that
     is not a host name) only when called wrongly.
     """
-    _check_args(leaf, intermediates, name, domain, purpose, max_depth)
-    if any(not isinstance(c, x509.CertificateRevocationList) for c in crls):
-        raise UsageError("crls must be cryptography x509.CertificateRevocationList objects.",
-                         "Load them with certkit.core.formats.load_crl.")
-    when = utcnow() if at is None else aware(at)
-    if name is not None:
-        name = _reference(name)
-    if domain is not None:
-        if _is_ip(domain):
-            raise UsageError(f"{domain!r} is an IP address, not a partner domain.", "Use name= for addresses.")
-        domain = _reference(domain)
+    _check_call(leaf, intermediates, name, domain, options)
+    opts = _DEFAULT_OPTIONS if options is None else options
+    at = utcnow() if at is None else aware(at)
+    rule, reference = _name_rule(name, domain)
     broken = extension_problem(leaf)
     if broken is not None:
-        who = _who(leaf)
-        return VerificationResult(ok=False, chain=(leaf,), purpose=purpose, at=when, reason=broken,
-                                  findings=(Finding("chain.invalid", f"{who} has an extension that cannot be parsed "
-                                                    f"({broken}).", subject=who, evidence={"reason": broken}),))
+        return _unparseable_leaf(leaf, broken, opts.purpose, at)
     # An intermediate whose extensions cannot be parsed can never be part of a valid path: leave it out.
-    inters = [c for c in intermediates if extension_problem(c) is None]
-    crl_list = list(crls)
-    anchor_set = as_anchor_set(anchors)
-    rule = "host" if name is not None else "domain" if domain is not None else None
-    reference = name if name is not None else domain
-
-    # 1. The verdict on the path, from cryptography.
-    verified: list[x509.Certificate] | None = None
-    reason: str | None = None
-    try:
-        store = anchor_set.store
-        if store is None:
-            reason = "no trust anchors were given"
-    except ValueError as exc:  # an anchor cryptography cannot use
-        store, reason = None, f"the trust anchors cannot be used ({exc})"
-    if store is not None:
-        builder = PolicyBuilder().store(store).time(when)
-        if max_depth is not None:
-            builder = builder.max_chain_depth(max_depth)
-        # First with cryptography's Web PKI policies (fast); only a path refused for a reason private PKIs
-        # commonly have (see _policies) is tried again with certkit's relaxed policies.
-        for relaxed in (False, True):
-            policies = _policies(purpose, relaxed)
-            attempt = builder if policies is None else builder.extension_policies(ca_policy=policies[0],
-                                                                                  ee_policy=policies[1])
-            try:
-                if purpose == "server":
-                    verified = attempt.build_server_verifier(_subject_for(leaf, name, domain)).verify(leaf, inters)
-                else:
-                    verified = attempt.build_client_verifier().verify(leaf, inters).chain
-                reason = None
-                break
-            except VerificationError as exc:
-                reason = str(exc).removeprefix("validation failed: ")
-                if not any(r in reason for r in _RELAXABLE):
-                    break
-            except ValueError as exc:  # e.g. an extension cryptography cannot parse
-                reason = str(exc)
-                break
-
-    # 2. The explanation, from certkit: everything that can be named, whatever the verdict.
-    findings: list[Finding] = []
+    call = _Call(leaf, [c for c in intermediates if extension_problem(c) is None], as_anchor_set(anchors), at, opts,
+                 rule, reference)
+    verified, reason = _cryptography_verdict(call)
     if verified is not None:
-        chain = list(verified)
-        anchor = anchor_set.find(chain[-1])
-        end = "anchor"
+        path = _Path(list(verified), "anchor", call.anchors.find(verified[-1]))
     else:
-        path = _assemble(leaf, inters, anchor_set)
-        chain, anchor, end = path.certs, path.anchor, path.end
-    pinned = anchor is not None and len(chain) == 1
+        path = _assemble(leaf, call.intermediates, call.anchors)
+    findings = _explanation(call, path, verified is not None)
+    if verified is None and not any(f.severity is Severity.ERROR for f in findings):
+        # cryptography rejected the path for a reason certkit has no words of its own for.
+        findings.append(Finding("chain.invalid", f"The path was rejected: {reason}.", subject=_who(leaf),
+                                evidence={"reason": reason}))
+    ok = verified is not None and not any(f.severity is Severity.ERROR for f in findings)
+    return VerificationResult(ok=ok, chain=tuple(path.certs), findings=tuple(findings), anchor=path.anchor,
+                              pinned=_pinned(path), purpose=opts.purpose, at=at, reference=reference, rule=rule,
+                              reason=reason if verified is None else None)
 
-    # Certificate times have whole seconds (RFC 5280 4.1.2.5); like cryptography, compare at that grain.
-    now_s = when.replace(microsecond=0)
-    for i, cert in enumerate(chain):
-        is_anchor = anchor is not None and i == len(chain) - 1
+
+def _unparseable_leaf(leaf: x509.Certificate, broken: str, purpose: str, at: _dt.datetime) -> VerificationResult:
+    who = _who(leaf)
+    return VerificationResult(ok=False, chain=(leaf,), purpose=purpose, at=at, reason=broken,
+                              findings=(Finding("chain.invalid", f"{who} has an extension that cannot be parsed "
+                                                f"({broken}).", subject=who, evidence={"reason": broken}),))
+
+
+def _pinned(path: _Path) -> bool:
+    return path.anchor is not None and len(path.certs) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the verdict, from cryptography
+
+
+def _cryptography_verdict(call: _Call) -> tuple[list[x509.Certificate] | None, str | None]:
+    """The path cryptography built (leaf first), or ``None`` and its reason for refusing one."""
+    try:
+        store = call.anchors.store
+    except ValueError as exc:  # an anchor cryptography cannot use
+        return None, f"the trust anchors cannot be used ({exc})"
+    if store is None:
+        return None, "no trust anchors were given"
+    builder = PolicyBuilder().store(store).time(call.at)
+    if call.options.max_depth is not None:
+        builder = builder.max_chain_depth(call.options.max_depth)
+    # First with cryptography's Web PKI policies (fast); only a path refused for a reason private PKIs
+    # commonly have (see _policies) is tried again with certkit's relaxed policies.
+    reason: str | None = None
+    for relaxed in (False, True):
+        try:
+            return _built_path(builder, call, relaxed), None
+        except VerificationError as exc:
+            reason = str(exc).removeprefix("validation failed: ")
+            if not any(r in reason for r in _RELAXABLE):
+                break
+        except ValueError as exc:  # e.g. an extension cryptography cannot parse
+            reason = str(exc)
+            break
+    return None, reason
+
+
+def _built_path(builder: PolicyBuilder, call: _Call, relaxed: bool) -> list[x509.Certificate]:
+    """cryptography's path for ``call`` with the Web PKI or the relaxed policies; raises when it finds none."""
+    purpose = call.options.purpose
+    policies = _policies(purpose, relaxed)
+    if policies is not None:
+        builder = builder.extension_policies(ca_policy=policies[0], ee_policy=policies[1])
+    if purpose == "server":
+        subject = _subject_for(call.leaf, call.rule, call.reference)
+        return builder.build_server_verifier(subject).verify(call.leaf, call.intermediates)
+    return builder.build_client_verifier().verify(call.leaf, call.intermediates).chain
+
+
+# ---------------------------------------------------------------------------------------------
+# the explanation, from certkit: everything that can be named, whatever the verdict
+
+
+def _explanation(call: _Call, path: _Path, verified: bool) -> list[Finding]:
+    findings = _certificate_findings(path, call.at)
+    if not verified:
+        findings += _depth_findings(path, call.options.max_depth)
+        findings += _untrusted_findings(path, call.anchors)
+    findings += _name_findings(call.leaf, call.rule, call.reference)
+    findings += _eku_findings(call.leaf, call.options.purpose)
+    if _pinned(path) and path.anchor is not None:
+        findings.append(Finding("chain.pinned-leaf", f"{_who(call.leaf)} is trusted as a pinned certificate.",
+                                subject=_who(call.leaf), evidence={"fingerprint_sha256": path.anchor.fingerprint}))
+    opts = call.options
+    if (opts.crls or opts.require_revocation) and (verified or path.end == "anchor"):
+        findings += _crl_findings(path.certs, opts.crls, call.at, opts.require_revocation)
+    return findings
+
+
+def _certificate_findings(path: _Path, at: _dt.datetime) -> list[Finding]:
+    """Each certificate's own faults: its validity period at ``at``, a weak key, a SHA-1 signature."""
+    findings: list[Finding] = []
+    last = len(path.certs) - 1
+    for i, cert in enumerate(path.certs):
+        is_anchor = path.anchor is not None and i == last
         role = "leaf" if i == 0 else "trust anchor" if is_anchor else "intermediate"
-        if now_s > cert.not_valid_after_utc:
-            findings.append(Finding("cert.expired",
-                                    f"The {role} {_who(cert)} expired {_span(when - cert.not_valid_after_utc)} ago "
-                                    f"(notAfter {_when(cert.not_valid_after_utc)}).", subject=_who(cert),
-                                    evidence={"role": role, "not_after": rfc3339(cert.not_valid_after_utc),
-                                              "seconds": int((when - cert.not_valid_after_utc).total_seconds())}))
-        if now_s < cert.not_valid_before_utc:
-            findings.append(Finding("cert.not-yet-valid",
-                                    f"The {role} {_who(cert)} becomes valid only in "
-                                    f"{_span(cert.not_valid_before_utc - when)} "
-                                    f"(notBefore {_when(cert.not_valid_before_utc)}).", subject=_who(cert),
-                                    evidence={"role": role, "not_before": rfc3339(cert.not_valid_before_utc),
-                                              "seconds": int((cert.not_valid_before_utc - when).total_seconds())}))
+        findings += _validity_findings(cert, role, at)
         bits = weak_key_bits(cert)
         if bits is not None:
             findings.append(Finding("key.weak",
@@ -713,91 +793,100 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
         if is_sha1_signed(cert) and not is_anchor:
             findings.append(Finding("sig.sha1", f"The {role} {_who(cert)} is signed with SHA-1.", subject=_who(cert),
                                     evidence={"role": role}))
+    return findings
 
-    if verified is None and end in ("anchor", "too-deep"):
-        # Every certificate was there and the path reaches (or heads for) a trust anchor: a limit on its length
-        # is the reason, not trust. Say which one.
-        limit = DEFAULT_MAX_DEPTH if max_depth is None else max_depth
-        count = _intermediate_count(chain, end)
-        if end == "too-deep" or count > limit:
-            if end == "too-deep":
-                detail = (f"The path from {_who(leaf)} has more than {count} intermediate CAs (certkit stopped "
-                          f"following issuers at {_who(chain[-1])}), over the limit of {limit}.")
-            else:
-                detail = (f"The path from {_who(leaf)} to the trusted root {_who(chain[-1])} has {count} "
-                          f"intermediate CA{'s' if count != 1 else ''}, over the limit of {limit}; the path is "
-                          "complete and its root is trusted.")
-            findings.append(Finding("chain.too-deep", detail, subject=_who(leaf),
-                                    evidence={"intermediates": count, "limit": limit,
-                                              "reaches_anchor": end == "anchor"}))
-        findings.extend(_path_length_findings(chain))
 
-    if verified is None:
-        last = chain[-1]
-        if end == "self-signed":
-            if len(chain) == 1:
-                findings.append(Finding("chain.self-signed",
-                                        f"{_who(last)} is self-signed and is not a trusted anchor here.",
-                                        subject=_who(last)))
-            else:
-                findings.append(Finding("chain.unknown-issuer",
-                                        f"The chain ends at the root {_who(last)}, which is not trusted here.",
-                                        subject=_who(last), evidence={"root": _who(last)}))
-        elif end == "missing":
-            missing = last.issuer.rfc4514_string()
-            related = set(organisations_of(last.issuer)) & anchor_set.organisations()
-            if related and not is_self_signed(last):
-                findings.append(Finding("chain.missing-intermediate",
-                                        f"The issuer of {_who(last)}, {missing}, was not sent and is not in the "
-                                        "store; a trusted root of the same organisation is, so an intermediate "
-                                        "is probably missing.", subject=_who(last), evidence={"issuer": missing}))
-            else:
-                findings.append(Finding("chain.unknown-issuer",
-                                        f"The issuer of {_who(last)}, {missing}, is not trusted here "
-                                        "(not a trust anchor, and not sent as an intermediate).",
-                                        subject=_who(last), evidence={"issuer": missing}))
+def _validity_findings(cert: x509.Certificate, role: str, at: _dt.datetime) -> list[Finding]:
+    # Certificate times have whole seconds (RFC 5280 4.1.2.5); like cryptography, compare at that grain.
+    at_s = at.replace(microsecond=0)
+    not_after, not_before = cert.not_valid_after_utc, cert.not_valid_before_utc
+    if at_s > not_after:
+        return [Finding("cert.expired", f"The {role} {_who(cert)} expired {duration_text(at - not_after)} ago "
+                        f"(notAfter {utc_text(not_after)}).", subject=_who(cert),
+                        evidence={"role": role, "not_after": rfc3339(not_after),
+                                  "seconds": int((at - not_after).total_seconds())})]
+    if at_s < not_before:
+        return [Finding("cert.not-yet-valid", f"The {role} {_who(cert)} becomes valid only in "
+                        f"{duration_text(not_before - at)} (notBefore {utc_text(not_before)}).", subject=_who(cert),
+                        evidence={"role": role, "not_before": rfc3339(not_before),
+                                  "seconds": int((not_before - at).total_seconds())})]
+    return []
 
-    if rule == "host" and reference is not None and not host_matches(leaf, reference):
-        findings.append(Finding("name.host-mismatch",
-                                f"{_who(leaf)} does not name {reference}; it names {', '.join(_names_text(leaf))}.",
-                                subject=_who(leaf), evidence={"expected": reference, "names": _names_text(leaf)}))
-    if rule == "domain" and reference is not None:
-        matched = domain_matches(leaf, reference)
-        if matched is None:
-            findings.append(Finding("name.domain-mismatch",
-                                    f"{_who(leaf)} names neither {reference} nor a host within it; it names "
-                                    f"{', '.join(_names_text(leaf))}.", subject=_who(leaf),
-                                    evidence={"expected": reference, "names": _names_text(leaf)}))
-        elif matched.startswith("*."):
-            findings.append(Finding("name.wildcard",
-                                    f"{_who(leaf)} matches {reference} only through the wildcard {matched}.",
-                                    subject=_who(leaf), evidence={"wildcard": matched}))
 
-    try:
-        eku: x509.ExtendedKeyUsage | None = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        eku = None
-    except ValueError:
-        eku = None
-    if eku is not None and _PURPOSE_EKU[purpose] not in eku:
-        code = "eku.no-server-auth" if purpose == "server" else "eku.no-client-auth"
-        usages = ", ".join(getattr(o, "_name", o.dotted_string) for o in eku) or "(empty)"
-        findings.append(Finding(code, f"{_who(leaf)} may be used for {usages}, not as a TLS {purpose}.",
-                                subject=_who(leaf), evidence={"eku": [o.dotted_string for o in eku]}))
+def _depth_findings(path: _Path, max_depth: int | None) -> list[Finding]:
+    """When every certificate was there and the path reaches (or heads for) a trust anchor, a limit on its
+    length is the reason, not trust: say which one."""
+    if path.end not in ("anchor", "too-deep"):
+        return []
+    findings: list[Finding] = []
+    limit = DEFAULT_MAX_DEPTH if max_depth is None else max_depth
+    count = _intermediate_count(path.certs, path.end)
+    if path.end == "too-deep" or count > limit:
+        findings.append(_too_deep(path, count, limit))
+    return findings + _path_length_findings(path.certs)
 
-    if pinned and anchor is not None:
-        findings.append(Finding("chain.pinned-leaf", f"{_who(leaf)} is trusted as a pinned certificate.",
-                                subject=_who(leaf), evidence={"fingerprint_sha256": anchor.fingerprint}))
 
-    if (crl_list or require_revocation) and (verified is not None or end == "anchor"):
-        findings.extend(_crl_findings(chain, crl_list, when, require_revocation))
+def _too_deep(path: _Path, count: int, limit: int) -> Finding:
+    leaf, last = path.certs[0], path.certs[-1]
+    if path.end == "too-deep":
+        detail = (f"The path from {_who(leaf)} has more than {count} intermediate CAs (certkit stopped "
+                  f"following issuers at {_who(last)}), over the limit of {limit}.")
+    else:
+        detail = (f"The path from {_who(leaf)} to the trusted root {_who(last)} has {count} "
+                  f"intermediate CA{'s' if count != 1 else ''}, over the limit of {limit}; the path is "
+                  "complete and its root is trusted.")
+    return Finding("chain.too-deep", detail, subject=_who(leaf),
+                   evidence={"intermediates": count, "limit": limit, "reaches_anchor": path.end == "anchor"})
 
-    errors = [f for f in findings if f.severity is Severity.ERROR]
-    if verified is None and not errors:
-        # cryptography rejected the path for a reason certkit has no words of its own for.
-        findings.append(Finding("chain.invalid", f"The path was rejected: {reason}.", subject=_who(leaf),
-                                evidence={"reason": reason}))
-    ok = verified is not None and not any(f.severity is Severity.ERROR for f in findings)
-    return VerificationResult(ok=ok, chain=tuple(chain), findings=tuple(findings), anchor=anchor, pinned=pinned,
-                              purpose=purpose, at=when, reference=reference, rule=rule,
-                              reason=reason if verified is None else None)
+
+def _untrusted_findings(path: _Path, anchors: AnchorSet) -> list[Finding]:
+    """Why a path that ends before a trust anchor is not trusted: self-signed, an untrusted root, or an
+    issuer that was neither sent nor trusted (a missing intermediate when its organisation's root is)."""
+    last = path.certs[-1]
+    if path.end == "self-signed":
+        if len(path.certs) == 1:
+            return [Finding("chain.self-signed", f"{_who(last)} is self-signed and is not a trusted anchor here.",
+                            subject=_who(last))]
+        return [Finding("chain.unknown-issuer", f"The chain ends at the root {_who(last)}, which is not trusted here.",
+                        subject=_who(last), evidence={"root": _who(last)})]
+    if path.end != "missing":
+        return []
+    missing = last.issuer.rfc4514_string()
+    related = set(organisations_of(last.issuer)) & anchors.organisations()
+    if related and not is_self_signed(last):
+        return [Finding("chain.missing-intermediate", f"The issuer of {_who(last)}, {missing}, was not sent and is "
+                        "not in the store; a trusted root of the same organisation is, so an intermediate is "
+                        "probably missing.", subject=_who(last), evidence={"issuer": missing})]
+    return [Finding("chain.unknown-issuer", f"The issuer of {_who(last)}, {missing}, is not trusted here (not a "
+                    "trust anchor, and not sent as an intermediate).", subject=_who(last),
+                    evidence={"issuer": missing})]
+
+
+def _name_findings(leaf: x509.Certificate, rule: _Rule, reference: str | None) -> list[Finding]:
+    if reference is None:
+        return []
+    if rule == "host":
+        if host_matches(leaf, reference):
+            return []
+        return [Finding("name.host-mismatch", f"{_who(leaf)} does not name {reference}; it names "
+                        f"{', '.join(_names_text(leaf))}.", subject=_who(leaf),
+                        evidence={"expected": reference, "names": _names_text(leaf)})]
+    matched = domain_matches(leaf, reference)
+    if matched is None:
+        return [Finding("name.domain-mismatch", f"{_who(leaf)} names neither {reference} nor a host within it; it "
+                        f"names {', '.join(_names_text(leaf))}.", subject=_who(leaf),
+                        evidence={"expected": reference, "names": _names_text(leaf)})]
+    if matched.startswith("*."):
+        return [Finding("name.wildcard", f"{_who(leaf)} matches {reference} only through the wildcard {matched}.",
+                        subject=_who(leaf), evidence={"wildcard": matched})]
+    return []
+
+
+def _eku_findings(leaf: x509.Certificate, purpose: str) -> list[Finding]:
+    eku = eku_of(leaf)  # the leaf's extensions parse (checked first): no ValueError here
+    if eku is None or _PURPOSE_EKU[purpose] in eku:
+        return []
+    code = "eku.no-server-auth" if purpose == "server" else "eku.no-client-auth"
+    usages = ", ".join(getattr(o, "_name", o.dotted_string) for o in eku) or "(empty)"
+    return [Finding(code, f"{_who(leaf)} may be used for {usages}, not as a TLS {purpose}.", subject=_who(leaf),
+                    evidence={"eku": [o.dotted_string for o in eku]})]

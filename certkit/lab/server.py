@@ -67,7 +67,7 @@ from certkit.core.personality import Behaviour, Personality, behaviour
 from certkit.core.smtp.server import ServerState
 from certkit.core.smtp.wire import format_reply
 from certkit.core.trust import AnchorSet, is_ca
-from certkit.core.verify import VerificationResult, verify_chain
+from certkit.core.verify import VerificationResult, VerifyOptions, verify_chain
 from certkit.errors import InputError
 from certkit.lab.receiver import (
     CLOSED,
@@ -203,7 +203,7 @@ def client_verdict(chain: Sequence[x509.Certificate], anchors: AnchorSet, *, dom
     rules = Personality(rules)
     if rules is Personality.POSTFIX:
         # Postfix fetches no CRL: judge the path alone, and keep what it says about revocation as facts.
-        first = verify_chain(leaf, inters, anchors, domain=domain, purpose="client", at=at)
+        first = verify_chain(leaf, inters, anchors, domain=domain, at=at, options=VerifyOptions(purpose="client"))
         return replace(first, findings=tuple(
             replace(f, severity=Severity.INFO) if f.code.startswith("revocation.") else f for f in first.findings))
     return validate_peer(leaf, inters, anchors, crl_source=crl_source or (lambda url: fetch_crl(url)),
