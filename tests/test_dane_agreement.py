@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import pytest
 from cryptography import x509
 
-from certkit.checks.probe import AddressResult, probe_sync
+from certkit.checks.probe import AddressResult, ProbeOptions, probe_sync
 from certkit.core.dane import tlsa_for
 from tests.dnssec_lab import DnssecLab, require_dnssec_tools
 from tests.pki import DAY, NOW, Issued, make_intermediate, make_leaf, make_root
@@ -258,8 +258,9 @@ def _params() -> list[object]:
 @pytest.mark.parametrize("case", _params())
 def test_certkit_agrees_with_posttls_finger(world: World, case: Case) -> None:
     port = world.servers[case.name].port
-    [result] = probe_sync([case.domain], anchors=[], validator="postfix", port=port,
-                          nameserver=world.lab.resolver, timeout=5, dane=case.dane)
+    [result] = probe_sync([case.domain], anchors=[],
+                          options=ProbeOptions(validator="postfix", port=port, nameserver=world.lab.resolver,
+                                               timeout=5, dane=case.dane))
     [address] = result.addresses
     ours, our_line = certkit_verdict(address)
     out = _finger(world, case, port)

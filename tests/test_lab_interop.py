@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from certkit.checks.probe import probe_sync, rejection_of_us
+from certkit.checks.probe import ProbeOptions, probe_sync, rejection_of_us
 from certkit.lab.server import LabServer, Personality
 from tests.fixtures_net import require_postfix
 from tests.lab_fixtures import LabPki, PostfixSender
@@ -158,8 +158,8 @@ class ProbeView:
 
 def _probe_view(server: LabServer, pki: LabPki, which: str) -> ProbeView:
     results = probe_sync([f"127.0.0.1:{server.port}"], anchors=[pki.root.cert], identity=pki.identity(which),
-                         validator="postfix", domain="lab.test", mail_from="alice@contoso.test",
-                         rcpt_to="bob@lab.test", timeout=5)
+                         options=ProbeOptions(validator="postfix", domain="lab.test", mail_from="alice@contoso.test",
+                                              rcpt_to="bob@lab.test", timeout=5))
     [addr] = results[0].addresses
     assert addr.session is not None
     refusal = rejection_of_us(addr.session)

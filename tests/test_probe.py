@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from certkit.adapters.transport import ClientIdentity
-from certkit.checks.probe import exit_code, parse_target, probe_sync
+from certkit.checks.probe import ProbeOptions, exit_code, parse_target, probe_sync
 from certkit.errors import InputError
 from tests.dnsserver import DnsServer
 from tests.fixtures_net import require_postfix
@@ -52,8 +52,8 @@ def test_parse_target_refuses_bad_ports() -> None:
 
 def test_domain_through_mx_with_a_good_chain(smtp_server: Start, dns: DnsServer) -> None:
     srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
-    results = probe_sync(["fabrikam.test"], anchors=[ROOT.cert], port=srv.port, nameserver=dns.address,
-                         validator="postfix", timeout=3)
+    results = probe_sync(["fabrikam.test"], anchors=[ROOT.cert],
+                         options=ProbeOptions(port=srv.port, nameserver=dns.address, validator="postfix", timeout=3))
     [addr] = results[0].addresses
     assert (addr.host, addr.address) == ("mx1.fabrikam.test", "127.0.0.1")
     assert addr.ok, addr.findings
@@ -68,14 +68,16 @@ def test_domain_through_mx_with_a_good_chain(smtp_server: Start, dns: DnsServer)
 
 def test_exchange_validator_requires_revocation(smtp_server: Start) -> None:
     srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
-    results = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert], domain="fabrikam.test", timeout=3)
+    results = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert],
+                         options=ProbeOptions(domain="fabrikam.test", timeout=3))
     assert "revocation.no-cdp" in codes(results)
     assert exit_code(results) == 1
 
 
 def test_self_signed_server(smtp_server: Start) -> None:
     srv = smtp_server(Scripted(identity=make_self_signed(["mx1.fabrikam.test"])))
-    results = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert], validator="postfix", timeout=3)
+    results = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert],
+                         options=ProbeOptions(validator="postfix", timeout=3))
     assert "chain.self-signed" in codes(results)
     assert results[0].addresses[0].verdict == "would fail: self-signed certificate"
 
@@ -83,20 +85,20 @@ def test_self_signed_server(smtp_server: Start) -> None:
 def test_no_starttls_and_injection(smtp_server: Start) -> None:
     a = smtp_server(Scripted(identity=SERVER, offer_starttls=False))
     b = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], inject=b"250 injected\r\n"))
-    results = probe_sync([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], anchors=[ROOT.cert], validator="postfix",
-                         timeout=3)
+    results = probe_sync([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], anchors=[ROOT.cert],
+                         options=ProbeOptions(validator="postfix", timeout=3))
     assert [f.code for f in results[0].all_findings] == ["smtp.no-starttls"]
     assert "smtp.starttls-injection" in [f.code for f in results[1].all_findings]
 
 
 def test_unreachable_is_exit_3() -> None:
-    results = probe_sync(["127.0.0.1:1"], timeout=1)
+    results = probe_sync(["127.0.0.1:1"], options=ProbeOptions(timeout=1))
     assert codes(results) == ["net.refused"]
     assert exit_code(results) == 3
 
 
 def test_dns_failure(dns: DnsServer) -> None:
-    results = probe_sync(["nowhere.test"], nameserver=dns.address, timeout=2)
+    results = probe_sync(["nowhere.test"], options=ProbeOptions(nameserver=dns.address, timeout=2))
     assert codes(results) == ["dns.failure"]
 
 
@@ -104,8 +106,9 @@ def test_our_certificate_rejected_by_an_exchange_like_server(smtp_server: Start)
     # The probe sends MAIL FROM:<probe@contoso.test> (our certificate's domain): domain-secure there.
     srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert], trusted=[INTER.cert], exchange=True,
                                domain_secure=["contoso.test"]))
-    results = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert], validator="postfix", timeout=3,
-                         identity=ClientIdentity(FOREIGN.cert, FOREIGN.key))
+    results = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert],
+                         identity=ClientIdentity(FOREIGN.cert, FOREIGN.key),
+                         options=ProbeOptions(validator="postfix", timeout=3))
     assert "peer.rejected-issuer-not-accepted" in codes(results)
     [f] = [f for f in results[0].all_findings if f.code == "peer.rejected-issuer-not-accepted"]
     assert f.evidence["reply"] == "454 4.7.5 Certificate validation failure"
@@ -122,8 +125,8 @@ def postfix_req() -> Iterator[PostfixInstance]:
 
 
 def _probe_pf(pf: PostfixInstance, identity: ClientIdentity | None) -> list:  # type: ignore[type-arg]
-    return probe_sync([f"127.0.0.1:{pf.port}"], anchors=[ROOT.cert], identity=identity, domain="fabrikam.test",
-                      validator="postfix", timeout=5)
+    return probe_sync([f"127.0.0.1:{pf.port}"], anchors=[ROOT.cert], identity=identity,
+                      options=ProbeOptions(domain="fabrikam.test", validator="postfix", timeout=5))
 
 
 def test_postfix_their_certificate_fine_ours_missing(postfix_req: PostfixInstance) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from certkit.checks.probe import probe_sync
+from certkit.checks.probe import ProbeOptions, probe_sync
 from certkit.core.findings import CATALOGUE
 from certkit.lab.sender import FAILOVER, send_message
 from tests.dnsserver import DnsServer
@@ -45,7 +45,7 @@ def test_sender_shows_a_dropped_connection(smtp_server: Start) -> None:
 
 def test_probe_statuses_per_occurrence(smtp_server: Start) -> None:
     silent = smtp_server(raw_silent)
-    results = probe_sync(["127.0.0.1:1", f"127.0.0.1:{silent.port}"], timeout=0.5)
+    results = probe_sync(["127.0.0.1:1", f"127.0.0.1:{silent.port}"], options=ProbeOptions(timeout=0.5))
     refused = results[0].addresses[0].findings[0].to_dict()
     assert (refused["code"], refused["enhanced_status"]) == ("net.refused", "4.4.1")
     assert "10061" in refused["exchange_text"]
@@ -62,7 +62,7 @@ def test_probe_statuses_per_occurrence(smtp_server: Start) -> None:
     ("broken.test", "dns.failure", "4.4.3"),
 ])
 def test_dns_statuses(dns_server: DnsServer, domain: str, code: str, status: str) -> None:
-    [result] = probe_sync([domain], nameserver=dns_server.address, timeout=1)
+    [result] = probe_sync([domain], options=ProbeOptions(nameserver=dns_server.address, timeout=1))
     [f] = result.findings
     data = f.to_dict()
     assert (data["code"], data["enhanced_status"]) == (code, status)

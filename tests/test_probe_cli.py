@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from certkit.adapters.truststore import TrustStore
-from certkit.checks.probe import probe_sync
+from certkit.checks.probe import ProbeOptions, probe_sync
 from certkit.cli import main
 from certkit.cli.probe import probe_cmd
 from certkit.errors import UsageError
@@ -106,7 +106,7 @@ def test_probe_bad_numbers_are_usage(tmp_path: Path, args: list[str]) -> None:
                                       {"concurrency": 0}])
 def test_probe_library_refuses_bad_numbers(kwargs: dict[str, float]) -> None:
     with pytest.raises(UsageError):
-        probe_sync(["127.0.0.1:1"], **kwargs)  # type: ignore[arg-type]
+        probe_sync(["127.0.0.1:1"], options=ProbeOptions(**kwargs))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("target", ["[1.2.3]:25", "[1.2.3.4.5]:25", "[mx.fabrikam.test]:25", "[]:25", "[::g]:25"])

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from certkit.adapters.dns import lookup_tlsa
 from certkit.adapters.truststore import TrustStore
-from certkit.checks.probe import AddressResult, ProbeResult, exit_code, probe_sync
+from certkit.checks.probe import AddressResult, ProbeOptions, ProbeResult, exit_code, probe_sync
 from certkit.cli import main
 from certkit.core.dane import tlsa_for
 from certkit.schemas import load
@@ -108,8 +108,9 @@ def _all_secure(port: int) -> list[str]:
 
 def _probe(ns: DnsServer, port: int, *, anchors: Sequence[Any] = (ROOT.cert,), dane: str = "auto",
            target: str = "dane.test") -> tuple[ProbeResult, AddressResult]:
-    [result] = probe_sync([target], anchors=anchors, validator="postfix", port=port, nameserver=ns.address,
-                          timeout=2, dane=dane)
+    [result] = probe_sync([target], anchors=anchors,
+                          options=ProbeOptions(validator="postfix", port=port, nameserver=ns.address, timeout=2,
+                                               dane=dane))
     [address] = result.addresses
     return result, address
 
@@ -181,8 +182,9 @@ def test_under_the_exchange_validator_a_dane_match_does_not_replace_the_trust_st
     """Exchange Server's Domain Security does no DANE: the partner's root must still be trusted."""
     srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
     ns = dns_lab(_zones(srv.port, [EE]), secure=_all_secure(srv.port))
-    [result] = probe_sync(["dane.test"], anchors=[OTHER_ROOT.cert], validator="exchange", port=srv.port,
-                          nameserver=ns.address, timeout=2, dane="auto")
+    [result] = probe_sync(["dane.test"], anchors=[OTHER_ROOT.cert],
+                          options=ProbeOptions(validator="exchange", port=srv.port, nameserver=ns.address, timeout=2,
+                                               dane="auto"))
     [a] = result.addresses
     codes = _codes(a)
     assert codes and all(code.startswith("chain.") and sev == "error" for code, sev in codes), codes
@@ -305,8 +307,8 @@ def test_dane_require_without_tlsa_is_not_published(dns_lab: Callable[..., AdDns
     assert _codes(a) == [("dane.not-published", "error")] and exit_code([result]) == 1
     assert a.findings[0].entry.tlsrpt_result_type == "dane-required"
     # An address target has no name to look TLSA records up for: required DANE cannot be met.
-    [ip] = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert], validator="postfix", timeout=2,
-                      dane="require")
+    [ip] = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert],
+                      options=ProbeOptions(validator="postfix", timeout=2, dane="require"))
     assert [f.code for f in ip.addresses[0].findings] == ["dane.not-published"]
     code, out = _cli(tmp_path, "dane.test", "--port", str(srv.port), "--nameserver", ns.address, "--dane", "require",
                      "--json", trust=[ROOT.cert])
@@ -316,7 +318,8 @@ def test_dane_require_without_tlsa_is_not_published(dns_lab: Callable[..., AdDns
 
 def test_ip_targets_skip_tlsa_under_auto(smtp_server: Start) -> None:
     srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
-    [r] = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert], validator="postfix", timeout=2, dane="auto")
+    [r] = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert],
+                     options=ProbeOptions(validator="postfix", timeout=2, dane="auto"))
     assert r.addresses[0].dane is None and r.addresses[0].to_dict()["dane"] is None
 
 
@@ -348,8 +351,9 @@ def test_real_unbound_secure_match(dnssec_lab: DnssecLab, smtp_server: Start, tm
     srv = smtp_server(Scripted(identity=server, chain=[INTER.cert]))
     ee = tlsa_for(server.cert, 3).text()
     domain = _lab_domain(dnssec_lab, "dane.test", srv.port, [ee])
-    [result] = probe_sync([domain], anchors=[OTHER_ROOT.cert], validator="postfix", port=srv.port,
-                          nameserver=dnssec_lab.resolver, timeout=5, dane="require")
+    [result] = probe_sync([domain], anchors=[OTHER_ROOT.cert],
+                          options=ProbeOptions(validator="postfix", port=srv.port, nameserver=dnssec_lab.resolver,
+                                               timeout=5, dane="require"))
     [a] = result.addresses
     assert a.ok and a.dane is not None, (a.findings, dnssec_lab.log())
     assert (a.dane.lookup, a.dane.name_secure) == ("secure", True)
@@ -363,13 +367,15 @@ def test_real_unbound_unsigned_zone_is_not_dane(dnssec_lab: DnssecLab, smtp_serv
     server = make_leaf(INTER, ["mx-probe.insecure.test", "probe.insecure.test"])
     srv = smtp_server(Scripted(identity=server, chain=[INTER.cert]))
     domain = _lab_domain(dnssec_lab, "insecure.test", srv.port, [WRONG])
-    [result] = probe_sync([domain], anchors=[ROOT.cert], validator="postfix", port=srv.port,
-                          nameserver=dnssec_lab.resolver, timeout=5, dane="auto")
+    [result] = probe_sync([domain], anchors=[ROOT.cert],
+                          options=ProbeOptions(validator="postfix", port=srv.port, nameserver=dnssec_lab.resolver,
+                                               timeout=5, dane="auto"))
     [a] = result.addresses
     # Unsigned: the mismatching record is not trusted, so it changes nothing (PKIX decides, and passes).
     assert a.findings == [] and a.dane is not None and a.dane.lookup == "insecure" and not a.dane.name_secure
-    [required] = probe_sync([domain], anchors=[ROOT.cert], validator="postfix", port=srv.port,
-                            nameserver=dnssec_lab.resolver, timeout=5, dane="require")
+    [required] = probe_sync([domain], anchors=[ROOT.cert],
+                            options=ProbeOptions(validator="postfix", port=srv.port, nameserver=dnssec_lab.resolver,
+                                                 timeout=5, dane="require"))
     assert [f.code for f in required.addresses[0].findings] == ["dane.not-published"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from certkit.checks.probe import exit_code, probe_sync
+from certkit.checks.probe import ProbeOptions, exit_code, probe_sync
 from certkit.lab.sender import send_message
 from tests.dnsserver import DnsServer
 from tests.pki import make_intermediate, make_leaf, make_root
@@ -18,8 +18,9 @@ SERVER = make_leaf(INTER, ["mx1.fabrikam.test", "fabrikam.test"])
 
 def test_host_and_port_is_resolved_with_the_nameserver(dns_server: DnsServer, smtp_server: Start) -> None:
     srv = smtp_server(Scripted(identity=SERVER, chain=[INTER.cert]))
-    [result] = probe_sync([f"mx1.fabrikam.test:{srv.port}"], anchors=[ROOT.cert], validator="postfix",
-                          nameserver=dns_server.address, name="mx1.fabrikam.test", timeout=2)
+    [result] = probe_sync([f"mx1.fabrikam.test:{srv.port}"], anchors=[ROOT.cert],
+                          options=ProbeOptions(validator="postfix", nameserver=dns_server.address,
+                                               name="mx1.fabrikam.test", timeout=2))
     assert ("mx1.fabrikam.test.", "A") in dns_server.queries and ("mx1.fabrikam.test.", "AAAA") in dns_server.queries
     # Every address (A then AAAA) is probed, each reported separately, with the name as SNI and subject.
     assert [(a.host, a.address, a.port) for a in result.addresses] == [
@@ -30,7 +31,8 @@ def test_host_and_port_is_resolved_with_the_nameserver(dns_server: DnsServer, sm
 
 
 def test_host_that_does_not_resolve_is_a_dns_failure(dns_server: DnsServer) -> None:
-    results = probe_sync(["gone.fabrikam.test:25", "slow.test:25"], nameserver=dns_server.address, timeout=0.5)
+    results = probe_sync(["gone.fabrikam.test:25", "slow.test:25"],
+                         options=ProbeOptions(nameserver=dns_server.address, timeout=0.5))
     for r, host in zip(results, ["gone.fabrikam.test", "slow.test"], strict=True):
         assert r.addresses == []
         [f] = r.findings
@@ -49,14 +51,14 @@ def test_sender_via_host_name_uses_the_nameserver(dns_server: DnsServer) -> None
 
 
 def test_localhost_is_loopback_without_dns(dns_server: DnsServer) -> None:
-    [result] = probe_sync(["localhost:1"], nameserver=dns_server.address, timeout=1)
+    [result] = probe_sync(["localhost:1"], options=ProbeOptions(nameserver=dns_server.address, timeout=1))
     assert [a.address for a in result.addresses] == ["127.0.0.1"]
     assert [f.code for f in result.all_findings] == ["net.refused"]
     assert not any(name.startswith("localhost") for name, _ in dns_server.queries)
 
 
 def test_every_mx_host_without_an_address_is_reported(dns_server: DnsServer) -> None:
-    [result] = probe_sync(["halfmx.test"], port=1, nameserver=dns_server.address, timeout=1)
+    [result] = probe_sync(["halfmx.test"], options=ProbeOptions(port=1, nameserver=dns_server.address, timeout=1))
     dns = [(f.code, f.subject, f.severity) for f in result.findings]
     # Mail can still go to v4.halfmx.test: the dangling MX hosts are warnings, each named.
     assert dns == [("dns.failure", "gone.halfmx.test", "warning"), ("dns.failure", "noaddr.halfmx.test", "warning")]
@@ -66,7 +68,7 @@ def test_every_mx_host_without_an_address_is_reported(dns_server: DnsServer) -> 
 
 
 def test_mx_hosts_all_without_address_are_errors(dns_server: DnsServer) -> None:
-    [result] = probe_sync(["dangling.test"], nameserver=dns_server.address, timeout=1)
+    [result] = probe_sync(["dangling.test"], options=ProbeOptions(nameserver=dns_server.address, timeout=1))
     assert [(f.code, f.subject, f.severity) for f in result.findings] == [
         ("dns.failure", "gone.dangling.test", "error")]
     assert result.addresses == [] and exit_code([result]) == 3

@@ -12,7 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from certkit.adapters.truststore import TrustStore
-from certkit.checks.probe import AddressResult, probe_sync
+from certkit.checks.probe import AddressResult, ProbeOptions, probe_sync
 from certkit.cli import main
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
@@ -51,8 +51,8 @@ class Gauge:
 def test_concurrency_is_bounded_and_used(smtp_server: Start) -> None:
     gauge = Gauge()
     servers = [smtp_server(gauge.wrap(Scripted(identity=SERVER, chain=[INTER.cert]), 0.15)) for _ in range(12)]
-    results = probe_sync([f"127.0.0.1:{s.port}" for s in servers], anchors=[ROOT.cert], validator="postfix",
-                         domain="fabrikam.test", timeout=3, concurrency=3)
+    results = probe_sync([f"127.0.0.1:{s.port}" for s in servers], anchors=[ROOT.cert],
+                         options=ProbeOptions(validator="postfix", domain="fabrikam.test", timeout=3, concurrency=3))
     assert gauge.total == 12
     assert gauge.peak == 3  # never more than --concurrency, and it does run that many at once
     assert all(r.addresses[0].ok for r in results)
@@ -61,8 +61,8 @@ def test_concurrency_is_bounded_and_used(smtp_server: Start) -> None:
 def test_concurrency_above_the_default_thread_pool(smtp_server: Start) -> None:
     gauge = Gauge()
     servers = [smtp_server(gauge.wrap(Scripted(identity=SERVER, chain=[INTER.cert]), 0.3)) for _ in range(24)]
-    probe_sync([f"127.0.0.1:{s.port}" for s in servers], anchors=[ROOT.cert], validator="postfix",
-               domain="fabrikam.test", timeout=3, concurrency=24)
+    probe_sync([f"127.0.0.1:{s.port}" for s in servers], anchors=[ROOT.cert],
+               options=ProbeOptions(validator="postfix", domain="fabrikam.test", timeout=3, concurrency=24))
     assert gauge.peak > 12  # not capped by asyncio's default executor (min(32, cpus + 4) threads)
 
 
@@ -76,8 +76,8 @@ def test_results_in_input_order_whatever_finishes_first(smtp_server: Start, tmp_
     def progress(a: AddressResult) -> None:
         finished.append(a.target)
 
-    results = probe_sync(targets, anchors=[ROOT.cert], validator="postfix", domain="fabrikam.test", timeout=3,
-                         progress=progress)
+    results = probe_sync(targets, anchors=[ROOT.cert], progress=progress,
+                         options=ProbeOptions(validator="postfix", domain="fabrikam.test", timeout=3))
     assert [r.target for r in results] == targets
     assert [r.addresses[0].session.banner.text.split()[1] for r in results  # type: ignore[union-attr]
             ] == [f"mx{i}.test" for i in range(len(delays))]

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from OpenSSL import SSL
 
 from certkit.adapters.transport import ClientIdentity
-from certkit.checks.probe import ProbeResult, exit_code, probe_sync
+from certkit.checks.probe import ProbeOptions, ProbeResult, exit_code, probe_sync
 from certkit.core.findings import Severity
 from certkit.core.jsonfacts import serial_hex
 from certkit.lab.httpfiles import HttpFiles
@@ -98,11 +98,10 @@ def errors(results: list[ProbeResult]) -> list[str]:
 
 
 def _probe(srv: SmtpTestServer, pki: Pki, *, validator: str = "exchange", timeout: float = 3,
-           **kwargs: object) -> list[ProbeResult]:
-    if "name" not in kwargs and "domain" not in kwargs:
-        kwargs["domain"] = "fabrikam.test"
-    return probe_sync([f"127.0.0.1:{srv.port}"], anchors=[pki.root.cert], validator=validator,
-                      timeout=timeout, **kwargs)  # type: ignore[arg-type]
+           identity: ClientIdentity | None = None, **name_rule: str) -> list[ProbeResult]:
+    options = ProbeOptions(validator=validator, timeout=timeout,  # type: ignore[arg-type]
+                           **(name_rule or {"domain": "fabrikam.test"}))  # type: ignore[arg-type]
+    return probe_sync([f"127.0.0.1:{srv.port}"], anchors=[pki.root.cert], identity=identity, options=options)
 
 
 # --- their certificate -------------------------------------------------------------------------------
@@ -123,8 +122,8 @@ def test_good_chain_fetches_each_crl_once_per_run(smtp_server: Start, pki: Pki) 
     leaf = pki.leaf()
     servers = [smtp_server(Scripted(identity=leaf, chain=[pki.inter.cert])) for _ in range(3)]
     before = dict(pki.crls.hits)
-    results = probe_sync([f"127.0.0.1:{s.port}" for s in servers], anchors=[pki.root.cert], domain="fabrikam.test",
-                         timeout=3)
+    results = probe_sync([f"127.0.0.1:{s.port}" for s in servers], anchors=[pki.root.cert],
+                         options=ProbeOptions(domain="fabrikam.test", timeout=3))
     assert codes(results) == []
     assert pki.crls.hits["/inter.crl"] - before.get("/inter.crl", 0) == 1
     assert pki.crls.hits["/root.crl"] - before.get("/root.crl", 0) == 1

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from certkit.adapters.transport import ClientIdentity
-from certkit.checks.probe import probe_sync
+from certkit.checks.probe import ProbeOptions, probe_sync
 from certkit.lab.sender import send_message
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Handler, Scripted, SmtpTestServer
@@ -33,9 +33,9 @@ def test_sender_and_probe_judge_a_refusal_at_mail_alike(smtp_server: Start, repl
     sent = send_message("alice@contoso.test", "bob@fabrikam.test", identity=OURS, via=f"127.0.0.1:{srv.port}",
                         timeout=3)
     assert not sent.delivered
-    probed = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert], identity=OURS, validator="postfix",
-                        domain="fabrikam.test", mail_from="alice@contoso.test", rcpt_to="bob@fabrikam.test",
-                        timeout=3)
+    probed = probe_sync([f"127.0.0.1:{srv.port}"], anchors=[ROOT.cert], identity=OURS,
+                        options=ProbeOptions(validator="postfix", domain="fabrikam.test",
+                                             mail_from="alice@contoso.test", rcpt_to="bob@fabrikam.test", timeout=3))
     smtp_codes = [f.code for f in sent.findings if f.code.startswith(("peer.", "smtp."))]
     assert smtp_codes == [code]
     assert [f.code for f in probed[0].addresses[0].findings] == [code]

@@ -43,7 +43,7 @@ from cryptography.x509.oid import NameOID
 from certkit.adapters.crlfetch import CrlCache, CrlFetch
 from certkit.adapters.dns import MailRoute, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity
-from certkit.checks.probe import DANE_MODES, AddressResult, probe_sync
+from certkit.checks.probe import DANE_MODES, AddressResult, ProbeOptions, probe_sync
 from certkit.clock import Clock, FixedClock, SystemClock, aware
 from certkit.core.extensions import allows_client_auth, san_names
 from certkit.core.findings import Finding, Severity, Side
@@ -558,10 +558,10 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
         usable = key is not None and public_key_matches(key, cert.public_key())
         identity = ClientIdentity(cert, key, tuple(c for c in chain if not is_self_signed(c))) \
             if key is not None and usable else None
-        results = probe_sync([partner], anchors=anchor_set, identity=identity, port=port, validator=validator,
-                             domain=partner, nameserver=nameserver, timeout=timeout, clock=FixedClock(when),
-                             progress=on_address, mail_from=f"probe@{our_domain}", helo_name=fqdn,
-                             dane=dane)
+        options = ProbeOptions(port=port, validator=validator, domain=partner, nameserver=nameserver,
+                               timeout=timeout, mail_from=f"probe@{our_domain}", helo_name=fqdn, dane=dane)
+        results = probe_sync([partner], anchors=anchor_set, identity=identity, options=options,
+                             clock=FixedClock(when), progress=on_address)
         for r in results:
             for e in r.addresses:
                 report.endpoints.append(e)

@@ -63,6 +63,7 @@ __all__ = [
     "DANE_MODES",
     "AddressResult",
     "DaneReport",
+    "ProbeOptions",
     "ProbeResult",
     "ProgressCallback",
     "Target",
@@ -532,32 +533,6 @@ def diagnose_session(session: SmtpSession, *, identity: ClientIdentity | None = 
     return out
 
 
-def _verify(session: SmtpSession, anchors: Any, *, name: str | None, domain: str | None, at: _dt.datetime,
-            validator: str, crl_cache: CrlCache) -> VerificationResult | None:
-    """Verify their chain as presented, with ``validator``'s revocation rules (see :mod:`certkit.validation`)."""
-    if session.tls is None or not session.tls.peer_chain:
-        return None
-    leaf, *inters = session.tls.peer_chain
-    rules: Validator = "postfix" if validator == "postfix" else "exchange"
-    return validate_peer(leaf, inters, anchors, crl_source=crl_cache.get, purpose="server", validator=rules,
-                         name=name, domain=domain, at=at).result
-
-
-def _judge_address(target: str, host: str, address: str, port: int, session: SmtpSession, *, anchors: Any,
-                   identity: ClientIdentity | None, name: str | None, domain: str | None, validator: str,
-                   at: _dt.datetime, crl_cache: CrlCache, dane: _DaneInput | None = None) -> AddressResult:
-    """The diagnosis and the verification of one finished session (blocking: may download CRLs)."""
-    result = AddressResult(target, host, address, port, session)
-    result.findings.extend(diagnose_session(session, identity=identity, at=at))
-    result.verification = _verify(session, anchors, name=name, domain=domain, at=at, validator=validator,
-                                  crl_cache=crl_cache)
-    if result.verification is not None:
-        result.findings.extend(result.verification.findings)
-    if dane is not None:
-        _judge_dane(result, dane, at, validator)
-    return result
-
-
 @dataclass(frozen=True)
 class _DaneInput:
     """What DANE needs to judge one address: the mode, the lookup (``None``: none was made) and the names."""
@@ -710,96 +685,163 @@ class _DaneJudge:
 ProgressCallback = Callable[[AddressResult], None]
 
 
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How :func:`probe` talks to the targets and judges them; checked once, when made.
+
+    ``port``: for targets given without one; ``implicit_tls``: TLS from the first byte (port 465) instead
+    of STARTTLS; ``validator``: ``exchange`` or ``postfix`` (whose rules judge their certificate);
+    ``domain`` (the Domain Security rule; default: the target when it is a domain) or ``name`` (the host
+    rule); ``mail_from``, ``rcpt_to`` and ``helo_name``: the envelope and the EHLO name (defaults from our
+    certificate); ``nameserver``: the DNS server to ask (default: the system's); ``timeout``: seconds per
+    network step; at most ``concurrency`` sessions and DNS look-ups run at once; ``dane``: ``auto``,
+    ``require`` or ``off`` (see the module docstring). Names and addresses are kept normalised.
+    """
+
+    port: int = 25
+    implicit_tls: bool = False
+    validator: Validator = "exchange"
+    domain: str | None = None
+    name: str | None = None
+    mail_from: str | None = None
+    rcpt_to: str | None = None
+    helo_name: str | None = None
+    nameserver: str | None = None
+    timeout: float = 10.0
+    concurrency: int = 50
+    dane: str = "off"
+
+    def __post_init__(self) -> None:
+        _check_modes(self.validator, self.dane, self.timeout, self.concurrency, self.nameserver)
+        if not (isinstance(self.port, int) and 1 <= self.port <= 65535):
+            raise UsageError(f"The port {self.port!r} is not a TCP port.", "Pass a port from 1 to 65535, e.g. port=25.")
+        domain, name = _check_names(self.domain, self.name)
+        object.__setattr__(self, "domain", domain)
+        object.__setattr__(self, "name", name)
+        if self.mail_from is not None:
+            object.__setattr__(self, "mail_from", check_address(self.mail_from, "--mail-from", null_ok=True))
+        if self.rcpt_to is not None:
+            object.__setattr__(self, "rcpt_to", check_address(self.rcpt_to, "--rcpt", postmaster_ok=True))
+        if self.helo_name is not None:
+            object.__setattr__(self, "helo_name", check_helo(self.helo_name))
+
+
+
 def probe_sync(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
-               port: int = 25, implicit_tls: bool = False, validator: str = "exchange", domain: str | None = None,
-               name: str | None = None, mail_from: str | None = None, rcpt_to: str | None = None,
-               helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
-               concurrency: int = 50, clock: Clock | None = None,
-               progress: ProgressCallback | None = None, dane: str = "off") -> list[ProbeResult]:
+               options: ProbeOptions | None = None, clock: Clock | None = None,
+               progress: ProgressCallback | None = None) -> list[ProbeResult]:
     """Probe every target (see the module docstring); results in input order.
 
     ``anchors`` is an :class:`~certkit.core.trust.AnchorSet` or a sequence of certificates; ``identity``
-    the client certificate we present; ``validator`` ``exchange`` or ``postfix``; ``domain`` (Domain
-    Security rule, default: the target when it is a domain) or ``name`` (host rule); at most
-    ``concurrency`` sessions and DNS look-ups run at once. ``progress`` is called per finished address.
-    ``dane``: ``auto``, ``require`` or ``off`` (see the module docstring).
+    the client certificate we present; ``options`` a :class:`ProbeOptions` (port, validator, name rule,
+    envelope, DNS, timeout, concurrency, DANE); ``clock`` the time to judge at (default: the system's).
+    ``progress`` is called per finished address.
     """
-    return asyncio.run(probe(targets, anchors=anchors, identity=identity, port=port, implicit_tls=implicit_tls,
-                             validator=validator, domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt_to,
-                             helo_name=helo_name, nameserver=nameserver, timeout=timeout,
-                             concurrency=concurrency, clock=clock, progress=progress, dane=dane))
+    return asyncio.run(probe(targets, anchors=anchors, identity=identity, options=options, clock=clock,
+                             progress=progress))
 
 
 async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
-                port: int = 25, implicit_tls: bool = False, validator: str = "exchange", domain: str | None = None,
-                name: str | None = None, mail_from: str | None = None, rcpt_to: str | None = None,
-                helo_name: str | None = None, nameserver: str | None = None, timeout: float = 10.0,
-                concurrency: int = 50, clock: Clock | None = None,
-                progress: ProgressCallback | None = None, dane: str = "off") -> list[ProbeResult]:
+                options: ProbeOptions | None = None, clock: Clock | None = None,
+                progress: ProgressCallback | None = None) -> list[ProbeResult]:
     """The coroutine behind :func:`probe_sync`: ``concurrency`` sessions at once on the running loop; DNS and
     the verification (which may download CRLs) on a few daemon threads."""
-    _check_modes(validator, dane, timeout, concurrency, nameserver)
-    domain, name = _check_names(domain, name)
-    if mail_from is not None:
-        mail_from = check_address(mail_from, "--mail-from", null_ok=True)
-    if rcpt_to is not None:
-        rcpt_to = check_address(rcpt_to, "--rcpt", postmaster_ok=True)
-    if helo_name is not None:
-        helo_name = check_helo(helo_name)
-    parsed = [parse_target(t, port) for t in targets]
-    at = (clock or SystemClock()).now()
-    limit = concurrency
-    sem = asyncio.Semaphore(limit)
-    cache = CrlCache(timeout=timeout)
-    ours = identity.cert if identity else None
+    if options is not None and not isinstance(options, ProbeOptions):
+        raise UsageError(f"options must be a ProbeOptions, not {type(options).__name__}.",
+                         "Pass options=ProbeOptions(validator='postfix', timeout=5).")
+    opts = _DEFAULT_OPTIONS if options is None else options
+    parsed = [parse_target(t, opts.port) for t in targets]
     # Threads only for blocking work (DNS, CRL downloads): a few are enough, and fewer threads fight less
     # over the GIL with the sessions on the loop.
-    threads = min(limit, _WORKERS)
-    workers = _DaemonWorkers(asyncio.get_running_loop(), threads, prestart=min(len(parsed), threads))
+    threads = min(opts.concurrency, _WORKERS)
+    run = _ProbeRun(opts, anchors, identity, (clock or SystemClock()).now(), progress,
+                    _DaemonWorkers(asyncio.get_running_loop(), threads, prestart=min(len(parsed), threads)))
+    try:
+        return list(await asyncio.gather(*(run.target(t) for t in parsed)))
+    finally:
+        run.workers.close()
 
-    async def one(t: Target) -> ProbeResult:
+
+class _ProbeRun:
+    """One call of :func:`probe`: what every target and address shares (options, trust, time, limits)."""
+
+    def __init__(self, options: ProbeOptions, anchors: Any, identity: ClientIdentity | None, at: _dt.datetime,
+                 progress: ProgressCallback | None, workers: _DaemonWorkers) -> None:
+        self.options = options
+        self.anchors = anchors
+        self.identity = identity
+        self.at = at
+        self.progress = progress
+        self.workers = workers
+        self.sessions = asyncio.Semaphore(options.concurrency)
+        self.crl_cache = CrlCache(timeout=options.timeout)
+
+    async def target(self, t: Target) -> ProbeResult:
         result = ProbeResult(t.text)
-        async with sem:
-            pairs, name_secure = await _addresses_of(t, result, workers, nameserver=nameserver, timeout=timeout)
-        planned = getattr(progress, "planned", None)
+        async with self.sessions:
+            pairs, name_secure = await _addresses_of(t, result, self.workers, nameserver=self.options.nameserver,
+                                                     timeout=self.options.timeout)
+        planned = getattr(self.progress, "planned", None)
         if callable(planned):
             planned(len(pairs))
-        partner, sender, rcpt, helo = _envelope(t, ours, domain=domain, name=name, mail_from=mail_from,
-                                                rcpt_to=rcpt_to, helo_name=helo_name)
+        envelope = _envelope(t, self.identity.cert if self.identity else None, self.options)
         tlsa: dict[str, asyncio.Future[TlsaLookup]] = {}  # one TLSA lookup per MX host, shared by its addresses
-
-        async def addr(host: str, address: str) -> AddressResult:
-            async with sem:
-                lookup: asyncio.Future[TlsaLookup] | None = None
-                if dane != "off" and _has_tlsa_name(host):
-                    # On a worker thread while the session runs, not after it.
-                    lookup = tlsa.get(host)
-                    if lookup is None:
-                        lookup = tlsa[host] = workers.submit(functools.partial(
-                            lookup_tlsa, host, t.port, nameserver=nameserver, timeout=timeout))
-                # The session runs on this loop (TLS through memory BIOs); only the judging, which may
-                # download CRLs, goes to a worker thread.
-                session = await run_session_async(
-                    address, t.port, server_name=host if host != address else None, helo_name=helo,
-                    mail_from=sender, rcpt_to=rcpt, identity=identity, implicit_tls=implicit_tls, timeout=timeout)
-                dane_in = None
-                if dane == "require" or lookup is not None:
-                    dane_in = _DaneInput(dane, await lookup if lookup is not None else None, name_secure,
-                                         t.host if t.is_domain else host)
-                done = await workers.submit(functools.partial(
-                    _judge_address, t.text, host, address, t.port, session, anchors=anchors, identity=identity,
-                    name=name, domain=partner, validator=validator, at=at, crl_cache=cache, dane=dane_in))
-            if progress is not None:
-                progress(done)
-            return done
-
-        result.addresses = list(await asyncio.gather(*(addr(h, a) for h, a in pairs)))
+        result.addresses = list(await asyncio.gather(
+            *(self.address(t, host, address, envelope, tlsa, name_secure) for host, address in pairs)))
         return result
 
-    try:
-        return list(await asyncio.gather(*(one(t) for t in parsed)))
-    finally:
-        workers.close()
+    async def address(self, t: Target, host: str, address: str, envelope: _Envelope,
+                      tlsa: dict[str, asyncio.Future[TlsaLookup]], name_secure: bool) -> AddressResult:
+        opts = self.options
+        async with self.sessions:
+            lookup = self._tlsa_lookup(host, t.port, tlsa)
+            # The session runs on this loop (TLS through memory BIOs); only the judging, which may
+            # download CRLs, goes to a worker thread.
+            session = await run_session_async(
+                address, t.port, server_name=host if host != address else None, helo_name=envelope.helo_name,
+                mail_from=envelope.mail_from, rcpt_to=envelope.rcpt_to, identity=self.identity,
+                implicit_tls=opts.implicit_tls, timeout=opts.timeout)
+            dane_in = None
+            if opts.dane == "require" or lookup is not None:
+                dane_in = _DaneInput(opts.dane, await lookup if lookup is not None else None, name_secure,
+                                     t.host if t.is_domain else host)
+            done = await self.workers.submit(functools.partial(
+                self.judge, AddressResult(t.text, host, address, t.port, session), session, envelope.partner,
+                dane_in))
+        if self.progress is not None:
+            self.progress(done)
+        return done
+
+    def _tlsa_lookup(self, host: str, port: int,
+                     tlsa: dict[str, asyncio.Future[TlsaLookup]]) -> asyncio.Future[TlsaLookup] | None:
+        """The TLSA look-up of ``host``, started on a worker thread (while the session runs) on first need."""
+        if self.options.dane == "off" or not _has_tlsa_name(host):
+            return None
+        lookup = tlsa.get(host)
+        if lookup is None:
+            lookup = tlsa[host] = self.workers.submit(functools.partial(
+                lookup_tlsa, host, port, nameserver=self.options.nameserver, timeout=self.options.timeout))
+        return lookup
+
+    def judge(self, result: AddressResult, session: SmtpSession, partner: str | None,
+              dane: _DaneInput | None) -> AddressResult:
+        """The diagnosis and the verification of one finished session (blocking: may download CRLs)."""
+        result.findings.extend(diagnose_session(session, identity=self.identity, at=self.at))
+        result.verification = self._verify(session, partner)
+        if result.verification is not None:
+            result.findings.extend(result.verification.findings)
+        if dane is not None:
+            _judge_dane(result, dane, self.at, self.options.validator)
+        return result
+
+    def _verify(self, session: SmtpSession, partner: str | None) -> VerificationResult | None:
+        """Verify their chain as presented, with the validator's revocation rules (see :mod:`certkit.validation`)."""
+        if session.tls is None or not session.tls.peer_chain:
+            return None
+        leaf, *inters = session.tls.peer_chain
+        rules: Validator = "postfix" if self.options.validator == "postfix" else "exchange"
+        return validate_peer(leaf, inters, self.anchors, crl_source=self.crl_cache.get, purpose="server",
+                             validator=rules, name=self.options.name, domain=partner, at=self.at).result
 
 
 def _check_modes(validator: str, dane: str, timeout: float, concurrency: int, nameserver: str | None) -> None:
@@ -826,15 +868,27 @@ def _check_names(domain: str | None, name: str | None) -> tuple[str | None, str 
     return domain, name
 
 
-def _envelope(t: Target, ours: x509.Certificate | None, *, domain: str | None, name: str | None,
-              mail_from: str | None, rcpt_to: str | None, helo_name: str | None
-              ) -> tuple[str | None, str, str | None, str]:
-    """For target ``t``: the partner domain of the name rule, MAIL FROM, RCPT TO and the EHLO name."""
-    partner = domain if domain is not None else (t.host if t.is_domain and name is None else None)
-    sender = mail_from if mail_from is not None else (f"probe@{_our_domain(ours)}" if ours else "probe@localhost")
-    rcpt = rcpt_to if rcpt_to is not None else (f"postmaster@{t.host}" if t.is_domain else
-                                                f"postmaster@{partner}" if partner else None)
-    return partner, sender, rcpt, helo_name or (_our_host(ours) if ours else "localhost")
+_DEFAULT_OPTIONS = ProbeOptions()
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    """For one target: the partner domain of the name rule, MAIL FROM, RCPT TO and the EHLO name."""
+
+    partner: str | None
+    mail_from: str
+    rcpt_to: str | None
+    helo_name: str
+
+
+def _envelope(t: Target, ours: x509.Certificate | None, options: ProbeOptions) -> _Envelope:
+    partner = options.domain if options.domain is not None else (
+        t.host if t.is_domain and options.name is None else None)
+    sender = options.mail_from if options.mail_from is not None else (
+        f"probe@{_our_domain(ours)}" if ours else "probe@localhost")
+    rcpt = options.rcpt_to if options.rcpt_to is not None else (
+        f"postmaster@{t.host}" if t.is_domain else f"postmaster@{partner}" if partner else None)
+    return _Envelope(partner, sender, rcpt, options.helo_name or (_our_host(ours) if ours else "localhost"))
 
 
 async def _addresses_of(t: Target, result: ProbeResult, workers: _DaemonWorkers, *, nameserver: str | None,

@@ -14,7 +14,7 @@ from certkit.adapters.identity import load_identity
 from certkit.adapters.inputs import read_input
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.mtasts import mta_sts_of_sessions, read_cafile
-from certkit.checks.probe import AddressResult, ProbeResult, exit_code, parse_target, probe_sync
+from certkit.checks.probe import AddressResult, ProbeOptions, ProbeResult, exit_code, parse_target, probe_sync
 from certkit.cli.colour import severity, verdict
 from certkit.cli.common import (
     KEY_PASSPHRASE_ENV,
@@ -158,10 +158,10 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     sts_cadata = read_cafile(sts_cafile)
     progress = AddressBar(pending=len(all_targets)) if worth_a_bar(len(all_targets)) else None
     try:
-        results = probe_sync(all_targets, anchors=anchors, identity=identity, port=port,
-                             implicit_tls=implicit_tls, validator=validator, domain=domain, name=name,
-                             mail_from=mail_from, rcpt_to=rcpt, helo_name=helo, nameserver=nameserver,
-                             timeout=timeout, concurrency=concurrency, progress=progress, dane=dane)
+        options = ProbeOptions(port=port, implicit_tls=implicit_tls, validator=validator,  # type: ignore[arg-type]
+                               domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt, helo_name=helo,
+                               nameserver=nameserver, timeout=timeout, concurrency=concurrency, dane=dane)
+        results = probe_sync(all_targets, anchors=anchors, identity=identity, options=options, progress=progress)
     finally:
         if progress is not None:
             progress.close()
