@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from certkit.checks.preflight import PreflightReport, preflight
+from certkit.checks.preflight import PreflightReport
 from certkit.configgen import postfix_config
 from tests.fixtures_net import require_postfix
 from tests.pki import Issued, make_leaf, make_root
@@ -116,9 +116,7 @@ def test_generated_settings_refuse_a_partner_certificate_for_another_domain(w: W
 
 
 def _preflight_against(w: World, receiver: PostfixInstance) -> PreflightReport:
-    args = w.kwargs()
-    args["port"] = receiver.port
-    return preflight("fabrikam.test", **args)  # type: ignore[arg-type]
+    return w.preflight(port=receiver.port)
 
 
 def test_preflight_ready_against_real_postfix(w: World) -> None:

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from certkit.checks.preflight import PreflightReport, preflight, render_text
+from certkit.checks.preflight import PreflightReport, render_text
 from certkit.cli.common import CertkitGroup
 from certkit.cli.common import parse_at as parse_time
 from certkit.cli.preflight import COMMANDS
@@ -50,9 +50,7 @@ def w(base: World) -> Iterator[World]:
 
 
 def run(w: World, partner: str = "fabrikam.test", **overrides: Any) -> PreflightReport:
-    kwargs = w.kwargs(overrides.pop("leaf", None))
-    kwargs.update(overrides)
-    return preflight(partner, **kwargs)  # type: ignore[arg-type]
+    return w.preflight(partner, **overrides)
 
 
 def codes(report: PreflightReport, severity: str = "error") -> set[str]:

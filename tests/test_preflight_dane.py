@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from certkit.checks.preflight import OUTBOUND, PreflightReport, preflight, render_html, render_text
+from certkit.checks.preflight import OUTBOUND, PreflightReport, render_html, render_text
 from certkit.core.dane import tlsa_for
 from certkit.errors import InputError
 from certkit.tlsrpt import tlsrpt_report
@@ -65,9 +65,7 @@ def signed(w: World, tlsa: Sequence[str] = (), *, secure: bool = True) -> AdDnsS
 
 
 def run(w: World, **overrides: Any) -> PreflightReport:
-    kwargs = w.kwargs(overrides.pop("leaf", None))
-    kwargs.update(overrides)
-    return preflight("fabrikam.test", **kwargs)  # type: ignore[arg-type]
+    return w.preflight(**overrides)
 
 
 def verdict(report: PreflightReport) -> tuple[bool, int, list[str]]:

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 import pytest
 from cryptography import x509
 
-from certkit.checks.preflight import PreflightReport, preflight, render_text
+from certkit.checks.preflight import PreflightReport, render_text
 from certkit.core.trust import AnchorSet
 from certkit.lab.server import EXCHANGE_REJECT, LabConfig, LabServer, Personality, run_in_thread
 from tests.pki import Issued, make_leaf
@@ -33,9 +33,7 @@ def fabrikam_edge(w: World, trusted: Sequence[x509.Certificate]) -> AbstractCont
 
 
 def run(w: World, server: LabServer, leaf: Issued | None = None) -> PreflightReport:
-    kwargs = w.kwargs(leaf)
-    kwargs["port"] = server.port
-    return preflight("fabrikam.test", **kwargs)  # type: ignore[arg-type]
+    return w.preflight(leaf=leaf, port=server.port)
 
 
 def test_ready_against_an_exchange_lab_edge(base: World, time_limit: Callable[[float], None]) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certkit.checks.preflight import PreflightOptions, PreflightReport, preflight
 from certkit.lab.httpfiles import HttpFiles
 from tests.dnsserver import DnsServer
 from tests.pki import NOW, Issued, make_crl, make_intermediate, make_leaf, make_root
@@ -65,8 +66,22 @@ class World:
         mine = leaf or self.our_leaf
         return {"our_domain": "contoso.test", "cert": mine.cert, "key": mine.key,
                 "chain": [self.our_inter.cert, self.our_root.cert],
-                "anchors": [self.their_root.cert, self.our_root.cert], "nameserver": self.dns.address,
-                "port": self.server.port if self.server else 1, "timeout": 3.0, "at": NOW}
+                "anchors": [self.their_root.cert, self.our_root.cert], "at": NOW,
+                "options": PreflightOptions(nameserver=self.dns.address,
+                                            port=self.server.port if self.server else 1, timeout=3.0)}
+
+    def preflight(self, partner: str = "fabrikam.test", leaf: Issued | None = None,
+                  **overrides: object) -> PreflightReport:
+        """:func:`~certkit.checks.preflight.preflight` in this world; ``overrides`` replace its keyword arguments
+        or fields of its :class:`~certkit.checks.preflight.PreflightOptions`."""
+        args = self.kwargs(leaf)
+        options = args.pop("options")
+        changes = {k: overrides.pop(k) for k in list(overrides) if k in _OPTION_FIELDS}
+        args.update(overrides)
+        return preflight(partner, **args, options=replace(options, **changes))  # type: ignore[arg-type, type-var]
+
+
+_OPTION_FIELDS = {f.name for f in fields(PreflightOptions)}
 
 
 def pem(*certs: x509.Certificate) -> bytes:

@@ -33,10 +33,9 @@ FOOTER = {"version": "0.0.0-test", "command": "certkit preflight --partner fabri
 def reports() -> Iterator[dict[str, PreflightReport]]:
     with world() as w:
         w.serve()
-        out = {"ready": preflight("fabrikam.test", **w.kwargs())}  # type: ignore[arg-type]
-        args = w.kwargs(w.leaf(eku=[SERVER], not_after=NOW + dt.timedelta(days=10)))
-        args.update(smart_host="relay.contoso.test", anchors=[w.our_root.cert])
-        out["not-ready"] = preflight("fabrikam.test", **args)  # type: ignore[arg-type]
+        out = {"ready": w.preflight()}
+        out["not-ready"] = w.preflight(leaf=w.leaf(eku=[SERVER], not_after=NOW + dt.timedelta(days=10)),
+                                       smart_host="relay.contoso.test", anchors=[w.our_root.cert])
         yield out
 
 

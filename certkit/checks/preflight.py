@@ -52,10 +52,10 @@ from certkit.core.jsonfacts import certificate_facts, rfc3339
 from certkit.core.keys import PrivateKey, public_key_matches
 from certkit.core.lint import lint_certificate
 from certkit.core.names import dns_name
-from certkit.core.text import plural
+from certkit.core.text import duration_text, plural
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
-from certkit.core.verify import VerifyOptions, domain_matches, verify_chain
-from certkit.errors import InputError
+from certkit.core.verify import VerificationResult, VerifyOptions, domain_matches, verify_chain
+from certkit.errors import InputError, UsageError
 from certkit.schemas import document
 from certkit.validation import Validator, validate_peer
 
@@ -66,6 +66,7 @@ __all__ = [
     "MIN_TIMEOUT",
     "ChainCert",
     "Item",
+    "PreflightOptions",
     "PreflightProgress",
     "PreflightReport",
     "chain_state",
@@ -362,13 +363,33 @@ def _domain(value: str, option: str) -> str:
 
 
 def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Sequence[x509.Certificate],
-                       anchors: AnchorSet, *, our_domain: str, accepted: Sequence[str], edge_fqdn: str,
-                       exchange2010: bool, at: _dt.datetime, crl_cache: CrlCache,
-                       validator: Validator = "exchange") -> tuple[list[Finding], list[ChainCert]]:
+                       anchors: AnchorSet, report: PreflightReport, options: PreflightOptions,
+                       crl_cache: CrlCache) -> tuple[list[Finding], list[ChainCert]]:
     """Step 1: our certificate as the partner's Edge sees it."""
+    at = report.at
+    out: list[Finding] = list(lint_certificate(cert, at=at, side=Side.OURS, exchange2010=options.exchange2010))
+    out += _our_name_findings(cert, report.edge_fqdn, (report.our_domain, *report.accepted_domains))
+    if key is not None and not public_key_matches(key, cert.public_key()):
+        out.append(Finding("key.mismatch", "The private key given is not the key of the certificate.",
+                           subject=cert.subject.rfc4514_string()))
+    if is_self_signed(cert):
+        out.append(Finding("chain.self-signed", "Our certificate is self-signed: the partner must pin this exact "
+                           "certificate (import it into Cert:\\LocalMachine\\Root), and pin it again at every "
+                           "renewal. A CA-signed certificate is better.", subject=cert.subject.rfc4514_string(),
+                           side=Side.OURS, severity=Severity.WARNING))
+    result, fetches = _our_chain_verdict(cert, chain, anchors, at, options.validator, crl_cache)
+    # The pinned-leaf fact was said above, as the self-signed warning.
+    out += [_ours(f) for f in result.findings if f.code != "chain.pinned-leaf"]
+    out += _crls_expiring(fetches, at)
+    trusted = result.ok or (result.anchor is not None and not any(
+        f.code.startswith("chain.") and f.severity is Severity.ERROR for f in result.findings))
+    return _once_each(out), _chain_view(list(result.chain), trusted=trusted, at=at, findings=result.findings)
+
+
+def _our_name_findings(cert: x509.Certificate, edge_fqdn: str, domains: Sequence[str]) -> list[Finding]:
+    """Microsoft's advice: CN = the Edge's public FQDN, SAN = that FQDN plus every accepted domain."""
     who = cert.subject.rfc4514_string()
-    out: list[Finding] = list(lint_certificate(cert, at=at, side=Side.OURS, exchange2010=exchange2010))
-    # Names: Microsoft's advice is CN = the Edge's public FQDN, SAN = that FQDN plus every accepted domain.
+    out: list[Finding] = []
     cn = _cn(cert)
     if cn is None or cn.lower().rstrip(".") != edge_fqdn:
         out.append(Finding("name.host-mismatch", f"The certificate's CN is {cn or '(none)'}, not our Edge FQDN "
@@ -379,7 +400,7 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
         out.append(Finding("name.host-mismatch", f"The SAN does not name our Edge FQDN {edge_fqdn}; it names "
                            f"{', '.join(sans) or '(nothing)'}.", subject=who, side=Side.OURS,
                            evidence={"expected": edge_fqdn, "names": sans}))
-    for domain in (our_domain, *accepted):
+    for domain in domains:
         matched = domain_matches(cert, domain)
         if matched is None:
             out.append(Finding("name.domain-mismatch", f"The certificate names neither {domain} nor a host within "
@@ -390,33 +411,28 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
             out.append(Finding("name.domain-not-listed", f"{domain} is matched only through {matched}; Microsoft's "
                                f"advice is to list the domain {domain} itself in the SAN.", subject=who,
                                side=Side.OURS, evidence={"expected": domain}))
-    # The key.
-    if key is not None and not public_key_matches(key, cert.public_key()):
-        out.append(Finding("key.mismatch", "The private key given is not the key of the certificate.", subject=who))
-    # The chain up to a root: our own chain file's roots and the store; a self-signed leaf is pinned.
-    self_signed = is_self_signed(cert)
+    return out
+
+
+def _our_chain_verdict(cert: x509.Certificate, chain: Sequence[x509.Certificate], anchors: AnchorSet,
+                       at: _dt.datetime, validator: Validator,
+                       crl_cache: CrlCache) -> tuple[VerificationResult, tuple[CrlFetch, ...]]:
+    """Our certificate as a TLS client, up to a root: our own chain file's roots and the store count; a
+    self-signed certificate is pinned (and has no CRL to fetch)."""
     own_roots = [c for c in chain if is_self_signed(c)]
-    if self_signed:
+    if is_self_signed(cert):
         own_roots.append(cert)
-        out.append(Finding("chain.self-signed", "Our certificate is self-signed: the partner must pin this exact "
-                           "certificate (import it into Cert:\\LocalMachine\\Root), and pin it again at every "
-                           "renewal. A CA-signed certificate is better.", subject=who, side=Side.OURS,
-                           severity=Severity.WARNING))
     trust = anchors.union(AnchorSet.of(own_roots, origin="our chain")) if own_roots else anchors
     inters = [c for c in chain if not is_self_signed(c)]
-    fetches: tuple[CrlFetch, ...] = ()
-    if self_signed:
-        result = verify_chain(cert, inters, trust, at=at, options=VerifyOptions(purpose="client"))
-    else:
-        check = validate_peer(cert, inters, trust, crl_source=crl_cache.get, purpose="client", validator=validator,
-                              at=at)
-        result, fetches = check.result, check.fetches
-    path = list(result.chain)
-    for f in result.findings:
-        if f.code == "chain.pinned-leaf":
-            continue  # said above, as the self-signed warning
-        out.append(_ours(f))
-    # A CRL near its nextUpdate: if it is not republished in time, every certificate of the CA fails.
+    if is_self_signed(cert):
+        return verify_chain(cert, inters, trust, at=at, options=VerifyOptions(purpose="client")), ()
+    check = validate_peer(cert, inters, trust, crl_source=crl_cache.get, purpose="client", validator=validator, at=at)
+    return check.result, check.fetches
+
+
+def _crls_expiring(fetches: Sequence[CrlFetch], at: _dt.datetime) -> list[Finding]:
+    """Our CRLs near their nextUpdate: one not republished in time fails every certificate of its CA."""
+    out: list[Finding] = []
     for fetch in fetches:
         crl = fetch.crl
         if crl is None or crl.next_update_utc is None or crl.next_update_utc <= at:
@@ -424,21 +440,24 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
         left = crl.next_update_utc - at
         lifetime = crl.next_update_utc - crl.last_update_utc
         if left < max(CRL_WARNING, lifetime / 2) and left < CRL_WARNING * 4:
-            out.append(Finding("revocation.crl-expiring", f"Our CRL at {fetch.url} expires in "
-                               f"{int(left.total_seconds() // 3600)} h (nextUpdate "
-                               f"{crl.next_update_utc:%Y-%m-%d %H:%M}Z).", subject=fetch.url, side=Side.OURS))
-    # One finding per (code, subject): the lint and the verifier see some things twice (EKU, expiry, CDP).
+            out.append(Finding("revocation.crl-expiring", f"Our CRL at {fetch.url} expires in {duration_text(left)} "
+                               f"(nextUpdate {crl.next_update_utc:%Y-%m-%d %H:%M}Z).", subject=fetch.url,
+                               side=Side.OURS))
+    return out
+
+
+def _once_each(findings: Sequence[Finding]) -> list[Finding]:
+    """One finding per (code, subject): the lint and the verifier see some things twice (EKU, expiry, CDP).
+    Name findings are kept each: they differ by the name expected."""
     seen: set[tuple[str, str | None]] = set()
     unique: list[Finding] = []
-    for f in out:
+    for f in findings:
         if not f.code.startswith("name."):
             if (f.code, f.subject) in seen:
                 continue
             seen.add((f.code, f.subject))
         unique.append(f)
-    trusted = result.ok or (result.anchor is not None and not any(
-        f.code.startswith("chain.") and f.severity is Severity.ERROR for f in result.findings))
-    return unique, _chain_view(path, trusted=trusted, at=at, findings=result.findings)
+    return unique
 
 
 def _their_client_auth(e: AddressResult, where: str) -> list[Finding]:
@@ -468,70 +487,107 @@ def _endpoint_directions(f: Finding) -> tuple[str, ...]:
     return (OUTBOUND,)
 
 
+@dataclass(frozen=True)
+class PreflightOptions:
+    """How :func:`preflight` checks, beyond who and when; checked once, when made.
+
+    ``edge_fqdn``: our Edge's public FQDN (default: our certificate's CN); ``accepted_domains``: our other
+    accepted domains, each of which our certificate should name; ``smart_host``: the smart host our Send
+    connector uses, if any (blocking); ``nameserver``, ``port`` and ``timeout``: for the DNS look-ups and
+    the probe of their endpoints; ``exchange2010``: lint for Exchange 2010's limits too; ``validator``:
+    whose rules judge their certificate and our chain (``exchange``: revocation must be checkable;
+    ``postfix``: revocation facts are information only); ``dane``: ``auto``, ``require`` or ``off`` (the
+    default: no TLSA lookups), see the module docstring.
+    """
+
+    edge_fqdn: str | None = None
+    accepted_domains: Sequence[str] = ()
+    smart_host: str | None = None
+    nameserver: str | None = None
+    port: int = 25
+    timeout: float = 10.0
+    exchange2010: bool = True
+    validator: Validator = "exchange"
+    dane: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.validator not in ("exchange", "postfix"):
+            raise InputError(f"Unknown validator {self.validator!r}.", "Use exchange or postfix.")
+        if self.dane not in DANE_MODES:
+            raise InputError(f"Unknown DANE mode {self.dane!r}.", "Use auto, require or off.")
+        if not (isinstance(self.timeout, int | float) and math.isfinite(self.timeout) and self.timeout >= MIN_TIMEOUT):
+            raise InputError(f"The timeout {self.timeout!r} is not a usable number of seconds.",
+                             f"Give --timeout of at least {MIN_TIMEOUT} seconds (default 10).")
+        if not (isinstance(self.port, int) and 1 <= self.port <= 65535):
+            raise InputError(f"The port {self.port!r} is not a TCP port.", "Give 1 to 65535 (default 25).")
+        object.__setattr__(self, "accepted_domains", tuple(d.lower() for d in self.accepted_domains))
+
+
+_DEFAULT_OPTIONS = PreflightOptions()
+
+
 def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: PrivateKey | None = None,
-              chain: Sequence[x509.Certificate] = (), anchors: Any = (), edge_fqdn: str | None = None,
-              accepted_domains: Sequence[str] = (), smart_host: str | None = None, nameserver: str | None = None,
-              port: int = 25, timeout: float = 10.0, exchange2010: bool = True, at: _dt.datetime | None = None,
+              chain: Sequence[x509.Certificate] = (), anchors: Any = (), at: _dt.datetime | None = None,
               clock: Clock | None = None, progress: PreflightProgress | None = None,
-              validator: Validator = "exchange", dane: str = "off") -> PreflightReport:
+              options: PreflightOptions | None = None) -> PreflightReport:
     """Run the pre-flight for Domain Security with ``partner`` (see the module docstring).
 
     ``cert``/``key``/``chain``: our transport certificate, its key and the intermediates (and root) we
     send; ``anchors``: the trust store (an :class:`~certkit.core.trust.AnchorSet`, certificates, or a
     :class:`~certkit.adapters.truststore.TrustStore`) used for their certificates and our chain;
-    ``edge_fqdn``: our Edge's public FQDN (default: our certificate's CN); ``smart_host``: the smart
-    host our Send connector uses, if any (blocking); ``at`` or ``clock``: the time to judge at;
-    ``validator``: whose rules judge their certificate and our chain (``exchange``: revocation must be
-    checkable; ``postfix``: revocation facts are information only); ``dane``: ``auto``, ``require`` or
-    ``off`` (the default: no TLSA lookups, as before), see the module docstring.
+    ``at`` or ``clock``: the time to judge at; ``progress(step, text)`` is told what is being done;
+    ``options``: a :class:`PreflightOptions` (our Edge's name, smart host, DNS, port, timeout, rules).
     Never raises for what it finds: the findings are in the report.
     """
-    if not partner.strip() or not our_domain.strip():
-        raise InputError("The partner domain and our domain are both needed.",
-                         "Give --partner fabrikam.com --our-domain contoso.com.")
-    partner = _domain(partner, "--partner")
-    our_domain = _domain(our_domain, "--our-domain")
-    if validator not in ("exchange", "postfix"):
-        raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
-    if dane not in DANE_MODES:
-        raise InputError(f"Unknown DANE mode {dane!r}.", "Use auto, require or off.")
-    if partner == our_domain:
-        raise InputError(f"The partner domain is our own domain {our_domain}.", "Give the partner's domain.")
-    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout >= MIN_TIMEOUT):
-        raise InputError(f"The timeout {timeout!r} is not a usable number of seconds.",
-                         f"Give --timeout of at least {MIN_TIMEOUT} seconds (default 10).")
-    if not (isinstance(port, int) and 1 <= port <= 65535):
-        raise InputError(f"The port {port!r} is not a TCP port.", "Give 1 to 65535 (default 25).")
-    when = aware(at) if at is not None else (clock or SystemClock()).now()
-    fqdn = (edge_fqdn or _cn(cert) or "").strip().rstrip(".").lower()
+    if options is not None and not isinstance(options, PreflightOptions):
+        raise UsageError(f"options must be a PreflightOptions, not {type(options).__name__}.",
+                         "Pass options=PreflightOptions(edge_fqdn='edge.contoso.com').")
+    opts = _DEFAULT_OPTIONS if options is None else options
+    partner, our_domain = _partner_and_ours(partner, our_domain)
+    at = aware(at) if at is not None else (clock or SystemClock()).now()
+    fqdn = (opts.edge_fqdn or _cn(cert) or "").strip().rstrip(".").lower()
     if not fqdn:
         raise InputError("Our Edge FQDN is unknown (the certificate has no CN).", "Give --edge-fqdn.")
     anchor_set = as_anchor_set(anchors)
-    cache = CrlCache(timeout=min(timeout, 10.0))
-    report = PreflightReport(partner, our_domain, fqdn, when, port, cert, smart_host=smart_host,
-                             accepted_domains=tuple(d.lower() for d in accepted_domains), validator=validator,
-                             dane=dane)
+    report = PreflightReport(partner, our_domain, fqdn, at, opts.port, cert, smart_host=opts.smart_host,
+                             accepted_domains=tuple(opts.accepted_domains), validator=opts.validator, dane=opts.dane)
 
     def say(step: str, text: str) -> None:
         if progress is not None:
             progress(step, text)
 
-    # 1. Our certificate.
     say("certificate", f"checking our certificate {_cn(cert) or cert.subject.rfc4514_string()}")
-    found, report.our_chain = _check_certificate(cert, key, chain, anchor_set, our_domain=our_domain,
-                                                 accepted=report.accepted_domains, edge_fqdn=fqdn,
-                                                 exchange2010=exchange2010, at=when, crl_cache=cache,
-                                                 validator=validator)
+    found, report.our_chain = _check_certificate(cert, key, chain, anchor_set, report, opts,
+                                                 CrlCache(timeout=min(opts.timeout, 10.0)))
     report.items += [Item("certificate", _EKU_DIRECTION.get(f.code, BOTH), f, remedy=_our_remedy(f)) for f in found]
-
-    # 2. Routing.
     say("routing", f"resolving the MX records of {partner}")
+    _check_routing(report, opts)
+    if report.route is not None and report.route.targets:
+        identity = _our_identity(cert, key, chain)
+        _check_endpoints(report, opts, anchor_set, identity, say)
+    return report
+
+
+def _partner_and_ours(partner: str, our_domain: str) -> tuple[str, str]:
+    """The partner domain and ours, checked (two different host names), as lower-case A-labels."""
+    if not partner.strip() or not our_domain.strip():
+        raise InputError("The partner domain and our domain are both needed.",
+                         "Give --partner fabrikam.com --our-domain contoso.com.")
+    partner = _domain(partner, "--partner")
+    our_domain = _domain(our_domain, "--our-domain")
+    if partner == our_domain:
+        raise InputError(f"The partner domain is our own domain {our_domain}.", "Give the partner's domain.")
+    return partner, our_domain
+
+
+def _check_routing(report: PreflightReport, options: PreflightOptions) -> None:
+    """Step 2: a smart host in the way, and the partner's MX records (``report.route``)."""
+    partner, smart_host = report.partner, options.smart_host
     if smart_host:
         report.items.append(Item("routing", (OUTBOUND,), Finding(
             "route.smart-host", f"Our Send connector routes through the smart host {smart_host}; Domain Security "
             f"needs it to deliver to {partner}'s MX hosts itself (DNS routing).", subject=smart_host)))
-    route = resolve_mail_domain(partner, nameserver=nameserver, timeout=timeout)
-    report.route = route
+    route = report.route = resolve_mail_domain(partner, nameserver=options.nameserver, timeout=options.timeout)
     if route.failure is not None:
         report.items.append(Item("routing", (OUTBOUND,), Finding(route.failure.code, route.failure.detail,
                                                                  subject=partner)))
@@ -541,39 +597,45 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
             f"({', '.join(route.targets[0][1:]) if route.targets else 'none'}), but Domain Security needs MX "
             "routing.", subject=partner)))
 
-    # 3. The partner's endpoints, probed with our certificate.
-    if route.targets:
-        total = len(route.targets)
-        done = 0
 
-        def on_address(result: AddressResult) -> None:
-            nonlocal done
-            done += 1
-            say("address", f"[{done}/{total}] {_where(result)}: {result.verdict}")
+def _our_identity(cert: x509.Certificate, key: PrivateKey | None,
+                  chain: Sequence[x509.Certificate]) -> ClientIdentity | None:
+    """What our Edge presents; with no key, or a key that is not the certificate's, no handshake could present
+    it: the endpoints are probed without one."""
+    if key is None or not public_key_matches(key, cert.public_key()):
+        return None
+    return ClientIdentity(cert, key, tuple(c for c in chain if not is_self_signed(c)))
 
-        say("endpoints", f"probing {plural(total, 'address')} of {partner} on port {port}")
-        # MAIL FROM our domain (not a guess from the certificate's name): a receiving Exchange applies
-        # Domain Security only when the sender's domain is in its TLSReceiveDomainSecureList.
-        # With a key that is not the certificate's, no handshake could present it: probe without one.
-        usable = key is not None and public_key_matches(key, cert.public_key())
-        identity = ClientIdentity(cert, key, tuple(c for c in chain if not is_self_signed(c))) \
-            if key is not None and usable else None
-        options = ProbeOptions(port=port, validator=validator, domain=partner, nameserver=nameserver,
-                               timeout=timeout, mail_from=f"probe@{our_domain}", helo_name=fqdn, dane=dane)
-        results = probe_sync([partner], anchors=anchor_set, identity=identity, options=options,
-                             clock=FixedClock(when), progress=on_address)
-        for r in results:
-            for e in r.addresses:
-                report.endpoints.append(e)
-                where = _where(e)
-                for f in [*e.findings, *_their_client_auth(e, where)]:
-                    report.items.append(Item("endpoints", _endpoint_directions(f), f, where))
-                v = e.verification
-                if v is not None:
-                    report.their_chains[where] = _chain_view(v.chain, trusted=v.anchor is not None, at=when,
-                                                              findings=v.findings)
-    return report
 
+def _check_endpoints(report: PreflightReport, options: PreflightOptions, anchors: AnchorSet,
+                     identity: ClientIdentity | None, say: Callable[[str, str], None]) -> None:
+    """Step 3: the partner's endpoints, probed with our certificate."""
+    assert report.route is not None
+    total = len(report.route.targets)
+    done = 0
+
+    def on_address(result: AddressResult) -> None:
+        nonlocal done
+        done += 1
+        say("address", f"[{done}/{total}] {_where(result)}: {result.verdict}")
+
+    say("endpoints", f"probing {plural(total, 'address')} of {report.partner} on port {options.port}")
+    # MAIL FROM our domain (not a guess from the certificate's name): a receiving Exchange applies
+    # Domain Security only when the sender's domain is in its TLSReceiveDomainSecureList.
+    probe_options = ProbeOptions(port=options.port, validator=options.validator, domain=report.partner,
+                                 nameserver=options.nameserver, timeout=options.timeout,
+                                 mail_from=f"probe@{report.our_domain}", helo_name=report.edge_fqdn, dane=options.dane)
+    results = probe_sync([report.partner], anchors=anchors, identity=identity, options=probe_options,
+                         clock=FixedClock(report.at), progress=on_address)
+    for e in (e for r in results for e in r.addresses):
+        report.endpoints.append(e)
+        where = _where(e)
+        for f in [*e.findings, *_their_client_auth(e, where)]:
+            report.items.append(Item("endpoints", _endpoint_directions(f), f, where))
+        v = e.verification
+        if v is not None:
+            report.their_chains[where] = _chain_view(v.chain, trusted=v.anchor is not None, at=report.at,
+                                                      findings=v.findings)
 
 
 # --- rendering (through certkit.adapters.render, the only jinja2 module) ----------------------------

@@ -17,7 +17,7 @@ from cryptography import x509
 from certkit.adapters.fs import atomic_write
 from certkit.adapters.inputs import read_input
 from certkit.checks.mtasts import mta_sts_of_sessions, read_cafile
-from certkit.checks.preflight import MIN_TIMEOUT, preflight, render_html, render_text
+from certkit.checks.preflight import MIN_TIMEOUT, PreflightOptions, preflight, render_html, render_text
 from certkit.cli.cmdline import invoked_command_line
 from certkit.cli.colour import paint_report
 from certkit.cli.common import (
@@ -173,12 +173,13 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
     sts_cadata = read_cafile(sts_cafile)
     at = parse_at(at_text) if at_text else None
+    options = PreflightOptions(edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host,
+                               nameserver=nameserver, port=port, timeout=timeout, exchange2010=target == "2010",
+                               validator="postfix" if validator == "postfix" else "exchange", dane=dane)
     steps = _Steps() if stderr_is_terminal() else None
     try:
         report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
-                           edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host,
-                           nameserver=nameserver, port=port, timeout=timeout, exchange2010=target == "2010", at=at,
-                           validator="postfix" if validator == "postfix" else "exchange", dane=dane, progress=steps)
+                           at=at, progress=steps, options=options)
     finally:
         if steps is not None:
             steps.close()
