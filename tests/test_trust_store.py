@@ -16,6 +16,7 @@ from certkit.adapters.roots import certifi_version, public_roots
 from certkit.adapters.truststore import INDEX, TrustStore
 from certkit.clock import FixedClock
 from certkit.core.formats import load_certificates, sha256_fingerprint
+from certkit.core.trust import Override
 from certkit.core.verify import verify_chain
 from certkit.errors import NotFoundError, PolicyError, StoreError
 from tests import pki
@@ -57,7 +58,7 @@ def test_non_ca_is_refused_unless_pinned(store: TrustStore) -> None:
         store.add(edge.cert)
     assert len(store) == 0 and not store.path.exists()
     res = store.add(edge.cert, pin=True)
-    assert res.anchor.pinned and [r.override for r in res.overridden] == ["--pin"]
+    assert res.anchor.pinned and [r.override for r in res.overridden] == [Override.PIN]
 
 
 @pytest.mark.parametrize(("kwargs", "reason"), [

@@ -44,7 +44,7 @@ from certkit.clock import Clock, SystemClock
 from certkit.core.formats import cert_der, cert_pem, sha1_thumbprint, sha256_fingerprint
 from certkit.core.jsonfacts import rfc3339, serial_hex
 from certkit.core.names import dns_name
-from certkit.core.trust import Anchor, AnchorSet, Refusal, anchor_refusals, is_ca, is_self_signed
+from certkit.core.trust import Anchor, AnchorSet, Override, Refusal, anchor_refusals, is_ca, is_self_signed
 from certkit.errors import InputError, NotFoundError, PolicyError, StoreError, UsageError
 
 __all__ = ["FORMAT", "INDEX", "AddResult", "TrustStore", "default_store_path", "entry_dict"]
@@ -80,7 +80,7 @@ class AddResult:
 
     anchor: Anchor
     added: bool  # False: it was already in the store (provenance merged)
-    overridden: tuple[Refusal, ...] = ()  # refusals accepted because of --pin/--force
+    overridden: tuple[Refusal, ...] = ()  # refusals accepted because of pin or force
 
 
 @dataclass
@@ -301,58 +301,27 @@ class TrustStore:
         if len(srcs) != len(certs):
             raise UsageError("add_many needs one source per certificate.")
         now = self.clock.now()
-        at = check_time or now
         parts = tuple(dns_name(p) for p in partners)
         if label is not None and (not label.strip() or (_HEX.match(label) and len(label) >= 8)):
             raise InputError(f"The label {label!r} is empty or looks like a fingerprint.",
                              "Use a name such as fabrikam.")
-        plan: list[tuple[x509.Certificate, tuple[Refusal, ...]]] = []
-        for cert in certs:
-            refusals = anchor_refusals(cert, at=at)
-            blocking = [r for r in refusals if not ((r.override == "--pin" and pin) or (r.override == "--force"
-                                                                                      and force))]
-            if blocking:
-                why = "; ".join(f"{r.reason} (use {r.override} to accept)" for r in blocking)
-                raise PolicyError(f"Refusing to trust {cert.subject.rfc4514_string()}: {why}.",
-                                  "Nothing was added.")
-            plan.append((cert, tuple(refusals)))
+        allowed = {o for o, given in ((Override.PIN, pin), (Override.FORCE, force)) if given}
+        plan = [(cert, _accepted_refusals(cert, check_time or now, allowed)) for cert in certs]
         results: list[AddResult] = []
         with file_lock(self.path / LOCK, folder_mode=PRIVATE_DIR):
             self._reload()
             state = self._state
             files: list[tuple[Path, bytes, int]] = []
             for (cert, accepted), src in zip(plan, srcs, strict=True):
-                fp = sha256_fingerprint(cert)
-                existing = state.entries.get(fp)
+                existing = state.entries.get(sha256_fingerprint(cert))
                 if existing is not None:
-                    d = existing.data
-                    if label and not d.get("label"):
-                        d["label"] = label
-                    d["partners"] = sorted(set(d.get("partners") or ()) | set(parts))
-                    d["pinned"] = bool(d.get("pinned")) or (pin and not is_ca(cert))
+                    _merge_provenance(existing, label, parts, pinned=pin and not is_ca(cert))
                     results.append(AddResult(self._anchor(existing, cert), added=False, overridden=accepted))
                     continue
                 pem = cert_pem(cert)
-                entry = _Entry({
-                    "fingerprint_sha256": fp,
-                    "thumbprint_sha1": sha1_thumbprint(cert),
-                    "subject": cert.subject.rfc4514_string(),
-                    "issuer": cert.issuer.rfc4514_string(),
-                    "serial": f"{cert.serial_number:X}",
-                    "not_before": cert.not_valid_before_utc.isoformat(),
-                    "not_after": cert.not_valid_after_utc.isoformat(),
-                    "is_ca": is_ca(cert),
-                    "self_signed": is_self_signed(cert),
-                    "pinned": not is_ca(cert),
-                    "label": label,
-                    "partners": sorted(set(parts)),
-                    "source": src,
-                    "added_at": now.isoformat(),
-                    "forced": [r.reason for r in accepted if r.override == "--force"],
-                    "file_size": len(pem),
-                    "file_sha256": hashlib.sha256(pem).hexdigest(),
-                })
-                state.entries[fp] = entry
+                entry = _new_entry(cert, pem, label=label, partners=parts, source=src, added_at=now,
+                                   forced=[r.reason for r in accepted if r.override is Override.FORCE])
+                state.entries[entry.fingerprint] = entry
                 target = self.path / entry.file
                 if not (target.exists() and target.read_bytes() == pem):
                     files.append((target, pem, PUBLIC))
@@ -433,3 +402,47 @@ _EXPORTED = re.compile(r"-[0-9A-F]{16}\.cer$")
 def _cn(cert: x509.Certificate) -> str:
     cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(cns[0].value) if cns else ""
+
+
+def _accepted_refusals(cert: x509.Certificate, at: _dt.datetime, allowed: set[Override]) -> tuple[Refusal, ...]:
+    """The refusals of ``cert`` as an anchor at ``at``, all of which ``allowed`` overrides; a
+    :class:`~certkit.errors.PolicyError` naming the others when it does not."""
+    refusals = anchor_refusals(cert, at=at)
+    blocking = [r for r in refusals if r.override not in allowed]
+    if blocking:
+        why = "; ".join(f"{r.reason} (use --{r.override} to accept)" for r in blocking)
+        raise PolicyError(f"Refusing to trust {cert.subject.rfc4514_string()}: {why}.", "Nothing was added.")
+    return tuple(refusals)
+
+
+def _merge_provenance(entry: _Entry, label: str | None, partners: Sequence[str], *, pinned: bool) -> None:
+    """A certificate added again: its label is kept (or set), partners are merged, a pin is kept."""
+    d = entry.data
+    if label and not d.get("label"):
+        d["label"] = label
+    d["partners"] = sorted(set(d.get("partners") or ()) | set(partners))
+    d["pinned"] = bool(d.get("pinned")) or pinned
+
+
+def _new_entry(cert: x509.Certificate, pem: bytes, *, label: str | None, partners: Sequence[str],
+               source: str | None, added_at: _dt.datetime, forced: list[str]) -> _Entry:
+    """The index entry of a new anchor."""
+    return _Entry({
+        "fingerprint_sha256": sha256_fingerprint(cert),
+        "thumbprint_sha1": sha1_thumbprint(cert),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": f"{cert.serial_number:X}",
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "is_ca": is_ca(cert),
+        "self_signed": is_self_signed(cert),
+        "pinned": not is_ca(cert),
+        "label": label,
+        "partners": sorted(set(partners)),
+        "source": source,
+        "added_at": added_at.isoformat(),
+        "forced": forced,
+        "file_size": len(pem),
+        "file_sha256": hashlib.sha256(pem).hexdigest(),
+    })

@@ -121,7 +121,7 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
         say(f"  SHA-1   {sha1_thumbprint(c)}")
         say(f"  valid   {_validity(c)}   {kind}")
         for refusal in r.overridden:
-            say(f"  accepted with {refusal.override}: {refusal.reason}")
+            say(f"  accepted with --{refusal.override}: {refusal.reason}")
     say(f"Store: {ts.path} ({plural(len(ts), 'anchor')})")
 
 

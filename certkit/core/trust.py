@@ -14,6 +14,7 @@ import datetime as _dt
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from cryptography import x509
@@ -30,6 +31,7 @@ __all__ = [
     "Anchor",
     "AnchorSet",
     "AnchorSource",
+    "Override",
     "Refusal",
     "anchor_refusals",
     "extension_problem",
@@ -84,19 +86,27 @@ def weak_key_bits(cert: x509.Certificate) -> int | None:
     return None
 
 
+class Override(StrEnum):
+    """What accepts a refused certificate as an anchor anyway (``TrustStore.add(pin=, force=)``, ``--pin``,
+    ``--force``)."""
+
+    PIN = "pin"  # trust exactly this certificate, which is not a CA
+    FORCE = "force"  # trust it although it is expired, not yet valid, weak or SHA-1-signed
+
+
 @dataclass(frozen=True)
 class Refusal:
-    """Why a certificate is not accepted as an anchor; ``override`` names the flag that accepts it anyway."""
+    """Why a certificate is not accepted as an anchor, and what accepts it anyway."""
 
     reason: str
-    override: str
+    override: Override
 
 
 def anchor_refusals(cert: x509.Certificate, *, at: _dt.datetime) -> list[Refusal]:
     """Every reason ``cert`` should not become an anchor at time ``at`` (empty list = fine).
 
-    A non-CA certificate needs ``--pin`` (trust exactly this certificate); an expired, not yet valid,
-    weak-key (RSA < 2048) or SHA-1-signed one needs ``--force``.
+    A non-CA certificate needs :attr:`Override.PIN` (trust exactly this certificate); an expired, not yet
+    valid, weak-key (RSA < 2048) or SHA-1-signed one needs :attr:`Override.FORCE`.
     """
     broken = extension_problem(cert)
     if broken is not None:
@@ -106,16 +116,16 @@ def anchor_refusals(cert: x509.Certificate, *, at: _dt.datetime) -> list[Refusal
     if not is_ca(cert):
         out.append(Refusal("it is not a CA certificate (basicConstraints CA:TRUE is missing), so trusting it "
                            "as a root would trust nothing it issued; to trust exactly this certificate, pin it",
-                           "--pin"))
+                           Override.PIN))
     if at > cert.not_valid_after_utc:
-        out.append(Refusal(f"it expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC", "--force"))
+        out.append(Refusal(f"it expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC", Override.FORCE))
     if at < cert.not_valid_before_utc:
-        out.append(Refusal(f"it is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC", "--force"))
+        out.append(Refusal(f"it is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC", Override.FORCE))
     bits = weak_key_bits(cert)
     if bits is not None:
-        out.append(Refusal(f"its key is RSA {bits} bits, below the minimum of {MIN_RSA_BITS}", "--force"))
+        out.append(Refusal(f"its key is RSA {bits} bits, below the minimum of {MIN_RSA_BITS}", Override.FORCE))
     if is_sha1_signed(cert):
-        out.append(Refusal("it is signed with SHA-1", "--force"))
+        out.append(Refusal("it is signed with SHA-1", Override.FORCE))
     return out
 
 
