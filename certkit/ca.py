@@ -342,24 +342,9 @@ class CertificateAuthority:
         """Create a CA: a root (and an issuing intermediate), keys encrypted at rest with ``passphrase``."""
         home = Path(home)
         clock = clock or SystemClock()
-        if not name.strip():
-            raise InputError("The CA needs a name.", 'Give --name "Contoso Transport CA".')
-        if not passphrase:
-            raise PassphraseError("The CA key needs a passphrase.", "Set $CERTKIT_CA_PASSPHRASE or --passphrase-file.")
-        if days < 1 or days > 36500:
-            raise InputError(f"--days {days} is not a sensible CA lifetime.", "Use 1 to 36500 days (default 3650).")
-        for option, url in (("--crl-url", crl_url), ("--aia-url", aia_url)):
-            if url is not None:
-                _check_http_url(option, url)
+        _check_init_args(name, passphrase, days, crl_url, aia_url)
         domains = [dns_name(d) for d in permit_domains]
-        existing = [p for p in ("ca.db", "root.key", "root.crt", "issuing.crt", "issuing.key") if (home / p).exists()]
-        if "ca.db" in existing:
-            raise AlreadyExistsError(f"{home} already holds a CA ({', '.join(existing)}).",
-                                     "Use it, or choose another --home for a new CA.")
-        if existing:
-            raise AlreadyExistsError(
-                f"{home} holds the files of an interrupted 'ca init' ({', '.join(existing)}) but no index.",
-                f"Delete {', '.join(existing)} in {home} and run certkit ca init again.")
+        _refuse_existing_ca(home)
         make_dirs(home, PRIVATE_DIR)  # 0700 whatever the umask: nobody else may replace root.crt or ca.db
         with file_lock(home / ".lock", folder_mode=PRIVATE_DIR):
             if (home / "ca.db").exists():
@@ -367,49 +352,13 @@ class CertificateAuthority:
             for leftover in home.glob(".*.tmp"):  # an earlier init that was killed
                 wipe(leftover)
             now = clock.now()
-            nb, na = now - BACKDATE, now + dt.timedelta(days=days)
-            root_key = generate_key(key_type)
-            root_crl_url = None
-            if intermediate and crl_url:
-                stem, dot, ext = crl_url.rpartition(".")
-                root_crl_url = f"{stem}-root.{ext}" if dot and "/" not in ext else crl_url + "-root"
-            root = build_ca(common_name=f"{name} Root" if intermediate else name, key=root_key,
-                            serial=random_serial(), not_before=nb, not_after=na, permitted_domains=domains)
-            files = [(home / "root.crt", cert_pem(root), PUBLIC), (home / "root.key", _key_pem(root_key, passphrase),
-                                                                    PRIVATE)]
-            if intermediate:
-                ikey = generate_key(key_type)
-                inter = build_ca(common_name=name, key=ikey, serial=random_serial(), not_before=nb,
-                                 not_after=na - dt.timedelta(days=1), issuer_cert=root, issuer_key=root_key,
-                                 permitted_domains=domains, path_length=0, crl_url=root_crl_url, aia_url=None)
-                files += [(home / "issuing.crt", cert_pem(inter), PUBLIC),
-                          (home / "issuing.key", _key_pem(ikey, passphrase), PRIVATE)]
-            # The index is created last, under a temporary name: its presence is what makes the home a CA.
-            # Until then nothing is published, so a failure (a full disk) leaves the home as it was.
-            tmp = home / ".ca.db.init"
-            staged = Staged(files, tag="init")
-            try:
-                for leftover in home.glob(".ca.db.init*"):
-                    wipe(leftover, secret=False)
-                index = CAIndex.create(tmp, {
-                    "name": name, "key_type": str(KeyType.parse(key_type)), "crl_url": crl_url or "",
-                    "aia_url": aia_url or "", "root_crl_url": root_crl_url or "", "permitted": json.dumps(domains),
-                    "intermediate": "1" if intermediate else "0", "created_at": now.isoformat(),
-                })
-                index.close()
-                for suffix in ("-wal", "-shm"):
-                    (home / f".ca.db.init{suffix}").unlink(missing_ok=True)
-                staged.publish()
-                try:
-                    tmp.rename(home / cls.INDEX)
-                except OSError as exc:
-                    raise StoreError(f"Cannot create the CA index in {home} ({exc.strerror}).",
-                                     "Check the folder and run certkit ca init again.") from None
-            except BaseException:
-                staged.unpublish()
-                for leftover in home.glob(".ca.db.init*"):
-                    wipe(leftover, secret=False)
-                raise
+            root_crl_url = _root_crl_url(crl_url) if intermediate else None
+            files = _new_hierarchy(home, name, passphrase, key_type, now, days, domains, intermediate, root_crl_url)
+            _publish_ca(home, home / cls.INDEX, files, {
+                "name": name, "key_type": str(KeyType.parse(key_type)), "crl_url": crl_url or "",
+                "aia_url": aia_url or "", "root_crl_url": root_crl_url or "", "permitted": json.dumps(domains),
+                "intermediate": "1" if intermediate else "0", "created_at": now.isoformat(),
+            })
         ca = cls.open(home, passphrase=passphrase, clock=clock)
         return ca
 
@@ -1043,6 +992,84 @@ def _san_text(sans: Iterable[x509.GeneralName]) -> list[str]:
 def _camel(snake: str) -> str:
     head, *rest = snake.split("_")
     return head + "".join(w.title() for w in rest)
+
+
+def _check_init_args(name: str, passphrase: bytes, days: int, crl_url: str | None, aia_url: str | None) -> None:
+    if not name.strip():
+        raise InputError("The CA needs a name.", 'Give --name "Contoso Transport CA".')
+    if not passphrase:
+        raise PassphraseError("The CA key needs a passphrase.", "Set $CERTKIT_CA_PASSPHRASE or --passphrase-file.")
+    if days < 1 or days > 36500:
+        raise InputError(f"--days {days} is not a sensible CA lifetime.", "Use 1 to 36500 days (default 3650).")
+    for option, url in (("--crl-url", crl_url), ("--aia-url", aia_url)):
+        if url is not None:
+            _check_http_url(option, url)
+
+
+def _refuse_existing_ca(home: Path) -> None:
+    """A home that holds a CA, or the files of an interrupted ``ca init``, is not written over."""
+    existing = [p for p in ("ca.db", "root.key", "root.crt", "issuing.crt", "issuing.key") if (home / p).exists()]
+    if "ca.db" in existing:
+        raise AlreadyExistsError(f"{home} already holds a CA ({', '.join(existing)}).",
+                                 "Use it, or choose another --home for a new CA.")
+    if existing:
+        raise AlreadyExistsError(
+            f"{home} holds the files of an interrupted 'ca init' ({', '.join(existing)}) but no index.",
+            f"Delete {', '.join(existing)} in {home} and run certkit ca init again.")
+
+
+def _root_crl_url(crl_url: str | None) -> str | None:
+    """Where the root's CRL is published, next to the issuing CA's: ``ca.crl`` -> ``ca-root.crl``."""
+    if not crl_url:
+        return None
+    stem, dot, ext = crl_url.rpartition(".")
+    return f"{stem}-root.{ext}" if dot and "/" not in ext else crl_url + "-root"
+
+
+def _new_hierarchy(home: Path, name: str, passphrase: bytes, key_type: KeyType | str, now: dt.datetime, days: int,
+                   domains: Sequence[str], intermediate: bool,
+                   root_crl_url: str | None) -> list[tuple[Path, bytes, int]]:
+    """The new root (and issuing intermediate): certificates and encrypted keys, as files to write."""
+    nb, na = now - BACKDATE, now + dt.timedelta(days=days)
+    root_key = generate_key(key_type)
+    root = build_ca(common_name=f"{name} Root" if intermediate else name, key=root_key,
+                    serial=random_serial(), not_before=nb, not_after=na, permitted_domains=domains)
+    files = [(home / "root.crt", cert_pem(root), PUBLIC), (home / "root.key", _key_pem(root_key, passphrase), PRIVATE)]
+    if intermediate:
+        issuing_key = generate_key(key_type)
+        issuing = build_ca(common_name=name, key=issuing_key, serial=random_serial(), not_before=nb,
+                           not_after=na - dt.timedelta(days=1), issuer_cert=root, issuer_key=root_key,
+                           permitted_domains=domains, path_length=0, crl_url=root_crl_url, aia_url=None)
+        files += [(home / "issuing.crt", cert_pem(issuing), PUBLIC),
+                  (home / "issuing.key", _key_pem(issuing_key, passphrase), PRIVATE)]
+    return files
+
+
+def _publish_ca(home: Path, index_path: Path, files: list[tuple[Path, bytes, int]], settings: dict[str, str]) -> None:
+    """Write ``files`` and then the index holding ``settings``, or nothing at all.
+
+    The index is created last, under a temporary name: its presence is what makes the home a CA. Until then
+    nothing is published, so a failure (a full disk) leaves the home as it was.
+    """
+    tmp = home / ".ca.db.init"
+    staged = Staged(files, tag="init")
+    try:
+        for leftover in home.glob(".ca.db.init*"):
+            wipe(leftover, secret=False)
+        CAIndex.create(tmp, settings).close()
+        for suffix in ("-wal", "-shm"):
+            (home / f".ca.db.init{suffix}").unlink(missing_ok=True)
+        staged.publish()
+        try:
+            tmp.rename(index_path)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the CA index in {home} ({exc.strerror}).",
+                             "Check the folder and run certkit ca init again.") from None
+    except BaseException:
+        staged.unpublish()
+        for leftover in home.glob(".ca.db.init*"):
+            wipe(leftover, secret=False)
+        raise
 
 
 def _snake(camel: str) -> str:

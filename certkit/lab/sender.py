@@ -18,7 +18,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from certkit.adapters.crlfetch import CrlCache
-from certkit.adapters.dns import resolve_host, resolve_mail_domain
+from certkit.adapters.dns import DnsFailure, resolve_host, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity, Delivery, SmtpSession, deliver_message
 from certkit.checks.probe import diagnose_session, dns_finding, failure_finding, parse_target
 from certkit.clock import Clock, SystemClock
@@ -58,7 +58,7 @@ class SendResult:
     findings: list[Finding] = field(default_factory=list)
     last_error: str | None = None
     route_error: str | None = None
-    when: _dt.datetime | None = None
+    at: _dt.datetime | None = None  # when the message was sent
     domain_secure: bool = False
     our_certificate_self_signed: bool = False
 
@@ -83,9 +83,9 @@ class SendResult:
 def build_message(mail_from: str, rcpt_to: str, *, subject: str = "certkit lab test message",
                   body: str = "Sent by certkit lab send over mutual TLS.", at: _dt.datetime | None = None) -> bytes:
     """A small RFC 5322 message."""
-    when = at or _dt.datetime.now(_dt.UTC)
+    date = at or _dt.datetime.now(_dt.UTC)
     domain = mail_from.rsplit("@", 1)[-1] or "localhost"
-    lines = [f"From: <{mail_from}>", f"To: <{rcpt_to}>", f"Subject: {subject}", f"Date: {format_datetime(when)}",
+    lines = [f"From: <{mail_from}>", f"To: <{rcpt_to}>", f"Subject: {subject}", f"Date: {format_datetime(date)}",
              f"Message-ID: {make_msgid(secrets.token_hex(4), domain=domain)}", "MIME-Version: 1.0",
              "Content-Type: text/plain; charset=utf-8", "", body, ""]
     return "\r\n".join(lines).encode("utf-8")
@@ -139,62 +139,90 @@ def send_message(mail_from: str, rcpt_to: str, *, identity: ClientIdentity | Non
     at = (clock or SystemClock()).now()
     _domain(mail_from, "--from")
     hop = _domain(rcpt_to, "--to")
-    result = SendResult(mail_from, rcpt_to, hop, when=at, domain_secure=domain_secure)
+    result = SendResult(mail_from, rcpt_to, hop, at=at, domain_secure=domain_secure)
     result.our_certificate_self_signed = identity is not None and is_self_signed(identity.cert)
-    anchors = anchors if anchors is not None else AnchorSet()
-    if via is not None:
-        t = parse_target(via, 25)
-        port = t.port
-        if is_ip_address(t.host):
-            pairs = [(t.host, t.host)]
-        else:
-            # A host name is resolved like an MX host (dnspython, nameserver, timeout; every A and AAAA address).
-            found = resolve_host(t.host, nameserver=nameserver, timeout=timeout)
-            if found.failure is not None and not found.addresses:
-                result.route_error = found.failure.detail
-                result.last_error = EXCHANGE_DNS_ERROR.format(error=found.failure.detail)
-                result.findings.append(dns_finding(found.failure, t.host))
-                return result
-            pairs = [(t.host, a) for a in found.addresses]
-    else:
-        route = resolve_mail_domain(hop, nameserver=nameserver, timeout=timeout)
-        if route.failure is not None and not route.targets:
-            result.route_error = route.failure.detail
-            result.last_error = EXCHANGE_DNS_ERROR.format(error=route.failure.detail)
-            result.findings.append(dns_finding(route.failure, hop))
-            return result
-        pairs, port = route.targets, 25
-    crls = CrlCache(timeout=timeout)
-    ehlo = helo_name or _our_host(identity)
+    route = _route(result, via, nameserver, timeout)
+    if route is None:
+        return result
+    pairs, port = route
+    check = _ReceiverCheck(result, anchors if anchors is not None else AnchorSet(), at, CrlCache(timeout=timeout))
     data = message if message is not None else build_message(mail_from, rcpt_to, at=at)
-
-    def approve(session: SmtpSession) -> str | None:
-        if not domain_secure:
-            return None
-        result.verification = _their_certificate(session, anchors, hop, at, crls)
-        if result.verification is None:
-            return "the receiver presented no certificate"
-        if not result.verification.ok:
-            first = result.verification.errors[0]
-            return f"the certificate of {session.address} does not validate for {hop}: {first.entry.title}"
-        return None
-
     for host, address in pairs:
         delivery = deliver_message(address, port, mail_from=mail_from, rcpt_to=rcpt_to, message=data,
-                                   server_name=host if host != address else None, helo_name=ehlo,
-                                   identity=identity, require_tls=domain_secure, approve=approve, timeout=timeout)
+                                   server_name=host if host != address else None,
+                                   helo_name=helo_name or _our_host(identity), identity=identity,
+                                   require_tls=domain_secure, approve=check.approve, timeout=timeout)
         result.attempts.append(delivery)
         if delivery.delivered:
             return result
+    _explain_failure(result, identity, check)
+    return result
+
+
+def _route(result: SendResult, via: str | None, nameserver: str | None,
+           timeout: float) -> tuple[list[tuple[str, str]], int] | None:
+    """The (host, address) pairs to try and the port: ``via``'s, or the recipient domain's MX hosts on port 25.
+    ``None`` when DNS found nothing (the error is on ``result``, as Exchange's queue shows it)."""
+    if via is None:
+        route = resolve_mail_domain(result.next_hop, nameserver=nameserver, timeout=timeout)
+        if route.failure is not None and not route.targets:
+            _no_route(result, route.failure, result.next_hop)
+            return None
+        return route.targets, 25
+    t = parse_target(via, 25)
+    if is_ip_address(t.host):
+        return [(t.host, t.host)], t.port
+    # A host name is resolved like an MX host (dnspython, nameserver, timeout; every A and AAAA address).
+    found = resolve_host(t.host, nameserver=nameserver, timeout=timeout)
+    if found.failure is not None and not found.addresses:
+        _no_route(result, found.failure, t.host)
+        return None
+    return [(t.host, a) for a in found.addresses], t.port
+
+
+def _no_route(result: SendResult, failure: DnsFailure, name: str) -> None:
+    result.route_error = failure.detail
+    result.last_error = EXCHANGE_DNS_ERROR.format(error=failure.detail)
+    result.findings.append(dns_finding(failure, name))
+
+
+class _ReceiverCheck:
+    """Domain Security on the sending side: the receiver's certificate must validate for the recipient domain
+    before the message is sent (``TLSSendDomainSecureList``)."""
+
+    def __init__(self, result: SendResult, anchors: AnchorSet, at: _dt.datetime, crls: CrlCache) -> None:
+        self.result = result
+        self.anchors = anchors
+        self.at = at
+        self.crls = crls
+
+    def verify(self, session: SmtpSession) -> VerificationResult | None:
+        return _their_certificate(session, self.anchors, self.result.next_hop, self.at, self.crls)
+
+    def approve(self, session: SmtpSession) -> str | None:
+        """Why the message must not be sent over ``session`` (its TLS is up), or ``None``."""
+        if not self.result.domain_secure:
+            return None
+        verification = self.result.verification = self.verify(session)
+        if verification is None:
+            return "the receiver presented no certificate"
+        if not verification.ok:
+            first = verification.errors[0]
+            return (f"the certificate of {session.address} does not validate for {self.result.next_hop}: "
+                    f"{first.entry.title}")
+        return None
+
+
+def _explain_failure(result: SendResult, identity: ClientIdentity | None, check: _ReceiverCheck) -> None:
+    """The queue's LastError and certkit's diagnosis of the last attempt."""
     last = result.attempts[-1]
     result.last_error = _last_error(last)
     # One rule for "they refused our certificate" (after the handshake, at MAIL FROM or at RCPT TO): the probe's.
-    result.findings = diagnose_session(last.session, identity=identity, at=at)
-    if domain_secure and result.verification is None and last.session.tls is not None:
-        result.verification = _their_certificate(last.session, anchors, hop, at, crls)
+    result.findings = diagnose_session(last.session, identity=identity, at=check.at)
+    if result.domain_secure and result.verification is None and last.session.tls is not None:
+        result.verification = check.verify(last.session)
     if result.verification is not None:
         result.findings.extend(f for f in result.verification.findings if f.severity is not Severity.INFO)
-    return result
 
 
 def _our_host(identity: ClientIdentity | None) -> str:
@@ -203,7 +231,7 @@ def _our_host(identity: ClientIdentity | None) -> str:
 
 def queue_lines(result: SendResult, *, server: str = "EDGE01") -> list[str]:
     """The queue entry as ``Get-Queue | fl Identity,DeliveryType,NextHopDomain,TlsDomain,Status,...`` shows it."""
-    when = result.when or _dt.datetime.now(_dt.UTC)
+    retried_at = result.at or _dt.datetime.now(_dt.UTC)
     fields = [
         ("Identity", f"{server}\\{3 + len(result.attempts)}"),
         ("DeliveryType", "DnsConnectorDelivery"),
@@ -212,8 +240,8 @@ def queue_lines(result: SendResult, *, server: str = "EDGE01") -> list[str]:
         ("Status", result.status),
         ("MessageCount", "0" if result.delivered else "1"),
         ("LastError", result.last_error or ""),
-        ("LastRetryTime", f"{when:%m/%d/%Y %I:%M:%S %p}"),
-        ("NextRetryTime", "" if result.delivered else f"{when + _dt.timedelta(minutes=10):%m/%d/%Y %I:%M:%S %p}"),
+        ("LastRetryTime", f"{retried_at:%m/%d/%Y %I:%M:%S %p}"),
+        ("NextRetryTime", "" if result.delivered else f"{retried_at + _dt.timedelta(minutes=10):%m/%d/%Y %I:%M:%S %p}"),
     ]
     width = max(len(k) for k, _ in fields)
     return [f"{k.ljust(width)} : {v}" for k, v in fields]
