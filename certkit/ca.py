@@ -81,6 +81,7 @@ from certkit.core.keys import (
 from certkit.core.keys import private_key_pem as _key_pem
 from certkit.core.names import dns_name, parse_san
 from certkit.core.profiles import ProfileName
+from certkit.core.text import camel_case, duration_text, snake_case
 from certkit.errors import (
     AlreadyExistsError,
     CertkitError,
@@ -683,11 +684,11 @@ class CertificateAuthority:
         key = lookup.get(canonical.lower().replace("_", ""))
         if key is None:
             raise InputError(f"Unknown revocation reason {reason!r}.",
-                             "Choose one of: " + ", ".join(sorted(_camel(k) for k in REASONS)) + ".")
+                             "Choose one of: " + ", ".join(sorted(camel_case(k) for k in REASONS)) + ".")
         self._signing_key()
         rec = self.index.get(ref) if isinstance(ref, int) else self.index.find(ref, unique=True)
         with self._writing():
-            return self.index.revoke(rec.serial, at=self.clock.now(), reason=_camel(key))
+            return self.index.revoke(rec.serial, at=self.clock.now(), reason=camel_case(key))
 
     def publish_crl(self, *, days: int = 7) -> list[CrlInfo]:
         """Sign fresh CRLs (the issuing CA's, and the root's when there is an intermediate) into the home."""
@@ -698,7 +699,7 @@ class CertificateAuthority:
         next_update = now + dt.timedelta(days=days)
         if next_update > self.issuer.not_valid_after_utc:
             next_update = self.issuer.not_valid_after_utc
-        entries = [RevokedEntry(s, t, REASONS.get(_snake(r or "unspecified"))) for s, t, r in
+        entries = [RevokedEntry(s, t, REASONS.get(snake_case(r or "unspecified"))) for s, t, r in
                    self.index.revoked_entries()]
         jobs: list[tuple[str, x509.Certificate, PrivateKey, list[RevokedEntry], str | None]] = [
             ("ca", self.issuer, issuer_key, entries, self.crl_url)]
@@ -732,8 +733,9 @@ class CertificateAuthority:
         for row in self.index.latest_crls():
             stem = row["issuer"]
             url = self.crl_url if stem == "ca" else self.root_crl_url
-            infos.append(CrlInfo(stem, int(row["number"]), _p(row["this_update"]), _p(row["next_update"]),
-                                 self.home / f"{stem}.crl", self.home / f"{stem}.crl.pem", url))
+            infos.append(CrlInfo(stem, int(row["number"]), _index_time(row["this_update"]),
+                                 _index_time(row["next_update"]), self.home / f"{stem}.crl",
+                                 self.home / f"{stem}.crl.pem", url))
         return infos
 
     # --- reading --------------------------------------------------------------------------------
@@ -872,7 +874,7 @@ class CertificateAuthority:
                                         side=Side.OURS))
             elif left < max(lifetime / 2, dt.timedelta(days=2)):
                 findings.append(Finding("revocation.crl-expiring",
-                                        f"The {info.issuer} CRL #{info.number} expires in {_human(left)} "
+                                        f"The {info.issuer} CRL #{info.number} expires in {duration_text(left)} "
                                         f"({info.next_update:%Y-%m-%d %H:%M}Z).", subject=f"{info.issuer} CRL",
                                         side=Side.OURS))
         expiring = tuple(self.records(expiring_within=warn_within))
@@ -989,11 +991,6 @@ def _san_text(sans: Iterable[x509.GeneralName]) -> list[str]:
     return dns + [str(g.value) for g in sans if isinstance(g, x509.IPAddress)]
 
 
-def _camel(snake: str) -> str:
-    head, *rest = snake.split("_")
-    return head + "".join(w.title() for w in rest)
-
-
 def _check_init_args(name: str, passphrase: bytes, days: int, crl_url: str | None, aia_url: str | None) -> None:
     if not name.strip():
         raise InputError("The CA needs a name.", 'Give --name "Contoso Transport CA".')
@@ -1072,15 +1069,8 @@ def _publish_ca(home: Path, index_path: Path, files: list[tuple[Path, bytes, int
         raise
 
 
-def _snake(camel: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
-
-
-def _p(text: str) -> dt.datetime:
+def _index_time(text: str) -> dt.datetime:
+    """A time as the CA index stores it (``2026-12-02T07:24:14Z``)."""
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
-def _human(delta: dt.timedelta) -> str:
-    if delta >= dt.timedelta(days=2):
-        return f"{delta.days} days"
-    return f"{int(delta.total_seconds() // 3600)} hours"

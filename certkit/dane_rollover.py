@@ -68,6 +68,7 @@ from certkit.core.dane import TlsaRecord, Usage, owner_name, tlsa_for, zone_line
 from certkit.core.jsonfacts import rfc3339_or_none as _iso
 from certkit.core.keys import KeyType, PrivateKey, PublicKey, generate_key, load_private_key, private_key_pem
 from certkit.core.names import dns_name
+from certkit.core.text import duration_text
 from certkit.errors import CertkitError, InputError, MalformedInputError, StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ def switch_refusal(state: RolloverState, now: dt.datetime, visible: bool | None)
     if now < due:
         what = "new records were" if state.to_ca else "next record was"
         return (f"too early: the {what} first seen at {_iso(state.seen_at)}, and resolvers may hold the "
-                f"RRset without it for the TTL ({state.ttl} s) plus the margin ({_human(state.margin)}); switch "
+                f"RRset without it for the TTL ({state.ttl} s) plus the margin ({duration_text(state.margin)}); switch "
                 f"at {_iso(due)} or later")
     return None
 
@@ -243,14 +244,6 @@ def retire_refusal(state: RolloverState, now: dt.datetime) -> str | None:
         return (f"too early: the switch was at {_iso(state.switched_at)}; keep the old record until every server "
                 f"presents the new certificate, for the TTL plus the margin: retire at {_iso(due)} or later")
     return None
-
-
-def _human(delta: dt.timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _raise(reason: str) -> NoReturn:

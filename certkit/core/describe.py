@@ -14,6 +14,7 @@ from certkit.core.findings import Side
 from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none, serial_hex
 from certkit.core.keys import key_description
 from certkit.core.lint import is_self_signed, lint_certificate
+from certkit.core.text import camel_case
 from certkit.core.trust import extension_problem, is_ca
 
 __all__ = ["describe_certificate", "describe_crl", "describe_csr"]
@@ -33,13 +34,8 @@ def _key_usage(cert: x509.Certificate) -> list[str]:
     ku = key_usage_of(cert)
     if ku is None:
         return []
-    return [_camel_case(name) for name in _KU_FIELDS if getattr(ku, name)]
+    return [camel_case(name) for name in _KU_FIELDS if getattr(ku, name)]
 
-
-def _camel_case(snake: str) -> str:
-    """``key_cert_sign`` -> ``keyCertSign``, ``key_compromise`` -> ``keyCompromise`` (the names of RFC 5280)."""
-    head, *rest = snake.split("_")
-    return head + "".join(w.title() for w in rest)
 
 
 def _cdp(cert: x509.Certificate) -> list[str]:
@@ -88,7 +84,7 @@ def describe_crl(crl: x509.CertificateRevocationList, *, at: dt.datetime | None 
     revoked = []
     for entry in crl:
         crl_reason = extension_value(entry, x509.CRLReason)
-        reason = "unspecified" if crl_reason is None else _camel_case(crl_reason.reason.name)
+        reason = "unspecified" if crl_reason is None else camel_case(crl_reason.reason.name)
         revoked.append({"serial": serial_hex(entry.serial_number), "revoked_at": rfc3339(entry.revocation_date_utc),
                         "reason": reason})
     nxt = crl.next_update_utc

@@ -73,7 +73,7 @@ class Code:
     postfix_text: str | None = None
 
 
-def _c(code: str, severity: str, side: str, title: str, explanation: str, remedy: str, *,
+def _code(code: str, severity: str, side: str, title: str, explanation: str, remedy: str, *,
        tlsrpt: str | None = None, status: str | None = None, exchange: str | None = None,
        postfix: str | None = None) -> Code:
     return Code(code, Severity(severity), Side(side), title, explanation, remedy, tlsrpt, status, exchange, postfix)
@@ -81,22 +81,22 @@ def _c(code: str, severity: str, side: str, title: str, explanation: str, remedy
 
 _ENTRIES: tuple[Code, ...] = (
     # --- certificate validity -------------------------------------------------------------
-    _c("cert.expired", "error", "theirs", "certificate expired",
+    _code("cert.expired", "error", "theirs", "certificate expired",
        "The certificate's notAfter has passed; no validator accepts it.",
        "Renew it: certkit ca renew SERIAL (or have the partner renew theirs).",
        tlsrpt="certificate-expired", status="4.7.5",
        exchange="The certificate has expired.",
        postfix="certificate verification failed: certificate has expired"),
-    _c("cert.not-yet-valid", "error", "theirs", "certificate not yet valid",
+    _code("cert.not-yet-valid", "error", "theirs", "certificate not yet valid",
        "The certificate's notBefore is in the future: a clock is wrong or it was issued back-dated.",
        "Check the clocks on both servers, or reissue the certificate.",
        tlsrpt="validation-failure", status="4.7.5",
        postfix="certificate verification failed: certificate is not yet valid"),
-    _c("cert.expiring-soon", "warning", "theirs", "certificate expires soon",
+    _code("cert.expiring-soon", "warning", "theirs", "certificate expires soon",
        "The certificate expires within the warning period; Domain Security stops when it does.",
        "Renew it now: certkit ca renew SERIAL."),
     # --- chain and trust --------------------------------------------------------------------
-    _c("chain.self-signed", "error", "theirs", "self-signed certificate",
+    _code("chain.self-signed", "error", "theirs", "self-signed certificate",
        "The certificate is signed by itself and is not a trusted anchor here; a self-signed Edge "
        "certificate (New-ExchangeCertificate's default) is trusted by nobody else.",
        "Use a CA-signed transport certificate (certkit ca issue FQDN) and send the partner your root, "
@@ -104,7 +104,7 @@ _ENTRIES: tuple[Code, ...] = (
        tlsrpt="certificate-not-trusted", status="4.7.5",
        exchange="The certificate is valid but it is selfsigned.",
        postfix="certificate verification failed: self-signed certificate"),
-    _c("chain.unknown-issuer", "error", "theirs", "issuer not trusted",
+    _code("chain.unknown-issuer", "error", "theirs", "issuer not trusted",
        "The chain ends at a root that is not in the trust store used for validation.",
        "Import the partner's root: certkit trust add ROOT.crt --partner DOMAIN "
        "(and on Exchange: Import-Certificate into Cert:\\LocalMachine\\Root).",
@@ -112,21 +112,21 @@ _ENTRIES: tuple[Code, ...] = (
        exchange="A certificate chain processed, but ended in a root certificate which is not trusted by "
                 "the trust provider.",
        postfix="certificate verification failed: untrusted issuer"),
-    _c("chain.missing-intermediate", "error", "theirs", "intermediate certificate missing",
+    _code("chain.missing-intermediate", "error", "theirs", "intermediate certificate missing",
        "The certificate's issuer is an intermediate CA that the server did not send and the store "
        "does not hold, so no path to a trusted root can be built.",
        "Configure the server to send the full chain (certkit writes FQDN.chain.pem for that).",
        tlsrpt="certificate-not-trusted", status="4.7.5",
        exchange="A certificate chain could not be built to a trusted root authority.",
        postfix="certificate verification failed: unable to get local issuer certificate"),
-    _c("chain.invalid", "error", "theirs", "chain rejected",
+    _code("chain.invalid", "error", "theirs", "chain rejected",
        "The certificate path violates RFC 5280 (constraints, key usage or a malformed extension).",
        "Reissue the certificate from a correctly configured CA.",
        tlsrpt="validation-failure", status="4.7.5",
        exchange="A certificate chain processed, but ended in a root certificate which is not trusted by "
                 "the trust provider.",
        postfix="certificate verification failed"),
-    _c("chain.too-deep", "error", "theirs", "chain too long",
+    _code("chain.too-deep", "error", "theirs", "chain too long",
        "The path from the certificate to a trusted root has more intermediate CAs than the verifier accepts "
        "(certkit's limit, like OpenSSL's verify depth). Every certificate was sent and the root is trusted: "
        "importing the root again does not help.",
@@ -134,44 +134,44 @@ _ENTRIES: tuple[Code, ...] = (
        "or have the partner do so.",
        tlsrpt="validation-failure", status="4.7.5",
        postfix="certificate verification failed: certificate chain too long"),
-    _c("chain.path-length", "error", "theirs", "path length constraint exceeded",
+    _code("chain.path-length", "error", "theirs", "path length constraint exceeded",
        "A CA in the path limits how many intermediate CAs may follow it (basicConstraints pathLenConstraint), "
        "and the path has more (RFC 5280 6.1.4). The root may well be trusted; this CA forbids the path.",
        "Issue the certificate from an intermediate that the constraining CA allows (one directly below it when "
        "the constraint is 0), or reissue that CA with a larger pathLenConstraint.",
        tlsrpt="validation-failure", status="4.7.5",
        postfix="certificate verification failed: path length constraint exceeded"),
-    _c("chain.pinned-leaf", "info", "theirs", "pinned certificate",
+    _code("chain.pinned-leaf", "info", "theirs", "pinned certificate",
        "The certificate is trusted because this exact certificate was pinned in the store.",
        "Nothing to do; replace the pin when the certificate is renewed."),
     # --- names ------------------------------------------------------------------------------
-    _c("name.domain-mismatch", "error", "theirs", "certificate does not name the domain",
+    _code("name.domain-mismatch", "error", "theirs", "certificate does not name the domain",
        "Domain Security requires the certificate to name the partner domain itself or a host within it.",
        "Reissue with the domain in the SAN: certkit ca issue FQDN --accepted-domain DOMAIN.",
        tlsrpt="certificate-host-mismatch", status="4.7.5",
        exchange="Certificate subject does not match the passed value.",
        postfix="Server certificate not verified (name does not match nexthop/dot-nexthop)"),
-    _c("name.domain-not-listed", "warning", "ours", "domain named only through a host name",
+    _code("name.domain-not-listed", "warning", "ours", "domain named only through a host name",
        "The certificate matches the domain only through a host name within it, not the domain itself; "
        "Microsoft's advice is that the SAN list the domain (every accepted domain) as well as the Edge FQDN.",
        "Reissue with the domain in the SAN: certkit ca issue FQDN --accepted-domain DOMAIN."),
-    _c("name.host-mismatch", "error", "theirs", "name does not match the host",
+    _code("name.host-mismatch", "error", "theirs", "name does not match the host",
        "The certificate does not name the host it was reached at.",
        "Reissue the certificate with the host's FQDN: certkit ca issue FQDN.",
        tlsrpt="certificate-host-mismatch", status="4.7.5",
        exchange="Certificate subject does not match the passed value.",
        postfix="Server certificate not verified (name does not match hostname)"),
-    _c("name.wildcard", "warning", "theirs", "wildcard name",
+    _code("name.wildcard", "warning", "theirs", "wildcard name",
        "The certificate carries a wildcard name; Domain Security lists take no wildcards and Exchange "
        "matches the partner domain, which a wildcard does not name.",
        "Issue a certificate naming the FQDN and the domains: certkit ca issue FQDN --accepted-domain DOMAIN."),
     # --- usages -------------------------------------------------------------------------------
-    _c("eku.no-server-auth", "error", "theirs", "certificate lacks serverAuth",
+    _code("eku.no-server-auth", "error", "theirs", "certificate lacks serverAuth",
        "The certificate's Extended Key Usage does not allow TLS server use; inbound SMTP needs it.",
        "Reissue with the transport profile: certkit ca issue FQDN --profile transport.",
        tlsrpt="validation-failure", status="4.7.5",
        postfix="certificate verification failed: unsupported certificate purpose"),
-    _c("eku.no-client-auth", "error", "ours", "certificate lacks clientAuth",
+    _code("eku.no-client-auth", "error", "ours", "certificate lacks clientAuth",
        "The certificate's Extended Key Usage does not allow TLS client use; the sending Edge presents "
        "it as a client certificate, and the receiver rejects it.",
        "Reissue with the transport profile: certkit ca issue FQDN --profile transport.",
@@ -179,81 +179,81 @@ _ENTRIES: tuple[Code, ...] = (
        exchange=CLASSIC,
        postfix="certificate verification failed: not designated for use as a client certificate"),
     # --- algorithms ------------------------------------------------------------------------------
-    _c("key.weak", "error", "theirs", "weak key",
+    _code("key.weak", "error", "theirs", "weak key",
        "The key is below current minimums (RSA under 2048 bits).",
        "Generate a new key and reissue: certkit ca renew SERIAL --rekey.",
        tlsrpt="validation-failure", status="4.7.5"),
-    _c("key.not-rsa", "warning", "ours", "not an RSA key",
+    _code("key.not-rsa", "warning", "ours", "not an RSA key",
        "Exchange 2010 supports RSA keys only; an EC certificate may not be usable there.",
        "For Exchange 2010, issue with --key rsa2048."),
-    _c("key.mismatch", "error", "ours", "key does not match the certificate",
+    _code("key.mismatch", "error", "ours", "key does not match the certificate",
        "The private key is not the key of the certificate; the TLS handshake fails.",
        "Use the key that was generated with the certificate, or reissue with --rekey."),
-    _c("sig.sha1", "error", "theirs", "SHA-1 signature",
+    _code("sig.sha1", "error", "theirs", "SHA-1 signature",
        "The certificate is signed with SHA-1, which current validators reject.",
        "Reissue the certificate: certkit ca renew SERIAL (certkit signs with SHA-256).",
        tlsrpt="validation-failure", status="4.7.5"),
     # --- revocation ------------------------------------------------------------------------------
-    _c("revocation.revoked", "error", "theirs", "certificate revoked",
+    _code("revocation.revoked", "error", "theirs", "certificate revoked",
        "The certificate appears on its issuer's CRL.",
        "Issue a new certificate: certkit ca issue FQDN, and deploy it.",
        tlsrpt="validation-failure", status="4.7.5",
        exchange="The certificate has been revoked.",
        postfix="certificate verification failed: certificate revoked"),
-    _c("revocation.unreachable", "error", "network", "revocation could not be checked",
+    _code("revocation.unreachable", "error", "network", "revocation could not be checked",
        "The CRL named in the certificate's CRL distribution point could not be fetched. Windows treats "
        "this as RevocationCheckFailure and fails Domain Security (it is not the same as 'revoked').",
        "Publish the CRL at the CDP URL (certkit ca crl --out FILE) and let the partner's Edge reach it "
        "over HTTP (WinHTTP proxy: netsh winhttp show proxy).",
        tlsrpt="validation-failure", status="4.7.5",
        exchange="RevocationCheckFailure"),
-    _c("revocation.crl-stale", "error", "theirs", "CRL expired",
+    _code("revocation.crl-stale", "error", "theirs", "CRL expired",
        "The CRL's nextUpdate has passed; Windows rejects every certificate of this CA until it is republished.",
        "Publish a fresh CRL: certkit ca crl (and copy it to the CDP URL).",
        tlsrpt="validation-failure", status="4.7.5",
        exchange="RevocationCheckFailure"),
-    _c("revocation.crl-expiring", "warning", "theirs", "CRL expires soon",
+    _code("revocation.crl-expiring", "warning", "theirs", "CRL expires soon",
        "The CRL's nextUpdate is near; if it is not republished in time, every certificate of this CA fails.",
        "Publish a fresh CRL now: certkit ca crl."),
-    _c("revocation.crl-bad-signature", "error", "theirs", "CRL signature invalid",
+    _code("revocation.crl-bad-signature", "error", "theirs", "CRL signature invalid",
        "The CRL is not signed by the certificate's issuer, so it proves nothing.",
        "Publish a CRL signed by the issuing CA: certkit ca crl.",
        tlsrpt="validation-failure", status="4.7.5",
        exchange="RevocationCheckFailure"),
-    _c("revocation.no-cdp", "error", "theirs", "no CRL distribution point",
+    _code("revocation.no-cdp", "error", "theirs", "no CRL distribution point",
        "The CA-signed certificate has no CRL distribution point, so Windows cannot check revocation "
        "(RevocationCheckFailure) and Domain Security fails.",
        "Configure a CRL URL (certkit ca init --crl-url URL) and reissue the certificate.",
        tlsrpt="validation-failure", status="4.7.5",
        exchange="RevocationCheckFailure"),
     # --- SMTP and TLS -----------------------------------------------------------------------------
-    _c("smtp.no-starttls", "error", "theirs", "STARTTLS not offered",
+    _code("smtp.no-starttls", "error", "theirs", "STARTTLS not offered",
        "The server did not offer STARTTLS after EHLO, so no TLS session is possible.",
        "On Exchange: bind a certificate for the connector's FQDN (Enable-ExchangeCertificate -Services SMTP); "
        "on Postfix: set smtpd_tls_security_level = may and a certificate.",
        tlsrpt="starttls-not-supported", status="4.7.4",
        exchange="451 5.7.3 STARTTLS is required to send mail",
        postfix="4.7.4 TLS is required, but was not offered by host"),
-    _c("smtp.starttls-refused", "error", "theirs", "STARTTLS refused",
+    _code("smtp.starttls-refused", "error", "theirs", "STARTTLS refused",
        "The server offered STARTTLS but refused the command.",
        "Check the server's TLS configuration (certificate and key).",
        tlsrpt="starttls-not-supported", status="4.7.0",
        exchange=EXCHANGE_WRAP.format(inner="454 4.7.0 TLS not available due to local problem"),
        postfix="454 4.7.0 TLS not available due to local problem"),
-    _c("smtp.starttls-injection", "error", "theirs", "STARTTLS response injection",
+    _code("smtp.starttls-injection", "error", "theirs", "STARTTLS response injection",
        "The server (or a machine in the path) sent plaintext after its 220 reply to STARTTLS. That data "
        "was discarded; a client that acted on it would be attackable (CVE-2011-0411 class).",
        "Fix or replace the server or middlebox that injects data.",
        tlsrpt="validation-failure", status="4.7.0"),
-    _c("smtp.protocol-error", "error", "theirs", "SMTP protocol error",
+    _code("smtp.protocol-error", "error", "theirs", "SMTP protocol error",
        "The server's replies did not follow SMTP (garbage, overlong lines, or a reply cut short).",
        "Check the server or any SMTP proxy in front of it.", tlsrpt="validation-failure"),
-    _c("smtp.tls-required", "error", "ours", "server requires STARTTLS first",
+    _code("smtp.tls-required", "error", "ours", "server requires STARTTLS first",
        "The server refused a command because TLS was not started.",
        "Send with STARTTLS (on Exchange: the Send connector must not ignore STARTTLS).",
        status="5.7.0", exchange=EXCHANGE_WRAP.format(inner=_said(Personality.EXCHANGE, "tls-first")),
        postfix=_TLS_FIRST),
-    _c("smtp.mail-refused", "error", "theirs", "MAIL FROM refused",
+    _code("smtp.mail-refused", "error", "theirs", "MAIL FROM refused",
        "The server refused the transaction at MAIL FROM for a reason that is not about TLS or our certificate "
        "(the server is not accepting mail now, a policy refuses our sender, or the dialogue broke). No mail "
        "would be delivered; the finding's enhanced status is the one of their reply.",
@@ -261,45 +261,45 @@ _ENTRIES: tuple[Code, ...] = (
        "a 5.1.x or 5.7.1 refuses the sender address (probe with --mail-from an address of ours they accept, "
        "and check SPF/sender policy); 503 5.5.1 means a command sequence problem on their side.",
        exchange=EXCHANGE_WRAP.format(inner="<their reply to MAIL FROM>")),
-    _c("smtp.ehlo-refused", "error", "theirs", "EHLO refused",
+    _code("smtp.ehlo-refused", "error", "theirs", "EHLO refused",
        "The server refused both EHLO and HELO, so no mail transaction (and no STARTTLS) is possible; "
        "after the handshake this means the TLS session was accepted but the greeting was not.",
        "Read their reply: a refused greeting usually means our IP address or EHLO name is blocked by "
        "their policy (check --helo, and ask the partner).",
        exchange=EXCHANGE_WRAP.format(inner="<their reply to EHLO>")),
-    _c("smtp.recipient-refused", "warning", "configuration", "recipient refused",
+    _code("smtp.recipient-refused", "warning", "configuration", "recipient refused",
        "The server refused the test recipient; this is not a TLS problem.",
        "Probe with a recipient the server accepts (--rcpt postmaster@DOMAIN)."),
-    _c("tls.handshake-failed", "error", "theirs", "TLS handshake failed",
+    _code("tls.handshake-failed", "error", "theirs", "TLS handshake failed",
        "The TLS handshake did not complete (see the alert).",
        "Check protocol versions, ciphers and the certificate on the server.",
        tlsrpt="validation-failure", status="4.7.5",
        exchange=EXCHANGE_WRAP.format(inner="TLS negotiation failed"),
        postfix="4.7.5 Cannot start TLS: handshake failure"),
-    _c("tls.old-protocol", "warning", "theirs", "old TLS version",
+    _code("tls.old-protocol", "warning", "theirs", "old TLS version",
        "The session used TLS 1.0 or 1.1, which current clients disable.",
        "Enable TLS 1.2 or 1.3 on the server.", tlsrpt="validation-failure"),
     # --- our certificate, as refused by the peer after the handshake -------------------------------
-    _c("peer.rejected-no-client-cert", "error", "ours", "we presented no client certificate",
+    _code("peer.rejected-no-client-cert", "error", "ours", "we presented no client certificate",
        "The receiver requires a client certificate (Domain Security) and we sent none.",
        "Present the transport certificate: certkit probe ... --as FQDN (on Exchange: enable a certificate "
        "for SMTP with Enable-ExchangeCertificate -Services SMTP).",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
        postfix=_said(Personality.POSTFIX, "cert-missing")),
-    _c("peer.rejected-untrusted", "error", "ours", "they do not trust our certificate",
+    _code("peer.rejected-untrusted", "error", "ours", "they do not trust our certificate",
        "The receiver completed the handshake and then refused us: it could not validate our certificate "
        "(most often: it does not trust our root, or our certificate is self-signed).",
        "Send the partner our root (certkit ca root --out ROOT.crt; certkit config partner-kit) and ask them "
        "to import it; use a CA-signed certificate rather than a self-signed one.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
        postfix=_PF_UNTRUSTED),
-    _c("peer.rejected-issuer-not-accepted", "error", "ours", "our issuer is not on their list",
+    _code("peer.rejected-issuer-not-accepted", "error", "ours", "our issuer is not on their list",
        "The server's list of acceptable client-certificate issuers does not include our issuer, so it "
        "does not trust our CA.",
        "Send the partner our root (certkit ca root --out ROOT.crt) and ask them to import it.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
        postfix=_PF_UNTRUSTED),
-    _c("peer.rejected-self-signed", "error", "ours", "they do not trust our self-signed certificate",
+    _code("peer.rejected-self-signed", "error", "ours", "they do not trust our self-signed certificate",
        "The receiver refused us after the handshake, and the certificate we presented is self-signed "
        "(New-ExchangeCertificate's default): it has no issuer whose root we could send, and the partner "
        "trusts it only if they import this exact certificate.",
@@ -309,55 +309,55 @@ _ENTRIES: tuple[Code, ...] = (
        "and again at every renewal.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
        postfix=_PF_UNTRUSTED),
-    _c("peer.rejected-no-client-auth", "error", "ours", "our certificate lacks clientAuth",
+    _code("peer.rejected-no-client-auth", "error", "ours", "our certificate lacks clientAuth",
        "Our certificate's EKU does not allow client use, and the receiver refused it.",
        "Reissue with both EKUs: certkit ca issue FQDN --profile transport.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
        postfix=_PF_UNTRUSTED),
-    _c("peer.rejected-expired", "error", "ours", "our certificate expired",
+    _code("peer.rejected-expired", "error", "ours", "our certificate expired",
        "Our certificate has expired, and the receiver refused it.",
        "Renew it: certkit ca renew SERIAL.",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
        postfix=_PF_UNTRUSTED),
-    _c("peer.rejected-weak-session", "error", "ours", "the receiver finds the session too weak",
+    _code("peer.rejected-weak-session", "error", "ours", "the receiver finds the session too weak",
        "RFC 3207: the server answers 554 to every command because the TLS session is not good enough for it.",
        "Present a certificate they trust and use TLS 1.2 or later.", tlsrpt="validation-failure", status="5.7.0"),
     # --- network and DNS ----------------------------------------------------------------------------
     # RFC 3463: X.4.1 no answer from host (the connection was not taken), X.4.2 bad connection (taken, then
     # lost or timed out), X.4.3 directory (DNS) server failure, X.4.4 unable to route; 5.1.2 bad destination
     # system address (the domain does not exist) and 5.1.10 null MX (RFC 7505) are set per finding.
-    _c("net.refused", "error", "network", "connection refused",
+    _code("net.refused", "error", "network", "connection refused",
        "Nothing listens at the address and port, or a firewall rejects the connection.",
        "Check the address, the port (25) and the firewall.", status="4.4.1",
        exchange=EXCHANGE_CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10061, Win32 error "
                                                     "code: 10061.")),
-    _c("net.timeout", "error", "network", "timed out",
+    _code("net.timeout", "error", "network", "timed out",
        "The server did not answer in time (connection, a reply, or the handshake).",
        "Check firewalls and the server's load; raise --timeout if the server is slow.", status="4.4.1",
        exchange=EXCHANGE_CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10060, Win32 error "
                                                     "code: 10060.")),
-    _c("net.closed", "error", "network", "connection closed",
+    _code("net.closed", "error", "network", "connection closed",
        "The server closed the connection in the middle of the dialogue.",
        "Check the server's logs for why it dropped the session.", status="4.4.2",
        exchange=EXCHANGE_WRAP.format(inner="421 4.4.2 Connection dropped due to SocketError")),
-    _c("dns.failure", "error", "network", "DNS lookup failed",
+    _code("dns.failure", "error", "network", "DNS lookup failed",
        "The name could not be resolved.", "Check the domain name and the DNS server (--nameserver).",
        status="4.4.3", exchange=EXCHANGE_DNS_ERROR.format(error="<the DNS error>")),
-    _c("dns.no-mx", "error", "configuration", "no MX records",
+    _code("dns.no-mx", "error", "configuration", "no MX records",
        "The partner domain has no MX records. Domain Security needs DNS (MX) routing.",
        "Ask the partner to publish MX records, or check the domain name.", status="5.4.4",
        exchange=EXCHANGE_DNS_ERROR.format(error="<the DNS error>")),
-    _c("route.smart-host", "error", "configuration", "smart host configured",
+    _code("route.smart-host", "error", "configuration", "smart host configured",
        "A Send connector that routes through a smart host cannot use Domain Security.",
        "Route the partner domain through DNS: Set-SendConnector -DNSRoutingEnabled $true."),
-    _c("revocation.crl-invalid", "error", "theirs", "CRL not usable",
+    _code("revocation.crl-invalid", "error", "theirs", "CRL not usable",
        "The CRL is malformed (no CRL number, thisUpdate in the future) or its issuer may not sign CRLs "
        "(keyUsage without cRLSign), so it proves nothing (RFC 5280 5.1, 4.2.1.3).",
        "Publish a correct CRL from the issuing CA: certkit ca crl.",
        tlsrpt="validation-failure", status="4.7.5",
        exchange="RevocationCheckFailure"),
     # --- DANE (RFC 7672) --------------------------------------------------------------------------
-    _c("dane.no-match", "error", "theirs", "no TLSA record matches",
+    _code("dane.no-match", "error", "theirs", "no TLSA record matches",
        "The MX host publishes DNSSEC-signed TLSA records, and none of the usable ones (DANE-EE 3, DANE-TA 2) "
        "matches the certificate chain the server presented: the key changed without new records, the DANE-TA "
        "issuer is not sent in the chain, the chain is broken, or (DANE-TA) the certificate has expired or does "
@@ -367,7 +367,7 @@ _ENTRIES: tuple[Code, ...] = (
        "new ones.",
        tlsrpt="tlsa-invalid", status="4.7.5",
        postfix="Server certificate not trusted"),
-    _c("dane.unusable-records", "warning", "theirs", "no usable TLSA record",
+    _code("dane.unusable-records", "warning", "theirs", "no usable TLSA record",
        "The MX host publishes TLSA records, but none an SMTP client may use (RFC 7672 3.1.3): only usages 2 "
        "(DANE-TA) and 3 (DANE-EE) with a known selector and matching type count. DANE authenticates nothing: "
        "a DANE sender still requires STARTTLS and then delivers over unauthenticated TLS (RFC 7672 2.2; "
@@ -375,21 +375,21 @@ _ENTRIES: tuple[Code, ...] = (
        "Replace them with DANE-EE and DANE-TA records: certkit dane tlsa MX-HOST prints them.",
        tlsrpt="tlsa-invalid", status="4.7.5",
        postfix="TLSA records unusable"),
-    _c("dane.starttls-missing", "error", "theirs", "STARTTLS missing under DANE",
+    _code("dane.starttls-missing", "error", "theirs", "STARTTLS missing under DANE",
        "The MX host has usable TLSA records, so a DANE sender requires STARTTLS, but the server did not offer "
        "it (or a middlebox stripped it). The mail is deferred, never sent in clear text.",
        "Offer STARTTLS with the certificate the TLSA records name (certkit dane tlsa MX-HOST prints the records "
        "for the current one), or remove the TLSA records before turning TLS off.",
        tlsrpt="starttls-not-supported", status="4.7.4",
        postfix="TLS is required, but was not offered by host"),
-    _c("dane.dnssec-bogus", "error", "network", "TLSA lookup failed DNSSEC validation",
+    _code("dane.dnssec-bogus", "error", "network", "TLSA lookup failed DNSSEC validation",
        "The TLSA lookup for the MX host returned a bogus (DNSSEC validation failed) or failed answer, so a DANE "
        "sender cannot tell whether DANE applies and defers the mail.",
        "Fix the zone's signatures (expired RRSIGs, a DS record that does not match the key, broken NSEC/NSEC3 "
        "denial), then republish the records: certkit dane tlsa MX-HOST.",
        tlsrpt="dnssec-invalid", status="4.7.5",
        postfix="TLSA lookup error for <host>:25"),
-    _c("dane.not-published", "error", "theirs", "no DNSSEC-signed TLSA records",
+    _code("dane.not-published", "error", "theirs", "no DNSSEC-signed TLSA records",
        "DANE was required (certkit probe --dane require), but the MX host has no TLSA records that the "
        "resolver validated (AD bit): none at all, records in an unsigned zone, or MX records that are not "
        "signed (RFC 7672 2.2.1). A sender that requires DANE defers the mail.",
@@ -463,7 +463,7 @@ _ENTRIES: tuple[Code, ...] = (
        "or https: URIs (RFC 8460 3). Senders send no reports.",
        'Publish exactly one record: _smtp._tls.DOMAIN. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@DOMAIN".'),
     # --- the certificate we present as an SMTP client (certkit audit) ------------------------------
-    _c("client.no-client-auth", "error", "ours", "client certificate lacks clientAuth",
+    _code("client.no-client-auth", "error", "ours", "client certificate lacks clientAuth",
        "The certificate this server presents as its TLS client certificate has an Extended Key Usage without "
        "clientAuth (often a public server certificate renewed after its CA dropped clientAuth). Partners that "
        "check the EKU (Postfix with a verifying CA, .NET, Exchange, Exchange Online certificate connectors) "
@@ -472,7 +472,7 @@ _ENTRIES: tuple[Code, ...] = (
        "smtp_tls_chain_files), or a separate client certificate (certkit ca issue FQDN --profile client).",
        tlsrpt="validation-failure", status="4.7.5", exchange=CLASSIC,
        postfix="certificate verification failed: unsupported certificate purpose"),
-    _c("client.public-ca-dropping-client-auth", "warning", "ours", "client certificate from a CA dropping clientAuth",
+    _code("client.public-ca-dropping-client-auth", "warning", "ours", "client certificate from a CA dropping clientAuth",
        "The certificate this server presents as its TLS client certificate carries clientAuth today, but its "
        "issuer is a public CA that has announced the end of clientAuth in its certificates (the Chrome Root "
        "Program requires serverAuth-only hierarchies). Its renewal will not carry clientAuth, and partners that "

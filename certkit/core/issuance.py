@@ -22,6 +22,7 @@ from certkit.core.extensions import extension_value, san_dns_names
 from certkit.core.keys import PrivateKey, PublicKey, check_key_strength
 from certkit.core.names import dns_name, general_name, is_ip_address
 from certkit.core.profiles import PROFILES, ProfileName
+from certkit.core.text import duration_text, utc_text
 from certkit.errors import InputError, PolicyError
 
 __all__ = [
@@ -109,7 +110,7 @@ def _check_within_issuer(not_before: dt.datetime, not_after: dt.datetime, issuer
 
 
 def _at(t: dt.datetime) -> str:
-    return aware(t).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(aware(t))
 
 
 def _cn(cert: x509.Certificate) -> str:
@@ -171,10 +172,9 @@ def leaf_validity(issuers: Sequence[x509.Certificate], *, now: dt.datetime, days
         return Validity(not_before, wanted)
     not_after = limit.not_valid_after_utc
     left = not_after - now
-    shown = f"{left.days} days" if left.days >= 1 else f"{int(left.total_seconds() // 3600)} hours"
     return Validity(not_before, not_after, clamped=True, warnings=(
         f"The certificate is valid until {_at(not_after)}, when the CA certificate {_cn(limit)} expires: "
-        f"{shown} instead of the {days} days asked for. Plan a new CA before then.",))
+        f"{duration_text(left)} instead of the {days} days asked for. Plan a new CA before then.",))
 
 
 @dataclass(frozen=True)

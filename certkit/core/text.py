@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-__all__ = ["duration_text", "plural", "printable", "utc_text"]
+__all__ = ["camel_case", "duration_text", "plural", "printable", "snake_case", "utc_text"]
 
 # C0 and C1 controls (ESC starts terminal sequences, CR rewrites a line), DEL, the Unicode controls that
 # reorder or break displayed text (bidi marks, overrides and isolates, line and paragraph separators), and
@@ -84,3 +84,14 @@ def duration_text(delta: dt.timedelta) -> str:
 def utc_text(t: dt.datetime) -> str:
     """A time as ``2026-12-02 07:24:14 UTC`` (an aware datetime, shown in UTC)."""
     return t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def camel_case(snake: str) -> str:
+    """``key_compromise`` -> ``keyCompromise``: cryptography's names as RFC 5280 and Windows write them."""
+    head, *rest = snake.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def snake_case(camel: str) -> str:
+    """``keyCompromise`` -> ``key_compromise`` (the inverse of :func:`camel_case`)."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
