@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from cryptography import x509
@@ -340,7 +340,7 @@ class _DriverBase:
     def __init__(self, dialogue: ClientDialogue, identity: ClientIdentity | None, timeout: float,
                  deadline: float) -> None:
         self.dialogue = dialogue
-        self.s = dialogue.session
+        self.session = dialogue.session
         self.engine = dialogue.engine
         self.identity = identity
         self.timeout = timeout
@@ -356,13 +356,13 @@ class _DriverBase:
         if self._seen < len(entries):
             now = round(time.monotonic() - self.start, 4)
             for entry in entries[self._seen:]:
-                self.s.transcript.append(TranscriptLine(entry.direction, entry.text, now))
+                self.session.transcript.append(replace(entry, elapsed=now))
             self._seen = len(entries)
 
     def connected(self, t0: float) -> None:
-        self.s.connected = True
-        self.dialogue.note(f"connected to {self.s.address}:{self.s.port}")
-        self.s.steps.append(Step("connect", None, None, time.monotonic() - t0))
+        self.session.connected = True
+        self.dialogue.note(f"connected to {self.session.address}:{self.session.port}")
+        self.session.steps.append(Step("connect", None, None, time.monotonic() - t0))
 
     def connect_failure(self, error: OSError) -> Failure:
         if isinstance(error, ConnectionRefusedError):
@@ -390,7 +390,7 @@ class _DriverBase:
 
     def replied(self, request: Exchange, event: object, t0: float) -> None:
         if isinstance(event, Reply):
-            self.s.steps.append(Step(request.stage, request.shown, event, time.monotonic() - t0))
+            self.session.steps.append(Step(request.stage, request.shown, event, time.monotonic() - t0))
 
 
 class _Driver(_DriverBase):
@@ -415,12 +415,12 @@ class _Driver(_DriverBase):
             if self.channel is not None:
                 self.channel.close()
             self.sync_transcript()
-            self.s.seconds = time.monotonic() - self.start
+            self.session.seconds = time.monotonic() - self.start
 
     def connect(self) -> Failure | None:
         t0 = time.monotonic()
         try:
-            sock = socket.create_connection((self.s.address, self.s.port),
+            sock = socket.create_connection((self.session.address, self.session.port),
                                             timeout=max(0.001, self.step_deadline() - t0))
         except OSError as e:
             return self.connect_failure(e)
@@ -471,10 +471,10 @@ class _Driver(_DriverBase):
         if isinstance(ctx, HandshakeFailure):
             return ctx
         try:
-            info = self.channel.start_tls_client(ctx, self.s.server_name, self.step_deadline())
+            info = self.channel.start_tls_client(ctx, self.session.server_name, self.step_deadline())
         except (TimeoutError, SSL.Error, OSError) as e:
             return self.handshake_failure(e, self.channel.first_server_bytes)
-        self.s.steps.append(Step("handshake", None, None, time.monotonic() - t0))
+        self.session.steps.append(Step("handshake", None, None, time.monotonic() - t0))
         return info
 
 
@@ -561,11 +561,11 @@ class _AsyncDriver(_DriverBase):
         finally:
             self.close()
             self.sync_transcript()
-            self.s.seconds = time.monotonic() - self.start
+            self.session.seconds = time.monotonic() - self.start
 
     async def connect(self) -> Failure | None:
         t0 = time.monotonic()
-        address, port = self.s.address, self.s.port
+        address, port = self.session.address, self.session.port
         try:
             async with asyncio.timeout_at(self.step_deadline()):
                 _, self.stream = await self.loop.create_connection(lambda: _Stream(self.loop), address, port)
@@ -662,7 +662,7 @@ class _AsyncDriver(_DriverBase):
         state = _Requested()
         conn = SSL.Connection(ctx, None)
         conn.set_app_data(state)
-        name = self.s.server_name
+        name = self.session.server_name
         if name and not is_ip_address(name):
             conn.set_tlsext_host_name(name.encode("idna"))
         conn.set_connect_state()
@@ -686,7 +686,7 @@ class _AsyncDriver(_DriverBase):
             return self.handshake_failure(e, first)
         # Our last handshake flight goes out with the next command (one segment instead of two).
         self._unsent = self._tls_out()
-        self.s.steps.append(Step("handshake", None, None, time.monotonic() - t0))
+        self.session.steps.append(Step("handshake", None, None, time.monotonic() - t0))
         return _tls_info(conn, name, client=True, requested=state.certificate_requested)
 
     def close(self) -> None:

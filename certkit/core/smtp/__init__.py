@@ -29,7 +29,7 @@ from certkit.core.smtp.client import (
     RemoteProtocolError,
     SmtpClient,
     State,
-    TranscriptEntry,
+    TranscriptLine,
 )
 from certkit.core.smtp.wire import (
     MAX_COMMAND_LINE,
@@ -77,7 +77,7 @@ __all__ = [
     "Reply",
     "SmtpClient",
     "State",
-    "TranscriptEntry",
+    "TranscriptLine",
     "Verb",
     "check_domain",
     "dot_stuff",

@@ -67,7 +67,7 @@ __all__ = [
     "RemoteProtocolError",
     "SmtpClient",
     "State",
-    "TranscriptEntry",
+    "TranscriptLine",
 ]
 
 #: Longest reply line accepted, in octets without the line ending (an alias of :data:`MAX_REPLY_LINE`).
@@ -188,11 +188,20 @@ Event = Reply | ProtocolError | ConnectionClosed | InjectedData | NeedData
 
 
 @dataclass(frozen=True)
-class TranscriptEntry:
-    """One line of the dialogue: ``direction`` is ``"C"`` (client), ``"S"`` (server) or ``"*"`` (a note)."""
+class TranscriptLine:
+    """One line of the dialogue: ``direction`` is ``"C"`` (client), ``"S"`` (server) or ``"*"`` (a note).
+
+    ``elapsed``: seconds from connect, stamped by the transport that carried the line (the engine, which
+    has no clock, leaves it ``None``).
+    """
 
     direction: str
     text: str
+    elapsed: float | None = None
+
+    def __str__(self) -> str:
+        stamp = "       " if self.elapsed is None else f"{self.elapsed:7.3f}"
+        return f"{stamp} {self.direction}: {self.text}"
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -291,7 +300,7 @@ class SmtpClient:
         self.tls: bool = implicit_tls
         #: EHLO keywords of the current session phase; reset when TLS starts (RFC 3207 4.2).
         self.capabilities: dict[str, str] = {}
-        self.transcript: list[TranscriptEntry] = []
+        self.transcript: list[TranscriptLine] = []
         #: Everything discarded after the 220 to STARTTLS (STARTTLS response injection).
         self.injected: bytes = b""
         self._lines = LineBuffer(MAX_REPLY_LINE, ending_counts=False)
@@ -346,7 +355,7 @@ class SmtpClient:
                     partial = self._partial_bytes() + self._lines.take_all()
                     self.state = State.CLOSED
                     self._pending = None
-                    self.transcript.append(TranscriptEntry("*", "connection closed by the server"
+                    self.transcript.append(TranscriptLine("*", "connection closed by the server"
                                                            + (" in the middle of a reply" if partial else "")))
                     return ConnectionClosed(partial)
                 return NEED_DATA
@@ -383,7 +392,7 @@ class SmtpClient:
         verb = self._pending
         reply = Reply(code, enhanced_status(code, lines[0]) if lines else None, lines, verb)
         for wire in reply.wire_lines():
-            self.transcript.append(TranscriptEntry("S", wire))
+            self.transcript.append(TranscriptLine("S", wire))
         self._pending = None
         if verb is None:
             if code == 421:  # RFC 5321 4.2.5: the server may close at any time with 421
@@ -416,7 +425,7 @@ class SmtpClient:
             self._injected_reported = True
             data = self.injected
             self._queued.append(InjectedData(data))
-            self.transcript.append(TranscriptEntry("*", f"discarded {len(data)} plaintext octets sent after the "
+            self.transcript.append(TranscriptLine("*", f"discarded {len(data)} plaintext octets sent after the "
                                                         f"220 to STARTTLS: {data[:60]!r}"))
 
     def _fail(self, reason: str, data: bytes) -> ProtocolError:
@@ -424,7 +433,7 @@ class SmtpClient:
         self.state = State.ERROR
         self._pending = None
         self._lines.take_all()
-        self.transcript.append(TranscriptEntry("*", f"protocol error: {reason}"))
+        self.transcript.append(TranscriptLine("*", f"protocol error: {reason}"))
         return self._error
 
     # -- output --------------------------------------------------------------------------------------
@@ -446,14 +455,14 @@ class SmtpClient:
             raise LocalProtocolError(f"The command is longer than {MAX_COMMAND_LINE} octets.",
                                      "Shorten the argument.")
         self._pending = cmd.verb
-        self.transcript.append(TranscriptEntry("C", line))
+        self.transcript.append(TranscriptLine("C", line))
         return data
 
     def send_message(self, message: bytes) -> bytes:
         """After ``354``: the message's wire bytes, dot-stuffed, with the final ``.`` line."""
         self._check(Verb.MESSAGE)
         self._pending = Verb.MESSAGE
-        self.transcript.append(TranscriptEntry("C", f"<message of {len(message)} octets>"))
+        self.transcript.append(TranscriptLine("C", f"<message of {len(message)} octets>"))
         return dot_stuff(message)
 
     def _check(self, verb: Verb) -> None:
@@ -474,7 +483,7 @@ class SmtpClient:
         self.capabilities = {}
         self._lines.take_all()
         self._report_injected()
-        self.transcript.append(TranscriptEntry("*", "TLS established; capabilities forgotten, EHLO required"))
+        self.transcript.append(TranscriptLine("*", "TLS established; capabilities forgotten, EHLO required"))
 
     def closed(self) -> None:
         """The transport gave up on the session (timeout, TLS failure): no more events will be parsed."""

@@ -30,7 +30,7 @@ from certkit.core.smtp.client import (
     ProtocolError,
     SmtpClient,
     State,
-    TranscriptEntry,
+    TranscriptLine,
 )
 from certkit.core.smtp.wire import Reply
 
@@ -98,18 +98,6 @@ class Step:
     command: str | None
     reply: Reply | None
     seconds: float
-
-
-@dataclass(frozen=True)
-class TranscriptLine:
-    """``direction`` is ``C`` (us), ``S`` (server) or ``*`` (a note); ``elapsed`` counts from connect."""
-
-    direction: str
-    text: str
-    elapsed: float
-
-    def __str__(self) -> str:
-        return f"{self.elapsed:7.3f} {self.direction}: {self.text}"
 
 
 @dataclass
@@ -271,7 +259,7 @@ class ClientDialogue:
 
     def note(self, text: str) -> None:
         """Add a note to the transcript (the transport stamps the time)."""
-        self.engine.transcript.append(TranscriptEntry("*", text))
+        self.engine.transcript.append(TranscriptLine("*", text))
 
     def _record_failure(self, failure: Failure) -> None:
         if self.session.failure is None:
