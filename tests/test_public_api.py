@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,31 @@ def test_all_lists_the_main_nouns() -> None:
                  "FixedClock", "lint_certificate", "exchange_selfsigned", "TrustStore", "verify_chain",
                  "VerificationResult", "Anchor"):
         assert name in certkit.__all__
+
+
+def test_the_public_api_is_the_type_checking_block_read_as_python_reads_it() -> None:
+    """certkit/__init__.py declares each public name once, as an import that type checkers read; the lazy
+    look-up reads the same lines. Every import there must be ``from M import N as N`` and be found."""
+    tree = ast.parse((PKG / "__init__.py").read_text())
+    [block] = [n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]
+    imports = [n for n in block.body if isinstance(n, ast.ImportFrom)]
+    assert len(imports) == len(block.body)
+    declared = {a.asname: n.module for n in imports for a in n.names if a.asname == a.name}
+    assert len(declared) == sum(len(n.names) for n in imports), "import each public name as itself"
+    assert certkit._public_api() == declared
+    assert certkit.__all__ == sorted(declared)
+    assert set(dir(certkit)) >= set(declared)
+
+
+def test_the_options_objects_are_public() -> None:
+    for name in ("VerifyOptions", "ProbeOptions", "PreflightOptions", "Override"):
+        assert name in certkit.__all__ and getattr(certkit, name).__doc__
+
+
+def test_import_certkit_imports_no_certkit_module() -> None:
+    code = ("import sys, certkit; found = sorted(m for m in sys.modules if m.startswith('certkit.'));"
+            "assert not found, found")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _imports(path: Path) -> set[str]:
@@ -87,7 +114,7 @@ def test_lazy_public_names_resolve_to_their_objects() -> None:
     from certkit.ca import CertificateAuthority as direct
 
     assert certkit.CertificateAuthority is direct
-    assert sorted(certkit.__all__) == sorted(certkit._WHERE)
+    assert sorted(certkit.__all__) == sorted(certkit._public_api())
     with pytest.raises(AttributeError):
         certkit.no_such_name  # noqa: B018
 
