@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from certkit.clock import aware
+from certkit.core.extensions import allows_client_auth, eku_of
 from certkit.core.findings import Finding, Severity, Side, worst
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.core.jsonfacts import rfc3339, serial_hex
@@ -259,13 +260,10 @@ class ClientCertificate:
 
 def _client_auth(cert: x509.Certificate) -> tuple[bool, list[str] | None]:
     """(may it be used as a TLS client certificate, its EKU names or ``None`` without the extension)."""
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
+    eku = eku_of(cert)
+    if eku is None:
         return True, None  # RFC 5280 4.2.1.12: no EKU extension means no restriction
-    names = [getattr(oid, "_name", None) or oid.dotted_string for oid in eku]
-    allowed = ExtendedKeyUsageOID.CLIENT_AUTH in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
-    return allowed, names
+    return allows_client_auth(cert), [getattr(oid, "_name", None) or oid.dotted_string for oid in eku]
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from cryptography.x509.verification import (
 )
 
 from certkit.clock import aware, utcnow
-from certkit.core.extensions import eku_of, extension_value, san_dns_names, san_ip_addresses
+from certkit.core.extensions import eku_of, extension_value, key_usage_of, san_dns_names, san_ip_addresses
 from certkit.core.findings import Finding, Severity
 from certkit.core.formats import sha256_fingerprint
 from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none, serial_hex
@@ -313,15 +313,10 @@ def _path_length_findings(chain: Sequence[x509.Certificate]) -> list[Finding]:
 def _crl_static_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> str | None:
     """Why a correctly signed CRL still cannot be used whatever the time, or ``None`` (the time is
     :func:`_crl_findings`'s to check)."""
-    try:
-        ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not ku.crl_sign:
-            return "is signed by a CA whose keyUsage does not allow CRL signing (no cRLSign)"
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        crl.extensions.get_extension_for_class(x509.CRLNumber)
-    except x509.ExtensionNotFound:
+    ku = key_usage_of(issuer)
+    if ku is not None and not ku.crl_sign:
+        return "is signed by a CA whose keyUsage does not allow CRL signing (no cRLSign)"
+    if extension_value(crl, x509.CRLNumber) is None:
         return "has no CRL number (RFC 5280 5.2.3 requires one)"
     return None
 
