@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography import x509
 
-from certkit.core.verify import verify_chain
+from certkit.core.verify import VerifyOptions, verify_chain
 from certkit.errors import CertkitError
 
 Outcome = str | tuple[str, str]
@@ -54,8 +54,9 @@ def verify(tc: dict[str, Any]) -> Outcome:
             return ("SKIPPED", f"server peer name of kind {pn['kind']} not expressible")
         name = pn["value"]
     try:
-        result = verify_chain(peer, inter, trusted, name=name, purpose="server" if kind == "SERVER" else "client",
-                              at=at, max_depth=tc.get("max_chain_depth"), crls=crls)
+        options = VerifyOptions(purpose="server" if kind == "SERVER" else "client",
+                                max_depth=tc.get("max_chain_depth"), crls=crls)
+        result = verify_chain(peer, inter, trusted, name=name, at=at, options=options)
     except CertkitError as exc:  # e.g. a reference name that is not a host name: certkit refuses it
         return ("FAILURE", f"refused: {exc}")
     if not result.ok:
