@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography import x509
 
+from certkit.core.extensions import san_dns_names, san_ip_addresses
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 
 __all__ = [
@@ -23,8 +24,6 @@ __all__ = [
     "certificate_facts",
     "rfc3339",
     "rfc3339_or_none",
-    "san_dns_names",
-    "san_ip_addresses",
     "serial_hex",
 ]
 
@@ -55,28 +54,18 @@ def serial_hex(serial: int) -> str:
     return text if len(text) % 2 == 0 else "0" + text
 
 
-def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+def _san_texts(cert: x509.Certificate) -> tuple[list[str], list[str]]:
+    """The SAN's DNS names and IP addresses as text, in order (both empty without a readable SAN)."""
     try:
-        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):  # ValueError: extensions that cannot be parsed (inspect shows why)
-        return None
-
-
-def san_dns_names(cert: x509.Certificate) -> list[str]:
-    """The DNS names of the certificate's SAN, in order (empty without a readable SAN)."""
-    san = _san(cert)
-    return [] if san is None else [str(n) for n in san.get_values_for_type(x509.DNSName)]
-
-
-def san_ip_addresses(cert: x509.Certificate) -> list[str]:
-    """The IP addresses of the certificate's SAN, as text, in order."""
-    san = _san(cert)
-    return [] if san is None else [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+        return san_dns_names(cert), [str(ip) for ip in san_ip_addresses(cert)]
+    except ValueError:  # extensions that cannot be parsed (inspect shows why)
+        return [], []
 
 
 def certificate_facts(cert: x509.Certificate) -> dict[str, Any]:
     """The facts every document names the same way: ``subject``, ``issuer``, ``serial``, ``thumbprint_sha1``,
     ``fingerprint_sha256``, ``not_before``, ``not_after``, ``dns_names`` and ``ip_addresses``."""
+    dns_names, ip_addresses = _san_texts(cert)
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
@@ -85,6 +74,6 @@ def certificate_facts(cert: x509.Certificate) -> dict[str, Any]:
         "fingerprint_sha256": sha256_fingerprint(cert),
         "not_before": rfc3339(cert.not_valid_before_utc),
         "not_after": rfc3339(cert.not_valid_after_utc),
-        "dns_names": san_dns_names(cert),
-        "ip_addresses": san_ip_addresses(cert),
+        "dns_names": dns_names,
+        "ip_addresses": ip_addresses,
     }
