@@ -51,6 +51,7 @@ from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Se
 from certkit.core.names import dns_name
 from certkit.core.personality import rejection_of_us
 from certkit.core.smtp import Reply, printable
+from certkit.core.text import plural
 from certkit.core.trust import is_self_signed
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError, UsageError
@@ -543,10 +544,6 @@ class _DaneInput:
     next_hop: str
 
 
-def _plural(n: int, what: str) -> str:
-    return f"{n} {what}{'' if n == 1 else 's'}"
-
-
 def _starttls_missing(s: SmtpSession) -> bool:
     """The server answered EHLO without STARTTLS, or refused STARTTLS: a DANE sender will not send in clear."""
     if s.implicit_tls or s.tls is not None:
@@ -621,14 +618,14 @@ class _DaneJudge:
             self.report(status, f"no TLSA records ({denial})")
             return False
         if status == "insecure":
-            self.not_published(f"the {_plural(n, 'TLSA record')} of {lookup.name} came without DNSSEC validation "
+            self.not_published(f"the {plural(n, 'TLSA record')} of {lookup.name} came without DNSSEC validation "
                                "(no AD bit from the resolver)")
-            self.report(status, f"{_plural(n, 'TLSA record')} without DNSSEC validation (no AD bit): not used")
+            self.report(status, f"{plural(n, 'TLSA record')} without DNSSEC validation (no AD bit): not used")
             return False
         if not self.d.name_secure:
             self.not_published(f"{self.host} comes from an MX lookup that was not DNSSEC-validated, so its "
-                               f"{_plural(n, 'secure TLSA record')} may not be used (RFC 7672 2.2.1)")
-            self.report(status, f"{_plural(n, 'secure TLSA record')}, not used: the MX lookup was not "
+                               f"{plural(n, 'secure TLSA record')} may not be used (RFC 7672 2.2.1)")
+            self.report(status, f"{plural(n, 'secure TLSA record')}, not used: the MX lookup was not "
                                 "DNSSEC-validated")
             return False
         return True
@@ -636,7 +633,7 @@ class _DaneJudge:
     def without_tls(self, lookup: TlsaLookup) -> None:
         """Secure records, and no certificate to match: STARTTLS was missing (or the session broke)."""
         n, session = len(lookup.records), self.result.session
-        head = _plural(n, "secure TLSA record")
+        head = plural(n, "secure TLSA record")
         evidence = {"records": [r.text() for r in lookup.records]}
         if session is not None and _starttls_missing(session):
             self.out.append(Finding("dane.starttls-missing", f"{self.host} publishes {head}, so a DANE sender "
@@ -648,7 +645,7 @@ class _DaneJudge:
         unusable = [r for r in lookup.records if not r.usable]
         if len(unusable) == n:
             reasons = "; ".join(dict.fromkeys(str(r.unusable_reason) for r in unusable))
-            self.out.append(Finding("dane.unusable-records", f"None of the {_plural(n, 'TLSA record')} is usable "
+            self.out.append(Finding("dane.unusable-records", f"None of the {plural(n, 'TLSA record')} is usable "
                                     f"for SMTP: {reasons}.", subject=self.host, evidence=evidence))
             tail += ", none usable"
         self.report(lookup.status, f"{head}, {tail}", applies=True)
@@ -656,7 +653,7 @@ class _DaneJudge:
     def match(self, lookup: TlsaLookup, chain: Sequence[x509.Certificate]) -> None:
         from certkit.core.dane import dane_match
 
-        head = _plural(len(lookup.records), "secure TLSA record")
+        head = plural(len(lookup.records), "secure TLSA record")
         match = dane_match(lookup.records, chain, host_names=[self.host, self.d.next_hop], at=self.at)
         self.out.extend(match.findings)
         rec = match.matched

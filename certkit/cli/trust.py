@@ -37,6 +37,7 @@ from certkit.errors import InputError, PassphraseError, UsageError
 from certkit.schemas import stamped
 
 if TYPE_CHECKING:
+    from certkit.adapters.truststore import AddResult
     from certkit.checks.trustfetch import Offer
 
 __all__ = ["COMMANDS", "trust"]
@@ -109,7 +110,7 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
         echo_json(stamped("trust add", {
             "store": str(ts.path), "count": len(ts),
             "anchors": [{**r.anchor.describe(), "added": r.added,
-                         "accepted_with": [{"override": o.override, "reason": o.reason} for o in r.overridden]}
+                         "accepted_with": _accepted_with(r)}
                         for r in results]}))
         return
     for r in results:
@@ -123,6 +124,11 @@ def add_cmd(files: tuple[str, ...], label: str | None, partners: tuple[str, ...]
         for refusal in r.overridden:
             say(f"  accepted with --{refusal.override}: {refusal.reason}")
     say(f"Store: {ts.path} ({plural(len(ts), 'anchor')})")
+
+
+def _accepted_with(result: AddResult) -> list[dict[str, str]]:
+    """The refusals accepted by --pin or --force, as ``trust add/fetch --json`` lists them (by the flag)."""
+    return [{"override": f"--{r.override}", "reason": r.reason} for r in result.overridden]
 
 
 @trust.command("fetch")
@@ -169,7 +175,7 @@ def fetch_cmd(target: str, starttls: str, port: int | None, expect: str | None, 
             "host": offer.host, "port": offer.port, "starttls": starttls,
             "chain": [certificate_facts(c) for c in offer.chain],
             "anchor": {**result.anchor.describe(), "added": result.added,
-                       "accepted_with": [{"override": o.override, "reason": o.reason} for o in result.overridden]},
+                       "accepted_with": _accepted_with(result)},
             "store": str(ts.path), "count": len(ts)}))
         return
     say(f"{'Added' if result.added else 'Already trusted'}; store: {ts.path} ({plural(len(ts), 'anchor')})")
