@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from certkit.checks.probe import probe_sync
+from certkit.checks.probe import ProbeOptions, probe_sync
 from certkit.core.findings import CATALOGUE, Severity, Side
 from certkit.lab.server import LabServer, Personality
 from tests.lab_fixtures import LabPki
@@ -24,9 +24,10 @@ REPLY = {Personality.EXCHANGE: ("454 4.7.5 Certificate validation failure", "at 
 
 
 def _findings(server: LabServer, pki: LabPki, which: str) -> list:  # type: ignore[type-arg]
+    options = ProbeOptions(validator="postfix", domain="lab.test", mail_from="alice@contoso.test",
+                           rcpt_to="bob@lab.test", timeout=5)
     results = probe_sync([f"127.0.0.1:{server.port}"], anchors=[pki.root.cert], identity=pki.identity(which),
-                         validator="postfix", domain="lab.test", mail_from="alice@contoso.test",
-                         rcpt_to="bob@lab.test", timeout=5)
+                         options=options)
     [addr] = results[0].addresses
     assert addr.session is not None and addr.session.tls is not None and addr.session.tls.client_cert_sent
     return [f for f in results[0].all_findings if f.severity is Severity.ERROR]
