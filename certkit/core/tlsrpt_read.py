@@ -32,8 +32,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from certkit.core.extensions import san_dns_names
 from certkit.core.findings import CATALOGUE
-from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none, san_dns_names, serial_hex
+from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none, serial_hex
 from certkit.core.text import printable
 from certkit.errors import MalformedInputError
 
