@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from certkit.adapters.dns import lookup_txt
 from certkit.adapters.https import https_get
 from certkit.checks.mtasts import check_mta_sts, mta_sts_of_sessions
-from certkit.checks.preflight import PreflightReport, preflight
+from certkit.checks.preflight import PreflightOptions, PreflightReport, preflight
 from certkit.cli import main
 from certkit.core.findings import CATALOGUE, Severity
 from certkit.core.mtasts import (
@@ -394,10 +394,11 @@ def test_mta_sts_never_overrides_a_failing_dane_validation(tmp_path: Path) -> No
 OURS = make_leaf(INTER, ["edge.fabrikam.example", "fabrikam.example"])
 
 
-def _preflight(lab: StsLab, **kwargs: object) -> PreflightReport:
+def _preflight(lab: StsLab, dane: str = "off") -> PreflightReport:
+    options = PreflightOptions(nameserver=lab.dns.address, port=lab.smtp.port, timeout=3, validator="postfix",
+                               dane=dane)
     return preflight(DOMAIN, our_domain="fabrikam.example", cert=OURS.cert, key=OURS.key,  # type: ignore[arg-type]
-                     chain=[INTER.cert, ROOT.cert], anchors=[ROOT.cert], nameserver=lab.dns.address,
-                     port=lab.smtp.port, timeout=3, validator="postfix", **kwargs)
+                     chain=[INTER.cert, ROOT.cert], anchors=[ROOT.cert], options=options)
 
 
 def test_the_tls_rpt_report_has_the_sts_policy_and_its_failures(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def mx_facts(host: str, sessions: Iterable[SmtpSession], anchors: AnchorSet, at:
     for s in sessions:
         if s.tls is not None and s.tls.peer_chain:
             leaf, *inters = s.tls.peer_chain
-            v = verify_chain(leaf, tuple(inters), anchors, name=host, purpose="server", at=at)
+            v = verify_chain(leaf, tuple(inters), anchors, name=host, at=at)
             facts = MxFacts(host, True, v, dane)
             if not v.ok:
                 return facts
