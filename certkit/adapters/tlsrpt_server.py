@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from certkit.adapters.aioserver import TaskServer
 from certkit.adapters.fs import atomic_write, make_dirs
 from certkit.adapters.tlsrpt_files import MEDIA_TYPES, DecompressionLimitError, gunzip
 from certkit.clock import Clock, SystemClock
@@ -138,7 +139,7 @@ class _Buckets:
             self.state = {k: v for k, v in self.state.items() if now - v[1] < full}
 
 
-class ReportServer:
+class ReportServer(TaskServer):
     """The TLS-RPT HTTPS endpoint on ``host:port`` (port 0: a free one, then :attr:`port` holds it).
 
     ``context`` is the TLS context (``None``: plain HTTP, for a TLS-terminating proxy in front); ``on_event``
@@ -147,6 +148,7 @@ class ReportServer:
 
     def __init__(self, options: ServeOptions, context: ssl.SSLContext | None, *, host: str = "127.0.0.1",
                  port: int = 0, on_event: Callable[[Event], None] | None = None, clock: Clock | None = None) -> None:
+        super().__init__()
         self.options = options
         self.context = context
         self.host = host
@@ -159,8 +161,6 @@ class ReportServer:
         self._buckets = _Buckets(options.rate_per_minute)
         self._seen: set[str] = set()
         self._work = asyncio.Semaphore(2)
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,54 +174,31 @@ class ReportServer:
                                                   limit=self.options.max_header_bytes, backlog=512)
         self.port = int(self._server.sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
-        """Stop listening and cut the requests in progress."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-            self._server = None
-
-    async def serve_forever(self) -> None:
-        """Start (if needed) and serve until cancelled."""
-        if self._server is None:
-            await self.start()
-        assert self._server is not None
-        try:
-            await self._server.serve_forever()
-        finally:
-            await self.stop()
+    # stop() (cuts the requests in progress), serve_forever() and async with: TaskServer.
 
     # -- one connection ----------------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        task = asyncio.current_task()
         if (self._open >= self.options.max_connections
                 or self._per_ip.get(ip, 0) >= self.options.max_connections_per_ip):
             writer.transport.abort()  # before TLS: a refused connection costs no handshake
             return
         self._open += 1
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            await self._serve(reader, writer, ip)
-        except asyncio.CancelledError:
-            pass  # stop(): ending normally keeps start_server from logging the cancelled handler
-        finally:
-            self._open -= 1
-            left = self._per_ip.get(ip, 1) - 1
-            if left > 0:
-                self._per_ip[ip] = left
-            else:
-                self._per_ip.pop(ip, None)
-            writer.transport.abort()
-            if task is not None:
-                self._tasks.discard(task)
+        with self._track():
+            try:
+                await self._serve(reader, writer, ip)
+            except asyncio.CancelledError:
+                pass  # stop(): ending normally keeps start_server from logging the cancelled handler
+            finally:
+                self._open -= 1
+                left = self._per_ip.get(ip, 1) - 1
+                if left > 0:
+                    self._per_ip[ip] = left
+                else:
+                    self._per_ip.pop(ip, None)
+                writer.transport.abort()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ip: str) -> None:
         try:

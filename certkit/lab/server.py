@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from certkit.adapters.aioserver import TaskServer
 from certkit.adapters.crlfetch import CrlFetch, fetch_crl
 from certkit.adapters.transport import ServerTls, ServerTlsError, server_context
 from certkit.clock import Clock, SystemClock
@@ -214,7 +215,7 @@ def client_verdict(chain: Sequence[x509.Certificate], anchors: AnchorSet, *, dom
 # --- the server ----------------------------------------------------------------------------------------
 
 
-class LabServer:
+class LabServer(TaskServer):
     """The endpoint as an asyncio server object.
 
     >>> server = LabServer(config, port=0)          # doctest: +SKIP
@@ -237,14 +238,13 @@ class LabServer:
         self.host = host
         self.port = port
         self.clock: Clock = clock or SystemClock()
+        super().__init__()
         self.on_session = on_session
         self.sessions: list[SessionRecord] = []
         #: Sessions holding a slot.
         self.active = 0
         #: ``time.monotonic()`` when every slot became taken; ``None`` when the server is not under stress.
         self.stress_since: float | None = None
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._crls = _CrlSource(config.crl_timeout)
         self._ctx_for: LabConfig | None = None
         self._ctx: Any = None
@@ -260,34 +260,7 @@ class LabServer:
         sock = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])
 
-    async def stop(self) -> None:
-        """Stop listening and end the sessions in progress (each gets the personality's ``421``)."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-            self._server = None
-
-    async def serve_forever(self) -> None:
-        """Start (if needed) and serve until cancelled."""
-        if self._server is None:
-            await self.start()
-        assert self._server is not None
-        try:
-            await self._server.serve_forever()
-        finally:
-            await self.stop()
-
-    async def __aenter__(self) -> LabServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    # stop(), serve_forever() and async with: TaskServer (each session in progress gets the personality's 421).
 
     def reconfigure(self, config: LabConfig) -> None:
         """Use ``config`` (new certificate, store, lists) for the sessions that start from now on."""
@@ -355,33 +328,29 @@ class LabServer:
     # -- sessions ------------------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            cfg = self.config
-            if self.active < cfg.max_sessions:
-                self.active += 1
-                self._update_stress()
-            elif len(self._waiting) >= MAX_WAITING or not await self._wait_for_slot():
-                writer.write(format_reply(*cfg.behaviour.reply("busy", host=cfg.host)))
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.drain(), 5)
-                return
+        with self._track():
             try:
-                await _Session(self, reader, writer).run()
+                cfg = self.config
+                if self.active < cfg.max_sessions:
+                    self.active += 1
+                    self._update_stress()
+                elif len(self._waiting) >= MAX_WAITING or not await self._wait_for_slot():
+                    writer.write(format_reply(*cfg.behaviour.reply("busy", host=cfg.host)))
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(writer.drain(), 5)
+                    return
+                try:
+                    await _Session(self, reader, writer).run()
+                finally:
+                    self._leave()
+            except asyncio.CancelledError:
+                # stop(): the session said 421 and was recorded. Ending normally keeps Python 3.11's start_server
+                # callback from logging the cancelled handler as an unhandled exception.
+                pass
             finally:
-                self._leave()
-        except asyncio.CancelledError:
-            # stop(): the session said 421 and was recorded. Ending normally keeps Python 3.11's start_server
-            # callback from logging the cancelled handler as an unhandled exception.
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2)
-            if task is not None:
-                self._tasks.discard(task)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 2)
 
     def wait_for_session(self, match: Callable[[SessionRecord], bool], timeout: float = 5.0) -> SessionRecord | None:
         """The most recent finished session that ``match`` accepts, waiting up to ``timeout`` seconds for it.
