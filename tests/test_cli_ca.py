@@ -398,3 +398,26 @@ def test_input_file_options_answer_a_folder_with_certkits_one_line(home: Path, t
     assert json.loads(run("ca", "list", "--home", str(home), "--json")[1])["certificates"] == []  # nothing issued
     code, out, err = run("ca", "root", "--home", str(home), "--out", f)  # an output file: click still refuses
     assert code == 2 and "is a directory" in err
+
+
+def test_text_serials_are_printed_as_openssl_prints_them(home: Path, tmp_path: Path) -> None:
+    """Upper-case hex padded to whole bytes, like ``openssl x509 -serial`` and Get-ExchangeCertificate: the same
+    string in issue, list, show and revoke, and accepted back as a reference."""
+    out_dir = tmp_path / "out"
+    code, out, err = run("ca", "issue", "mail.contoso.com", "--home", str(home), "--out", str(out_dir),
+                         "--key", "ec-p256")
+    assert code == 0, err
+    cert = x509.load_pem_x509_certificate((out_dir / "mail.contoso.com.crt").read_bytes())
+    openssl = shutil.which("openssl")
+    serial = serial_hex(cert.serial_number)
+    if openssl:
+        printed = subprocess.run([openssl, "x509", "-noout", "-serial", "-in", str(out_dir / "mail.contoso.com.crt")],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        assert printed == f"serial={serial}"
+    assert f"serial {serial}" in out + err
+    assert run("ca", "list", "--home", str(home))[1].splitlines()[1].startswith(serial)
+    code, shown, err = run("ca", "show", serial, "--home", str(home))
+    assert code == 0, err
+    assert f"serial               {serial}" in shown and "thumbprint_sha1" in shown and "sha1_thumbprint" not in shown
+    code, out, err = run("ca", "revoke", serial, "--home", str(home))
+    assert code == 0 and f"(serial {serial})" in out + err

@@ -111,7 +111,7 @@ def _write_options(*, out_dir: str, pfx: bool, pfx_target: str, pfx_password_fil
 
 def _report(issued: IssuedCertificate) -> None:
     cert = issued.certificate
-    say(f"Issued {issued.name}  serial {format(cert.serial_number, 'x')}")
+    say(f"Issued {issued.name}  serial {canonical_serial(cert.serial_number)}")
     click.echo(f"  valid      {cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d}")
     click.echo(f"  thumbprint {sha1_thumbprint(cert)}  (SHA-1, as Exchange shows it)")
     click.echo(f"  sha256     {sha256_fingerprint(cert)}")
@@ -237,7 +237,7 @@ def ca_issue(fqdn: str | None, domains: tuple[str, ...], sans: tuple[str, ...], 
         return
     click.echo("NAME\tSERIAL\tSHA-1 THUMBPRINT\tSHA-256")
     for item in issued:
-        fields = (item.name, format(item.serial, "x"), sha1_thumbprint(item.certificate),
+        fields = (item.name, canonical_serial(item.serial), sha1_thumbprint(item.certificate),
                   sha256_fingerprint(item.certificate))
         click.echo("\t".join(printable(f) for f in fields))  # each field escaped: the tabs stay columns
     say(f"Issued {len(issued)} certificates into {out_dir}", err=True)
@@ -327,7 +327,7 @@ def ca_list(expiring: str | None, revoked: bool, as_json: bool, home: str | None
         return
     click.echo(f"{'SERIAL':<40} {'STATUS':<8} {'NOT AFTER':<10} {'PROFILE':<9} NAME")
     for r in records:
-        say(f"{r.serial_hex:<40} {r.status:<8} {r.not_after:%Y-%m-%d} {r.profile:<9} {r.common_name}")
+        say(f"{canonical_serial(r.serial):<40} {r.status:<8} {r.not_after:%Y-%m-%d} {r.profile:<9} {r.common_name}")
 
 
 @ca.command("show")
@@ -343,12 +343,10 @@ def ca_show(ref: str, as_json: bool, home: str | None) -> None:
     if as_json:
         echo_json(stamped("ca show", info))
         return
-    # The text keeps its labels and the index's serials (the JSON document has the contract's names).
-    text = {**info, "serial": rec.serial_hex, "sha1_thumbprint": rec.sha1, "sha256_fingerprint": rec.sha256,
-            "renewed_from": format(rec.renewed_from, "x") if rec.renewed_from is not None else None,
-            "renewed_by": format(rec.renewed_by, "x") if rec.renewed_by is not None else None}
+    # The text uses the JSON document's names and formats (docs/json.md).
+    text = {**info, "thumbprint_sha1": rec.sha1, "fingerprint_sha256": rec.sha256}
     for key in ("serial", "common_name", "profile", "status", "not_before", "not_after", "issued_at",
-                "sha1_thumbprint", "sha256_fingerprint"):
+                "thumbprint_sha1", "fingerprint_sha256"):
         say(f"{key:<20} {text[key]}")
     say(f"{'names':<20} {', '.join(rec.names)}")
     if rec.status == "revoked":
@@ -397,7 +395,7 @@ def ca_renew(ref: str, rekey: bool, ignore_dane: bool, days: int | None, out_dir
                                        "rekey": rekey}))
         return
     _report(issued)
-    click.echo(f"  renews     {old.serial_hex} ({'new key' if rekey else 'same key'})")
+    click.echo(f"  renews     {canonical_serial(old.serial)} ({'new key' if rekey else 'same key'})")
     click.echo("  note       a Send connector that pins TlsCertificateName needs the new issuer/subject string; "
                "Enable-ExchangeCertificate the new thumbprint.")
 
@@ -438,7 +436,7 @@ def ca_revoke(ref: str, reason: str, as_json: bool, home: str | None, passphrase
     if as_json:
         echo_json(stamped("ca revoke", {"certificate": rec.to_dict()}))
         return
-    say(f"Revoked {rec.common_name} (serial {rec.serial_hex}), reason {rec.reason}.")
+    say(f"Revoked {rec.common_name} (serial {canonical_serial(rec.serial)}), reason {rec.reason}.")
     click.echo("Publish the CRL now so partners see it: certkit ca crl")
 
 

@@ -21,6 +21,7 @@ from certkit.ca import CertificateAuthority, IssuedCertificate
 from certkit.clock import Clock, SystemClock
 from certkit.core.extensions import san_names
 from certkit.core.formats import load_pfx, sha1_thumbprint, sha256_fingerprint
+from certkit.core.jsonfacts import serial_hex
 from certkit.core.lint import lint_certificate
 from certkit.core.text import plural
 
@@ -77,7 +78,7 @@ class _Walkthrough:
         paths = issued.write_to(self.out, pfx_password=pfx_password, pfx_target="legacy")
         ca.record_files(issued.serial, paths)
         cert = issued.certificate
-        click.echo(f"   serial {format(cert.serial_number, 'x')}")
+        click.echo(f"   serial {serial_hex(cert.serial_number)}")
         click.echo(f"   names: {', '.join(san_names(cert))}")
         click.echo(f"   thumbprint (as Exchange shows it): {sha1_thumbprint(cert)}")
         for path in paths.values():
@@ -99,7 +100,7 @@ class _Walkthrough:
 
     def revoke(self, ca: CertificateAuthority, cert: x509.Certificate) -> None:
         _step(4, "The key leaked: revoke the certificate")
-        self.command("ca", "revoke", format(cert.serial_number, "x"), "--reason", "keyCompromise", "--home",
+        self.command("ca", "revoke", serial_hex(cert.serial_number), "--reason", "keyCompromise", "--home",
                      self.home, "--passphrase-file", self.passphrase_file)
         rec = ca.revoke(cert.serial_number, reason="keyCompromise")
         click.echo(f"   {rec.common_name} is now {rec.status} ({rec.reason})")
@@ -112,7 +113,7 @@ class _Walkthrough:
         click.echo(f"   CRL #{info.number}, next update {info.next_update:%Y-%m-%d %H:%M}Z, {len(crl)} bytes -> "
                    f"{info.der_path}")
         click.echo(f"   copy it to {info.url}: a partner's Exchange now refuses serial "
-                   f"{format(cert.serial_number, 'x')} (revoked), and fails every certificate of this CA if the CRL "
+                   f"{serial_hex(cert.serial_number)} (revoked), and fails every certificate of this CA if the CRL "
                    "is unreachable or lapses (RevocationCheckFailure).")
 
     def status(self, ca: CertificateAuthority) -> None:
