@@ -42,7 +42,13 @@ from certkit.errors import InputError, UsageError
 
 __all__ = [
     "DEFAULT_EXCHANGE_TARGET",
+    "DEFAULT_SERVER_FOLDER",
     "EXCHANGE_TARGETS",
+    "RUN_IN_EXCHANGE_ONLINE",
+    "RUN_ON_EDGE",
+    "RUN_ON_HUB",
+    "RUN_ON_INTERNET_FACING",
+    "RUN_ON_MAILBOX",
     "ExchangeScript",
     "PostfixConfig",
     "PostfixInbound",
@@ -54,16 +60,27 @@ __all__ = [
     "postfix_inbound",
 ]
 
-#: The Exchange a script is for (``--target``): ``2010`` reads the PFX with ``-FileData`` (``-FileName`` exists only
-#: from 2013) and trusts roots with certutil; ``2016`` is Exchange 2013, 2016, 2019 and Subscription Edition, which
-#: keep 2010's Domain Security cmdlets (the domain-secure lists, ``-DomainSecureEnabled``) and add ``-FileName``
-#: and ``Import-Certificate``; ``online`` is Exchange Online, configured with connectors instead (not yet built).
+#: The Exchange a script is for (``--target``): ``2010`` trusts roots with certutil (Windows Server 2008 R2 has no
+#: Import-Certificate); ``2016`` is Exchange 2013, 2016, 2019 and Subscription Edition, which keep 2010's Domain
+#: Security cmdlets (the domain-secure lists, ``-DomainSecureEnabled``) and add ``-TlsCertificateName`` and
+#: ``Import-Certificate``; ``online`` is Exchange Online, configured with Partner connectors instead. What each
+#: target documents: :data:`certkit.core.cmdlets.CMDLETS`.
 EXCHANGE_TARGETS = ("2010", "2016", "online")
 #: The default everywhere a target is chosen (``config exchange``, ``preflight``): the oldest release still in
 #: use that takes the modern script; 2010 is asked for by name.
 DEFAULT_EXCHANGE_TARGET = "2016"
 #: What the script's first line says it is for.
-_TARGET_TITLES = {"2010": "Exchange 2010", "2016": "Exchange 2013, 2016, 2019 or Subscription Edition"}
+_TARGET_TITLES = {"2010": "Exchange 2010", "2016": "Exchange 2013, 2016, 2019 or Subscription Edition",
+                  "online": "Exchange Online"}
+#: Where each command runs: the comment line before it (``# Run on:`` / ``# Run in:``).
+RUN_ON_EDGE = "# Run on: Edge Transport server"
+RUN_ON_MAILBOX = "# Run on: Mailbox server (replicated to the Edge by EdgeSync)"
+RUN_ON_HUB = "# Run on: Hub Transport server (replicated to the Edge by EdgeSync)"
+RUN_ON_INTERNET_FACING = ("# Run on: Internet-facing transport server (Edge Transport without an Edge subscription, "
+                          "or Mailbox/Hub Transport)")
+RUN_IN_EXCHANGE_ONLINE = "# Run in: Exchange Online PowerShell (Connect-ExchangeOnline)"
+#: Where the script expects its files when no path is given.
+DEFAULT_SERVER_FOLDER = "C:\\certkit"
 
 DEFAULT_SEND_CONNECTOR = "EdgeSync - Default-First-Site-Name to Internet"
 DEFAULT_RECEIVE_CONNECTOR = "Default internal receive connector $env:COMPUTERNAME"
@@ -113,49 +130,118 @@ def _ps_string(text: str) -> str:
 
 
 def check_script_target(target: str) -> None:
-    """Refuse a target :func:`exchange_script` cannot write for: an unknown one, and ``online`` (its connector
-    script is issue 12's)."""
-    if target == "online":
-        raise UsageError("Exchange Online connectors: not yet supported; see issue 12.",
-                         "For an Exchange server of our own, use --target 2016 (2013 to SE) or --target 2010.")
+    """Refuse a target :func:`exchange_script` cannot write for."""
     if target not in _TARGET_TITLES:
         raise InputError(f"Unknown Exchange target {target!r}.", "Use 2010, 2016 (2013 to SE) or online.")
 
 
+# How Windows names the attributes of a distinguished name (CertNameToStr, X.500 form), most specific first.
+_WINDOWS_ATTRIBUTES = {NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+                       NameOID.ORGANIZATION_NAME: "O", NameOID.LOCALITY_NAME: "L", NameOID.STATE_OR_PROVINCE_NAME: "S",
+                       NameOID.COUNTRY_NAME: "C", NameOID.DOMAIN_COMPONENT: "DC", NameOID.EMAIL_ADDRESS: "E",
+                       NameOID.STREET_ADDRESS: "STREET", NameOID.SERIAL_NUMBER: "SERIALNUMBER"}
+
+
+def windows_dn(name: x509.Name) -> str:
+    """``name`` as Windows (and so Get-ExchangeCertificate's Issuer/Subject) writes it: ``CN=..., O=..., C=..``.
+
+    A value with a separator or quote in it is double-quoted (inner quotes doubled); an attribute Windows has no
+    short name for is written by its OID."""
+    parts = []
+    for rdn in reversed(name.rdns):
+        items = []
+        for attr in rdn:
+            value = str(attr.value)
+            if any(c in value for c in ',+="\n<>#;') or value != value.strip():
+                value = '"' + value.replace('"', '""') + '"'
+            items.append(f"{_WINDOWS_ATTRIBUTES.get(attr.oid, 'OID.' + attr.oid.dotted_string)}={value}")
+        parts.append(" + ".join(items))
+    return ", ".join(parts)
+
+
+def tls_certificate_name(cert: x509.Certificate) -> str:
+    """A connector's ``-TlsCertificateName`` for ``cert``: ``<I>issuer<S>subject`` as Windows writes them."""
+    return f"<I>{windows_dn(cert.issuer)}<S>{windows_dn(cert.subject)}"
+
+
 @dataclass(frozen=True)
 class ExchangeScript:
-    """The script text and what it was built from."""
+    """The script text and what it was built from (``thumbprint`` is ``None`` for Exchange Online, where
+    Microsoft's certificate is used)."""
 
     text: str
-    thumbprint: str
+    thumbprint: str | None
     #: one of :data:`EXCHANGE_TARGETS`
     target: str
     partner: str
+    #: the files the admin copies to the server first: (path on the server, what it is)
+    files: tuple[tuple[str, str], ...] = ()
+    #: Exchange Online: the connectors' certificate domain (TlsSenderCertificateName, TlsDomain)
+    certificate_domain: str | None = None
 
 
-def exchange_script(partner: str, *, pfx_path: str, certificate: x509.Certificate,
+def _certificate_domain(text: str | None, partner: str) -> str:
+    """The connectors' certificate domain: ``*.PARTNER`` by default (the partner domain and every host in it)."""
+    if text is None:
+        return f"*.{partner}"
+    wild = text.strip().startswith("*.")
+    base = text.strip()[2:] if wild else text.strip()
+    if "*" in base:
+        raise InputError(f"--certificate-domain {text!r} embeds a wildcard.",
+                         "Give a domain (fabrikam.com) or *. and a domain (*.fabrikam.com), nothing else.")
+    return ("*." if wild else "") + dns_name(base.rstrip("."))
+
+
+def _online_script(domain: str, certificate_domain: str | None, generated: _dt.datetime | None) -> ExchangeScript:
+    name = _certificate_domain(certificate_domain, domain)
+    text = render("exchange-online.ps1.j2", partner=_ps_string(domain), title=_TARGET_TITLES["online"],
+                  certificate_domain=_ps_string(name), run=RUN_IN_EXCHANGE_ONLINE,
+                  inbound=_ps_string(f"certkit: from {domain}"), outbound=_ps_string(f"certkit: to {domain}"),
+                  generated=generated)
+    return ExchangeScript(text, None, "online", domain, (), name)
+
+
+def exchange_script(partner: str, *, pfx_path: str | None = None, certificate: x509.Certificate | None = None,
                     target: str = DEFAULT_EXCHANGE_TARGET,
                     send_connector: str = DEFAULT_SEND_CONNECTOR,
                     receive_connector: str = DEFAULT_RECEIVE_CONNECTOR,
                     partner_root: x509.Certificate | None = None, partner_root_path: str | None = None,
-                    edge_subscription: bool = True, generated: _dt.datetime | None = None) -> ExchangeScript:
-    """The Exchange Management Shell script enabling Domain Security with ``partner``.
+                    edge_subscription: bool = True, certificate_domain: str | None = None,
+                    generated: _dt.datetime | None = None) -> ExchangeScript:
+    """The script for certificate-based mail flow with ``partner`` on ``target`` (:data:`EXCHANGE_TARGETS`).
 
-    ``target``: one of :data:`EXCHANGE_TARGETS` (``online`` is refused until its connector script exists).
-    ``pfx_path`` is where the PFX will be on the Exchange server (a UNC path for 2016's ``-FileName``);
-    ``certificate`` is the certificate inside it (its SHA-1 thumbprint is what Exchange shows);
-    ``partner_root``/``partner_root_path``: the partner's root and where its ``.cer`` will be on the server
-    (without ``partner_root`` the import step is still written, marked as a placeholder to fill in).
-    ``edge_subscription``: an EdgeSync subscription exists (the default): the Receive connector keeps
-    ``ExchangeServer`` next to ``Tls`` (Hub-to-Edge authentication needs it) and the checks include
-    ``Test-EdgeSynchronization`` (run on a Mailbox/Hub server).
+    ``2010``/``2016`` (2013 to SE): an Exchange Management Shell script enabling Domain Security, every command
+    preceded by where it runs (:data:`RUN_ON_EDGE` ...). ``pfx_path`` is where the PFX will be on the Edge (default
+    folder :data:`DEFAULT_SERVER_FOLDER`); ``certificate`` is the certificate inside it (its SHA-1 thumbprint is
+    what Exchange shows); ``partner_root``/``partner_root_path``: the partner's root and where its file will be
+    (default: ``<domain>-root.cer``, the partner kit's name, beside the PFX; without ``partner_root`` the import
+    step is still written, marked as a placeholder). The script opens with the files to copy there.
+    ``edge_subscription``: an EdgeSync subscription exists (the default): the domain-secure lists and the Send
+    connector are set on a Mailbox (2010: Hub Transport) server and replicated; the Receive connector keeps
+    ``ExchangeServer`` next to ``Tls`` and the checks include ``Test-EdgeSynchronization``.
+
+    ``online``: an Exchange Online PowerShell script with a Partner inbound connector (TLS required, restricted
+    to the partner's certificate domain) and a Partner outbound connector (``TlsSettings DomainValidation``);
+    ``certificate_domain`` is that domain (default ``*.PARTNER``). No certificate, PFX or root is needed there.
     """
     check_script_target(target)
     domain = _domain(partner)
+    if target == "online":
+        return _online_script(domain, certificate_domain, generated)
+    if certificate_domain is not None:
+        raise InputError("--certificate-domain is for --target online.", "Leave it out, or use --target online.")
+    if pfx_path is None or certificate is None:
+        raise UsageError(f"An Exchange {target} script needs our certificate and where its PFX will be.",
+                         "Pass pfx_path= and certificate=.")
+    folder = ntpath.dirname(pfx_path) or DEFAULT_SERVER_FOLDER
     # The partner's root is always imported: without it Domain Security fails with "454 4.7.5". Without the
     # certificate at hand the step is still written, with a placeholder path the admin must fill in.
     if not partner_root_path:
-        partner_root_path = f"C:\\certkit\\{domain}-root.cer"
+        partner_root_path = ntpath.join(folder, f"{domain}-root.cer")
+    files = ((pfx_path, "our transport certificate with its private key (PFX)"),
+             (partner_root_path, f"{domain}'s root certificate" + (" (placeholder: from their partner kit)"
+                                                                   if partner_root is None else "")))
+    org = RUN_ON_HUB if target == "2010" else RUN_ON_MAILBOX
     text = render("exchange.ps1.j2", partner=_ps_string(domain), target=target,
                   title=_TARGET_TITLES[target],
                   pfx_path=_ps_string(pfx_path), pfx_name=ntpath.basename(pfx_path),
@@ -165,8 +251,15 @@ def exchange_script(partner: str, *, pfx_path: str, certificate: x509.Certificat
                   root_path=_ps_string(partner_root_path), root_placeholder=partner_root is None,
                   root_thumbprint=sha1_thumbprint(partner_root) if partner_root is not None else None,
                   root_subject=partner_root.subject.rfc4514_string() if partner_root is not None else None,
+                  tls_certificate_name=_ps_string(tls_certificate_name(certificate)) if target != "2010" else None,
+                  copies=[{"path": p, "what": w} for p, w in files],
+                  copy_to=ntpath.dirname(pfx_path) or folder,
+                  edge_name="Edge Transport server" if edge_subscription else "Internet-facing transport server",
+                  run_edge=RUN_ON_EDGE if edge_subscription else RUN_ON_INTERNET_FACING,
+                  run_org=org if edge_subscription else RUN_ON_INTERNET_FACING, run_org_only=org,
+                  org_server="Hub Transport server" if target == "2010" else "Mailbox server",
                   edge_subscription=edge_subscription, generated=generated)
-    return ExchangeScript(text, sha1_thumbprint(certificate), target, domain)
+    return ExchangeScript(text, sha1_thumbprint(certificate), target, domain, files)
 
 
 @dataclass(frozen=True)

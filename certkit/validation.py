@@ -10,6 +10,11 @@ each URL once per run), and the validator's rules decide what revocation means:
   different findings (``revocation.revoked`` vs ``revocation.unreachable``, as ``RevocationCheckFailure``).
 * ``postfix``: no revocation check decides anything; what was seen (revoked, unreachable, stale) is
   kept as information, and a missing distribution point is not even mentioned.
+* ``exchange-online`` (an Exchange Online connector): revocation as ``exchange`` (its ``CertificateValidation``
+  "performs certificate chain validation and revocation lists checks"); the name is the connector's rule (the
+  subject CN or a DNS subjectAltName matches the certificate domain, ``*.D`` standing for D and every host within
+  it: ``name.connector-mismatch``, shown by Exchange Online as ``4.7.320 ... SubjectMismatch``); and the chain must
+  end at a public root (``chain.not-public`` for a managed, private one: Exchange Online has no store for it).
 
 The probe, the pre-flight, the lab's sender and the lab's Exchange-like server all validate this way.
 """
@@ -25,12 +30,22 @@ from cryptography import x509
 
 from certkit.adapters.crlfetch import CrlFetch
 from certkit.core.findings import Finding, Severity
-from certkit.core.personality import behaviour
-from certkit.core.verify import Purpose, VerificationResult, VerifyOptions, crl_urls, verify_chain
+from certkit.core.personality import validator_rules
+from certkit.core.verify import (
+    Purpose,
+    VerificationResult,
+    VerifyOptions,
+    certificate_name_matches,
+    certificate_names,
+    crl_urls,
+    verify_chain,
+)
 
-__all__ = ["CrlSource", "PeerValidation", "Validator", "validate_peer"]
+__all__ = ["VALIDATOR_NAMES", "CrlSource", "PeerValidation", "Validator", "validate_peer"]
 
-Validator = Literal["exchange", "postfix"]
+Validator = Literal["exchange", "postfix", "exchange-online"]
+#: Every validator, in the order the command line offers them.
+VALIDATOR_NAMES: tuple[Validator, ...] = ("exchange", "postfix", "exchange-online")
 #: Where CRLs come from: a URL in, a :class:`CrlFetch` out (``CrlCache(timeout=...).get``).
 CrlSource = Callable[[str], CrlFetch]
 
@@ -66,7 +81,13 @@ def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
     """
     # The revocation rule is the personality's (certkit.core.personality): Exchange refuses on a revoked
     # certificate and on a CRL it cannot check; Postfix checks no CRL at all.
-    decides_revocation = behaviour(validator).checks_revocation
+    rules = validator_rules(validator)
+    decides_revocation = rules.checks_revocation
+    connector_name = None
+    if rules.name_rule == "certificate-name":
+        # The connector's own name rule replaces the verifier's: the caller's domain D is configured as "*.D".
+        connector_name = name if name is not None else f"*.{domain}" if domain is not None else None
+        name = domain = None
     presented = [leaf, *intermediates]
     urls = crl_urls(presented)
     fetches = [crl_source(u) for u in urls]
@@ -105,4 +126,28 @@ def validate_peer(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
         result = replace(result, findings=tuple(findings), ok=_ok_without_revocation(result))
     elif changed:  # (the usual case needs no copy)
         result = replace(result, findings=tuple(findings))
+    if rules.name_rule == "certificate-name" or rules.public_roots_only:
+        result = _connector_rules(result, leaf, connector_name, public_only=rules.public_roots_only)
     return PeerValidation(result, tuple(fetches))
+
+
+def _connector_rules(result: VerificationResult, leaf: x509.Certificate, reference: str | None, *,
+                     public_only: bool) -> VerificationResult:
+    """Exchange Online's connector rules on top of the path's verdict: the certificate domain, and a public root."""
+    extra: list[Finding] = []
+    if reference is not None and not certificate_name_matches(leaf, reference):
+        names = certificate_names(leaf)
+        extra.append(Finding("name.connector-mismatch",
+                             f"{_subject(leaf)} names {', '.join(names) or 'nothing'}: neither its subject CN nor a "
+                             f"DNS subjectAltName matches the connector's certificate domain {reference}.",
+                             subject=_subject(leaf), evidence={"reference": reference, "names": names}))
+    anchor = result.anchor
+    if public_only and anchor is not None and anchor.origin != "certifi":
+        root = _subject(anchor.cert)
+        extra.append(Finding("chain.not-public",
+                             f"The chain ends at {root}, a root trusted here (origin {anchor.origin}) that is not "
+                             "one of the public CAs Exchange Online trusts.", subject=root,
+                             evidence={"anchor": anchor.fingerprint, "origin": anchor.origin}))
+    if not extra:
+        return result
+    return replace(result, findings=(*result.findings, *extra), ok=False)

@@ -55,7 +55,7 @@ from certkit.core.text import plural
 from certkit.core.trust import is_self_signed
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError, UsageError
-from certkit.validation import Validator, validate_peer
+from certkit.validation import VALIDATOR_NAMES, Validator, validate_peer
 
 if TYPE_CHECKING:
     from certkit.core.dane import RecordCheck, TlsaRecord
@@ -662,7 +662,7 @@ class _DaneJudge:
             self.report(lookup.status, f"{head}, {tail}", applies=True, checks=match.checks)
             return
         matched = f"{head}, {rec.usage} {rec.selector} {rec.matching_type} matched"
-        if self.validator == "exchange":
+        if self.validator != "postfix":  # Exchange's Domain Security and Exchange Online's connectors
             self.report(lookup.status, f"{matched} (Domain Security still needs the trust store)", applies=True,
                         matched=rec, checks=match.checks)
             return
@@ -687,7 +687,8 @@ class ProbeOptions:
     """How :func:`probe` talks to the targets and judges them; checked once, when made.
 
     ``port``: for targets given without one; ``implicit_tls``: TLS from the first byte (port 465) instead
-    of STARTTLS; ``validator``: ``exchange`` or ``postfix`` (whose rules judge their certificate);
+    of STARTTLS; ``validator``: ``exchange``, ``postfix`` or ``exchange-online`` (whose rules judge their
+    certificate);
     ``domain`` (the Domain Security rule; default: the target when it is a domain) or ``name`` (the host
     rule); ``mail_from``, ``rcpt_to`` and ``helo_name``: the envelope and the EHLO name (defaults from our
     certificate); ``nameserver``: the DNS server to ask (default: the system's); ``timeout``: seconds per
@@ -836,14 +837,14 @@ class _ProbeRun:
         if session.tls is None or not session.tls.peer_chain:
             return None
         leaf, *inters = session.tls.peer_chain
-        rules: Validator = "postfix" if self.options.validator == "postfix" else "exchange"
         return validate_peer(leaf, inters, self.anchors, crl_source=self.crl_cache.get, purpose="server",
-                             validator=rules, name=self.options.name, domain=partner, at=self.at).result
+                             validator=self.options.validator, name=self.options.name, domain=partner,
+                             at=self.at).result
 
 
 def _check_modes(validator: str, dane: str, timeout: float, concurrency: int, nameserver: str | None) -> None:
-    if validator not in ("exchange", "postfix"):
-        raise InputError(f"Unknown validator {validator!r}.", "Use exchange or postfix.")
+    if validator not in VALIDATOR_NAMES:
+        raise InputError(f"Unknown validator {validator!r}.", "Use exchange, postfix or exchange-online.")
     if dane not in DANE_MODES:
         raise InputError(f"Unknown DANE mode {dane!r}.", "Use auto, require or off.")
     if not timeout > 0:  # also refuses NaN

@@ -31,6 +31,7 @@ from certkit.configgen import (
     DEFAULT_EXCHANGE_TARGET,
     DEFAULT_RECEIVE_CONNECTOR,
     DEFAULT_SEND_CONNECTOR,
+    DEFAULT_SERVER_FOLDER,
     EXCHANGE_TARGETS,
     check_script_target,
     exchange_script,
@@ -77,64 +78,107 @@ def config_group() -> None:
 
 @config_group.command("exchange")
 @click.option("--partner", required=True, help="The partner's mail domain (fabrikam.com).")
-@click.option("--cert-pfx", "pfx_file", required=True, type=click.Path(),
-              help="Our transport certificate with its key (PFX); read here only for its thumbprint.")
+@click.option("--cert-pfx", "pfx_file", type=click.Path(), default=None,
+              help="Our transport certificate with its key (PFX); read here only for its thumbprint. Needed for "
+                   "2010 and 2016; Exchange Online uses Microsoft's certificate.")
 @click.option("--pfx-password-file", type=click.Path(), default=None,
               help=f"File whose first line is the PFX password (else ${PFX_PASSWORD_ENV}, else a prompt).")
 @click.option("--target", type=click.Choice(EXCHANGE_TARGETS), default=DEFAULT_EXCHANGE_TARGET, show_default=True,
-              help="Which Exchange: 2010 (imports with -FileData), 2016 (2013 to Subscription Edition: -FileName), "
-                   "online (Exchange Online: not yet supported).")
+              help="Which Exchange: 2010, 2016 (2013 to Subscription Edition: adds TlsCertificateName), "
+                   "online (Exchange Online: Partner inbound and outbound connectors).")
 @click.option("--send-connector", default=DEFAULT_SEND_CONNECTOR, show_default=True)
 @click.option("--receive-connector", default=DEFAULT_RECEIVE_CONNECTOR, show_default=True)
 @click.option("--server-path", default=None,
-              help="Where the PFX will be on the Exchange server (default: C:\\certkit\\NAME for 2010, "
-                   "\\\\$env:COMPUTERNAME\\c$\\certkit\\NAME for 2016).")
+              help=f"Where the PFX will be on the Edge (default: {DEFAULT_SERVER_FOLDER}\\NAME); the partner's "
+                   "root goes in the same folder, under the name you gave it.")
 @click.option("--partner-root", type=click.Path(), default=None,
               help="The partner's root certificate, to import into Cert:\\LocalMachine\\Root (without it the "
-                   "import step is written with a placeholder path to fill in).")
+                   "import step is written with a placeholder path to fill in). With --target online: only "
+                   "checked to be a public CA, as Exchange Online requires.")
+@click.option("--certificate-domain", default=None,
+              help="--target online: the domain the partner's certificate names (TlsSenderCertificateName and "
+                   "TlsDomain; default *.PARTNER, the domain and every host within it).")
 @click.option("--no-edge-subscription", is_flag=True,
-              help="No EdgeSync subscription: -AuthMechanism Tls alone (with one, ExchangeServer is kept for "
-                   "Hub-to-Edge authentication) and no Test-EdgeSynchronization.")
+              help="No EdgeSync subscription: every command on the Internet-facing server, -AuthMechanism Tls alone "
+                   "(with one, ExchangeServer is kept for Hub-to-Edge authentication) and no Test-EdgeSynchronization.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the script here (else stdout).")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @_json_option
-def exchange_cmd(partner: str, pfx_file: str, pfx_password_file: str | None, target: str, send_connector: str,
-                 receive_connector: str, server_path: str | None, partner_root: str | None,
-                 no_edge_subscription: bool, out: str | None, force: bool, as_json: bool) -> None:
-    """An Exchange Management Shell script enabling Domain Security with PARTNER."""
+def exchange_cmd(partner: str, pfx_file: str | None, pfx_password_file: str | None, target: str,
+                 send_connector: str, receive_connector: str, server_path: str | None, partner_root: str | None,
+                 certificate_domain: str | None, no_edge_subscription: bool, out: str | None, force: bool,
+                 as_json: bool) -> None:
+    """A script for certificate-based mail flow with PARTNER: Domain Security on Exchange 2010 to SE, Partner
+    connectors on Exchange Online. Each command says where it runs."""
     check_script_target(target)  # before the PFX password is asked for
+    online = target == "online"
+    if online and pfx_file is not None:
+        raise InputError("--cert-pfx is not used with --target online: Exchange Online presents Microsoft's "
+                         "certificate.", "Leave --cert-pfx out.")
+    if not online and pfx_file is None:
+        raise InputError(f"--target {target} needs our transport certificate.", "Give --cert-pfx FILE.")
+    root = _partner_root(partner_root, online=online)
+    cert = None
+    lint: list[Any] = []
+    where = None
+    if pfx_file is not None:
+        cert = _pfx_certificate(pfx_file, pfx_password_file)
+        where = server_path or f"{DEFAULT_SERVER_FOLDER}\\{ntpath.basename(Path(pfx_file).name)}"
+        # What the partner's Edge will judge: warn now rather than after the change window.
+        lint = lint_certificate(cert, at=SystemClock().now(), exchange2010=target == "2010")
+        for finding in lint:
+            click.echo(severity("warning", err=True) + printable(
+                f": {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}"), err=True)
+    root_path = None
+    if partner_root and where is not None:
+        # The file name the user gave, in the folder of the PFX: what the copy step lists.
+        root_path = ntpath.join(ntpath.dirname(where) or DEFAULT_SERVER_FOLDER, Path(partner_root).name)
+    script = exchange_script(partner, pfx_path=where, certificate=cert, target=target,
+                             send_connector=send_connector, receive_connector=receive_connector,
+                             partner_root=root, partner_root_path=root_path,
+                             edge_subscription=not no_edge_subscription, certificate_domain=certificate_domain)
+    _write_or_print(script.text, out, force, as_json=as_json)
+    if as_json:
+        echo_json(stamped("config exchange", {
+            "partner": partner, "target": target, "certificate": certificate_facts(cert) if cert else None,
+            "pfx_server_path": where, "partner_root": certificate_facts(root) if root is not None else None,
+            "send_connector": None if online else send_connector,
+            "receive_connector": None if online else receive_connector,
+            "edge_subscription": not no_edge_subscription, "findings": [f.to_dict() for f in lint],
+            "files": [{"path": p, "what": w} for p, w in script.files],
+            "certificate_domain": script.certificate_domain,
+            "script": {"path": str(Path(out).absolute()) if out else None, "text": None if out else script.text}}))
+
+
+def _pfx_certificate(pfx_file: str, pfx_password_file: str | None) -> x509.Certificate:
     data = read_input(pfx_file, what="PFX")
     password = read_secret(env=PFX_PASSWORD_ENV, file=pfx_password_file, prompt="PFX password",
                            what="PFX password", option="--pfx-password-file")
     _key, cert, _extra = load_pfx(data, password, source=pfx_file)
     if cert is None:
         raise InputError(f"{pfx_file} holds no certificate.", "Export the PFX again with its certificate.")
-    name = ntpath.basename(Path(pfx_file).name)
-    default = f"C:\\certkit\\{name}" if target == "2010" else f"\\\\$env:COMPUTERNAME\\c$\\certkit\\{name}"
-    where = server_path or default
-    # What the partner's Edge will judge: warn now rather than after the change window.
-    lint = lint_certificate(cert, at=SystemClock().now(), exchange2010=target == "2010")
-    for finding in lint:
-        click.echo(severity("warning", err=True)
-                   + printable(f": {pfx_file}: {finding.code}: {finding.detail} Fix: {finding.entry.remedy}"), err=True)
-    root = None
-    if partner_root:
-        root = load_certificates(read_input(partner_root, what="partner root"), source=partner_root)[0]
-        if not is_ca(root) and not is_self_signed(root):
-            raise InputError(f"{partner_root} is {root.subject.rfc4514_string()}, a certificate issued by "
-                             f"{root.issuer.rfc4514_string()}, not a root.",
-                             "Give the partner's root CA certificate (or, for a self-signed Edge, that certificate).")
-    script = exchange_script(partner, pfx_path=where, certificate=cert, target=target,
-                             send_connector=send_connector, receive_connector=receive_connector,
-                             partner_root=root, edge_subscription=not no_edge_subscription)
-    _write_or_print(script.text, out, force, as_json=as_json)
-    if as_json:
-        echo_json(stamped("config exchange", {
-            "partner": partner, "target": target, "certificate": certificate_facts(cert),
-            "pfx_server_path": where, "partner_root": certificate_facts(root) if root is not None else None,
-            "send_connector": send_connector, "receive_connector": receive_connector,
-            "edge_subscription": not no_edge_subscription, "findings": [f.to_dict() for f in lint],
-            "script": {"path": str(Path(out).absolute()) if out else None, "text": None if out else script.text}}))
+    return cert
+
+
+def _partner_root(partner_root: str | None, *, online: bool) -> x509.Certificate | None:
+    """The partner's root (``--partner-root``), refused when it is not a root; for Exchange Online, when it is not
+    one of the public CAs (Exchange Online has no store for a private root)."""
+    if not partner_root:
+        return None
+    root = load_certificates(read_input(partner_root, what="partner root"), source=partner_root)[0]
+    if not is_ca(root) and not is_self_signed(root):
+        raise InputError(f"{partner_root} is {root.subject.rfc4514_string()}, a certificate issued by "
+                         f"{root.issuer.rfc4514_string()}, not a root.",
+                         "Give the partner's root CA certificate (or, for a self-signed Edge, that certificate).")
+    if online:
+        from certkit.adapters.roots import public_roots
+
+        if public_roots().find(root) is None:
+            raise InputError(f"{partner_root} ({root.subject.rfc4514_string()}) is not a public CA: Exchange Online "
+                             "trusts only certificates from public CAs and cannot import a private root.",
+                             "Ask the partner for a certificate from a public CA, or use Exchange Server "
+                             "(--target 2016), which can trust their root.")
+    return root
 
 
 @config_group.command("postfix")

@@ -30,6 +30,7 @@ from certkit.core.mtasts import StsReport
 from certkit.core.text import printable
 from certkit.errors import InputError
 from certkit.schemas import document
+from certkit.validation import VALIDATOR_NAMES
 
 __all__ = ["COMMANDS", "JSON_SCHEMA_VERSION"]
 
@@ -69,7 +70,8 @@ def _where(a: AddressResult) -> str:
     return f"{a.host} [{a.address}]:{a.port}" if a.host != a.address else f"[{a.address}]:{a.port}"
 
 
-def _print(results: list[ProbeResult], verbose: bool, sts: Mapping[str, StsReport] | None = None) -> None:
+def _print(results: list[ProbeResult], verbose: bool, sts: Mapping[str, StsReport] | None = None,
+           validator: str = "exchange") -> None:
     # Replies, certificate names and transcripts are the server's text: printable() escapes control
     # characters so that a hostile server cannot recolour, move or overwrite what the admin reads. The
     # colours (severities, verdicts) are ours, added to what is already escaped.
@@ -89,7 +91,9 @@ def _print(results: list[ProbeResult], verbose: bool, sts: Mapping[str, StsRepor
                 out(f"  DANE: {a.dane.summary}")
             for f in a.findings:
                 out(f": {f.code}: {f.detail}", lead="  " + severity(str(f.severity)))
-                if f.exchange_text and f.severity == "error":
+                if validator == "exchange-online" and f.entry.exchange_online_text and f.severity == "error":
+                    out(f"    Exchange Online shows: {f.entry.exchange_online_text}")
+                elif f.exchange_text and f.severity == "error":
                     out(f"    Exchange shows: {f.exchange_text}")
                 out(f"    fix: {f.entry.remedy}")
             if verbose and a.session is not None:
@@ -112,8 +116,9 @@ def _print(results: list[ProbeResult], verbose: bool, sts: Mapping[str, StsRepor
               help="Present our certificate for NAME from the CA home (newest valid one; files as recorded).")
 @click.option("--store", type=click.Path(file_okay=False), default=None, help="Trust store (default: <home>/trust).")
 @click.option("--managed-only", is_flag=True, help="Trust only the managed anchors, not certifi's public roots.")
-@click.option("--validator", type=click.Choice(["exchange", "postfix"]), default="exchange", show_default=True,
-              help="Whose rules decide: exchange requires checkable revocation, postfix checks none.")
+@click.option("--validator", type=click.Choice(VALIDATOR_NAMES), default="exchange", show_default=True,
+              help="Whose rules decide: exchange requires checkable revocation, postfix checks none, "
+                   "exchange-online applies an Exchange Online connector's (public CA, certificate domain).")
 @click.option("--domain", default=None, help="Domain Security name rule (default: the target domain).")
 @click.option("--name", default=None, help="Host-name rule instead: the name the certificate must carry.")
 @click.option("--mail-from", default=None, help="MAIL FROM address (default: probe@<our domain>).")
@@ -175,7 +180,7 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
                    "results": [{**r.to_dict(), "mta_sts": sts[r.target].to_dict() if r.target in sts else None}
                                for r in results], "exit_code": code})
     else:
-        _print(results, verbose, sts)
+        _print(results, verbose, sts, validator)
     sys.exit(code)
 
 

@@ -2,8 +2,9 @@
 
 A :class:`Finding` is one observed problem (or fact) with its evidence. Its :class:`Code` comes from
 :data:`CATALOGUE`, which says for every code: the severity, the side at fault, the RFC 8460 TLS-RPT
-result type, the RFC 3463 enhanced status code, the text an Exchange admin sees, the Postfix
-equivalent, a plain explanation, and the remedy (a certkit command where one exists).
+result type, the RFC 3463 enhanced status code, the text an Exchange admin sees, what Exchange Online
+shows where it differs (its connectors' texts, :data:`~certkit.core.personality.EXCHANGE_ONLINE`), the
+Postfix equivalent, a plain explanation, and the remedy (a certkit command where one exists).
 
 Codes are stable strings: tools that read certkit's JSON may rely on them. Add codes; never rename.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from certkit.core.personality import (
     EXCHANGE_CONNECT_ERROR,
     EXCHANGE_DNS_ERROR,
+    EXCHANGE_ONLINE,
     EXCHANGE_WRAP,
     Personality,
     behaviour,
@@ -71,12 +73,19 @@ class Code:
     enhanced_status: str | None = None
     exchange_text: str | None = None
     postfix_text: str | None = None
+    #: What Exchange Online shows when it sends through a connector and meets this (None: no documented text).
+    exchange_online_text: str | None = None
 
 
 def _code(code: str, severity: str, side: str, title: str, explanation: str, remedy: str, *,
           tlsrpt: str | None = None, status: str | None = None, exchange: str | None = None,
-          postfix: str | None = None) -> Code:
-    return Code(code, Severity(severity), Side(side), title, explanation, remedy, tlsrpt, status, exchange, postfix)
+          postfix: str | None = None, online: str | None = None) -> Code:
+    return Code(code, Severity(severity), Side(side), title, explanation, remedy, tlsrpt, status, exchange, postfix,
+                online)
+
+
+_EXO_CERT = EXCHANGE_ONLINE["cert-invalid"]
+_EXO_NAME = EXCHANGE_ONLINE["subject-mismatch"]
 
 
 _ENTRIES: tuple[Code, ...] = (
@@ -86,12 +95,14 @@ _ENTRIES: tuple[Code, ...] = (
           "Renew it: certkit ca renew SERIAL (or have the partner renew theirs).",
           tlsrpt="certificate-expired", status="4.7.5",
           exchange="The certificate has expired.",
-          postfix="certificate verification failed: certificate has expired"),
+          postfix="certificate verification failed: certificate has expired",
+          online=_EXO_CERT),
     _code("cert.not-yet-valid", "error", "theirs", "certificate not yet valid",
           "The certificate's notBefore is in the future: a clock is wrong or it was issued back-dated.",
           "Check the clocks on both servers, or reissue the certificate.",
           tlsrpt="validation-failure", status="4.7.5",
-          postfix="certificate verification failed: certificate is not yet valid"),
+          postfix="certificate verification failed: certificate is not yet valid",
+          online=_EXO_CERT),
     _code("cert.expiring-soon", "warning", "theirs", "certificate expires soon",
           "The certificate expires within the warning period; Domain Security stops when it does.",
           "Renew it now: certkit ca renew SERIAL."),
@@ -103,7 +114,8 @@ _ENTRIES: tuple[Code, ...] = (
           "or pin this exact certificate: certkit trust add FILE --pin.",
           tlsrpt="certificate-not-trusted", status="4.7.5",
           exchange="The certificate is valid but it is selfsigned.",
-          postfix="certificate verification failed: self-signed certificate"),
+          postfix="certificate verification failed: self-signed certificate",
+          online=_EXO_CERT),
     _code("chain.unknown-issuer", "error", "theirs", "issuer not trusted",
           "The chain ends at a root that is not in the trust store used for validation.",
           "Import the partner's root: certkit trust add ROOT.crt --partner DOMAIN "
@@ -111,21 +123,24 @@ _ENTRIES: tuple[Code, ...] = (
           tlsrpt="certificate-not-trusted", status="4.7.5",
           exchange="A certificate chain processed, but ended in a root certificate which is not trusted by "
                 "the trust provider.",
-          postfix="certificate verification failed: untrusted issuer"),
+          postfix="certificate verification failed: untrusted issuer",
+          online=_EXO_CERT),
     _code("chain.missing-intermediate", "error", "theirs", "intermediate certificate missing",
           "The certificate's issuer is an intermediate CA that the server did not send and the store "
           "does not hold, so no path to a trusted root can be built.",
           "Configure the server to send the full chain (certkit writes FQDN.chain.pem for that).",
           tlsrpt="certificate-not-trusted", status="4.7.5",
           exchange="A certificate chain could not be built to a trusted root authority.",
-          postfix="certificate verification failed: unable to get local issuer certificate"),
+          postfix="certificate verification failed: unable to get local issuer certificate",
+          online=_EXO_CERT),
     _code("chain.invalid", "error", "theirs", "chain rejected",
           "The certificate path violates RFC 5280 (constraints, key usage or a malformed extension).",
           "Reissue the certificate from a correctly configured CA.",
           tlsrpt="validation-failure", status="4.7.5",
           exchange="A certificate chain processed, but ended in a root certificate which is not trusted by "
                 "the trust provider.",
-          postfix="certificate verification failed"),
+          postfix="certificate verification failed",
+          online=_EXO_CERT),
     _code("chain.too-deep", "error", "theirs", "chain too long",
           "The path from the certificate to a trusted root has more intermediate CAs than the verifier accepts "
           "(certkit's limit, like OpenSSL's verify depth). Every certificate was sent and the root is trusted: "
@@ -150,7 +165,8 @@ _ENTRIES: tuple[Code, ...] = (
           "Reissue with the domain in the SAN: certkit ca issue FQDN --accepted-domain DOMAIN.",
           tlsrpt="certificate-host-mismatch", status="4.7.5",
           exchange="Certificate subject does not match the passed value.",
-          postfix="Server certificate not verified (name does not match nexthop/dot-nexthop)"),
+          postfix="Server certificate not verified (name does not match nexthop/dot-nexthop)",
+          online=_EXO_NAME),
     _code("name.domain-not-listed", "warning", "ours", "domain named only through a host name",
           "The certificate matches the domain only through a host name within it, not the domain itself; "
           "Microsoft's advice is that the SAN list the domain (every accepted domain) as well as the Edge FQDN.",
@@ -160,7 +176,22 @@ _ENTRIES: tuple[Code, ...] = (
           "Reissue the certificate with the host's FQDN: certkit ca issue FQDN.",
           tlsrpt="certificate-host-mismatch", status="4.7.5",
           exchange="Certificate subject does not match the passed value.",
-          postfix="Server certificate not verified (name does not match hostname)"),
+          postfix="Server certificate not verified (name does not match hostname)",
+          online=_EXO_NAME),
+    _code("name.connector-mismatch", "error", "theirs", "certificate does not match the connector's certificate domain",
+          "Exchange Online connectors match the certificate's subject (CN) or a DNS subjectAltName against the domain "
+          "configured on the connector (TlsSenderCertificateName inbound, TlsDomain outbound; '*.D' stands for D and "
+          "every host within it): none of the certificate's names does.",
+          "Use a certificate from a public CA that names the domain (or a host within it, with '*.DOMAIN' on the "
+          "connector), or correct the connector: certkit config exchange --target online --certificate-domain NAME.",
+          tlsrpt="certificate-host-mismatch", status="4.7.320", online=_EXO_NAME),
+    _code("chain.not-public", "error", "theirs", "root is not a public CA",
+          "The chain ends at a root that is trusted here (a managed anchor) but is not one of the public CAs: "
+          "Exchange Online accepts certificates issued by a trusted (public) certificate authority and offers no "
+          "store to add a private root to, so a private CA's certificate (certkit's included) is refused there.",
+          "For mail flow with Exchange Online, present a certificate from a public CA; keep the private CA for "
+          "partners on Exchange Server or Postfix, which can import its root.",
+          tlsrpt="certificate-not-trusted", status="4.7.320", online=_EXO_CERT),
     _code("name.wildcard", "warning", "theirs", "wildcard name",
           "The certificate carries a wildcard name; Domain Security lists take no wildcards and Exchange "
           "matches the partner domain, which a wildcard does not name.",
@@ -199,7 +230,8 @@ _ENTRIES: tuple[Code, ...] = (
           "Issue a new certificate: certkit ca issue FQDN, and deploy it.",
           tlsrpt="validation-failure", status="4.7.5",
           exchange="The certificate has been revoked.",
-          postfix="certificate verification failed: certificate revoked"),
+          postfix="certificate verification failed: certificate revoked",
+          online=_EXO_CERT),
     _code("revocation.unreachable", "error", "network", "revocation could not be checked",
           "The CRL named in the certificate's CRL distribution point could not be fetched. Windows treats "
           "this as RevocationCheckFailure and fails Domain Security (it is not the same as 'revoked').",
@@ -233,7 +265,8 @@ _ENTRIES: tuple[Code, ...] = (
           "on Postfix: set smtpd_tls_security_level = may and a certificate.",
           tlsrpt="starttls-not-supported", status="4.7.4",
           exchange="451 5.7.3 STARTTLS is required to send mail",
-          postfix="4.7.4 TLS is required, but was not offered by host"),
+          postfix="4.7.4 TLS is required, but was not offered by host",
+          online=EXCHANGE_ONLINE["no-tls"]),
     _code("smtp.starttls-refused", "error", "theirs", "STARTTLS refused",
           "The server offered STARTTLS but refused the command.",
           "Check the server's TLS configuration (certificate and key).",
@@ -330,19 +363,23 @@ _ENTRIES: tuple[Code, ...] = (
           "Nothing listens at the address and port, or a firewall rejects the connection.",
           "Check the address, the port (25) and the firewall.", status="4.4.1",
           exchange=EXCHANGE_CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10061, Win32 error "
-                                                    "code: 10061.")),
+                                                    "code: 10061."),
+          online=EXCHANGE_ONLINE["refused"]),
     _code("net.timeout", "error", "network", "timed out",
           "The server did not answer in time (connection, a reply, or the handshake).",
           "Check firewalls and the server's load; raise --timeout if the server is slow.", status="4.4.1",
           exchange=EXCHANGE_CONNECT_ERROR.format(inner="Failed to connect. Winsock error code: 10060, Win32 error "
-                                                    "code: 10060.")),
+                                                    "code: 10060."),
+          online=EXCHANGE_ONLINE["timeout"]),
     _code("net.closed", "error", "network", "connection closed",
           "The server closed the connection in the middle of the dialogue.",
           "Check the server's logs for why it dropped the session.", status="4.4.2",
-          exchange=EXCHANGE_WRAP.format(inner="421 4.4.2 Connection dropped due to SocketError")),
+          exchange=EXCHANGE_WRAP.format(inner="421 4.4.2 Connection dropped due to SocketError"),
+          online=EXCHANGE_ONLINE["closed"]),
     _code("dns.failure", "error", "network", "DNS lookup failed",
           "The name could not be resolved.", "Check the domain name and the DNS server (--nameserver).",
-          status="4.4.3", exchange=EXCHANGE_DNS_ERROR.format(error="<the DNS error>")),
+          status="4.4.3", exchange=EXCHANGE_DNS_ERROR.format(error="<the DNS error>"),
+          online=EXCHANGE_ONLINE["dns"]),
     _code("dns.no-mx", "error", "configuration", "no MX records",
           "The partner domain has no MX records. Domain Security needs DNS (MX) routing.",
           "Ask the partner to publish MX records, or check the domain name.", status="5.4.4",
@@ -532,6 +569,7 @@ class Finding:
             "enhanced_status": self.enhanced_status,
             "exchange_text": self.exchange_text,
             "postfix_text": e.postfix_text,
+            "exchange_online_text": e.exchange_online_text,
             "explanation": e.explanation,
             "remedy": e.remedy,
             "evidence": dict(self.evidence),
@@ -557,11 +595,12 @@ def markdown_table() -> str:
     def cell(value: object) -> str:
         return "" if value is None else str(value).replace("|", "\\|")
 
-    lines = ["| code | severity | side | TLS-RPT result type | enhanced status | Exchange shows | Postfix equivalent "
-             "| what it means | remedy |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| code | severity | side | TLS-RPT result type | enhanced status | Exchange shows "
+             "| Exchange Online shows | Postfix equivalent | what it means | remedy |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in CATALOGUE.values():
         lines.append(f"| `{c.code}` | {c.severity} | {c.side} | {cell(c.tlsrpt_result_type)} | "
-                     f"{cell(c.enhanced_status)} | {cell(c.exchange_text)} | {cell(c.postfix_text)} | "
-                     f"{cell(c.explanation)} | {cell(c.remedy)} |")
+                     f"{cell(c.enhanced_status)} | {cell(c.exchange_text)} | {cell(c.exchange_online_text)} | "
+                     f"{cell(c.postfix_text)} | {cell(c.explanation)} | {cell(c.remedy)} |")
     return "\n".join(lines)
 

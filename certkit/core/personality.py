@@ -30,13 +30,17 @@ __all__ = [
     "BEHAVIOURS",
     "EXCHANGE_CONNECT_ERROR",
     "EXCHANGE_DNS_ERROR",
+    "EXCHANGE_ONLINE",
     "EXCHANGE_WRAP",
     "REJECTION_CODES",
+    "VALIDATORS",
     "Behaviour",
     "Personality",
+    "ValidatorRules",
     "behaviour",
     "is_security_refusal",
     "rejection_of_us",
+    "validator_rules",
 ]
 
 
@@ -179,6 +183,61 @@ BEHAVIOURS: Mapping[Personality, Behaviour] = MappingProxyType({
 def behaviour(personality: Personality | str) -> Behaviour:
     """The :class:`Behaviour` of ``personality`` (``"exchange"`` or ``"postfix"``)."""
     return BEHAVIOURS[Personality(personality)]
+
+
+# --- Exchange Online: what it shows as a sender, and how its connectors judge a certificate -------------------
+
+#: What Exchange Online shows (queue, message trace, NDR) when it cannot deliver through a connector, by situation:
+#: "mail flow intelligence", https://learn.microsoft.com/defender-office-365/mail-flow-intelligence-in-office-365
+#: (4.7.320's details name the cause, "for example: Certificate expired, Certificate subject mismatch"); the
+#: ``{LED=...};{MSG=SubjectMismatch}`` form of a name mismatch is the message trace's, as Microsoft's support blog
+#: shows it (certkit.core.cmdlets.SOURCES["subject-mismatch"]). Exchange Online is not a lab personality: the
+#: replies it gives as a receiver are not documented, so certkit does not imitate them.
+EXCHANGE_ONLINE: Mapping[str, str] = MappingProxyType({
+    "dns": "450 4.4.312 DNS query failed",
+    "timeout": "450 4.4.315 Connection timed out",
+    "refused": "450 4.4.316 Connection refused",
+    "no-tls": "450 4.4.317 Cannot connect to remote server",
+    "closed": "450 4.4.318 Connection was closed abruptly",
+    "cert-invalid": "450 4.7.320 Certificate validation failed",
+    "subject-mismatch": "[{LED=450 4.7.320 Certificate validation failed};{MSG=SubjectMismatch}]",
+})
+
+NameRule = Literal["domain-security", "certificate-name", "as-given"]
+
+
+@dataclass(frozen=True)
+class ValidatorRules:
+    """How a validator judges a peer's certificate (``--validator``): the probe, the pre-flight and
+    :func:`certkit.validation.validate_peer` read these.
+
+    ``name_rule``: ``domain-security`` (Exchange: a DNS subjectAltName that is the partner domain or a host in it),
+    ``as-given`` (the name or domain rule the caller chose, SAN only), ``certificate-name`` (Exchange Online
+    connectors: the subject CN or a DNS subjectAltName matches the connector's certificate domain,
+    ``TlsSenderCertificateName``/``TlsDomain``). ``public_roots_only``: the validator has no store for a private
+    root (Exchange Online trusts certificates "issued by a trusted certificate authority (CA)" and offers no way
+    to add one).
+    """
+
+    validator: str
+    checks_revocation: bool
+    name_rule: NameRule
+    public_roots_only: bool = False
+
+
+#: The validators by name: ``exchange`` and ``postfix`` take their revocation rule from their :class:`Behaviour`;
+#: ``exchange-online`` checks revocation lists as its connectors' ``CertificateValidation``/``DomainValidation``
+#: document ("certificate chain validation and revocation lists checks are performed").
+VALIDATORS: Mapping[str, ValidatorRules] = MappingProxyType({
+    "exchange": ValidatorRules("exchange", _EXCHANGE.checks_revocation, "domain-security"),
+    "postfix": ValidatorRules("postfix", _POSTFIX.checks_revocation, "as-given"),
+    "exchange-online": ValidatorRules("exchange-online", True, "certificate-name", public_roots_only=True),
+})
+
+
+def validator_rules(validator: str) -> ValidatorRules:
+    """The :class:`ValidatorRules` of ``validator`` (``exchange``, ``postfix`` or ``exchange-online``)."""
+    return VALIDATORS[validator]
 
 
 # --- reading a server's replies as a sender -----------------------------------------------------------

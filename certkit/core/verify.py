@@ -60,8 +60,8 @@ from certkit.core.trust import (
 )
 from certkit.errors import UsageError
 
-__all__ = ["Purpose", "VerificationResult", "VerifyOptions", "crl_urls", "domain_matches", "host_matches",
-           "verify_chain"]
+__all__ = ["Purpose", "VerificationResult", "VerifyOptions", "certificate_name_matches", "certificate_names",
+           "crl_urls", "domain_matches", "host_matches", "verify_chain"]
 
 Purpose = Literal["server", "client"]
 
@@ -205,6 +205,32 @@ def domain_matches(cert: x509.Certificate, domain: str) -> str | None:
     """
     ranked = [(rank, i, n) for i, n in enumerate(_dns_sans(cert)) if (rank := domain_rank(n, domain)) is not None]
     return min(ranked)[2] if ranked else None
+
+
+def certificate_names(cert: x509.Certificate) -> list[str]:
+    """The names an Exchange Online connector compares: the subject CNs, then the DNS subjectAltNames (lower case)."""
+    out: list[str] = []
+    for n in [c.lower().rstrip(".") for c in _common_names(cert)] + _dns_sans(cert):
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def certificate_name_matches(cert: x509.Certificate, reference: str) -> bool:
+    """Exchange Online's connector rule (``TlsSenderCertificateName``, ``TlsDomain``): the subject CN or a DNS
+    subjectAltName matches ``reference``, an SMTP domain where ``*.D`` stands for D and every host within it
+    (Microsoft Learn, New-InboundConnector). A wildcard in the certificate (``*.D``) stands for one label, as in
+    TLS (inferred: Microsoft documents only the connector's wildcard): it names hosts within D, not D itself.
+    """
+    ref = reference.lower().rstrip(".")
+    for n in certificate_names(cert):
+        if ref.startswith("*."):
+            base = ref[2:]
+            if n == base or n.endswith("." + base):
+                return True
+        elif n == ref or _wildcard_covers(n, ref):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
