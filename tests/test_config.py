@@ -3,6 +3,7 @@ the Postfix settings, and the partner kit; golden files with normalised dates an
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,11 +11,22 @@ import click
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from certkit.adapters.truststore import TrustStore
 from certkit.cli.common import CertkitGroup
 from certkit.cli.config import COMMANDS
-from certkit.configgen import exchange_script, partner_kit, postfix_config
+from certkit.configgen import (
+    RUN_IN_EXCHANGE_ONLINE,
+    RUN_ON_EDGE,
+    RUN_ON_HUB,
+    RUN_ON_INTERNET_FACING,
+    RUN_ON_MAILBOX,
+    exchange_script,
+    partner_kit,
+    postfix_config,
+)
+from certkit.core.cmdlets import CMDLETS, cmdlet
 from certkit.core.formats import pfx_bytes, sha1_thumbprint, sha256_fingerprint
 from certkit.errors import InputError, UsageError
 from tests.pki import make_intermediate, make_leaf, make_root
@@ -26,43 +38,12 @@ LEAF = make_leaf(INTER, ["edge.contoso.com", "contoso.com"], key_type="rsa")
 PARTNER_ROOT = make_root("Fabrikam Root", org="Fabrikam")
 PFX_PASSWORD = b"pfx secret"
 
-# Documented parameters (Microsoft Learn, per version) of every command the script may use.
-# Exchange 2010 runs on Windows Server 2008 R2 / PowerShell 2.0: no Import-Certificate (PKI module,
-# Windows Server 2012+), and Import-ExchangeCertificate has -FileData only (-FileName from 2013).
-_COMMON = {
-    "Read-Host": {"Prompt", "AsSecureString"},
-    "Get-Content": {"Path", "Encoding", "ReadCount"},
-    "Format-List": set(),
-    "Get-ChildItem": {"Path"},
-    "Enable-ExchangeCertificate": {"Thumbprint", "Services", "Server", "Force", "DoNotRequireSsl", "Identity",
-                                   "Confirm", "DomainController", "WhatIf"},
-    "Get-ExchangeCertificate": {"Thumbprint", "Identity", "Server", "DomainController"},
-    "Set-TransportConfig": {"TLSSendDomainSecureList", "TLSReceiveDomainSecureList", "Identity", "Confirm",
-                            "WhatIf"},
-    "Get-TransportConfig": set(),
-    "Set-SendConnector": {"Identity", "DomainSecureEnabled", "DNSRoutingEnabled", "IgnoreSTARTTLS", "SmartHosts",
-                          "RequireTLS", "TlsDomain", "TlsCertificateName", "Confirm", "WhatIf"},
-    "Set-ReceiveConnector": {"Identity", "DomainSecureEnabled", "AuthMechanism", "RequireTLS", "Confirm",
-                             "WhatIf"},
-    "Test-EdgeSynchronization": {"ExcludeRecipientTest", "MaxReportSize", "MonitoringContext", "Server"},
-    "Get-Queue": {"Identity", "Filter", "Server", "Exclude", "Include"},
-}
-DOCUMENTED: dict[str, dict[str, set[str]]] = {
-    "2010": {**_COMMON,
-             "Import-ExchangeCertificate": {"FileData", "Password", "PrivateKeyExportable", "Server", "Instance",
-                                            "FriendlyName", "Confirm", "DomainController", "WhatIf"},
-             "certutil": {"addstore"}},
-    "2016": {**_COMMON,
-              "Import-ExchangeCertificate": {"FileData", "FileName", "Password", "PrivateKeyExportable", "Server",
-                                             "FriendlyName", "Confirm", "DomainController", "WhatIf"},
-              "Import-Certificate": {"FilePath", "CertStoreLocation", "Exportable", "Confirm", "WhatIf"},
-              "certutil": {"addstore"}},
-}
 
 
-def commands(script: str) -> list[tuple[str, list[str]]]:
-    """(command, [parameters]) for every command in the script, sub-expressions and pipelines included."""
-    out: list[tuple[str, list[str]]] = []
+def commands(script: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """(command, [(parameter, value)]) for every command in the script, sub-expressions and pipelines included.
+    A value is the word after the parameter when it is a bare word (``-Services SMTP``), else ``None``."""
+    out: list[tuple[str, list[tuple[str, str | None]]]] = []
     for line in script.splitlines():
         code = line.strip()
         if not code or code.startswith("#"):
@@ -70,11 +51,12 @@ def commands(script: str) -> list[tuple[str, list[str]]]:
         code = re.sub(r'"(?:`.|[^"`])*"', '"S"', code)  # strings cannot hold commands or parameters
         m = re.match(r"([a-z]+)\s", code)
         if m and m.group(1) == "certutil":
-            out.append(("certutil", re.findall(r"\s-([A-Za-z]+)", code)))
+            out.append(("certutil", [(p, None) for p in re.findall(r"\s-([A-Za-z]+)", code)]))
             continue
         # A parameter belongs to the innermost command of its parenthesis level: ([Byte[]](Get-Content ...)).
         current: list[int | None] = [None]
-        for t in re.finditer(r"\(|\)|(?<![\w$-])([A-Z][a-z]+-[A-Z][A-Za-z]+)\b|\s-([A-Za-z]+)\b", code):
+        for t in re.finditer(r"\(|\)|(?<![\w$-])([A-Z][a-z]+-[A-Z][A-Za-z]+)\b|\s-([A-Za-z]+)\b(?:\s+([A-Za-z][\w:\\]*)\b)?",
+                             code):
             if t.group(0) == "(":
                 current.append(None)
             elif t.group(0) == ")":
@@ -85,8 +67,23 @@ def commands(script: str) -> list[tuple[str, list[str]]]:
             else:
                 owner = current[-1]
                 assert owner is not None, f"parameter outside any command: {line}"
-                out[owner][1].append(t.group(2))
+                out[owner][1].append((t.group(2), t.group(3)))
     return out
+
+
+def assert_documented(text: str, target: str) -> list[str]:
+    """Every command of ``text`` and each of its parameters (and enumerated values) is in the target's table."""
+    used = commands(text)
+    assert used, text
+    for name, params in used:
+        entry = cmdlet(target, name)
+        assert entry is not None, f"{name} is not documented for {target}"
+        assert entry.url.startswith("https://learn.microsoft.com/"), entry.url
+        for param, value in params:
+            assert entry.allows(param), f"{name} has no parameter -{param} in {target} ({entry.url})"
+            if value is not None and not value.startswith("$"):
+                assert entry.allows(param, value), f"{name} -{param} {value} is not documented ({entry.url})"
+    return [n for n, _ in used]
 
 
 def script(version: str, **kwargs: object) -> str:
@@ -97,22 +94,97 @@ def script(version: str, **kwargs: object) -> str:
 
 
 @pytest.mark.parametrize("version", ["2010", "2016"])
-def test_exchange_script_uses_only_documented_cmdlets_and_parameters(version: str) -> None:
-    text = script(version)
-    used = commands(text)
-    assert used, text
-    for name, params in used:
-        assert name in DOCUMENTED[version], f"{name} is not documented for Exchange {version}"
-        unknown = set(params) - DOCUMENTED[version][name]
-        assert not unknown, f"{name} has no parameter(s) {unknown} in Exchange {version}"
-    names = [n for n, _ in used]
+@pytest.mark.parametrize("edge_subscription", [True, False])
+def test_exchange_script_uses_only_documented_cmdlets_and_parameters(version: str, edge_subscription: bool) -> None:
+    text = script(version, edge_subscription=edge_subscription)
+    names = assert_documented(text, version)
     for needed in ("Import-ExchangeCertificate", "Enable-ExchangeCertificate", "Set-TransportConfig",
-                   "Set-SendConnector", "Set-ReceiveConnector", "Get-Queue", "Test-EdgeSynchronization"):
+                   "Set-SendConnector", "Set-ReceiveConnector", "Get-Queue"):
         assert needed in names, needed
-    imports = dict(used)["Import-ExchangeCertificate"]
-    assert ("FileData" if version == "2010" else "FileName") in imports
+    assert ("Test-EdgeSynchronization" in names) == edge_subscription
+    imports = [p for p, _ in dict(commands(text))["Import-ExchangeCertificate"]]
+    # -FileName is documented for Exchange 2013 only (removed from 2016 and 2019 by the 2022 H1 CUs).
+    assert "FileData" in imports and "FileName" not in imports
     assert ("Import-Certificate" in names) == (version == "2016")
     assert ("certutil" in names) == (version == "2010")
+    assert ("-TlsCertificateName" in text) == (version == "2016")
+
+
+def test_exchange_online_script_uses_only_documented_cmdlets_and_parameters() -> None:
+    text = exchange_script("fabrikam.com", target="online").text
+    names = assert_documented(text, "online")
+    assert {"New-InboundConnector", "New-OutboundConnector", "Connect-ExchangeOnline"} <= set(names)
+    # Exchange Online uses Microsoft's certificate: nothing to import, no root to trust, no on-premises cmdlet.
+    assert not {"Import-ExchangeCertificate", "Enable-ExchangeCertificate", "Import-Certificate", "certutil",
+                "Set-TransportConfig", "Set-SendConnector", "Set-ReceiveConnector"} & set(names)
+    assert ('New-InboundConnector -Name "certkit: from fabrikam.com" -ConnectorType Partner -SenderDomains '
+            '"fabrikam.com" -RequireTls $true -RestrictDomainsToCertificate $true -TlsSenderCertificateName '
+            '"*.fabrikam.com"') in text
+    assert ('-ConnectorType Partner -RecipientDomains "fabrikam.com" -UseMXRecord $true -TlsSettings DomainValidation '
+            '-TlsDomain "*.fabrikam.com"') in text
+    assert "450 4.7.320 Certificate validation failed" in text
+    exact = exchange_script("fabrikam.com", target="online", certificate_domain="mail.fabrikam.com").text
+    assert '-TlsSenderCertificateName "mail.fabrikam.com"' in exact and '-TlsDomain "mail.fabrikam.com"' in exact
+    with pytest.raises(InputError, match="embeds a wildcard"):
+        exchange_script("fabrikam.com", target="online", certificate_domain="mail.*.fabrikam.com")
+    with pytest.raises(InputError, match="for --target online"):
+        exchange_script("fabrikam.com", pfx_path="x.pfx", certificate=LEAF.cert, certificate_domain="fabrikam.com")
+    check_golden("exchange-online.ps1", text)
+
+
+def test_the_cmdlet_table_cites_microsoft_learn_for_every_target() -> None:
+    assert set(CMDLETS) == {"2010", "2016", "online"}
+    for target, table in CMDLETS.items():
+        for name, entry in table.items():
+            assert entry.name == name and entry.url.startswith("https://learn.microsoft.com/"), (target, name)
+    # Where Microsoft documents a difference between the targets, the table has it.
+    assert not CMDLETS["2010"]["Set-SendConnector"].allows("TlsCertificateName")
+    assert CMDLETS["2016"]["Set-SendConnector"].allows("TlsCertificateName")
+    assert not any(c.allows("FileName") for t in CMDLETS.values() for c in t.values())
+    assert "Import-Certificate" not in CMDLETS["2010"] and "New-InboundConnector" not in CMDLETS["2016"]
+    assert CMDLETS["online"]["New-OutboundConnector"].allows("TlsSettings", "DomainValidation")
+    assert not CMDLETS["online"]["New-OutboundConnector"].allows("TlsSettings", "Domainvalidation ")
+
+
+MARKERS = (RUN_ON_EDGE, RUN_ON_MAILBOX, RUN_ON_HUB, RUN_ON_INTERNET_FACING, RUN_IN_EXCHANGE_ONLINE)
+
+
+def where_each_runs(text: str) -> list[tuple[str, str]]:
+    """(command line, its marker) for every command line: the marker is the comment line right above it."""
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if line.strip() and not line.startswith("#"):
+            assert i > 0 and lines[i - 1] in MARKERS, f"no 'Run on/in' line before: {line}"
+            out.append((line, lines[i - 1]))
+    return out
+
+
+@pytest.mark.parametrize("target", ["2010", "2016", "online"])
+@pytest.mark.parametrize("edge_subscription", [True, False])
+def test_every_command_says_where_it_runs(target: str, edge_subscription: bool) -> None:
+    if target == "online":
+        text = exchange_script("fabrikam.com", target="online").text
+        assert {m for _, m in where_each_runs(text)} == {RUN_IN_EXCHANGE_ONLINE}
+        return
+    text = script(target, edge_subscription=edge_subscription)
+    where = where_each_runs(text)
+
+    def runs(prefix: str) -> set[str]:
+        return {m for line, m in where if line.startswith(prefix)}
+
+    org = RUN_ON_HUB if target == "2010" else RUN_ON_MAILBOX
+    if edge_subscription:
+        # Organisation settings go to the Mailbox (Hub) server and reach the Edge by EdgeSync; the Edge refuses
+        # Set-SendConnector once subscribed. The certificate, the root and the Receive connector are the Edge's.
+        for prefix in ("Set-TransportConfig", "Set-SendConnector", "Test-EdgeSynchronization",
+                       "Start-EdgeSynchronization", "Get-TransportConfig"):
+            assert runs(prefix) == {org}, prefix
+        for prefix in ("Import-ExchangeCertificate", "Enable-ExchangeCertificate", "Set-ReceiveConnector",
+                       "Import-Certificate" if target == "2016" else "certutil", "Get-Queue", "$pfxPassword"):
+            assert runs(prefix) == {RUN_ON_EDGE}, prefix
+    else:
+        assert {m for _, m in where} == {RUN_ON_INTERNET_FACING}
 
 
 @pytest.mark.parametrize("version", ["2010", "2016"])
@@ -159,7 +231,8 @@ def test_exchange_script_edge_subscription_and_auth_mechanism(version: str) -> N
     [receive] = [line for line in lines if line.startswith("Set-ReceiveConnector")]
     assert receive.endswith("-AuthMechanism Tls, ExchangeServer")
     test_sync = lines.index("Test-EdgeSynchronization")
-    assert "NOT on the Edge" in lines[test_sync - 1] and "Mailbox" in lines[test_sync - 1]
+    assert "NOT on the Edge" in lines[test_sync - 2] and lines[test_sync - 1] == (RUN_ON_HUB if version == "2010"
+                                                                                    else RUN_ON_MAILBOX)
     assert test_sync > lines.index(next(line for line in lines if line.startswith("# --- Checks")))
     without = script(version, edge_subscription=False)
     [receive] = [line for line in without.splitlines() if line.startswith("Set-ReceiveConnector")]
@@ -175,10 +248,9 @@ def test_exchange_script_without_partner_root_keeps_the_import_with_a_placeholde
     assert importer + path + '"' in text, text
     lines = text.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith(importer))
-    assert any("PLACEHOLDER" in line and path in line for line in lines[at - 4:at])
+    assert any("PLACEHOLDER" in line and path in line for line in lines[at - 5:at])
     assert "Get-ChildItem -Path Cert:\\LocalMachine\\Root" in text
-    for name, params in commands(text):
-        assert name in DOCUMENTED[version] and not set(params) - DOCUMENTED[version][name], (name, params)
+    assert_documented(text, version)
     given = script(version, partner_root=None, partner_root_path="D:\\roots\\fabrikam.cer")
     assert "D:\\roots\\fabrikam.cer" in given and "PLACEHOLDER" in given
 
@@ -236,12 +308,15 @@ def test_cli_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                                         "--target", "2010", "--partner-root", str(tmp_path / "root.pem")])
     assert result.exit_code == 0, result.output
     assert f"-Thumbprint {sha1_thumbprint(LEAF.cert)}" in result.stdout
-    assert 'Get-Content -Path "C:\\certkit\\edge.pfx" -Encoding Byte -ReadCount 0' in result.stdout
-    assert "certutil -addstore Root" in result.stdout
+    assert '-FileData ([System.IO.File]::ReadAllBytes("C:\\certkit\\edge.pfx"))' in result.stdout
+    # The root is read under the name it was given (root.pem), and the copy step lists it (issue 12).
+    assert 'certutil -addstore Root "C:\\certkit\\root.pem"' in result.stdout
+    assert "#   C:\\certkit\\root.pem  fabrikam.com's root certificate" in result.stdout
     out = tmp_path / "enable.ps1"
     result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx),
                                         "--out", str(out)])
-    assert result.exit_code == 0 and '-FileName "\\\\$env:COMPUTERNAME\\c`$\\certkit\\edge.pfx"' in out.read_text()
+    # -FileName (a UNC path) is Exchange 2013's only: 2016 reads the bytes too, from C:\certkit on the Edge.
+    assert result.exit_code == 0 and '-FileData ([System.IO.File]::ReadAllBytes("C:\\certkit\\edge.pfx"))' in out.read_text()
     assert 'Import-Certificate -FilePath "C:\\certkit\\fabrikam.com-root.cer"' in out.read_text()  # placeholder
     # Our own leaf is not the partner's root: refused, nothing printed.
     (tmp_path / "leaf.pem").write_bytes(pem(LEAF.cert))
@@ -264,8 +339,7 @@ def test_cli_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 2 and "password" in result.stderr.lower()
 
 
-def test_cli_exchange_target_replaces_version_and_refuses_online(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_exchange_target_replaces_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Issue 10: `--target 2010|2016|online` replaced `--version`, which clashed with the usual `--version`.
     pfx = tmp_path / "edge.pfx"
     pfx.write_bytes(pfx_bytes(LEAF.key, LEAF.cert, [INTER.cert], PFX_PASSWORD))
@@ -274,13 +348,63 @@ def test_cli_exchange_target_replaces_version_and_refuses_online(tmp_path: Path,
     default = CliRunner().invoke(cli(), args)
     assert default.exit_code == 0 and default.stdout == CliRunner().invoke(cli(), [*args, "--target", "2016"]).stdout
     assert "Exchange 2013, 2016, 2019 or Subscription Edition" in default.stdout.splitlines()[0]
-    online = CliRunner().invoke(cli(), [*args, "--target", "online"])
-    assert online.exit_code == 2 and not online.stdout
-    assert "Exchange Online connectors: not yet supported; see issue 12." in online.stderr
     old = CliRunner().invoke(cli(), [*args, "--version", "2010"])
     assert old.exit_code == 2 and "No such option '--version'" in old.stderr
-    with pytest.raises(UsageError, match="not yet supported; see issue 12"):
-        exchange_script("fabrikam.com", pfx_path="x.pfx", certificate=LEAF.cert, target="online")
+
+
+def test_cli_exchange_online(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 12 replaces the refusal of --target online ("not yet supported") with the connector script.
+    base = ["config", "exchange", "--partner", "fabrikam.com", "--target", "online"]
+    result = CliRunner().invoke(cli(), [*base, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["target"] == "online" and doc["certificate"] is None and doc["pfx_server_path"] is None
+    assert doc["certificate_domain"] == "*.fabrikam.com" and doc["files"] == []
+    assert "New-InboundConnector" in doc["script"]["text"]
+    # No PFX: Exchange Online presents Microsoft's certificate.
+    pfx = tmp_path / "edge.pfx"
+    pfx.write_bytes(pfx_bytes(LEAF.key, LEAF.cert, [INTER.cert], PFX_PASSWORD))
+    refused = CliRunner().invoke(cli(), [*base, "--cert-pfx", str(pfx)])
+    assert refused.exit_code == 2 and "Microsoft's certificate" in refused.stderr and not refused.stdout
+    # A private root cannot be trusted by Exchange Online: said before anything is written.
+    (tmp_path / "fab-root.cer").write_bytes(PARTNER_ROOT.cert.public_bytes(serialization.Encoding.DER))
+    private = CliRunner().invoke(cli(), [*base, "--partner-root", str(tmp_path / "fab-root.cer")])
+    assert private.exit_code == 2 and "not a public CA" in private.stderr and not private.stdout
+    on_premises = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com"])
+    assert on_premises.exit_code == 2 and "--cert-pfx" in on_premises.stderr
+
+
+def test_cli_exchange_uses_the_file_names_given_and_lists_them_to_copy(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 12: the user gave fab-root.cer; the script imported C:\certkit\fabrikam.com-root.cer and said
+    # nothing about copying it.
+    pfx = tmp_path / "contoso-edge.pfx"
+    pfx.write_bytes(pfx_bytes(LEAF.key, LEAF.cert, [INTER.cert], PFX_PASSWORD))
+    (tmp_path / "fab-root.cer").write_bytes(PARTNER_ROOT.cert.public_bytes(serialization.Encoding.DER))
+    monkeypatch.setenv("CERTKIT_PFX_PASSWORD", PFX_PASSWORD.decode())
+    for target, importer in (("2016", 'Import-Certificate -FilePath "'), ("2010", 'certutil -addstore Root "')):
+        result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--target", target,
+                                            "--cert-pfx", str(pfx), "--partner-root", str(tmp_path / "fab-root.cer"),
+                                            "--json"])
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        text = doc["script"]["text"]
+        assert importer + 'C:\\certkit\\fab-root.cer"' in text and "fabrikam.com-root.cer" not in text
+        assert '-FileData ([System.IO.File]::ReadAllBytes("C:\\certkit\\contoso-edge.pfx"))' in text
+        lines = text.splitlines()
+        copy = lines.index(next(line for line in lines if line.startswith("# --- 0. Copy these files to C:\\certkit")))
+        assert "Edge Transport server" in lines[copy]
+        listed = [line.split()[1] for line in lines[copy + 1:copy + 3]]
+        assert listed == ["C:\\certkit\\contoso-edge.pfx", "C:\\certkit\\fab-root.cer"]
+        # The copy step comes before any command.
+        first = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
+        assert copy < first
+        assert [f["path"] for f in doc["files"]] == listed
+    other = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx),
+                                       "--partner-root", str(tmp_path / "fab-root.cer"),
+                                       "--server-path", "D:\\transport\\edge.pfx"])
+    assert 'Import-Certificate -FilePath "D:\\transport\\fab-root.cer"' in other.stdout
+    assert "# --- 0. Copy these files to D:\\transport on the Edge Transport server" in other.stdout
 
 
 def test_cli_postfix_and_partner_kit(tmp_path: Path, make_ca: object) -> None:

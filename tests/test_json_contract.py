@@ -165,6 +165,7 @@ def _net_documents(tmp: Path, w: World, home: Path, store: Path, docs: dict[str,
         "--partner-root", str(tmp / "their-root.pem"))
     add("config exchange", "--partner", "fabrikam.test", "--cert-pfx", str(out / "mail.contoso.com.pfx"),
         "--out", str(tmp / "exchange.ps1"))
+    add("config exchange", "--partner", "fabrikam.test", "--target", "online")
     add("config postfix", "--partner", "fabrikam.test", "--store", str(store))
     add("config postfix", "--partner", "fabrikam.test", "--store", str(store), "--out", str(tmp / "postfix"),
         "--dane", "--cert", str(out / "mail.contoso.com.chain.pem"), "--key", str(out / "mail.contoso.com.key"))
