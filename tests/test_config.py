@@ -28,7 +28,7 @@ from certkit.configgen import (
 )
 from certkit.core.cmdlets import CMDLETS, cmdlet
 from certkit.core.formats import pfx_bytes, sha1_thumbprint, sha256_fingerprint
-from certkit.errors import InputError, UsageError
+from certkit.errors import InputError
 from tests.pki import make_intermediate, make_leaf, make_root
 from tests.test_preflight_world import check_golden, pem
 
@@ -55,8 +55,8 @@ def commands(script: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
             continue
         # A parameter belongs to the innermost command of its parenthesis level: ([Byte[]](Get-Content ...)).
         current: list[int | None] = [None]
-        for t in re.finditer(r"\(|\)|(?<![\w$-])([A-Z][a-z]+-[A-Z][A-Za-z]+)\b|\s-([A-Za-z]+)\b(?:\s+([A-Za-z][\w:\\]*)\b)?",
-                             code):
+        token = r"\(|\)|(?<![\w$-])([A-Z][a-z]+-[A-Z][A-Za-z]+)\b|\s-([A-Za-z]+)\b(?:\s+([A-Za-z][\w:\\]*)\b)?"
+        for t in re.finditer(token, code):
             if t.group(0) == "(":
                 current.append(None)
             elif t.group(0) == ")":
@@ -316,7 +316,8 @@ def test_cli_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli(), ["config", "exchange", "--partner", "fabrikam.com", "--cert-pfx", str(pfx),
                                         "--out", str(out)])
     # -FileName (a UNC path) is Exchange 2013's only: 2016 reads the bytes too, from C:\certkit on the Edge.
-    assert result.exit_code == 0 and '-FileData ([System.IO.File]::ReadAllBytes("C:\\certkit\\edge.pfx"))' in out.read_text()
+    assert result.exit_code == 0
+    assert '-FileData ([System.IO.File]::ReadAllBytes("C:\\certkit\\edge.pfx"))' in out.read_text()
     assert 'Import-Certificate -FilePath "C:\\certkit\\fabrikam.com-root.cer"' in out.read_text()  # placeholder
     # Our own leaf is not the partner's root: refused, nothing printed.
     (tmp_path / "leaf.pem").write_bytes(pem(LEAF.cert))
