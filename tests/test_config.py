@@ -144,6 +144,11 @@ def test_the_cmdlet_table_cites_microsoft_learn_for_every_target() -> None:
     assert "Import-Certificate" not in CMDLETS["2010"] and "New-InboundConnector" not in CMDLETS["2016"]
     assert CMDLETS["online"]["New-OutboundConnector"].allows("TlsSettings", "DomainValidation")
     assert not CMDLETS["online"]["New-OutboundConnector"].allows("TlsSettings", "Domainvalidation ")
+    # docs/cli.md shows the table with the same pages.
+    cli_doc = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    for table in CMDLETS.values():
+        for entry in table.values():
+            assert f"[{entry.name}]({entry.url})" in cli_doc, entry.name
 
 
 MARKERS = (RUN_ON_EDGE, RUN_ON_MAILBOX, RUN_ON_HUB, RUN_ON_INTERNET_FACING, RUN_IN_EXCHANGE_ONLINE)
