@@ -329,7 +329,9 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
     # Step 4 shows what `certkit config exchange --target 2010` writes, line for line (one renderer).
     step4 = text.split("\n4. ", 1)[1]
     for needed in ('Set-TransportConfig -TLSSendDomainSecureList @{Add="fabrikam.com"}',
-                   "-Password $pfxPassword", 'certutil -addstore Root "C:\\certkit\\fabrikam.com-root.cer"',
+                   # Issue 12: the root is read under the name it was given (fabrikam.com-root.crt), not a made-up .cer.
+                   "-Password $pfxPassword", 'certutil -addstore Root "C:\\certkit\\fabrikam.com-root.crt"',
+                   "Set-TransportConfig -TLSSendDomainSecureList", "# on a Hub Transport server (EdgeSync)",
                    'Set-ReceiveConnector -Identity "Default internal receive connector $env:COMPUTERNAME" '
                    "-DomainSecureEnabled $true -AuthMechanism Tls, ExchangeServer"):
         assert needed in step4, needed

@@ -26,7 +26,7 @@ from certkit.adapters.transport import ClientIdentity
 from certkit.adapters.truststore import TrustStore
 from certkit.ca import CertificateAuthority, IssuedCertificate, exchange_selfsigned
 from certkit.clock import Clock, SystemClock
-from certkit.configgen import exchange_script
+from certkit.configgen import RUN_ON_EDGE, exchange_script
 from certkit.core.formats import sha1_thumbprint, sha256_fingerprint
 from certkit.lab.httpfiles import HttpFiles
 from certkit.lab.sender import SendResult, diagnosis_lines, queue_lines, send_message
@@ -84,14 +84,20 @@ class DemoResult:
                 and self.delivered.delivered and self.reverse is not None and self.reverse.delivered)
 
 
-def exchange_commands(partner: str, fqdn: str, certificate: x509.Certificate, partner_root: x509.Certificate
-                      ) -> tuple[str, list[str]]:
-    """What ``certkit config exchange --target 2010`` writes for the Edge ``fqdn`` (one script, one renderer):
-    the whole script (with its comments), and its command lines for the demo to show."""
+def exchange_commands(partner: str, fqdn: str, certificate: x509.Certificate, partner_root: x509.Certificate,
+                      root_file: str) -> tuple[str, list[str]]:
+    """What ``certkit config exchange --target 2010 --partner-root .../ROOT_FILE`` writes for the Edge ``fqdn`` (one
+    script, one renderer): the whole script (with its comments), and its command lines for the demo to show, each
+    with where it runs (the script's ``# Run on:`` line before it)."""
     script = exchange_script(partner, pfx_path=f"C:\\certkit\\{fqdn}.pfx", certificate=certificate, target="2010",
-                             partner_root=partner_root, partner_root_path=f"C:\\certkit\\{partner}-root.cer")
-    commands = [line + ("    # on a Mailbox/Hub server, not on the Edge" if line == "Test-EdgeSynchronization" else "")
-                for line in script.text.splitlines() if line.strip() and not line.startswith("#")]
+                             partner_root=partner_root, partner_root_path=f"C:\\certkit\\{root_file}")
+    commands: list[str] = []
+    where = ""
+    for line in script.text.splitlines():
+        if line.startswith("# Run on: "):
+            where = "    # on the Edge" if line == RUN_ON_EDGE else "    # on a Hub Transport server (EdgeSync)"
+        elif line.strip() and not line.startswith("#"):
+            commands.append(line + where)
     return script.text, commands
 
 
@@ -283,14 +289,16 @@ class _Scenario:
         for org in self.orgs:
             partner = self.partner_of(org)
             assert org.issued is not None and partner.ca is not None
-            text, commands = exchange_commands(org.partner, org.fqdn, org.issued.certificate, partner.ca.root)
+            root_file = f"{partner.domain}-root.crt"
+            text, commands = exchange_commands(org.partner, org.fqdn, org.issued.certificate, partner.ca.root,
+                                               root_file)
             script_file = org.home / f"enable-domain-security-{org.partner}.ps1"
             script_file.write_text(text)
             self.say("")
             self.command("config", "exchange", "--partner", org.partner, "--cert-pfx",
                          org.home / "certs" / f"{org.fqdn}.pfx", "--pfx-password-file",
                          org.home / "pfx-password.txt", "--target", "2010", "--partner-root",
-                         partner.home / f"{partner.domain}-root.crt", "--out", script_file)
+                         partner.home / root_file, "--out", script_file)
             self.say(f"   # on {org.name}'s Edge {org.fqdn}:")
             self.indent(commands, "     ")
         self.say("")
