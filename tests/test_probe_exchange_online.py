@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from certkit.adapters.truststore import TrustStore
-from certkit.checks.probe import probe_sync
+from certkit.checks.probe import ProbeOptions, probe_sync
 from certkit.cli.probe import probe_cmd
 from certkit.core.findings import CATALOGUE, Finding
 from certkit.core.personality import EXCHANGE_ONLINE, validator_rules
@@ -34,9 +34,9 @@ SUBJECT_MISMATCH = "[{LED=450 4.7.320 Certificate validation failed};{MSG=Subjec
 
 
 def _probe(server: LabServer, anchors: object, **kwargs: object) -> list[Finding]:
-    results = probe_sync([f"127.0.0.1:{server.port}"], anchors=anchors, validator="exchange-online",
-                         mail_from="alice@contoso.test", rcpt_to="bob@lab.test", timeout=5,
-                         **kwargs)  # type: ignore[arg-type]
+    options = ProbeOptions(validator="exchange-online", mail_from="alice@contoso.test", rcpt_to="bob@lab.test",
+                           timeout=5, **kwargs)  # type: ignore[arg-type]
+    results = probe_sync([f"127.0.0.1:{server.port}"], anchors=anchors, options=options)
     [addr] = results[0].addresses
     assert addr.session is not None and addr.session.tls is not None
     return list(results[0].all_findings)
@@ -92,7 +92,7 @@ def test_the_cli_offers_the_validator_and_shows_what_exchange_online_shows(lab_s
     assert "name.connector-mismatch" in result.stdout
     assert f"Exchange Online shows: {SUBJECT_MISMATCH}" in result.stdout
     with pytest.raises(InputError, match="exchange-online"):
-        probe_sync(["127.0.0.1:1"], validator="exchange-365")
+        ProbeOptions(validator="exchange-365")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("names", "reference", "matches"), [
