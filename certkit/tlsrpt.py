@@ -57,8 +57,10 @@ def tlsrpt_report(report: PreflightReport, *, organization: str | None = None, c
 
     ``organization`` defaults to our domain, ``contact`` to ``postmaster@<our domain>``; ``report_id``
     to a fresh UUID; ``sending_mta_ip`` to the local address used to reach each receiving IP. ``sts``: the
-    partner's MTA-STS report (``certkit preflight --mta-sts auto``), for the ``sts`` policy type.
+    partner's MTA-STS report, for the ``sts`` policy type (default: the report's own, ``report.mta_sts``,
+    made with ``PreflightOptions(mta_sts="auto")``).
     """
+    sts = sts if sts is not None else report.mta_sts
     at = report.at.astimezone(_dt.UTC).replace(microsecond=0)
     groups: dict[str, tuple[dict[str, Any], list[tuple[AddressResult, list[Finding]]]]] = {}
     for e in report.endpoints:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from certkit.adapters.dns import TxtLookup, lookup_txt, make_resolver, resolve_host, resolve_mail_domain
 from certkit.adapters.https import https_get
 from certkit.adapters.transport import SmtpSession, run_session
-from certkit.checks.probe import AddressResult, _starttls_missing
 from certkit.clock import Clock, SystemClock
 from certkit.core.mtasts import (
     MxFacts,
@@ -38,10 +37,13 @@ from certkit.core.mtasts import (
 from certkit.core.names import dns_name
 from certkit.core.trust import AnchorSet
 from certkit.core.verify import verify_chain
-from certkit.errors import InputError
+from certkit.errors import InputError, UsageError
 
-__all__ = ["MTA_STS_MODES", "check_mta_sts", "fetch_policy", "mta_sts_of_sessions", "mx_facts", "read_cafile",
-           "webpki_anchors"]
+if TYPE_CHECKING:
+    from certkit.checks.probe import AddressResult
+
+__all__ = ["MTA_STS_MODES", "check_mta_sts", "check_sts_options", "fetch_policy", "mta_sts_of_sessions", "mx_facts",
+           "read_cafile", "webpki_anchors"]
 
 #: The values of ``--mta-sts``.
 MTA_STS_MODES = ("auto", "off")
@@ -60,6 +62,21 @@ def webpki_anchors(cadata: str | None = None) -> AnchorSet:
         raise InputError("The MTA-STS CA file holds no PEM certificate.", "Give a PEM file of root certificates.") \
             from None
     return AnchorSet.of(certs, origin="cafile")
+
+
+def check_sts_options(mode: str, cadata: str | None, policy_port: int) -> None:
+    """Check the MTA-STS options of the probe and the pre-flight once, when they are made: ``mode`` one of
+    :data:`MTA_STS_MODES`, ``cadata`` PEM roots (or ``None``: the Web PKI), ``policy_port`` a TCP port."""
+    if mode not in MTA_STS_MODES:
+        raise InputError(f"Unknown MTA-STS mode {mode!r}.", "Use auto or off.")
+    if not (isinstance(policy_port, int) and 1 <= policy_port <= 65535):
+        raise UsageError(f"The MTA-STS policy port {policy_port!r} is not a TCP port.",
+                         "Pass a port from 1 to 65535, e.g. sts_policy_port=443.")
+    if cadata is not None:
+        if not isinstance(cadata, str) or not cadata.isascii():
+            raise UsageError("The MTA-STS roots must be PEM text.",
+                             "Pass sts_cadata=read_cafile(PATH), or None for the Web PKI.")
+        webpki_anchors(cadata)  # no PEM certificate in it: an InputError now, not once the probe ran
 
 
 def read_cafile(path: str | None) -> str | None:
@@ -88,7 +105,7 @@ def mx_facts(host: str, sessions: Iterable[SmtpSession], anchors: AnchorSet, at:
             if not v.ok:
                 return facts
             chosen = chosen or facts
-        elif _starttls_missing(s):
+        elif s.starttls_missing:
             refused = s.starttls is not None
             return MxFacts(host, False, None, dane, note="refused STARTTLS" if refused else "offered no STARTTLS")
     return chosen or MxFacts(host, None, None, dane, note="not reached over TLS")
@@ -173,12 +190,18 @@ def _dane_of(a: AddressResult) -> str | None:
 
 def mta_sts_of_sessions(domain: str, addresses: Sequence[AddressResult], *, nameserver: str | None = None,
                         timeout: float = 10.0, cadata: str | None = None, policy_port: int = 443,
-                        clock: Clock | None = None) -> StsReport:
+                        clock: Clock | None = None, at: _dt.datetime | None = None,
+                        anchors: AnchorSet | None = None) -> StsReport:
     """MTA-STS for ``domain`` from the sessions the probe (or the pre-flight) already ran to its MX hosts: their
     chains are checked against the Web PKI for each MX name, and DANE's result where it applied is carried
-    (MTA-STS never overrides a failing DANE validation). Nothing is sent to the MX hosts again."""
-    at = (clock or SystemClock()).now()
-    anchors = webpki_anchors(cadata)
+    (MTA-STS never overrides a failing DANE validation). Nothing is sent to the MX hosts again.
+
+    ``at`` (else ``clock``'s time) is when the chains are judged; ``anchors`` the Web PKI's roots made once by
+    the caller (else from ``cadata``)."""
+    if at is None:
+        at = (clock or SystemClock()).now()
+    if anchors is None:
+        anchors = webpki_anchors(cadata)
     hosts: dict[str, list[AddressResult]] = {}
     for a in addresses:
         hosts.setdefault(a.host, []).append(a)

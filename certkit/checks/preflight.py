@@ -25,6 +25,12 @@ carries the probe's DANE status (``AddressResult.dane``) and the ``dane.*`` find
 library's default is ``off`` (nothing looked up, the report of before); ``certkit preflight`` defaults to
 ``auto``.
 
+MTA-STS (``mta_sts``: ``auto`` or ``off``, the library's default): after the endpoints, the partner domain's
+MTA-STS policy and TLS-RPT record are judged from the endpoints' sessions
+(:func:`certkit.checks.mtasts.mta_sts_of_sessions`, as ``certkit probe`` does) into
+``PreflightReport.mta_sts``, shown by the text and HTML reports. It does not change the verdict: Exchange
+Server applies no MTA-STS. ``certkit preflight`` defaults to ``auto``.
+
 Every finding is placed in the direction(s) it affects: ``outbound`` (we send to them: they judge our
 client certificate, we judge their server certificate) and ``inbound`` (they send to us).
 """
@@ -43,6 +49,7 @@ from cryptography.x509.oid import NameOID
 from certkit.adapters.crlfetch import CrlCache, CrlFetch
 from certkit.adapters.dns import MailRoute, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity
+from certkit.checks.mtasts import check_sts_options, mta_sts_of_sessions
 from certkit.checks.probe import DANE_MODES, AddressResult, ProbeOptions, probe_sync
 from certkit.clock import Clock, FixedClock, SystemClock, aware
 from certkit.core.extensions import allows_client_auth, san_names
@@ -51,6 +58,7 @@ from certkit.core.formats import sha256_fingerprint
 from certkit.core.jsonfacts import certificate_facts, rfc3339
 from certkit.core.keys import PrivateKey, public_key_matches
 from certkit.core.lint import lint_certificate
+from certkit.core.mtasts import StsReport, sts_owner, tlsrpt_owner
 from certkit.core.names import dns_name
 from certkit.core.text import duration_text, plural
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
@@ -95,7 +103,8 @@ STEPS = {
 }
 
 #: Called with (step, message) as the pre-flight goes; ``step`` is ``certificate``, ``routing``,
-#: ``endpoints`` or ``address`` (one finished address; the message says which and how many are done).
+#: ``endpoints``, ``address`` (one finished address; the message says which and how many are done) or
+#: ``mta-sts``.
 PreflightProgress = Callable[[str, str], None]
 
 
@@ -234,6 +243,9 @@ class PreflightReport:
     validator: Validator = "exchange"
     #: The DANE mode the endpoints were probed with (``auto``, ``require`` or ``off``).
     dane: str = "off"
+    #: The partner domain's MTA-STS and TLS-RPT (``mta_sts="auto"``; ``None`` with ``off``). Not part of the
+    #: verdict: its findings are its own, not :attr:`items`.
+    mta_sts: StsReport | None = None
 
     @property
     def reached(self) -> bool:
@@ -314,6 +326,7 @@ class PreflightReport:
             },
             "endpoints": [{**e.to_dict(), "chain": [x.to_dict() for x in self.their_chains.get(_where(e), [])]}
                           for e in self.endpoints],
+            "mta_sts": None if self.mta_sts is None else self.mta_sts.to_dict(),
         }
 
 
@@ -497,7 +510,9 @@ class PreflightOptions:
     the probe of their endpoints; ``exchange2010``: lint for Exchange 2010's limits too; ``validator``:
     whose rules judge their certificate and our chain (``exchange``: revocation must be checkable;
     ``postfix``: revocation facts are information only); ``dane``: ``auto``, ``require`` or ``off`` (the
-    default: no TLSA lookups), see the module docstring.
+    default: no TLSA lookups); ``mta_sts``: ``auto`` or ``off`` (the default: nothing looked up), with
+    ``sts_cadata`` (PEM roots in place of the Web PKI) and ``sts_policy_port`` (the policy host's HTTPS
+    port, 443) for a lab; see the module docstring.
     """
 
     edge_fqdn: str | None = None
@@ -509,6 +524,9 @@ class PreflightOptions:
     exchange2010: bool = True
     validator: Validator = "exchange"
     dane: str = "off"
+    mta_sts: str = "off"
+    sts_cadata: str | None = None
+    sts_policy_port: int = 443
 
     def __post_init__(self) -> None:
         if self.validator not in ("exchange", "postfix"):
@@ -520,6 +538,7 @@ class PreflightOptions:
                              f"Give --timeout of at least {MIN_TIMEOUT} seconds (default 10).")
         if not (isinstance(self.port, int) and 1 <= self.port <= 65535):
             raise InputError(f"The port {self.port!r} is not a TCP port.", "Give 1 to 65535 (default 25).")
+        check_sts_options(self.mta_sts, self.sts_cadata, self.sts_policy_port)
         object.__setattr__(self, "accepted_domains", tuple(d.lower() for d in self.accepted_domains))
 
 
@@ -565,6 +584,8 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
     if report.route is not None and report.route.targets:
         identity = _our_identity(cert, key, chain)
         _check_endpoints(report, opts, anchor_set, identity, say)
+    if opts.mta_sts == "auto":
+        _check_mta_sts(report, opts, say)
     return report
 
 
@@ -638,6 +659,15 @@ def _check_endpoints(report: PreflightReport, options: PreflightOptions, anchors
                                                       findings=v.findings)
 
 
+def _check_mta_sts(report: PreflightReport, options: PreflightOptions, say: Callable[[str, str], None]) -> None:
+    """After the endpoints: the partner's MTA-STS and TLS-RPT, from the endpoints' sessions (``report.mta_sts``).
+    Also without endpoints (no MX, a DNS failure): the record and the policy are still the partner's."""
+    say("mta-sts", f"checking the MTA-STS policy and TLS-RPT record of {report.partner}")
+    report.mta_sts = mta_sts_of_sessions(report.partner, report.endpoints, nameserver=options.nameserver,
+                                         timeout=options.timeout, cadata=options.sts_cadata,
+                                         policy_port=options.sts_policy_port, at=report.at)
+
+
 # --- rendering (through certkit.adapters.render, the only jinja2 module) ----------------------------
 
 
@@ -678,11 +708,65 @@ def _timeline(report: PreflightReport) -> dict[str, Any]:
     return {"bars": bars, "now": pos(report.at), "start": start, "end": end}
 
 
+#: How the MX table names a Web PKI result (:attr:`certkit.core.mtasts.MxVerdict.webpki`).
+_WEBPKI_LABELS = {"valid": "valid", "invalid": "invalid", "no-tls": "no TLS", "not-checked": "not checked"}
+
+
+def _record_state(found: object, codes: set[str], invalid: str, failed: bool) -> str:
+    """A TXT record's state in words: published, not usable (``invalid`` among ``codes``), lookup failed, or none."""
+    if found is not None:
+        return "published"
+    if invalid in codes:
+        return "not usable"
+    return "lookup failed" if failed else "not published"
+
+
+def _mta_sts_view(report: PreflightReport) -> dict[str, Any] | None:
+    """The partner's MTA-STS and TLS-RPT for the templates (``None``: not checked): every state and label computed
+    here, never in a template."""
+    sts = report.mta_sts
+    if sts is None:
+        return None
+    codes = {f.code for f in sts.findings}
+    failed_lookups = {f.subject for f in sts.findings if f.code == "dns.failure"}
+    severities = {f.severity for f in sts.findings}
+    p = sts.policy
+    if p is not None:
+        policy = f"mode {p.mode}, max_age {p.max_age}, mx {', '.join(p.mx) or '(none)'}"
+    elif sts.fetch_error is not None:
+        policy = f"not usable: {sts.fetch_error}"
+    elif sts.record is not None:
+        policy = "not valid (see the findings)"
+    else:
+        policy = "not fetched (no usable record)"
+    if p is None or p.mode == "none":
+        mx_note = "" if p is None else "not checked: the policy's mode is none"
+    else:
+        mx_note = "" if sts.mx else "no MX host was reached"
+    row = "error" if sts.verdict == "enforce" else "warning"
+    return {
+        "domain": sts.domain, "verdict": sts.verdict, "summary": sts.summary,
+        "status": "fail" if Severity.ERROR in severities else "warn" if Severity.WARNING in severities else "pass",
+        "record": {"state": _record_state(sts.record, codes, "sts.txt-invalid",
+                                          sts_owner(sts.domain) in failed_lookups),
+                   "text": sts.record.text if sts.record is not None else None},
+        "policy": policy, "policy_url": sts.policy_url, "mx_note": mx_note,
+        "mx": [{"host": m.host, "listed": f"listed ({m.pattern})" if m.pattern is not None else "NOT listed",
+                "webpki": _WEBPKI_LABELS.get(m.webpki, m.webpki), "dane": m.dane or "-",
+                "failures": "; ".join(m.failures) or "-", "row": row if m.failures else ""} for m in sts.mx],
+        "tlsrpt": {"state": _record_state(sts.tlsrpt, codes, "tlsrpt.record-invalid",
+                                          tlsrpt_owner(sts.domain) in failed_lookups),
+                   "text": sts.tlsrpt.text if sts.tlsrpt is not None else None,
+                   "rua": list(sts.tlsrpt.rua) if sts.tlsrpt is not None else []},
+        "findings": [{**f.to_dict(), "where": f.subject} for f in sts.findings],
+    }
+
+
 def render_text(report: PreflightReport) -> str:
     """The report as text (the default output of ``certkit preflight``)."""
     from certkit.adapters.render import render
 
-    return render("preflight.txt.j2", r=report.to_dict(), chains=_chains(report))
+    return render("preflight.txt.j2", r=report.to_dict(), chains=_chains(report), sts=_mta_sts_view(report))
 
 
 def _installed_version() -> str:
@@ -708,6 +792,6 @@ def render_html(report: PreflightReport, *, command: str | None = None, version:
     footer = {"version": version or _installed_version(), "command": command,
               "generated": aware(generated) if generated is not None else None}
     return render("preflight.html.j2", r=report.to_dict(), timeline=_timeline(report), chains=_chains(report),
-                  states=CHAIN_STATES, footer=footer,
+                  states=CHAIN_STATES, footer=footer, sts=_mta_sts_view(report),
                   outbound=[i.to_dict() for i in report.direction(OUTBOUND)],
                   inbound=[i.to_dict() for i in report.direction(INBOUND)])

@@ -17,6 +17,13 @@ lookup or was given directly. Then STARTTLS is mandatory, the chain must match a
 (:func:`certkit.core.dane.dane_match`), and when one matches, the PKIX verdict on their certificate is
 only information. ``require`` makes the absence of secure TLSA records an error (``dane.not-published``);
 ``off`` (the library's default, so that the pre-flight, which models Exchange, is unchanged) looks up nothing.
+
+MTA-STS (``mta_sts``, RFC 8461 and the TLS-RPT record of RFC 8460): with ``auto`` (the CLI's default) each
+domain target's policy is judged from the sessions this probe ran to its MX hosts
+(:func:`certkit.checks.mtasts.mta_sts_of_sessions`: the ``_mta-sts`` record, the policy over HTTPS, every MX
+against it and the Web PKI -- ``sts_cadata`` replaces the Web PKI, ``sts_policy_port`` the policy host's port,
+for a lab) into ``ProbeResult.mta_sts``; under ``enforce`` an MX that MTA-STS senders will not deliver to
+counts in :func:`exit_code`. ``off`` (the library's default) looks up nothing.
 """
 
 from __future__ import annotations
@@ -45,9 +52,11 @@ from certkit.adapters.dns import (
     resolve_mail_domain,
 )
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session_async
+from certkit.checks.mtasts import MTA_STS_MODES, check_sts_options, mta_sts_of_sessions
 from certkit.clock import Clock, SystemClock
 from certkit.core.extensions import allows_client_auth, san_dns_names
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
+from certkit.core.mtasts import StsReport
 from certkit.core.names import dns_name
 from certkit.core.personality import rejection_of_us
 from certkit.core.smtp import Reply, printable
@@ -62,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DANE_MODES",
+    "MTA_STS_MODES",
     "AddressResult",
     "DaneReport",
     "ProbeOptions",
@@ -358,6 +368,9 @@ class ProbeResult:
     target: str
     addresses: list[AddressResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: MTA-STS and TLS-RPT of a domain target (``mta_sts="auto"``); ``None`` for host and address targets and
+    #: with ``mta_sts="off"``. Its findings are its own: not in :attr:`findings` nor :attr:`all_findings`.
+    mta_sts: StsReport | None = None
 
     @property
     def all_findings(self) -> list[Finding]:
@@ -366,13 +379,17 @@ class ProbeResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--json`` (see ``certkit/schemas/probe.schema.json``)."""
         return {"target": self.target, "findings": [f.to_dict() for f in self.findings],
-                "addresses": [a.to_dict() for a in self.addresses]}
+                "addresses": [a.to_dict() for a in self.addresses],
+                "mta_sts": None if self.mta_sts is None else self.mta_sts.to_dict()}
 
 
 def exit_code(results: Sequence[ProbeResult]) -> int:
-    """0 no error findings, 1 error findings, 3 nothing could be reached."""
+    """0 no error findings, 1 error findings (an MTA-STS error included: under ``enforce``, an MX that MTA-STS
+    senders will not deliver to), 3 nothing could be reached."""
     if not any(a.reached for r in results for a in r.addresses):
         return 3
+    if any(r.mta_sts is not None and not r.mta_sts.ok for r in results):
+        return 1
     return 1 if any(f.severity is Severity.ERROR for r in results for f in r.all_findings) else 0
 
 
@@ -544,15 +561,6 @@ class _DaneInput:
     next_hop: str
 
 
-def _starttls_missing(s: SmtpSession) -> bool:
-    """The server answered EHLO without STARTTLS, or refused STARTTLS: a DANE sender will not send in clear."""
-    if s.implicit_tls or s.tls is not None:
-        return False
-    if s.starttls is not None and s.starttls.code != 220:
-        return True
-    return s.ehlo is not None and s.ehlo.positive and not s.starttls_offered
-
-
 def _judge_dane(result: AddressResult, d: _DaneInput, at: _dt.datetime, validator: str = "postfix") -> None:
     """DANE for one finished session (RFC 7672): findings on ``result``, and ``result.dane``.
 
@@ -635,7 +643,7 @@ class _DaneJudge:
         n, session = len(lookup.records), self.result.session
         head = plural(n, "secure TLSA record")
         evidence = {"records": [r.text() for r in lookup.records]}
-        if session is not None and _starttls_missing(session):
+        if session is not None and session.starttls_missing:
             self.out.append(Finding("dane.starttls-missing", f"{self.host} publishes {head}, so a DANE sender "
                                     "requires STARTTLS, but the server did not offer it or refused it.",
                                     subject=self.host, evidence=evidence))
@@ -693,7 +701,10 @@ class ProbeOptions:
     rule); ``mail_from``, ``rcpt_to`` and ``helo_name``: the envelope and the EHLO name (defaults from our
     certificate); ``nameserver``: the DNS server to ask (default: the system's); ``timeout``: seconds per
     network step; at most ``concurrency`` sessions and DNS look-ups run at once; ``dane``: ``auto``,
-    ``require`` or ``off`` (see the module docstring). Names and addresses are kept normalised.
+    ``require`` or ``off``; ``mta_sts``: ``auto`` or ``off``, with ``sts_cadata`` (PEM roots in place of the
+    Web PKI, certifi's Mozilla roots, for the policy host and the MX hosts) and ``sts_policy_port`` (the
+    policy host's HTTPS port, 443) for a lab (see the module docstring). Names and addresses are kept
+    normalised.
     """
 
     port: int = 25
@@ -708,9 +719,13 @@ class ProbeOptions:
     timeout: float = 10.0
     concurrency: int = 50
     dane: str = "off"
+    mta_sts: str = "off"
+    sts_cadata: str | None = None
+    sts_policy_port: int = 443
 
     def __post_init__(self) -> None:
         _check_modes(self.validator, self.dane, self.timeout, self.concurrency, self.nameserver)
+        check_sts_options(self.mta_sts, self.sts_cadata, self.sts_policy_port)
         if not (isinstance(self.port, int) and 1 <= self.port <= 65535):
             raise UsageError(f"The port {self.port!r} is not a TCP port.", "Pass a port from 1 to 65535, e.g. port=25.")
         domain, name = _check_names(self.domain, self.name)
@@ -732,7 +747,7 @@ def probe_sync(targets: Sequence[str], *, anchors: Any = (), identity: ClientIde
 
     ``anchors`` is an :class:`~certkit.core.trust.AnchorSet` or a sequence of certificates; ``identity``
     the client certificate we present; ``options`` a :class:`ProbeOptions` (port, validator, name rule,
-    envelope, DNS, timeout, concurrency, DANE); ``clock`` the time to judge at (default: the system's).
+    envelope, DNS, timeout, concurrency, DANE, MTA-STS); ``clock`` the time to judge at (default: the system's).
     ``progress`` is called per finished address.
     """
     return asyncio.run(probe(targets, anchors=anchors, identity=identity, options=options, clock=clock,
@@ -786,7 +801,15 @@ class _ProbeRun:
         tlsa: dict[str, asyncio.Future[TlsaLookup]] = {}  # one TLSA lookup per MX host, shared by its addresses
         result.addresses = list(await asyncio.gather(
             *(self.address(t, host, address, envelope, tlsa, name_secure) for host, address in pairs)))
+        if self.options.mta_sts == "auto" and t.is_domain:
+            result.mta_sts = await self.workers.submit(functools.partial(self.mta_sts, t, result.addresses))
         return result
+
+    def mta_sts(self, t: Target, addresses: Sequence[AddressResult]) -> StsReport:
+        """MTA-STS and TLS-RPT of domain target ``t``, from its finished sessions (blocking: DNS and HTTPS)."""
+        opts = self.options
+        return mta_sts_of_sessions(t.host, addresses, nameserver=opts.nameserver, timeout=opts.timeout,
+                                   cadata=opts.sts_cadata, policy_port=opts.sts_policy_port, at=self.at)
 
     async def address(self, t: Target, host: str, address: str, envelope: _Envelope,
                       tlsa: dict[str, asyncio.Future[TlsaLookup]], name_secure: bool) -> AddressResult:

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from certkit.adapters.fs import atomic_write
 from certkit.adapters.inputs import read_input
-from certkit.checks.mtasts import mta_sts_of_sessions, read_cafile
+from certkit.checks.mtasts import read_cafile
 from certkit.checks.preflight import MIN_TIMEOUT, PreflightOptions, preflight, render_html, render_text
 from certkit.cli.cmdline import invoked_command_line
 from certkit.cli.colour import paint_report
@@ -30,7 +30,6 @@ from certkit.cli.common import (
     resolve_home,
     stderr_is_terminal,
 )
-from certkit.cli.mtasts import report_lines
 from certkit.cli.progress import AddressBar
 from certkit.clock import SystemClock
 from certkit.configgen import DEFAULT_EXCHANGE_TARGET, EXCHANGE_TARGETS
@@ -171,11 +170,11 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     _our_root_from_home(resolve_home(home), chain, certs[0])
     key = load_private_key(read_input(key_file, what="key"), key_passphrase(), source=key_file)
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
-    sts_cadata = read_cafile(sts_cafile)
     at = parse_at(at_text) if at_text else None
     options = PreflightOptions(edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host,
                                nameserver=nameserver, port=port, timeout=timeout, exchange2010=target == "2010",
-                               validator="postfix" if validator == "postfix" else "exchange", dane=dane)
+                               validator="postfix" if validator == "postfix" else "exchange", dane=dane,
+                               mta_sts=mta_sts, sts_cadata=read_cafile(sts_cafile), sts_policy_port=sts_policy_port)
     steps = _Steps() if stderr_is_terminal() else None
     try:
         report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
@@ -183,24 +182,18 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     finally:
         if steps is not None:
             steps.close()
-    sts = None
-    if mta_sts == "auto":
-        sts = mta_sts_of_sessions(report.partner, report.endpoints, nameserver=nameserver, timeout=timeout,
-                                  cadata=sts_cadata, policy_port=sts_policy_port)
     if report_file:
         page = render_html(report, command=invoked_command_line(), generated=SystemClock().now())
         _write(report_file, page.encode("utf-8"), "--report")
     if tlsrpt_file:
         from certkit.tlsrpt import tlsrpt_report
 
-        data = json.dumps(tlsrpt_report(report, sts=sts), indent=2) + "\n"
+        data = json.dumps(tlsrpt_report(report), indent=2) + "\n"
         _write(tlsrpt_file, data.encode("utf-8"), "--tlsrpt")
     if as_json:
-        echo_json({**report.to_dict(), "mta_sts": None if sts is None else sts.to_dict()})
+        echo_json(report.to_dict())
     else:
         click.echo(paint_report(render_text(report)), nl=False)
-        if sts is not None:
-            click.echo("\n".join(["", *report_lines(sts)]))
     sys.exit(report.exit_code)
 
 

@@ -6,15 +6,14 @@ Exit codes: 0 no error findings, 1 error findings, 2 usage, 3 nothing could be r
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 
 import click
 
 from certkit.adapters.identity import load_identity
 from certkit.adapters.inputs import read_input
 from certkit.adapters.transport import ClientIdentity
-from certkit.checks.mtasts import mta_sts_of_sessions, read_cafile
-from certkit.checks.probe import AddressResult, ProbeOptions, ProbeResult, exit_code, parse_target, probe_sync
+from certkit.checks.mtasts import read_cafile
+from certkit.checks.probe import AddressResult, ProbeOptions, ProbeResult, exit_code, probe_sync
 from certkit.cli.colour import severity, verdict
 from certkit.cli.common import (
     KEY_PASSPHRASE_ENV,
@@ -26,7 +25,6 @@ from certkit.cli.common import (
 )
 from certkit.cli.mtasts import report_lines
 from certkit.cli.progress import AddressBar, worth_a_bar
-from certkit.core.mtasts import StsReport
 from certkit.core.text import printable
 from certkit.errors import InputError
 from certkit.schemas import document
@@ -70,8 +68,7 @@ def _where(a: AddressResult) -> str:
     return f"{a.host} [{a.address}]:{a.port}" if a.host != a.address else f"[{a.address}]:{a.port}"
 
 
-def _print(results: list[ProbeResult], verbose: bool, sts: Mapping[str, StsReport] | None = None,
-           validator: str = "exchange") -> None:
+def _print(results: list[ProbeResult], verbose: bool, validator: str = "exchange") -> None:
     # Replies, certificate names and transcripts are the server's text: printable() escapes control
     # characters so that a hostile server cannot recolour, move or overwrite what the admin reads. The
     # colours (severities, verdicts) are ours, added to what is already escaped.
@@ -99,8 +96,8 @@ def _print(results: list[ProbeResult], verbose: bool, sts: Mapping[str, StsRepor
             if verbose and a.session is not None:
                 for line in a.session.transcript:
                     out(f"    {line}")
-        if sts and r.target in sts:
-            for text in report_lines(sts[r.target]):
+        if r.mta_sts is not None:
+            for text in report_lines(r.mta_sts):
                 click.echo(text)
 
 
@@ -160,42 +157,23 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     identity = (_identity_from_home(home, as_name) if as_name is not None
                 else _identity(client_cert, client_key))
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
-    sts_cadata = read_cafile(sts_cafile)
     progress = AddressBar(pending=len(all_targets)) if worth_a_bar(len(all_targets)) else None
     try:
         options = ProbeOptions(port=port, implicit_tls=implicit_tls, validator=validator,  # type: ignore[arg-type]
                                domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt, helo_name=helo,
-                               nameserver=nameserver, timeout=timeout, concurrency=concurrency, dane=dane)
+                               nameserver=nameserver, timeout=timeout, concurrency=concurrency, dane=dane,
+                               mta_sts=mta_sts, sts_cadata=read_cafile(sts_cafile), sts_policy_port=sts_policy_port)
         results = probe_sync(all_targets, anchors=anchors, identity=identity, options=options, progress=progress)
     finally:
         if progress is not None:
             progress.close()
-    sts = _mta_sts(results, mta_sts, nameserver=nameserver, timeout=timeout, cadata=sts_cadata,
-                   policy_port=sts_policy_port)
     code = exit_code(results)
-    if code == 0 and any(not r.ok for r in sts.values()):
-        code = 1  # under enforce, an MX that MTA-STS senders will not deliver to
     if as_json:
         echo_json({"schema_version": JSON_SCHEMA_VERSION, "validator": validator,
-                   "results": [{**r.to_dict(), "mta_sts": sts[r.target].to_dict() if r.target in sts else None}
-                               for r in results], "exit_code": code})
+                   "results": [r.to_dict() for r in results], "exit_code": code})
     else:
-        _print(results, verbose, sts, validator)
+        _print(results, verbose, validator)
     sys.exit(code)
-
-
-def _mta_sts(results: list[ProbeResult], mode: str, *, nameserver: str | None, timeout: float, cadata: str | None,
-             policy_port: int) -> dict[str, StsReport]:
-    """MTA-STS per domain target, from the probe's own sessions (``--mta-sts off``: none)."""
-    if mode == "off":
-        return {}
-    out: dict[str, StsReport] = {}
-    for r in results:
-        t = parse_target(r.target)
-        if t.is_domain and r.target not in out:
-            out[r.target] = mta_sts_of_sessions(t.host, r.addresses, nameserver=nameserver, timeout=timeout,
-                                                cadata=cadata, policy_port=policy_port)
-    return out
 
 
 COMMANDS: list[click.Command] = [probe_cmd]

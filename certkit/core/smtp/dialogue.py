@@ -135,6 +135,16 @@ class SmtpSession:
         return self.after_tls is not None and is_security_refusal(self.after_tls)
 
     @property
+    def starttls_missing(self) -> bool:
+        """The server answered EHLO without offering STARTTLS, or refused STARTTLS, so no TLS was set up: a
+        sender that requires TLS (DANE, MTA-STS) does not send in clear. Never for implicit TLS."""
+        if self.implicit_tls or self.tls is not None:
+            return False
+        if self.starttls is not None and self.starttls.code != 220:
+            return True
+        return self.ehlo is not None and self.ehlo.positive and not self.starttls_offered
+
+    @property
     def timings(self) -> dict[str, float]:
         """Seconds per step name."""
         return {s.name: s.seconds for s in self.steps}
