@@ -18,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from certkit.checks.preflight import PreflightOptions, PreflightReport, preflight
+from certkit.checks.probe import ProbeOptions, ProbeResult, probe_sync
 from certkit.lab.httpfiles import Content, HttpFiles
 from tests.dnsserver import DnsServer
-from tests.pki import Issued, make_intermediate, make_leaf, make_root
+from tests.pki import NOW, Issued, make_intermediate, make_leaf, make_root
 from tests.smtp_servers import Scripted, SmtpTestServer
 
 DOMAIN = "contoso.test"
@@ -30,6 +32,8 @@ INTER = make_intermediate(ROOT, "STS Test Issuing CA")
 POLICY_CERT = make_leaf(INTER, [f"mta-sts.{DOMAIN}"])
 MX_CERT = make_leaf(INTER, [MX])
 OTHER_ROOT = make_root("Not The Web PKI")
+#: Our Edge (Fabrikam) in the pre-flight against the lab's Contoso, issued by the same test CA.
+OURS = make_leaf(INTER, ["edge.fabrikam.example", "fabrikam.example"])
 PATH = "/.well-known/mta-sts.txt"
 
 
@@ -98,6 +102,27 @@ class StsLab:
         return ["--nameserver", self.dns.address, "--port", str(self.smtp.port), "--store", str(store),
                 "--managed-only", "--validator", "postfix", "--timeout", "3", "--sts-cafile", str(tmp / "sts-ca.pem"),
                 "--sts-policy-port", str(self.https.port)]
+
+    def sts_fields(self) -> dict[str, Any]:
+        """The MTA-STS fields of :class:`ProbeOptions` and :class:`PreflightOptions` for this lab: on, the test
+        root as the Web PKI, the policy host's port."""
+        return {"mta_sts": "auto", "sts_cadata": cadata(), "sts_policy_port": self.https.port}
+
+    def probe(self, **options: Any) -> ProbeResult:
+        """The library's probe of the lab's domain (postfix rules, the test root trusted); ``options``: more
+        :class:`ProbeOptions` fields."""
+        opts = ProbeOptions(nameserver=self.dns.address, port=self.smtp.port, timeout=3, validator="postfix",
+                            **options)
+        [result] = probe_sync([DOMAIN], anchors=[ROOT.cert], options=opts)
+        return result
+
+    def preflight(self, **options: Any) -> PreflightReport:
+        """The library's pre-flight of the lab's domain from fabrikam.example (:data:`OURS`), judged at tests.pki's
+        NOW; ``options``: more :class:`PreflightOptions` fields."""
+        opts = PreflightOptions(nameserver=self.dns.address, port=self.smtp.port, timeout=3, validator="postfix",
+                                **options)
+        return preflight(DOMAIN, our_domain="fabrikam.example", cert=OURS.cert, key=OURS.key,  # type: ignore[arg-type]
+                         chain=[INTER.cert, ROOT.cert], anchors=[ROOT.cert], at=NOW, options=opts)
 
     def close(self) -> None:
         self.smtp.close()

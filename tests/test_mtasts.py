@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from certkit.adapters.dns import lookup_txt
 from certkit.adapters.https import https_get
 from certkit.checks.mtasts import check_mta_sts, mta_sts_of_sessions
-from certkit.checks.preflight import PreflightOptions, PreflightReport, preflight
+from certkit.checks.preflight import PreflightOptions, render_text
+from certkit.checks.probe import ProbeOptions, exit_code, probe_sync
 from certkit.cli import main
 from certkit.core.findings import CATALOGUE, Severity
 from certkit.core.mtasts import (
@@ -32,9 +33,10 @@ from certkit.core.mtasts import (
     select_tlsrpt_record,
 )
 from certkit.core.verify import verify_chain
+from certkit.errors import InputError, UsageError
 from certkit.tlsrpt import tlsrpt_report
 from tests.pki import make_leaf
-from tests.sts_lab import DOMAIN, INTER, MX, MX_CERT, OTHER_ROOT, PATH, ROOT, StsLab, cadata, policy
+from tests.sts_lab import DOMAIN, INTER, MX, MX_CERT, OTHER_ROOT, OURS, PATH, ROOT, StsLab, cadata, policy
 
 # --- the rules, as data ------------------------------------------------------------------------------
 
@@ -389,22 +391,89 @@ def test_mta_sts_never_overrides_a_failing_dane_validation(tmp_path: Path) -> No
     assert "never overrides a failing DANE validation" in f["detail"]
 
 
+# --- in the library's probe and pre-flight (ProbeOptions/PreflightOptions) ---------------------------
+
+
+@pytest.mark.parametrize("make", [ProbeOptions, PreflightOptions])
+@pytest.mark.parametrize(("fields", "error", "text"), [
+    ({"mta_sts": "on"}, InputError, "Unknown MTA-STS mode 'on'"),
+    ({"sts_policy_port": 0}, UsageError, "policy port 0 is not a TCP port"),
+    ({"sts_policy_port": "443"}, UsageError, "policy port '443' is not a TCP port"),
+    ({"sts_cadata": "no certificate here"}, InputError, "holds no PEM certificate"),
+    ({"sts_cadata": b"bytes"}, UsageError, "must be PEM text"),
+])
+def test_the_options_check_mta_sts_once_when_made(make: type, fields: dict[str, object], error: type,
+                                                   text: str) -> None:
+    with pytest.raises(error, match=text):
+        make(**fields)
+    assert make().mta_sts == "off" and make().sts_cadata is None and make().sts_policy_port == 443
+
+
+def test_the_library_probe_judges_mta_sts_per_domain_target(tmp_path: Path) -> None:
+    with StsLab(tmp_path, policy_body=policy("enforce", mx=["mx9.contoso.test"])) as lab:
+        on = lab.probe(**lab.sts_fields())
+        off = lab.probe()  # the library's default: nothing looked up
+        fetched = lab.https.hits[PATH]
+        direct = probe_sync([f"{MX}:{lab.smtp.port}"], anchors=[ROOT.cert],
+                            options=ProbeOptions(nameserver=lab.dns.address, validator="postfix", timeout=3,
+                                                 **lab.sts_fields()))
+        assert lab.https.hits[PATH] == fetched == 1  # a host:port target has no MTA-STS to look up
+    sts = on.mta_sts
+    assert sts is not None and sts.verdict == "enforce" and not sts.ok
+    assert sts.failures == [f"{MX}: not listed in the policy"] and sts.mx[0].webpki == "valid"
+    assert sts.tlsrpt is not None and sts.tlsrpt.rua == ("mailto:tlsrpt@contoso.test",)
+    # The session itself is fine: the MTA-STS error is its own (not in the findings), yet counts in the exit code.
+    assert on.addresses[0].ok and not [f for f in on.all_findings if f.code.startswith("sts.")]
+    assert exit_code([on]) == 1 and exit_code([off]) == 0
+    assert on.to_dict()["mta_sts"] == sts.to_dict() and off.to_dict()["mta_sts"] is None and off.mta_sts is None
+    assert direct[0].mta_sts is None and direct[0].to_dict()["mta_sts"] is None
+
+
+def test_the_library_probe_reports_a_policy_that_passes(tmp_path: Path) -> None:
+    with StsLab(tmp_path, policy_body=policy("testing")) as lab:
+        result = lab.probe(**lab.sts_fields())
+    assert result.mta_sts is not None and result.mta_sts.verdict == "testing" and result.mta_sts.ok
+    assert result.mta_sts.summary == "testing: nothing would fail under enforce" and exit_code([result]) == 0
+
+
+def test_the_library_preflight_reports_mta_sts_without_changing_the_verdict(tmp_path: Path) -> None:
+    with StsLab(tmp_path, policy_body=policy("enforce", mx=["mx9.contoso.test"])) as lab:
+        on = lab.preflight(**lab.sts_fields())
+        off = lab.preflight()
+    sts = on.mta_sts
+    assert sts is not None and sts.verdict == "enforce" and not sts.ok and off.mta_sts is None
+    assert (on.ready, on.exit_code, len(on.items)) == (off.ready, off.exit_code, len(off.items))
+    assert on.to_dict()["mta_sts"] == sts.to_dict() and off.to_dict()["mta_sts"] is None
+    # The TLS-RPT report takes the report's own MTA-STS by default.
+    [entry] = tlsrpt_report(on, report_id="r1")["policies"]
+    assert entry["policy"]["policy-type"] == "sts" and entry["policy"]["mx-host"] == ["mx9.contoso.test"]
+    assert tlsrpt_report(off, report_id="r2")["policies"][0]["policy"]["policy-type"] == "no-policy-found"
+    text = render_text(on)
+    assert f"MTA-STS {DOMAIN}: enforce -- enforce: failing now: {MX}: not listed in the policy" in text
+    assert "Record:  published: v=STSv1; id=20260101" in text
+    assert "Policy:  mode enforce, max_age 86400, mx mx9.contoso.test" in text
+    assert f"MX {MX}: NOT listed, Web PKI valid; fails: not listed in the policy" in text
+    assert "TLS-RPT: published: mailto:tlsrpt@contoso.test" in text and "ERROR   sts.mx-not-listed" in text
+    assert "MTA-STS" not in render_text(off)
+
+
+def test_the_library_preflight_reports_the_records_of_a_partner_without_a_policy(tmp_path: Path) -> None:
+    with StsLab(tmp_path, smtp={"offer_starttls": False}, txt=[], tlsrpt=["v=TLSRPTv1; rua=ftp://x"]) as lab:
+        report = lab.preflight(**lab.sts_fields())
+    sts = report.mta_sts
+    assert sts is not None and sts.verdict == "none" and sts.ok
+    assert [f.code for f in sts.findings] == ["sts.not-published", "tlsrpt.record-invalid"]
+    text = render_text(report)
+    assert "Record:  not published" in text and "Policy:  not fetched (no usable record)" in text
+    assert "TLS-RPT: not usable" in text
+
+
 # --- in the pre-flight and its TLS-RPT report --------------------------------------------------------
-
-OURS = make_leaf(INTER, ["edge.fabrikam.example", "fabrikam.example"])
-
-
-def _preflight(lab: StsLab, dane: str = "off") -> PreflightReport:
-    options = PreflightOptions(nameserver=lab.dns.address, port=lab.smtp.port, timeout=3, validator="postfix",
-                               dane=dane)
-    return preflight(DOMAIN, our_domain="fabrikam.example", cert=OURS.cert, key=OURS.key,  # type: ignore[arg-type]
-                     chain=[INTER.cert, ROOT.cert], anchors=[ROOT.cert], options=options)
-
 
 def test_the_tls_rpt_report_has_the_sts_policy_and_its_failures(tmp_path: Path) -> None:
     body = policy("testing", mx=["mx9.contoso.test"])
     with StsLab(tmp_path, policy_body=body) as lab:
-        report = _preflight(lab)
+        report = lab.preflight()
         sts = mta_sts_of_sessions(DOMAIN, report.endpoints, **{k: v for k, v in lab.options().items() if k != "port"})
     data = tlsrpt_report(report, report_id="r1", sts=sts)
     [entry] = data["policies"]
@@ -422,7 +491,7 @@ def test_the_tls_rpt_report_says_sts_fetch_error_and_tlsa_where_dane_applied(tmp
 
     with StsLab(tmp_path, policy_body=b"version: STSv1\n") as lab:
         sts = check_mta_sts(DOMAIN, **lab.options())
-        report = _preflight(lab)
+        report = lab.preflight()
     [entry] = tlsrpt_report(report, report_id="r1", sts=sts)["policies"]
     assert entry["policy"] == {"policy-type": "sts", "policy-domain": DOMAIN}
     assert entry["failure-details"][0]["result-type"] == "sts-policy-invalid"
@@ -432,7 +501,7 @@ def test_the_tls_rpt_report_says_sts_fetch_error_and_tlsa_where_dane_applied(tmp
     with StsLab(tmp_path, tlsa=[ee], dns_class=AdDnsServer) as lab:
         assert isinstance(lab.dns, AdDnsServer)
         lab.dns.secure = {dns.name.from_text(n) for n in lab.zones}
-        report = _preflight(lab, dane="auto")
+        report = lab.preflight(dane="auto")
         sts = mta_sts_of_sessions(DOMAIN, report.endpoints, **{k: v for k, v in lab.options().items() if k != "port"})
     [entry] = tlsrpt_report(report, report_id="r2", sts=sts)["policies"]
     assert entry["policy"] == {"policy-type": "tlsa", "policy-string": [ee], "policy-domain": DOMAIN, "mx-host": MX}

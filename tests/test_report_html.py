@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from certkit.checks.preflight import CHAIN_STATES, PreflightReport, chain_state, preflight, render_html, render_text
 from certkit.core.formats import sha256_fingerprint
 from tests.pki import NOW, SERVER, make_crl, make_intermediate, make_leaf, make_root, make_self_signed
+from tests.sts_lab import StsLab
+from tests.sts_lab import policy as sts_policy
 from tests.test_preflight_world import DAY, check_golden, world
 from tests.tools import require_tool
 
@@ -30,13 +32,17 @@ FOOTER = {"version": "0.0.0-test", "command": "certkit preflight --partner fabri
 
 
 @pytest.fixture(scope="module")
-def reports() -> Iterator[dict[str, PreflightReport]]:
+def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PreflightReport]]:
+    """The golden reports: ready (MTA-STS not checked, the library's default), not ready (a partner without
+    MTA-STS or TLS-RPT), and a partner whose enforced MTA-STS policy does not list its MX (tests/sts_lab.py)."""
     with world() as w:
         w.serve()
         out = {"ready": w.preflight()}
         out["not-ready"] = w.preflight(leaf=w.leaf(eku=[SERVER], not_after=NOW + dt.timedelta(days=10)),
-                                       smart_host="relay.contoso.test", anchors=[w.our_root.cert])
-        yield out
+                                       smart_host="relay.contoso.test", anchors=[w.our_root.cert], mta_sts="auto")
+    with StsLab(tmp_path_factory.mktemp("sts"), policy_body=sts_policy("enforce", mx=["mx9.contoso.test"])) as lab:
+        out["sts"] = lab.preflight(**lab.sts_fields())
+    yield out
 
 
 def test_golden_text(reports: dict[str, PreflightReport]) -> None:
@@ -257,6 +263,28 @@ def test_html_has_verdict_directions_and_chains(reports: dict[str, PreflightRepo
     assert "READY: Domain Security" in render_html(reports["ready"])
 
 
+def test_html_shows_the_mta_sts_state(reports: dict[str, PreflightReport]) -> None:
+    """Verdict, record, policy mode, MX matching, failures and the TLS-RPT record, in the report's style; no
+    section when MTA-STS was not checked (the library's default)."""
+    page = render_html(reports["sts"])
+    section = page[page.index('<h2 id="mta-sts">'):page.index('<footer id="footer">')]
+    assert "MTA-STS and TLS-RPT of contoso.test</h2>" in section and "not part of the verdict" in section
+    assert '<span class="fail">MTA-STS: enforce</span> enforce: failing now: mx1.contoso.test' in section
+    assert "<th>MTA-STS record</th><td>published: <code>v=STSv1; id=20260101</code>" in section
+    assert "<th>Policy</th><td>mode enforce, max_age 86400, mx mx9.contoso.test" in section
+    assert ('<tr class="error"><td>mx1.contoso.test</td><td>NOT listed</td><td>valid</td><td>-</td>'
+            "<td>not listed in the policy</td></tr>") in section
+    assert "<th>TLS-RPT record</th><td>published: <code>v=TLSRPTv1; rua=mailto:tlsrpt@contoso.test</code>" in section
+    assert '<span class="sev error">error</span>' in section and "<code>sts.mx-not-listed</code>" in section
+    assert "NOT READY" in page and reports["sts"].exit_code == 1  # ... for its own reasons (no CDP), not MTA-STS
+    assert not any(i.finding.code.startswith("sts.") for i in reports["sts"].items)
+    none = render_html(reports["not-ready"])
+    assert '<span class="pass">MTA-STS: none</span>' in none
+    assert "<th>MTA-STS record</th><td>not published</td>" in none
+    assert "<th>TLS-RPT record</th><td>not published</td>" in none
+    assert 'id="mta-sts"' not in render_html(reports["ready"]) and "MTA-STS" not in render_text(reports["ready"])
+
+
 # --- headless Chromium ---------------------------------------------------------------------------
 
 
@@ -384,6 +412,22 @@ def test_chromium_draws_real_states_and_a_readable_timeline_at_1280(cases: dict[
         # Colour follows state: no box in a non-valid state has the green border of a valid one.
         green = {b["colour"] for b in layout["boxes"] if b["state"] == "valid"}
         assert all(b["colour"] not in green for b in layout["boxes"] if b["state"] != "valid"), name
+
+
+@pytest.mark.slow
+def test_chromium_lays_out_the_mta_sts_section_at_1280(reports: dict[str, PreflightReport], tmp_path: Path) -> None:
+    """The MTA-STS section (its facts, MX and findings tables) fits the 1280 px page, and its verdict is in the DOM
+    Chromium built."""
+    page = tmp_path / "sts.html"
+    page.write_text(render_html(reports["sts"]).replace("</body>", _MEASURE + "</body>"), encoding="utf-8")
+    dom = _chromium("--window-size=1280,2000", "--dump-dom", page.as_uri(), tmp=tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'data-layout="([^"]*)"', dom.stdout)
+    assert found, "Chromium did not run the measurement"
+    layout = json.loads(html_lib.unescape(found.group(1)))
+    assert layout["viewport"] == 1280 and layout["width"] <= 1280, layout["width"]
+    verdict = re.search(r'class="sts-verdict"[^>]*><span class="(\w+)">([^<]+)</span>', dom.stdout)
+    assert verdict and verdict.groups() == ("fail", "MTA-STS: enforce")
 
 
 def test_cli_report_footer_names_the_version_and_the_command(tmp_path: Path) -> None:
