@@ -40,16 +40,25 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from certkit.adapters.crlfetch import CrlCache, CrlFetch
+from certkit.adapters.crlfetch import CrlCache
 from certkit.adapters.dns import MailRoute, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.mtasts import check_sts_options, mta_sts_of_sessions
+from certkit.checks.ourcert import (
+    CRL_WARNING,
+    as_ours,
+    crls_expiring,
+    once_each,
+    our_chain_verdict,
+    our_domain_findings,
+    self_signed_warning,
+)
 from certkit.checks.probe import DANE_MODES, AddressResult, ProbeOptions, probe_sync
 from certkit.clock import Clock, FixedClock, SystemClock, aware
 from certkit.core.extensions import allows_client_auth, san_names
@@ -60,12 +69,11 @@ from certkit.core.keys import PrivateKey, public_key_matches
 from certkit.core.lint import lint_certificate
 from certkit.core.mtasts import StsReport, sts_owner, tlsrpt_owner
 from certkit.core.names import dns_name
-from certkit.core.text import duration_text, plural
+from certkit.core.text import plural
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
-from certkit.core.verify import VerificationResult, VerifyOptions, domain_matches, verify_chain
 from certkit.errors import InputError, UsageError
 from certkit.schemas import document
-from certkit.validation import Validator, validate_peer
+from certkit.validation import Validator
 
 __all__ = [
     "CHAIN_STATES",
@@ -88,9 +96,6 @@ JSON_SCHEMA_VERSION = document("preflight").version
 
 #: The shortest timeout (seconds) per network step: below it nothing could answer.
 MIN_TIMEOUT = 0.1
-
-#: A CRL whose nextUpdate is nearer than this (or than half its lifetime) is a warning.
-CRL_WARNING = _dt.timedelta(days=2)
 
 OUTBOUND = "outbound"  # we send to them
 INBOUND = "inbound"    # they send to us
@@ -343,10 +348,6 @@ _EKU_DIRECTION = {"eku.no-client-auth": (OUTBOUND,), "eku.no-server-auth": (INBO
                   "peer.rejected-no-client-auth": (OUTBOUND,)}
 
 
-def _ours(f: Finding) -> Finding:
-    return f if f.side is Side.OURS else replace(f, side=Side.OURS)
-
-
 #: Remedies for OUR chain: the catalogue's (import the partner's root) are written for the partner's chain.
 _OUR_CHAIN_REMEDY = {
     "chain.self-signed": "Our certificate is self-signed, so there is no root of ours to send: give the partner this "
@@ -386,17 +387,14 @@ def _check_certificate(cert: x509.Certificate, key: PrivateKey | None, chain: Se
         out.append(Finding("key.mismatch", "The private key given is not the key of the certificate.",
                            subject=cert.subject.rfc4514_string()))
     if is_self_signed(cert):
-        out.append(Finding("chain.self-signed", "Our certificate is self-signed: the partner must pin this exact "
-                           "certificate (import it into Cert:\\LocalMachine\\Root), and pin it again at every "
-                           "renewal. A CA-signed certificate is better.", subject=cert.subject.rfc4514_string(),
-                           side=Side.OURS, severity=Severity.WARNING))
-    result, fetches = _our_chain_verdict(cert, chain, anchors, at, options.validator, crl_cache)
+        out.append(self_signed_warning(cert))
+    result, fetches = our_chain_verdict(cert, chain, anchors, at, options.validator, crl_cache.get)
     # The pinned-leaf fact was said above, as the self-signed warning.
-    out += [_ours(f) for f in result.findings if f.code != "chain.pinned-leaf"]
-    out += _crls_expiring(fetches, at)
+    out += [as_ours(f) for f in result.findings if f.code != "chain.pinned-leaf"]
+    out += crls_expiring(fetches, at)
     trusted = result.ok or (result.anchor is not None and not any(
         f.code.startswith("chain.") and f.severity is Severity.ERROR for f in result.findings))
-    return _once_each(out), _chain_view(list(result.chain), trusted=trusted, at=at, findings=result.findings)
+    return once_each(out), _chain_view(list(result.chain), trusted=trusted, at=at, findings=result.findings)
 
 
 def _our_name_findings(cert: x509.Certificate, edge_fqdn: str, domains: Sequence[str]) -> list[Finding]:
@@ -413,64 +411,8 @@ def _our_name_findings(cert: x509.Certificate, edge_fqdn: str, domains: Sequence
         out.append(Finding("name.host-mismatch", f"The SAN does not name our Edge FQDN {edge_fqdn}; it names "
                            f"{', '.join(sans) or '(nothing)'}.", subject=who, side=Side.OURS,
                            evidence={"expected": edge_fqdn, "names": sans}))
-    for domain in domains:
-        matched = domain_matches(cert, domain)
-        if matched is None:
-            out.append(Finding("name.domain-mismatch", f"The certificate names neither {domain} nor a host within "
-                               f"it (it names {', '.join(sans) or 'nothing'}); the partner's Edge checks our domain "
-                               "against its TLSReceiveDomainSecureList.", subject=who, side=Side.OURS,
-                               evidence={"expected": domain, "names": sans}))
-        elif domain not in sans:
-            out.append(Finding("name.domain-not-listed", f"{domain} is matched only through {matched}; Microsoft's "
-                               f"advice is to list the domain {domain} itself in the SAN.", subject=who,
-                               side=Side.OURS, evidence={"expected": domain}))
+    out += our_domain_findings(cert, domains)
     return out
-
-
-def _our_chain_verdict(cert: x509.Certificate, chain: Sequence[x509.Certificate], anchors: AnchorSet,
-                       at: _dt.datetime, validator: Validator,
-                       crl_cache: CrlCache) -> tuple[VerificationResult, tuple[CrlFetch, ...]]:
-    """Our certificate as a TLS client, up to a root: our own chain file's roots and the store count; a
-    self-signed certificate is pinned (and has no CRL to fetch)."""
-    own_roots = [c for c in chain if is_self_signed(c)]
-    if is_self_signed(cert):
-        own_roots.append(cert)
-    trust = anchors.union(AnchorSet.of(own_roots, origin="our chain")) if own_roots else anchors
-    inters = [c for c in chain if not is_self_signed(c)]
-    if is_self_signed(cert):
-        return verify_chain(cert, inters, trust, at=at, options=VerifyOptions(purpose="client")), ()
-    check = validate_peer(cert, inters, trust, crl_source=crl_cache.get, purpose="client", validator=validator, at=at)
-    return check.result, check.fetches
-
-
-def _crls_expiring(fetches: Sequence[CrlFetch], at: _dt.datetime) -> list[Finding]:
-    """Our CRLs near their nextUpdate: one not republished in time fails every certificate of its CA."""
-    out: list[Finding] = []
-    for fetch in fetches:
-        crl = fetch.crl
-        if crl is None or crl.next_update_utc is None or crl.next_update_utc <= at:
-            continue
-        left = crl.next_update_utc - at
-        lifetime = crl.next_update_utc - crl.last_update_utc
-        if left < max(CRL_WARNING, lifetime / 2) and left < CRL_WARNING * 4:
-            out.append(Finding("revocation.crl-expiring", f"Our CRL at {fetch.url} expires in {duration_text(left)} "
-                               f"(nextUpdate {crl.next_update_utc:%Y-%m-%d %H:%M}Z).", subject=fetch.url,
-                               side=Side.OURS))
-    return out
-
-
-def _once_each(findings: Sequence[Finding]) -> list[Finding]:
-    """One finding per (code, subject): the lint and the verifier see some things twice (EKU, expiry, CDP).
-    Name findings are kept each: they differ by the name expected."""
-    seen: set[tuple[str, str | None]] = set()
-    unique: list[Finding] = []
-    for f in findings:
-        if not f.code.startswith("name."):
-            if (f.code, f.subject) in seen:
-                continue
-            seen.add((f.code, f.subject))
-        unique.append(f)
-    return unique
 
 
 def _their_client_auth(e: AddressResult, where: str) -> list[Finding]:
