@@ -30,7 +30,7 @@ from certkit.adapters.crlfetch import CrlFetch
 from certkit.core.extensions import eku_of, san_names
 from certkit.core.findings import Finding, Severity, Side
 from certkit.core.formats import sha256_fingerprint
-from certkit.core.personality import behaviour
+from certkit.core.personality import validator_rules
 from certkit.core.text import duration_text
 from certkit.core.trust import AnchorSet, extension_problem, is_self_signed
 from certkit.core.verify import VerificationResult, VerifyOptions, domain_matches, verify_chain
@@ -74,16 +74,18 @@ def as_ours(f: Finding) -> Finding:
 
 def our_chain_verdict(cert: x509.Certificate, chain: Sequence[x509.Certificate], anchors: AnchorSet,
                       at: _dt.datetime, validator: Validator,
-                      crl_source: Callable[[str], CrlFetch]) -> tuple[VerificationResult, tuple[CrlFetch, ...]]:
+                      crl_source: Callable[[str], CrlFetch] | None) -> tuple[VerificationResult, tuple[CrlFetch, ...]]:
     """Our certificate as a TLS client, up to a root: our own chain's roots and ``anchors`` count; a self-signed
-    certificate is pinned (and has no CRL to fetch). CRLs come from ``crl_source`` (a ``CrlCache``'s ``get``)."""
+    certificate is pinned (and has no CRL to fetch). CRLs come from ``crl_source`` (a ``CrlCache``'s ``get``);
+    ``None``: no CRL is fetched and revocation is not judged (what a Postfix partner does)."""
     own_roots = [c for c in chain if is_self_signed(c)]
     if is_self_signed(cert):
         own_roots.append(cert)
     trust = anchors.union(AnchorSet.of(own_roots, origin="our chain")) if own_roots else anchors
     inters = [c for c in chain if not is_self_signed(c)]
-    if is_self_signed(cert):
-        return verify_chain(cert, inters, trust, at=at, options=VerifyOptions(purpose="client")), ()
+    if is_self_signed(cert) or crl_source is None:
+        result = verify_chain(cert, inters, trust, at=at, options=VerifyOptions(purpose="client"))
+        return replace(result, findings=tuple(f for f in result.findings if not f.code.startswith("revocation."))), ()
     check = validate_peer(cert, inters, trust, crl_source=crl_source, purpose="client", validator=validator, at=at)
     return check.result, check.fetches
 
@@ -195,15 +197,18 @@ def check_our_certificate(cert: x509.Certificate, chain: Sequence[x509.Certifica
                           domain: str | None) -> OurCertificate:
     """Judge the certificate we present (``cert``, with the intermediates ``chain`` we send) as the partner's
     ``validator`` will: expiry, clientAuth and serverAuth, revocation through our CDP (``exchange``; Postfix
-    checks no CRL), the Domain Security name rule for our ``domain`` (the sender's; ``exchange`` only), and a
-    chain to our root (``anchors`` plus the roots in ``chain``) in which every intermediate is sent.
+    checks no CRL, so under ``postfix`` none is fetched), the Domain Security name rule for our ``domain``
+    (the sender's; ``exchange`` only), and a chain to our root (``anchors`` plus the roots in ``chain``) in
+    which every intermediate is sent.
 
     We cannot know the partner's store: a chain that ends at an issuer unknown here is a warning (we could not
     follow it), not an error; an intermediate missing from what we send is an error. Never raises for what it
     finds.
     """
-    rules = behaviour(validator)
-    result, fetches = our_chain_verdict(cert, chain, anchors, at, validator, crl_source)
+    rules = validator_rules(validator)
+    # Postfix checks no CRL: nothing is fetched, and nothing about revocation is said.
+    result, fetches = our_chain_verdict(cert, chain, anchors, at, validator,
+                                        crl_source if rules.checks_revocation else None)
     out = [_unknown_root_warning(f) if f.code == "chain.unknown-issuer" else as_ours(f)
            for f in result.findings if f.code != "chain.pinned-leaf"]
     # An extension that cannot be parsed is the verifier's chain.invalid: no EKU or name to read.
@@ -212,7 +217,9 @@ def check_our_certificate(cert: x509.Certificate, chain: Sequence[x509.Certifica
         out += _no_server_auth(cert)
     if is_self_signed(cert):
         out.append(self_signed_warning(cert))
-    checked = domain if rules.checks_name else None
+    # Exchange's Domain Security rule for the sender's domain; Postfix checks no name of a client certificate,
+    # and an Exchange Online connector's TlsSenderCertificateName is not known here.
+    checked = domain if rules.name_rule == "domain-security" else None
     if checked is not None and readable:
         out += our_domain_findings(cert, [checked])
     out += crls_expiring(fetches, at)

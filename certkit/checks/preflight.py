@@ -587,7 +587,8 @@ def _check_endpoints(report: PreflightReport, options: PreflightOptions, anchors
     # Domain Security only when the sender's domain is in its TLSReceiveDomainSecureList.
     probe_options = ProbeOptions(port=options.port, validator=options.validator, domain=report.partner,
                                  nameserver=options.nameserver, timeout=options.timeout,
-                                 mail_from=f"probe@{report.our_domain}", helo_name=report.edge_fqdn, dane=options.dane)
+                                 mail_from=f"probe@{report.our_domain}", helo_name=report.edge_fqdn, dane=options.dane,
+                                 our_certificate=False)  # step 1 checked it
     results = probe_sync([report.partner], anchors=anchors, identity=identity, options=probe_options,
                          clock=FixedClock(report.at), progress=on_address)
     for e in (e for r in results for e in r.addresses):

@@ -53,6 +53,7 @@ from certkit.adapters.dns import (
 )
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session_async
 from certkit.checks.mtasts import MTA_STS_MODES, check_sts_options, mta_sts_of_sessions
+from certkit.checks.ourcert import OurCertificate, check_our_certificate
 from certkit.clock import Clock, SystemClock
 from certkit.core.extensions import allows_client_auth, san_dns_names
 from certkit.core.findings import EXCHANGE_DNS_ERROR, EXCHANGE_WRAP, Finding, Severity, Side
@@ -61,7 +62,7 @@ from certkit.core.names import dns_name
 from certkit.core.personality import rejection_of_us
 from certkit.core.smtp import Reply, printable
 from certkit.core.text import plural
-from certkit.core.trust import is_self_signed
+from certkit.core.trust import AnchorSet, as_anchor_set, is_self_signed
 from certkit.core.verify import VerificationResult
 from certkit.errors import InputError, UsageError
 from certkit.validation import VALIDATOR_NAMES, Validator, validate_peer
@@ -248,6 +249,8 @@ class AddressResult:
     findings: list[Finding] = field(default_factory=list)
     #: What DANE found for this address (``None``: ``dane="off"``, or an IP address target under ``auto``).
     dane: DaneReport | None = None
+    #: The run's check of the certificate we present (the same object for every address; ``None``: none was made).
+    ours: OurCertificate | None = None
 
     @property
     def reached(self) -> bool:
@@ -255,10 +258,19 @@ class AddressResult:
 
     @property
     def ok(self) -> bool:
+        """No error in this session, and none in our certificate under the validator's rules: a server that
+        accepts a certificate the partner's validator refuses (Postfix does not check our CRL) is no proof."""
+        return self.session_ok and (self.ours is None or self.ours.ok)
+
+    @property
+    def session_ok(self) -> bool:
+        """No error finding of this address's own (the session, their certificate, DANE)."""
         return not any(f.severity is Severity.ERROR for f in self.findings)
 
     @property
     def verdict(self) -> str:
+        if self.session_ok and self.ours is not None and not self.ours.ok:
+            return self._refused_by_the_rules(self.ours)
         if self.ok:
             refused = next((f for f in self.findings if f.code == "smtp.recipient-refused"), None)
             if refused is not None:
@@ -269,6 +281,15 @@ class AddressResult:
             return "would deliver with Domain Security"
         first = next(f for f in self.findings if f.severity is Severity.ERROR)
         return f"would fail: {first.entry.title}"
+
+    def _refused_by_the_rules(self, ours: OurCertificate) -> str:
+        """The verdict when this session went through but our certificate fails the validator's rules."""
+        tls = self.session.tls if self.session else None
+        partner = _PARTNER_PHRASE.get(ours.validator, f"a partner with the {ours.validator} rules")
+        title = ours.errors[0].entry.title
+        if tls is not None and tls.client_cert_sent:
+            return f"this server accepted our certificate, but {partner} would refuse it: {title}"
+        return f"{partner} would refuse our certificate: {title}"
 
     @property
     def domain_security_untested(self) -> list[str]:
@@ -312,6 +333,11 @@ class AddressResult:
             "timings": s.timings if s else {},
             "seconds": round(s.seconds, 4) if s else None,
         }
+
+
+#: Who refuses our certificate, in a verdict, per validator.
+_PARTNER_PHRASE = {"exchange": "an Exchange partner", "postfix": "a Postfix partner",
+                   "exchange-online": "an Exchange Online partner"}
 
 
 @dataclass(frozen=True)
@@ -371,6 +397,10 @@ class ProbeResult:
     #: MTA-STS and TLS-RPT of a domain target (``mta_sts="auto"``); ``None`` for host and address targets and
     #: with ``mta_sts="off"``. Its findings are its own: not in :attr:`findings` nor :attr:`all_findings`.
     mta_sts: StsReport | None = None
+    #: The run's check of the certificate we present, before connecting (the same object for every target;
+    #: ``None``: no client certificate, or ``ProbeOptions(our_certificate=False)``). Its findings are not in
+    #: :attr:`all_findings` (they are the run's, not the target's) but count in :func:`exit_code`.
+    ours: OurCertificate | None = None
 
     @property
     def all_findings(self) -> list[Finding]:
@@ -385,10 +415,12 @@ class ProbeResult:
 
 def exit_code(results: Sequence[ProbeResult]) -> int:
     """0 no error findings, 1 error findings (an MTA-STS error included: under ``enforce``, an MX that MTA-STS
-    senders will not deliver to), 3 nothing could be reached."""
+    senders will not deliver to; and our certificate's), 3 nothing could be reached."""
     if not any(a.reached for r in results for a in r.addresses):
         return 3
     if any(r.mta_sts is not None and not r.mta_sts.ok for r in results):
+        return 1
+    if any(r.ours is not None and not r.ours.ok for r in results):
         return 1
     return 1 if any(f.severity is Severity.ERROR for r in results for f in r.all_findings) else 0
 
@@ -703,8 +735,10 @@ class ProbeOptions:
     network step; at most ``concurrency`` sessions and DNS look-ups run at once; ``dane``: ``auto``,
     ``require`` or ``off``; ``mta_sts``: ``auto`` or ``off``, with ``sts_cadata`` (PEM roots in place of the
     Web PKI, certifi's Mozilla roots, for the policy host and the MX hosts) and ``sts_policy_port`` (the
-    policy host's HTTPS port, 443) for a lab (see the module docstring). Names and addresses are kept
-    normalised.
+    policy host's HTTPS port, 443) for a lab (see the module docstring); ``our_certificate``: check the
+    certificate we present under ``validator``'s rules once, before connecting
+    (:func:`certkit.checks.ourcert.check_our_certificate`; the pre-flight, which checks it in its own step,
+    turns it off). Names and addresses are kept normalised.
     """
 
     port: int = 25
@@ -722,6 +756,7 @@ class ProbeOptions:
     mta_sts: str = "off"
     sts_cadata: str | None = None
     sts_policy_port: int = 443
+    our_certificate: bool = True
 
     def __post_init__(self) -> None:
         _check_modes(self.validator, self.dane, self.timeout, self.concurrency, self.nameserver)
@@ -742,21 +777,24 @@ class ProbeOptions:
 
 def probe_sync(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
                options: ProbeOptions | None = None, clock: Clock | None = None,
-               progress: ProgressCallback | None = None) -> list[ProbeResult]:
+               progress: ProgressCallback | None = None,
+               our_roots: Sequence[x509.Certificate] = ()) -> list[ProbeResult]:
     """Probe every target (see the module docstring); results in input order.
 
     ``anchors`` is an :class:`~certkit.core.trust.AnchorSet` or a sequence of certificates; ``identity``
     the client certificate we present; ``options`` a :class:`ProbeOptions` (port, validator, name rule,
     envelope, DNS, timeout, concurrency, DANE, MTA-STS); ``clock`` the time to judge at (default: the system's).
-    ``progress`` is called per finished address.
+    ``progress`` is called per finished address. ``our_roots``: our own root(s), to follow our chain to
+    when checking the certificate we present (besides ``anchors`` and the roots in ``identity.chain``).
     """
     return asyncio.run(probe(targets, anchors=anchors, identity=identity, options=options, clock=clock,
-                             progress=progress))
+                             progress=progress, our_roots=our_roots))
 
 
 async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientIdentity | None = None,
                 options: ProbeOptions | None = None, clock: Clock | None = None,
-                progress: ProgressCallback | None = None) -> list[ProbeResult]:
+                progress: ProgressCallback | None = None,
+                our_roots: Sequence[x509.Certificate] = ()) -> list[ProbeResult]:
     """The coroutine behind :func:`probe_sync`: ``concurrency`` sessions at once on the running loop; DNS and
     the verification (which may download CRLs) on a few daemon threads."""
     if options is not None and not isinstance(options, ProbeOptions):
@@ -770,6 +808,9 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
     run = _ProbeRun(opts, anchors, identity, (clock or SystemClock()).now(), progress,
                     _DaemonWorkers(asyncio.get_running_loop(), threads, prestart=min(len(parsed), threads)))
     try:
+        # Once per run, before connecting: our certificate as the partner's validator will judge it.
+        if identity is not None and opts.our_certificate:
+            run.ours = await run.workers.submit(functools.partial(run.check_ours, tuple(our_roots)))
         return list(await asyncio.gather(*(run.target(t) for t in parsed)))
     finally:
         run.workers.close()
@@ -788,9 +829,20 @@ class _ProbeRun:
         self.workers = workers
         self.sessions = asyncio.Semaphore(options.concurrency)
         self.crl_cache = CrlCache(timeout=options.timeout)
+        self.ours: OurCertificate | None = None
+
+    def check_ours(self, our_roots: tuple[x509.Certificate, ...]) -> OurCertificate:
+        """The certificate we present under the validator's rules (blocking: may download our CRL)."""
+        assert self.identity is not None
+        anchors = as_anchor_set(self.anchors)
+        if our_roots:
+            anchors = anchors.union(AnchorSet.of(our_roots, origin="our root"))
+        return check_our_certificate(self.identity.cert, self.identity.chain, anchors, at=self.at,
+                                     validator=self.options.validator, crl_source=self.crl_cache.get,
+                                     domain=_sender_domain(self.identity.cert, self.options))
 
     async def target(self, t: Target) -> ProbeResult:
-        result = ProbeResult(t.text)
+        result = ProbeResult(t.text, ours=self.ours)
         async with self.sessions:
             pairs, name_secure = await _addresses_of(t, result, self.workers, nameserver=self.options.nameserver,
                                                      timeout=self.options.timeout)
@@ -827,7 +879,8 @@ class _ProbeRun:
                 dane_in = _DaneInput(opts.dane, await lookup if lookup is not None else None, name_secure,
                                      t.host if t.is_domain else host)
             done = await self.workers.submit(functools.partial(
-                self.judge, AddressResult(t.text, host, address, t.port, session), session, envelope.partner,
+                self.judge, AddressResult(t.text, host, address, t.port, session, ours=self.ours), session,
+                envelope.partner,
                 dane_in))
         if self.progress is not None:
             self.progress(done)
@@ -910,6 +963,16 @@ def _envelope(t: Target, ours: x509.Certificate | None, options: ProbeOptions) -
     rcpt = options.rcpt_to if options.rcpt_to is not None else (
         f"postmaster@{t.host}" if t.is_domain else f"postmaster@{partner}" if partner else None)
     return _Envelope(partner, sender, rcpt, options.helo_name or (_our_host(ours) if ours else "localhost"))
+
+
+def _sender_domain(ours: x509.Certificate, options: ProbeOptions) -> str | None:
+    """Our domain as the partner's Exchange sees it: MAIL FROM's (``--mail-from``, else the one the probe derives
+    from our certificate); ``None`` for the null sender or an address literal (no name rule to apply)."""
+    if options.mail_from is None and _our_host(ours) == "localhost":
+        return None  # no host name in our certificate to take a domain from
+    sender = options.mail_from if options.mail_from is not None else f"probe@{_our_domain(ours)}"
+    domain = sender.rpartition("@")[2]
+    return domain if domain and not domain.startswith("[") else None
 
 
 async def _addresses_of(t: Target, result: ProbeResult, workers: _DaemonWorkers, *, nameserver: str | None,

@@ -18,9 +18,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -29,6 +29,9 @@ from certkit.adapters.truststore import TrustStore, default_store_path
 from certkit.cli.colour import severity
 from certkit.core.text import printable
 from certkit.errors import CertkitError, InputError, PassphraseError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,6 +124,25 @@ def store_path(home: str | None, store: str | None) -> Path:
 def open_store(home: str | None, store: str | None, *, check: bool = True) -> TrustStore:
     """The trust store that ``--home``/``--store`` name (``check=False``: skip the size check on open)."""
     return TrustStore(store_path(home, store), check=check)
+
+
+def our_ca_root(home: Path, chain: Sequence[x509.Certificate], leaf: x509.Certificate) -> x509.Certificate | None:
+    """Our CA's root, when the home holds the CA that issued the top of our chain (no passphrase needed), and
+    the chain has no root of its own.
+
+    ``certkit ca issue`` writes ``<fqdn>.chain.pem`` with the leaf and intermediates but not the root;
+    without the root our own chain cannot be followed to its end.
+    """
+    from certkit.core.trust import is_self_signed
+
+    if is_self_signed(leaf) or any(is_self_signed(c) for c in chain) or not (home / "ca.db").is_file():
+        return None
+    from certkit.ca import CertificateAuthority
+
+    with CertificateAuthority.open(home) as ca:
+        root = ca.root
+    top = chain[-1] if chain else leaf
+    return root if top.issuer == root.subject else None
 
 
 def key_passphrase() -> bytes | None:

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import click
-from cryptography import x509
 
 from certkit.adapters.fs import atomic_write
 from certkit.adapters.inputs import read_input
@@ -26,6 +25,7 @@ from certkit.cli.common import (
     home_option,
     key_passphrase,
     open_store,
+    our_ca_root,
     parse_at,
     resolve_home,
     stderr_is_terminal,
@@ -36,7 +36,6 @@ from certkit.configgen import DEFAULT_EXCHANGE_TARGET, EXCHANGE_TARGETS
 from certkit.core.formats import load_certificates
 from certkit.core.keys import load_private_key
 from certkit.core.text import printable
-from certkit.core.trust import is_self_signed
 from certkit.errors import CertkitError, UsageError
 
 __all__ = ["COMMANDS"]
@@ -60,23 +59,6 @@ def _write(path: str, data: bytes, option: str) -> None:
         atomic_write(path, data, overwrite=True)
     except CertkitError as err:
         raise UsageError(f"Cannot write the {option} file {path}: {err}") from None
-
-
-def _our_root_from_home(home: Path, chain: list[x509.Certificate], leaf: x509.Certificate) -> None:
-    """Complete our chain with our CA's root when the home holds the CA that issued it (no passphrase needed).
-
-    ``certkit ca issue`` writes ``<fqdn>.chain.pem`` with the leaf and intermediates but not the root;
-    without the root our own chain cannot be followed to its end.
-    """
-    if is_self_signed(leaf) or any(is_self_signed(c) for c in chain) or not (home / "ca.db").is_file():
-        return
-    from certkit.ca import CertificateAuthority
-
-    with CertificateAuthority.open(home) as ca:
-        root = ca.root
-    top = chain[-1] if chain else leaf
-    if top.issuer == root.subject:
-        chain.append(root)
 
 
 class _Steps:
@@ -167,7 +149,9 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
         chain += load_certificates(read_input(chain_file, what="chain"), source=chain_file)
     # <fqdn>.chain.pem repeats the leaf: keep each certificate once, the leaf only in front.
     chain = [c for i, c in enumerate(chain) if c != certs[0] and c not in chain[:i]]
-    _our_root_from_home(resolve_home(home), chain, certs[0])
+    root = our_ca_root(resolve_home(home), chain, certs[0])
+    if root is not None:
+        chain.append(root)
     key = load_private_key(read_input(key_file, what="key"), key_passphrase(), source=key_file)
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
     at = parse_at(at_text) if at_text else None

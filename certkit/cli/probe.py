@@ -13,6 +13,7 @@ from certkit.adapters.identity import load_identity
 from certkit.adapters.inputs import read_input
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.mtasts import read_cafile
+from certkit.checks.ourcert import OurCertificate
 from certkit.checks.probe import AddressResult, ProbeOptions, ProbeResult, exit_code, probe_sync
 from certkit.cli.colour import severity, verdict
 from certkit.cli.common import (
@@ -21,6 +22,7 @@ from certkit.cli.common import (
     home_option,
     key_passphrase,
     open_store,
+    our_ca_root,
     resolve_home,
 )
 from certkit.cli.mtasts import report_lines
@@ -68,6 +70,17 @@ def _where(a: AddressResult) -> str:
     return f"{a.host} [{a.address}]:{a.port}" if a.host != a.address else f"[{a.address}]:{a.port}"
 
 
+def _print_ours(ours: OurCertificate) -> None:
+    """The run's check of the certificate we present: one line, then its findings with their fixes."""
+    head = f"Our certificate {ours.cert.subject.rfc4514_string()} under {ours.validator} rules"
+    if ours.domain is not None:
+        head += f" for {ours.domain}"
+    click.echo(printable(f"{head}: ") + verdict("OK" if ours.ok else f"{len(ours.errors)} error(s)", ours.ok))
+    for f in ours.findings:
+        click.echo("  " + severity(str(f.severity)) + printable(f": {f.code}: {f.detail}"))
+        click.echo(printable(f"    fix: {ours.remedy(f)}"))
+
+
 def _print(results: list[ProbeResult], verbose: bool, validator: str = "exchange") -> None:
     # Replies, certificate names and transcripts are the server's text: printable() escapes control
     # characters so that a hostile server cannot recolour, move or overwrite what the admin reads. The
@@ -75,6 +88,8 @@ def _print(results: list[ProbeResult], verbose: bool, validator: str = "exchange
     def out(text: str, *, lead: str = "") -> None:
         click.echo(lead + printable(text))
 
+    if results and results[0].ours is not None:
+        _print_ours(results[0].ours)
     for r in results:
         for f in r.findings:
             out(f": {f.code}: {f.detail}", lead=printable(f"{r.target}: ") + severity(str(f.severity)))
@@ -156,6 +171,7 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     all_targets = _targets(targets, from_file)
     identity = (_identity_from_home(home, as_name) if as_name is not None
                 else _identity(client_cert, client_key))
+    root = our_ca_root(resolve_home(home), identity.chain, identity.cert) if identity is not None else None
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
     progress = AddressBar(pending=len(all_targets)) if worth_a_bar(len(all_targets)) else None
     try:
@@ -163,13 +179,16 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
                                domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt, helo_name=helo,
                                nameserver=nameserver, timeout=timeout, concurrency=concurrency, dane=dane,
                                mta_sts=mta_sts, sts_cadata=read_cafile(sts_cafile), sts_policy_port=sts_policy_port)
-        results = probe_sync(all_targets, anchors=anchors, identity=identity, options=options, progress=progress)
+        results = probe_sync(all_targets, anchors=anchors, identity=identity, options=options, progress=progress,
+                             our_roots=[root] if root is not None else [])
     finally:
         if progress is not None:
             progress.close()
     code = exit_code(results)
     if as_json:
+        ours = results[0].ours if results else None
         echo_json({"schema_version": JSON_SCHEMA_VERSION, "validator": validator,
+                   "our_certificate": None if ours is None else ours.to_dict(),
                    "results": [r.to_dict() for r in results], "exit_code": code})
     else:
         _print(results, verbose, validator)
