@@ -27,7 +27,7 @@ from certkit.cli.common import (
 )
 from certkit.cli.mtasts import report_lines
 from certkit.cli.progress import AddressBar, worth_a_bar
-from certkit.core.text import printable
+from certkit.core.text import plural, printable
 from certkit.errors import InputError
 from certkit.schemas import document
 from certkit.validation import VALIDATOR_NAMES
@@ -75,7 +75,7 @@ def _print_ours(ours: OurCertificate) -> None:
     head = f"Our certificate {ours.cert.subject.rfc4514_string()} under {ours.validator} rules"
     if ours.domain is not None:
         head += f" for {ours.domain}"
-    click.echo(printable(f"{head}: ") + verdict("OK" if ours.ok else f"{len(ours.errors)} error(s)", ours.ok))
+    click.echo(printable(f"{head}: ") + verdict("OK" if ours.ok else plural(len(ours.errors), "error"), ours.ok))
     for f in ours.findings:
         click.echo("  " + severity(str(f.severity)) + printable(f": {f.code}: {f.detail}"))
         click.echo(printable(f"    fix: {ours.remedy(f)}"))
