@@ -38,6 +38,7 @@ client certificate, we judge their server certificate) and ``inbound`` (they sen
 from __future__ import annotations
 
 import datetime as _dt
+import ipaddress
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from certkit.adapters.crlfetch import CrlCache
-from certkit.adapters.dns import MailRoute, resolve_mail_domain
+from certkit.adapters.dns import DnsFailure, MailHost, MailRoute, resolve_host, resolve_mail_domain
 from certkit.adapters.transport import ClientIdentity
 from certkit.checks.mtasts import check_sts_options, mta_sts_of_sessions
 from certkit.checks.ourcert import (
@@ -59,7 +60,7 @@ from certkit.checks.ourcert import (
     our_domain_findings,
     self_signed_warning,
 )
-from certkit.checks.probe import DANE_MODES, AddressResult, ProbeOptions, probe_sync
+from certkit.checks.probe import DANE_MODES, AddressResult, ProbeOptions, dns_finding, parse_target, probe_sync
 from certkit.clock import Clock, FixedClock, SystemClock, aware
 from certkit.core.extensions import allows_client_auth, san_names
 from certkit.core.findings import Finding, Severity, Side
@@ -251,6 +252,8 @@ class PreflightReport:
     #: The partner domain's MTA-STS and TLS-RPT (``mta_sts="auto"``; ``None`` with ``off``). Not part of the
     #: verdict: its findings are its own, not :attr:`items`.
     mta_sts: StsReport | None = None
+    #: The hosts given instead of MX resolution (``PreflightOptions.mx``, ``--mx``): empty when DNS gave the MX list.
+    mx_given: tuple[str, ...] = ()
 
     @property
     def reached(self) -> bool:
@@ -326,6 +329,7 @@ class PreflightReport:
             "routing": {
                 "smart_host": self.smart_host,
                 "implicit_mx": bool(route and route.implicit),
+                "mx_given": list(self.mx_given),
                 "mx": [{"name": h.name, "preference": h.preference, "addresses": list(h.addresses)}
                        for h in (route.hosts if route else ())],
             },
@@ -454,7 +458,9 @@ class PreflightOptions:
     ``postfix``: revocation facts are information only); ``dane``: ``auto``, ``require`` or ``off`` (the
     default: no TLSA lookups); ``mta_sts``: ``auto`` or ``off`` (the default: nothing looked up), with
     ``sts_cadata`` (PEM roots in place of the Web PKI) and ``sts_policy_port`` (the policy host's HTTPS
-    port, 443) for a lab; see the module docstring.
+    port, 443) for a lab; see the module docstring; ``mx``: ``HOST[:PORT]`` entries (host names, IPv4
+    addresses, ``[IPv6]:PORT``; the port defaults to ``port``) probed instead of the partner's MX records
+    (a staging or lab MX that no public DNS names), kept as ``host:port``.
     """
 
     edge_fqdn: str | None = None
@@ -469,6 +475,7 @@ class PreflightOptions:
     mta_sts: str = "off"
     sts_cadata: str | None = None
     sts_policy_port: int = 443
+    mx: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if self.validator not in ("exchange", "postfix"):
@@ -482,6 +489,20 @@ class PreflightOptions:
             raise InputError(f"The port {self.port!r} is not a TCP port.", "Give 1 to 65535 (default 25).")
         check_sts_options(self.mta_sts, self.sts_cadata, self.sts_policy_port)
         object.__setattr__(self, "accepted_domains", tuple(d.lower() for d in self.accepted_domains))
+        if isinstance(self.mx, str):
+            raise UsageError("mx must be a sequence of HOST[:PORT] strings, not one string.",
+                             "Pass mx=('mx1.fabrikam.com:25',).")
+        object.__setattr__(self, "mx", tuple(_mx_target(m, self.port) for m in self.mx))
+
+
+def _mx_target(text: str, port: int) -> str:
+    """One ``--mx`` value as the probe's ``host:port`` target (``[v6]:port``); a bare name is a host, not a domain."""
+    try:
+        t = parse_target(text, port)
+    except InputError as e:
+        raise InputError(f"Bad --mx {text!r}: {e.message}", "Give --mx HOST[:PORT], e.g. mx1.fabrikam.com:25, "
+                         "192.0.2.1:2525 or [2001:db8::1]:25.") from None
+    return f"[{t.host}]:{t.port}" if ":" in t.host else f"{t.host}:{t.port}"
 
 
 _DEFAULT_OPTIONS = PreflightOptions()
@@ -511,7 +532,8 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
         raise InputError("Our Edge FQDN is unknown (the certificate has no CN).", "Give --edge-fqdn.")
     anchor_set = as_anchor_set(anchors)
     report = PreflightReport(partner, our_domain, fqdn, at, opts.port, cert, smart_host=opts.smart_host,
-                             accepted_domains=tuple(opts.accepted_domains), validator=opts.validator, dane=opts.dane)
+                             accepted_domains=tuple(opts.accepted_domains), validator=opts.validator, dane=opts.dane,
+                             mx_given=tuple(opts.mx))
 
     def say(step: str, text: str) -> None:
         if progress is not None:
@@ -521,8 +543,12 @@ def preflight(partner: str, *, our_domain: str, cert: x509.Certificate, key: Pri
     found, report.our_chain = _check_certificate(cert, key, chain, anchor_set, report, opts,
                                                  CrlCache(timeout=min(opts.timeout, 10.0)))
     report.items += [Item("certificate", _EKU_DIRECTION.get(f.code, BOTH), f, remedy=_our_remedy(f)) for f in found]
-    say("routing", f"resolving the MX records of {partner}")
-    _check_routing(report, opts)
+    if opts.mx:
+        say("routing", f"MX resolution skipped: {plural(len(opts.mx), 'host')} given ({', '.join(opts.mx)})")
+        _given_routing(report, opts)
+    else:
+        say("routing", f"resolving the MX records of {partner}")
+        _check_routing(report, opts)
     if report.route is not None and report.route.targets:
         identity = _our_identity(cert, key, chain)
         _check_endpoints(report, opts, anchor_set, identity, say)
@@ -561,6 +587,36 @@ def _check_routing(report: PreflightReport, options: PreflightOptions) -> None:
             "routing.", subject=partner)))
 
 
+def _given_routing(report: PreflightReport, options: PreflightOptions) -> None:
+    """Step 2 with ``mx`` (``--mx``): no MX lookup; the hosts given, each resolved to its addresses (an IP literal
+    is its own). A host without an address is a ``dns.failure``; a smart host is still blocking."""
+    if options.smart_host:
+        report.items.append(Item("routing", (OUTBOUND,), Finding(
+            "route.smart-host", f"Our Send connector routes through the smart host {options.smart_host}; Domain "
+            f"Security needs it to deliver to {report.partner}'s MX hosts itself (DNS routing).",
+            subject=options.smart_host)))
+    hosts: list[MailHost] = []
+    for text in options.mx:
+        host = parse_target(text).host
+        if _is_ip(host):
+            hosts.append(MailHost(host, None, (host,)))
+            continue
+        found = resolve_host(host, nameserver=options.nameserver, timeout=options.timeout)
+        hosts.append(MailHost(host, None, found.addresses, found.failure))
+        if not found.addresses:
+            failure = found.failure or DnsFailure("dns.failure", f"{host} has no A or AAAA record")
+            report.items.append(Item("routing", (OUTBOUND,), dns_finding(failure, host)))
+    report.route = MailRoute(report.partner, tuple(hosts))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _our_identity(cert: x509.Certificate, key: PrivateKey | None,
                   chain: Sequence[x509.Certificate]) -> ClientIdentity | None:
     """What our Edge presents; with no key, or a key that is not the certificate's, no handshake could present
@@ -589,8 +645,9 @@ def _check_endpoints(report: PreflightReport, options: PreflightOptions, anchors
                                  nameserver=options.nameserver, timeout=options.timeout,
                                  mail_from=f"probe@{report.our_domain}", helo_name=report.edge_fqdn, dane=options.dane,
                                  our_certificate=False)  # step 1 checked it
-    results = probe_sync([report.partner], anchors=anchors, identity=identity, options=probe_options,
-                         clock=FixedClock(report.at), progress=on_address)
+    # --mx: exactly the hosts given (as host:port targets: no MX lookup), else the partner's MX records.
+    results = probe_sync(list(options.mx) or [report.partner], anchors=anchors, identity=identity,
+                         options=probe_options, clock=FixedClock(report.at), progress=on_address)
     for e in (e for r in results for e in r.addresses):
         report.endpoints.append(e)
         where = _where(e)

@@ -103,6 +103,9 @@ class _Steps:
 @click.option("--smart-host", default=None, help="The smart host our Send connector uses today, if any.")
 @click.option("--nameserver", default=None, help="DNS server as IP[:PORT] (default: the system's).")
 @click.option("--port", default=25, show_default=True, type=click.IntRange(1, 65535), help="SMTP port of their MX.")
+@click.option("--mx", "mx", multiple=True, metavar="HOST[:PORT]",
+              help="Probe this host instead of the partner's MX records (repeatable; a staging or lab MX): "
+                   "no MX lookup, a host name is resolved to its addresses, the port defaults to --port.")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=MIN_TIMEOUT, max=3600),
               help="Seconds per network step.")
 @click.option("--at", "at_text", default=None, help="Judge at this time (ISO 8601) instead of now.")
@@ -130,7 +133,8 @@ class _Steps:
 @home_option
 def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, chain_file: str | None,
                   store: str | None, managed_only: bool, edge_fqdn: str | None, accepted: tuple[str, ...],
-                  smart_host: str | None, nameserver: str | None, port: int, timeout: float, at_text: str | None,
+                  smart_host: str | None, nameserver: str | None, port: int, mx: tuple[str, ...], timeout: float,
+                  at_text: str | None,
                   target: str, validator: str, dane: str, mta_sts: str, sts_cafile: str | None,
                   sts_policy_port: int, report_file: str | None, tlsrpt_file: str | None, as_json: bool,
                   home: str | None) -> None:
@@ -158,7 +162,8 @@ def preflight_cmd(partner: str, our_domain: str, cert_file: str, key_file: str, 
     options = PreflightOptions(edge_fqdn=edge_fqdn, accepted_domains=accepted, smart_host=smart_host,
                                nameserver=nameserver, port=port, timeout=timeout, exchange2010=target == "2010",
                                validator="postfix" if validator == "postfix" else "exchange", dane=dane,
-                               mta_sts=mta_sts, sts_cadata=read_cafile(sts_cafile), sts_policy_port=sts_policy_port)
+                               mta_sts=mta_sts, sts_cadata=read_cafile(sts_cafile), sts_policy_port=sts_policy_port,
+                               mx=mx)
     steps = _Steps() if stderr_is_terminal() else None
     try:
         report = preflight(partner, our_domain=our_domain, cert=certs[0], key=key, chain=chain, anchors=anchors,
