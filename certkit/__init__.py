@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # the public API (each name as itself, so that type checkers 
     from certkit.ca import IssuedCertificate as IssuedCertificate
     from certkit.ca import IssueRequest as IssueRequest
     from certkit.ca import exchange_selfsigned as exchange_selfsigned
+    from certkit.checks.ourcert import OurCertificate as OurCertificate
+    from certkit.checks.ourcert import check_our_certificate as check_our_certificate
     from certkit.checks.preflight import PreflightOptions as PreflightOptions
     from certkit.checks.preflight import PreflightReport as PreflightReport
     from certkit.checks.preflight import preflight as preflight
