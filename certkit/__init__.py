@@ -83,8 +83,11 @@ def _public_api() -> dict[str, str]:
     if _where is None:
         import re  # (already imported by typing; pathlib would cost 20 ms)
 
-        with open(__file__, encoding="utf-8") as source:
-            text = source.read()
+        loader = __spec__.loader if __spec__ is not None else None
+        text = loader.get_source(__name__) if loader is not None and hasattr(loader, "get_source") else None
+        if text is None:  # no loader that knows the source: read the file itself
+            with open(__file__, encoding="utf-8") as source:
+                text = source.read()
         _where = {name: module for module, name in re.findall(_PUBLIC_IMPORT, text)}
     return _where
 
