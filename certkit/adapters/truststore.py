@@ -130,11 +130,15 @@ class TrustStore:
         if not index.exists():
             # A new store (or one whose first write was interrupted) holds only certkit's own files:
             # the lock, fingerprint-named PEMs and hidden temporary files. Anything else: not a store.
-            if p.is_dir() and any(not (child.name.startswith(".") or _FP_FILE.match(child.name))
-                                  for child in p.iterdir()):
-                raise StoreError(f"{p} is not a certkit trust store (it has files but no {INDEX}).",
-                                 "Give the right --store folder, or an empty or new folder to start a store.")
-            return _State()
+            # Another process may be writing the first index right now: it is one of ours too, and is
+            # read below when it appeared while we looked.
+            foreign = p.is_dir() and any(not (child.name.startswith(".") or _FP_FILE.match(child.name)
+                                              or child.name == INDEX) for child in p.iterdir())
+            if not index.exists():
+                if foreign:
+                    raise StoreError(f"{p} is not a certkit trust store (it has files but no {INDEX}).",
+                                     "Give the right --store folder, or an empty or new folder to start a store.")
+                return _State()
         try:
             data = json.loads(index.read_text("utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
