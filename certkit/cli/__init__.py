@@ -31,6 +31,7 @@ _COMMANDS: dict[str, str] = {
     "demo": "certkit.cli.demo:demo",
     "audit": "certkit.cli.audit:audit_cmd",
     "tlsrpt": "certkit.cli.tlsrpt:tlsrpt",
+    "watch": "certkit.cli.watch:watch",
 }
 
 

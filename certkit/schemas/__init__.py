@@ -49,6 +49,7 @@ DOCUMENTS: dict[str, Document] = {d.command: d for d in (
                                                                                    "retire")),
     _doc("lab send"), _doc("audit"), _doc("mta-sts check"),
     _doc("tlsrpt read"),
+    _doc("watch list"), _doc("watch run"), _doc("watch report"),
 )}
 
 
