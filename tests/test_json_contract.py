@@ -46,6 +46,10 @@ NO_JSON = {
     "demo": "a narrated walkthrough for people",
     "completion": "prints the shell's completion script itself",
     "tlsrpt serve": "a server: it stores the reports it receives and logs requests",
+    "watch serve": "a server: it serves the metrics (OpenMetrics) and logs each cycle",
+    "watch check": "a Nagios plugin: its output is the plugin format (status line and perfdata)",
+    "watch add": "changes the inventory; watch list --json shows it",
+    "watch remove": "changes the inventory; watch list --json shows it",
 }
 #: Keys that name a fact the contract names otherwise (thumbprint_sha1, fingerprint_sha256, dns_names ...).
 FORBIDDEN_KEYS = {"sha1", "sha256", "sha1_thumbprint", "sha256_fingerprint", "thumbprint", "fingerprint", "sans",
@@ -177,6 +181,18 @@ def _net_documents(tmp: Path, w: World, home: Path, store: Path, docs: dict[str,
     add("audit", str(out / "mail.contoso.com.chain.pem"), "--within", "3650d", codes=(0, 1))
     add("tlsrpt read", str(Path(__file__).parent / "tlsrpt_corpus" / "reports"), "--home", str(home), codes=(1,))
     _rollover(home, docs)
+    _watch_documents(tmp, home, store, port, docs)
+
+
+def _watch_documents(tmp: Path, home: Path, store: Path, port: str, docs: dict[str, list[dict[str, Any]]]) -> None:
+    h = ("--home", str(home))
+    for args in (("fabrikam.test",), (f"127.0.0.1:{port}", "--domain", "fabrikam.test")):
+        CliRunner().invoke(main, ["watch", "add", *args, "--timeout", "3", *h], env=ENV)
+    docs.setdefault("watch list", []).append(cli("watch", "list", "--store", str(store), *h, "--json"))
+    # the trust store's partner fabrikam.test has no DNS here: its probe fails, so the cycle exits 1
+    docs.setdefault("watch run", []).append(cli("watch", "run", "--once", "--store", str(store), "--managed-only",
+                                                *h, "--json", codes=(1,)))
+    docs.setdefault("watch report", []).append(cli("watch", "report", *h, "--json"))
 
 
 def _rollover(home: Path, docs: dict[str, list[dict[str, Any]]]) -> None:

@@ -131,7 +131,7 @@ def test_a_partner_certificate_change_is_flagged_with_the_settings_it_affects(la
     second = watcher.cycle()
     [change] = second.changes
     assert change.fields[0] == "issuer" and change.before.thumbprint_sha1 != change.after.thumbprint_sha1
-    assert any("smtp_tls_CAfile" == s.name for s in change.settings)
+    assert any(s.name == "smtp_tls_CAfile" for s in change.settings)
     assert not second.ok and second.change_counts == {(lab.target, "partner"): 1}
 
     lab.present(lab.rekeyed)  # back to root A: issuer changes again, then the same issuer with a new key
