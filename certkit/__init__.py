@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the public API (each name as itself, so that type checkers 
     from certkit.checks.probe import ProbeResult as ProbeResult
     from certkit.checks.probe import probe as probe
     from certkit.checks.probe import probe_sync as probe_sync
+    from certkit.checks.watch import Watcher as Watcher
     from certkit.clock import Clock as Clock
     from certkit.clock import FixedClock as FixedClock
     from certkit.clock import SystemClock as SystemClock
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # the public API (each name as itself, so that type checkers 
     from certkit.core.verify import domain_matches as domain_matches
     from certkit.core.verify import host_matches as host_matches
     from certkit.core.verify import verify_chain as verify_chain
+    from certkit.core.watch import WatchTarget as WatchTarget
     from certkit.errors import AlreadyExistsError as AlreadyExistsError
     from certkit.errors import CertkitError as CertkitError
     from certkit.errors import InputError as InputError
