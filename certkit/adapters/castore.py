@@ -203,6 +203,36 @@ def db_error(exc: sqlite3.Error, path: Path, doing: str = "written") -> InputErr
                       "Check the disk and the permissions of the CA home, then run the command again.")
 
 
+@contextlib.contextmanager
+def immediate_transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
+    """One all-or-nothing write transaction on ``db`` (the CA index's, the watch history's).
+
+    ``BEGIN IMMEDIATE`` takes the write lock first, so concurrent writers queue instead of failing; an
+    exception in the block, or a ``COMMIT`` that fails (a full disk), rolls back. SQLite errors become
+    :class:`StoreError` naming ``path``.
+    """
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise db_error(exc, path) from None
+    try:
+        yield db
+    except BaseException:
+        _rollback(db)
+        raise
+    try:
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(db)
+        raise db_error(exc, path) from None
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
 def _mapped(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn any SQLite error escaping ``method`` into one certkit error line."""
     @functools.wraps(method)
@@ -344,25 +374,8 @@ class CAIndex:
         """
         if self.read_only is not None:
             raise self.read_only
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise db_error(exc, self.path) from None
-        try:
-            yield self._db
-        except BaseException:
-            self._rollback()
-            raise
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise db_error(exc, self.path) from None
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+        with immediate_transaction(self._db, self.path) as db:
+            yield db
 
     # --- meta -----------------------------------------------------------------------------------
     @_mapped

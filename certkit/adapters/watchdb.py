@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from certkit.adapters.castore import db_error
+from certkit.adapters.castore import db_error, immediate_transaction
 from certkit.adapters.fs import PRIVATE_DIR, make_dirs
 from certkit.core.jsonfacts import rfc3339
 from certkit.core.watch import CertFacts, Change, Setting, WatchTarget
@@ -152,23 +152,8 @@ class WatchHistory:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise db_error(exc, self.path) from None
-        try:
-            yield self._db
-        except BaseException:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-            raise
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            raise db_error(exc, self.path) from None
+        with immediate_transaction(self._db, self.path) as db:
+            yield db
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         try:

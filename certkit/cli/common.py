@@ -156,6 +156,22 @@ def home_option(f: F) -> F:
                         help="CA home folder (default: $CERTKIT_HOME, else ./ca).")(f)
 
 
+def sts_options(what: str) -> Callable[[F], F]:
+    """``--mta-sts``, ``--sts-cafile`` and ``--sts-policy-port`` (probe and preflight); ``what`` says what
+    is judged, for the help text."""
+
+    def decorate(f: F) -> F:
+        f = click.option("--sts-policy-port", default=443, show_default=True, type=click.IntRange(1, 65535),
+                         help="HTTPS port of the MTA-STS policy host (a lab).")(f)
+        f = click.option("--sts-cafile", type=click.Path(dir_okay=False), default=None,
+                         help="PEM roots to use instead of the Web PKI for MTA-STS (a lab).")(f)
+        return click.option("--mta-sts", "mta_sts", type=click.Choice(["auto", "off"]), default="auto",
+                            show_default=True, help=f"MTA-STS and TLS-RPT (RFC 8461, 8460) {what}; off looks up "
+                                                    "nothing.")(f)
+
+    return decorate
+
+
 def read_secret(*, env: str, file: str | None, prompt: str, confirm: bool = False,
                 what: str = "passphrase", option: str = "--passphrase-file") -> bytes:
     """A secret from ``$ENV``, a file, or an interactive prompt -- never from the command line."""

@@ -29,6 +29,7 @@ from certkit.cli.common import (
     parse_at,
     resolve_home,
     stderr_is_terminal,
+    sts_options,
 )
 from certkit.cli.progress import AddressBar
 from certkit.clock import SystemClock
@@ -117,13 +118,7 @@ class _Steps:
 @click.option("--dane", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
               help="DANE (RFC 7672) for their MX: auto uses DNSSEC-secure TLSA records, require also fails MX "
                    "hosts without them, off looks up nothing.")
-@click.option("--mta-sts", "mta_sts", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
-              help="MTA-STS and TLS-RPT of the partner domain (RFC 8461, 8460), from the endpoints' sessions; "
-                   "reported, not part of the verdict. off looks up nothing.")
-@click.option("--sts-cafile", type=click.Path(dir_okay=False), default=None,
-              help="PEM roots to use instead of the Web PKI for MTA-STS (a lab).")
-@click.option("--sts-policy-port", default=443, show_default=True, type=click.IntRange(1, 65535),
-              help="HTTPS port of the MTA-STS policy host (a lab).")
+@sts_options("of the partner domain, from the endpoints' sessions; reported, not part of the verdict")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as one self-contained HTML file.")
 @click.option("--tlsrpt", "tlsrpt_file", type=click.Path(dir_okay=False), default=None,

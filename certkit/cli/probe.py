@@ -24,6 +24,7 @@ from certkit.cli.common import (
     open_store,
     our_ca_root,
     resolve_home,
+    sts_options,
 )
 from certkit.cli.mtasts import report_lines
 from certkit.cli.progress import AddressBar, worth_a_bar
@@ -140,13 +141,7 @@ def _print(results: list[ProbeResult], verbose: bool, validator: str = "exchange
 @click.option("--dane", type=click.Choice(["auto", "require", "off"]), default="auto", show_default=True,
               help="TLSA checks (RFC 7672): auto applies DANE where the resolver validated TLSA records (AD bit), "
                    "require also fails MX hosts without them, off looks up nothing.")
-@click.option("--mta-sts", "mta_sts", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
-              help="MTA-STS and TLS-RPT (RFC 8461, 8460) of each domain target: the policy, every MX against it and "
-                   "the Web PKI; off looks up nothing.")
-@click.option("--sts-cafile", type=click.Path(dir_okay=False), default=None,
-              help="PEM roots to use instead of the Web PKI for MTA-STS (a lab).")
-@click.option("--sts-policy-port", default=443, show_default=True, type=click.IntRange(1, 65535),
-              help="HTTPS port of the MTA-STS policy host (a lab).")
+@sts_options("of each domain target: the policy, every MX against it and the Web PKI")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1, max=3600),
               help="Seconds per step (0.1 to 3600).")
 @click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000),
