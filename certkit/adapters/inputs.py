@@ -13,12 +13,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from typing import TextIO
 
 from certkit.core.formats import MAX_INPUT_BYTES
 from certkit.core.text import printable
 from certkit.errors import InputError, MalformedInputError, NotFoundError, StoreError, UsageError
 
-__all__ = ["os_error", "read_error", "read_input"]
+__all__ = ["iter_lines", "os_error", "read_error", "read_input"]
 
 # getattr: Windows has none of these (and no FIFOs to block on); O_BINARY keeps its reads byte for byte.
 _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -163,3 +165,22 @@ def os_error(exc: OSError, what: str) -> InputError | StoreError:
         return StoreError(f"Cannot write {what}: input/output error.",
                           "Check the disk (see dmesg), or write somewhere else.")
     return StoreError(f"Cannot write {what}: {reason}.", "Check the folder and try again.")
+
+
+def iter_lines(path: str | os.PathLike[str], *, what: str = "file") -> Iterator[str]:
+    """The lines of a user-given regular file of any size, read as they are needed (a list of millions of
+    targets is never held whole); checked as :func:`read_input` checks (no FIFO, device or folder) first."""
+    name = os.fspath(path)
+    if not name or "\x00" in name:
+        read_input(name, what=what)  # its one-line error for an empty or NUL path
+    try:
+        _check(name, os.stat(name), what, 1 << 62)
+        f = open(name, encoding="utf-8", errors="replace")  # noqa: SIM115 -- closed by the generator
+    except OSError as e:
+        raise read_error(e, name, what) from None
+    return _lines_of(f)
+
+
+def _lines_of(f: TextIO) -> Iterator[str]:
+    with f:
+        yield from f

@@ -35,7 +35,7 @@ import functools
 import ipaddress
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +52,7 @@ from certkit.adapters.dns import (
     resolve_mail_domain,
 )
 from certkit.adapters.transport import ClientIdentity, SmtpSession, run_session_async
+from certkit.checks.limits import ServerLimits, SessionShare
 from certkit.checks.mtasts import MTA_STS_MODES, check_sts_options, mta_sts_of_sessions
 from certkit.checks.ourcert import OurCertificate, check_our_certificate
 from certkit.clock import Clock, SystemClock
@@ -251,6 +252,9 @@ class AddressResult:
     dane: DaneReport | None = None
     #: The run's check of the certificate we present (the same object for every address; ``None``: none was made).
     ours: OurCertificate | None = None
+    #: The target whose session to this address this result reuses (``ProbeOptions(share_sessions=True)``: the
+    #: TLS session and chain are shared, the judging is this target's own); ``None``: its own session.
+    session_of: str | None = None
 
     @property
     def reached(self) -> bool:
@@ -327,6 +331,7 @@ class AddressResult:
             },
             "verification": _verification_dict(self.verification),
             "dane": None if self.dane is None else self.dane.to_dict(),
+            "session_of": self.session_of,
             "findings": [f.to_dict() for f in self.findings],
             "transcript": [{"direction": t.direction, "text": t.text, "elapsed": t.elapsed}
                            for t in (s.transcript if s else [])],
@@ -739,6 +744,12 @@ class ProbeOptions:
     certificate we present under ``validator``'s rules once, before connecting
     (:func:`certkit.checks.ourcert.check_our_certificate`; the pre-flight, which checks it in its own step,
     turns it off). Names and addresses are kept normalised.
+
+    For many targets (docs/bulk.md): ``per_address`` and ``per_net``: at most that many sessions at once to one
+    server address and to one network (IPv4 /24, IPv6 /48), on top of ``concurrency`` (``None``: no limit, the
+    library's default); ``share_sessions``: targets that reach the same MX host at the same address and port in
+    one run share one SMTP session (each judged under its own name rule; ``AddressResult.session_of`` names the
+    target that made it). Its recipient is the first target's ``postmaster`` unless ``rcpt_to`` is given.
     """
 
     port: int = 25
@@ -757,9 +768,16 @@ class ProbeOptions:
     sts_cadata: str | None = None
     sts_policy_port: int = 443
     our_certificate: bool = True
+    per_address: int | None = None
+    per_net: int | None = None
+    share_sessions: bool = False
 
     def __post_init__(self) -> None:
         _check_modes(self.validator, self.dane, self.timeout, self.concurrency, self.nameserver)
+        for what, limit in (("per_address", self.per_address), ("per_net", self.per_net)):
+            if limit is not None and not (isinstance(limit, int) and limit >= 1):
+                raise UsageError(f"{what} must be at least 1 (or None for no limit), not {limit!r}.",
+                                 f"Pass e.g. {what}=2.")
         check_sts_options(self.mta_sts, self.sts_cadata, self.sts_policy_port)
         if not (isinstance(self.port, int) and 1 <= self.port <= 65535):
             raise UsageError(f"The port {self.port!r} is not a TCP port.", "Pass a port from 1 to 65535, e.g. port=25.")
@@ -802,16 +820,25 @@ async def probe(targets: Sequence[str], *, anchors: Any = (), identity: ClientId
                          "Pass options=ProbeOptions(validator='postfix', timeout=5).")
     opts = _DEFAULT_OPTIONS if options is None else options
     parsed = [parse_target(t, opts.port) for t in targets]
+    async with _open_run(opts, anchors, identity, clock, progress, our_roots, len(parsed)) as run:
+        return list(await asyncio.gather(*(run.target(t) for t in parsed)))
+
+
+@contextlib.asynccontextmanager
+async def _open_run(options: ProbeOptions, anchors: Any, identity: ClientIdentity | None, clock: Clock | None,
+                    progress: ProgressCallback | None, our_roots: Sequence[x509.Certificate],
+                    expected: int) -> AsyncIterator[_ProbeRun]:
+    """A run on the running loop, with our certificate checked (``expected``: targets, to start threads for)."""
     # Threads only for blocking work (DNS, CRL downloads): a few are enough, and fewer threads fight less
     # over the GIL with the sessions on the loop.
-    threads = min(opts.concurrency, _WORKERS)
-    run = _ProbeRun(opts, anchors, identity, (clock or SystemClock()).now(), progress,
-                    _DaemonWorkers(asyncio.get_running_loop(), threads, prestart=min(len(parsed), threads)))
+    threads = min(options.concurrency, _WORKERS)
+    run = _ProbeRun(options, anchors, identity, (clock or SystemClock()).now(), progress,
+                    _DaemonWorkers(asyncio.get_running_loop(), threads, prestart=min(expected, threads)))
     try:
         # Once per run, before connecting: our certificate as the partner's validator will judge it.
-        if identity is not None and opts.our_certificate:
+        if identity is not None and options.our_certificate:
             run.ours = await run.workers.submit(functools.partial(run.check_ours, tuple(our_roots)))
-        return list(await asyncio.gather(*(run.target(t) for t in parsed)))
+        yield run
     finally:
         run.workers.close()
 
@@ -828,6 +855,8 @@ class _ProbeRun:
         self.progress = progress
         self.workers = workers
         self.sessions = asyncio.Semaphore(options.concurrency)
+        self.limits = ServerLimits(options.per_address, options.per_net)
+        self.share: SessionShare[tuple[SmtpSession, str]] | None = SessionShare() if options.share_sessions else None
         self.crl_cache = CrlCache(timeout=options.timeout)
         self.ours: OurCertificate | None = None
 
@@ -843,19 +872,32 @@ class _ProbeRun:
 
     async def target(self, t: Target) -> ProbeResult:
         result = ProbeResult(t.text, ours=self.ours)
+        pairs, name_secure = await self.resolve(t, result)
+        result.addresses = await self.addresses(t, pairs, name_secure)
+        await self.judge_sts(t, result)
+        return result
+
+    async def resolve(self, t: Target, result: ProbeResult) -> tuple[list[tuple[str, str]], bool]:
+        """Step 1: the (host, address) pairs of ``t`` (see :func:`_addresses_of`); DNS findings on ``result``."""
         async with self.sessions:
             pairs, name_secure = await _addresses_of(t, result, self.workers, nameserver=self.options.nameserver,
                                                      timeout=self.options.timeout)
         planned = getattr(self.progress, "planned", None)
         if callable(planned):
             planned(len(pairs))
+        return pairs, name_secure
+
+    async def addresses(self, t: Target, pairs: Sequence[tuple[str, str]], name_secure: bool) -> list[AddressResult]:
+        """Step 2: a session to each address of ``t``, judged (in the order of ``pairs``)."""
         envelope = _envelope(t, self.identity.cert if self.identity else None, self.options)
         tlsa: dict[str, asyncio.Future[TlsaLookup]] = {}  # one TLSA lookup per MX host, shared by its addresses
-        result.addresses = list(await asyncio.gather(
+        return list(await asyncio.gather(
             *(self.address(t, host, address, envelope, tlsa, name_secure) for host, address in pairs)))
+
+    async def judge_sts(self, t: Target, result: ProbeResult) -> None:
+        """Step 3: MTA-STS of a domain target from its finished sessions (``mta_sts="auto"``)."""
         if self.options.mta_sts == "auto" and t.is_domain:
             result.mta_sts = await self.workers.submit(functools.partial(self.mta_sts, t, result.addresses))
-        return result
 
     def mta_sts(self, t: Target, addresses: Sequence[AddressResult]) -> StsReport:
         """MTA-STS and TLS-RPT of domain target ``t``, from its finished sessions (blocking: DNS and HTTPS)."""
@@ -866,25 +908,41 @@ class _ProbeRun:
     async def address(self, t: Target, host: str, address: str, envelope: _Envelope,
                       tlsa: dict[str, asyncio.Future[TlsaLookup]], name_secure: bool) -> AddressResult:
         opts = self.options
+        lookup = self._tlsa_lookup(host, t.port, tlsa)
+        session, session_of = await self._session(t, host, address, envelope)
         async with self.sessions:
-            lookup = self._tlsa_lookup(host, t.port, tlsa)
-            # The session runs on this loop (TLS through memory BIOs); only the judging, which may
-            # download CRLs, goes to a worker thread.
-            session = await run_session_async(
-                address, t.port, server_name=host if host != address else None, helo_name=envelope.helo_name,
-                mail_from=envelope.mail_from, rcpt_to=envelope.rcpt_to, identity=self.identity,
-                implicit_tls=opts.implicit_tls, timeout=opts.timeout)
             dane_in = None
             if opts.dane == "require" or lookup is not None:
                 dane_in = _DaneInput(opts.dane, await lookup if lookup is not None else None, name_secure,
                                      t.host if t.is_domain else host)
             done = await self.workers.submit(functools.partial(
-                self.judge, AddressResult(t.text, host, address, t.port, session, ours=self.ours), session,
-                envelope.partner,
-                dane_in))
+                self.judge, AddressResult(t.text, host, address, t.port, session, ours=self.ours,
+                                          session_of=session_of), session, envelope.partner, dane_in))
         if self.progress is not None:
             self.progress(done)
         return done
+
+    async def _session(self, t: Target, host: str, address: str,
+                       envelope: _Envelope) -> tuple[SmtpSession, str | None]:
+        """The SMTP session to ``address`` for ``t``, and the target whose session it shares (``None``: its own).
+
+        A shared session is awaited before taking any slot; a new one takes the address's and its network's
+        slots (:class:`~certkit.checks.limits.ServerLimits`), then one of the run's ``concurrency``."""
+        async def connect() -> tuple[SmtpSession, str]:
+            async with self.limits.hold(address), self.sessions:
+                # The session runs on this loop (TLS through memory BIOs); only the judging, which may
+                # download CRLs, goes to a worker thread.
+                return await run_session_async(
+                    address, t.port, server_name=host if host != address else None, helo_name=envelope.helo_name,
+                    mail_from=envelope.mail_from, rcpt_to=envelope.rcpt_to, identity=self.identity,
+                    implicit_tls=self.options.implicit_tls, timeout=self.options.timeout), t.text
+
+        if self.share is None:
+            return (await connect())[0], None
+        # The name rule is judged per target; what is sent on the wire decides what may be shared.
+        key = (address, t.port, host, envelope.helo_name, envelope.mail_from, self.options.rcpt_to)
+        (session, first), shared = await self.share.get(key, connect)
+        return session, first if shared else None
 
     def _tlsa_lookup(self, host: str, port: int,
                      tlsa: dict[str, asyncio.Future[TlsaLookup]]) -> asyncio.Future[TlsaLookup] | None:

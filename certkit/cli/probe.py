@@ -15,6 +15,7 @@ from certkit.adapters.transport import ClientIdentity
 from certkit.checks.mtasts import read_cafile
 from certkit.checks.ourcert import OurCertificate
 from certkit.checks.probe import AddressResult, ProbeOptions, ProbeResult, exit_code, probe_sync
+from certkit.cli.bulk import BulkRun
 from certkit.cli.colour import severity, verdict
 from certkit.cli.common import (
     KEY_PASSPHRASE_ENV,
@@ -147,6 +148,18 @@ def _print(results: list[ProbeResult], verbose: bool, validator: str = "exchange
 @click.option("--concurrency", default=50, show_default=True, type=click.IntRange(1, 1000),
               help="Sessions at once (1 to 1000).")
 @click.option("--from", "from_file", type=click.Path(), default=None, help="Read targets from FILE.")
+@click.option("--per-address", default=2, show_default=True, type=click.IntRange(0, 1000),
+              help="Sessions at once to one server address (0: no limit).")
+@click.option("--per-net", default=8, show_default=True, type=click.IntRange(0, 10000),
+              help="Sessions at once to one network, an IPv4 /24 or IPv6 /48 (0: no limit).")
+@click.option("--jsonl", "jsonl", type=click.Path(dir_okay=False), default=None,
+              help="Bulk: write one JSON line per target to FILE as each is done (docs/bulk.md).")
+@click.option("--json-lines", "json_lines", is_flag=True, help="Bulk: the JSON lines on stdout.")
+@click.option("--resume", is_flag=True, help="With --jsonl: skip the targets already in FILE, append the rest.")
+@click.option("--window", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Bulk: targets in flight at once.")
+@click.option("--executor", default="local", show_default=True, metavar="local|dask-local[:N]|dask://HOST:PORT",
+              help="Bulk: where the sessions run (Dask: pip install 'certkit[distributed]').")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the transcript.")
 @home_option
@@ -154,8 +167,9 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
               client_key: str | None, as_name: str | None, store: str | None, managed_only: bool, validator: str,
               domain: str | None, name: str | None, mail_from: str | None, rcpt: str | None, helo: str | None,
               nameserver: str | None, dane: str, mta_sts: str, sts_cafile: str | None, sts_policy_port: int,
-              timeout: float, concurrency: int, from_file: str | None, as_json: bool, verbose: bool,
-              home: str | None) -> None:
+              timeout: float, concurrency: int, from_file: str | None, per_address: int, per_net: int,
+              jsonl: str | None, json_lines: bool, resume: bool, window: int, executor: str, as_json: bool,
+              verbose: bool, home: str | None) -> None:
     """Talk to TARGET's mail servers as a sending Edge would (never sending DATA), and explain failures.
 
     TARGET is a mail domain (resolved through MX), host:port or [ip]:port. Exit 0 when no error was
@@ -163,17 +177,23 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     """
     if as_name is not None and (client_cert or client_key):
         raise InputError("--as and --client-cert/--client-key are mutually exclusive.", "Use one or the other.")
-    all_targets = _targets(targets, from_file)
+    bulk = _bulk(targets, from_file, jsonl, json_lines, as_json, verbose, resume, window, executor)
+    all_targets = _targets(targets, from_file) if bulk is None else []
     identity = (_identity_from_home(home, as_name) if as_name is not None
                 else _identity(client_cert, client_key))
     root = our_ca_root(resolve_home(home), identity.chain, identity.cert) if identity is not None else None
     anchors = open_store(home, store).anchor_set(managed_only=managed_only)
+    # --from shares sessions too: the domains of a list often share their hoster's MX hosts.
+    options = ProbeOptions(port=port, implicit_tls=implicit_tls, validator=validator,  # type: ignore[arg-type]
+                           domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt, helo_name=helo,
+                           nameserver=nameserver, timeout=timeout, concurrency=concurrency, dane=dane,
+                           mta_sts=mta_sts, sts_cadata=read_cafile(sts_cafile), sts_policy_port=sts_policy_port,
+                           per_address=per_address or None, per_net=per_net or None,
+                           share_sessions=bulk is not None or from_file is not None)
+    if bulk is not None:
+        sys.exit(bulk.run({"anchors": anchors, "identity": identity, "our_roots": [root] if root else []}, options))
     progress = AddressBar(pending=len(all_targets)) if worth_a_bar(len(all_targets)) else None
     try:
-        options = ProbeOptions(port=port, implicit_tls=implicit_tls, validator=validator,  # type: ignore[arg-type]
-                               domain=domain, name=name, mail_from=mail_from, rcpt_to=rcpt, helo_name=helo,
-                               nameserver=nameserver, timeout=timeout, concurrency=concurrency, dane=dane,
-                               mta_sts=mta_sts, sts_cadata=read_cafile(sts_cafile), sts_policy_port=sts_policy_port)
         results = probe_sync(all_targets, anchors=anchors, identity=identity, options=options, progress=progress,
                              our_roots=[root] if root is not None else [])
     finally:
@@ -188,6 +208,21 @@ def probe_cmd(targets: tuple[str, ...], port: int, implicit_tls: bool, client_ce
     else:
         _print(results, verbose, validator)
     sys.exit(code)
+
+
+def _bulk(targets: tuple[str, ...], from_file: str | None, jsonl: str | None, json_lines: bool, as_json: bool,
+          verbose: bool, resume: bool, window: int, executor: str) -> BulkRun | None:
+    """The bulk run that --jsonl or --json-lines asks for (``None``: an ordinary report)."""
+    if jsonl is None and not json_lines:
+        if resume or executor != "local":
+            raise InputError("--resume and --executor go with --jsonl FILE (or --json-lines).",
+                             "Add --jsonl results.jsonl.")
+        return None
+    if jsonl is not None and json_lines:
+        raise InputError("--jsonl and --json-lines are mutually exclusive.", "Write to a file or to stdout.")
+    if as_json or verbose:
+        raise InputError("--json and -v do not go with JSON lines.", "Each line already holds the whole result.")
+    return BulkRun(targets, from_file, jsonl, resume, window, executor)
 
 
 COMMANDS: list[click.Command] = [probe_cmd]

@@ -33,16 +33,17 @@ class AddressBar:
     ``pending`` targets whose addresses are not known yet count as one address each until
     :meth:`planned` says how many they have (the probe learns that after DNS), so the bar never runs ahead.
     Call the object once per finished address (the probe's progress callback); :meth:`close` ends the line.
+    ``eta``: click's estimate of the time left (``eta 00:12:31``) after the counts, for a bulk run.
     """
 
-    def __init__(self, *, total: int = 0, pending: int = 0) -> None:
+    def __init__(self, *, total: int = 0, pending: int = 0, eta: bool = False) -> None:
         self.total = total
         self.pending = pending
         self.done = 0
         self._last = ""
         self._bar: ProgressBar[int] = click.progressbar(
             length=self._expected(), file=sys.stderr, bar_template="[%(bar)s] %(info)s", width=20, fill_char="#",
-            empty_char="-", show_eta=False, show_percent=False, item_show_func=lambda _item: self.info())
+            empty_char="-", show_eta=eta, show_percent=False, item_show_func=lambda _item: self.info())
         self._bar.__enter__()
 
     def _expected(self) -> int:

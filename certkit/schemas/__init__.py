@@ -35,14 +35,14 @@ def _doc(command: str, version: int = 1, schema: str | None = None) -> Document:
     return Document(command, schema or command.replace(" ", "-") + ".schema.json", version)
 
 
-#: Every ``--json`` document, by the command that prints it. Version 2: a field was renamed to the contract's
-#: names (docs/json.md) in a document that had a version before.
+#: Every ``--json`` document, by the command that prints it (``probe --jsonl``: one line of JSON Lines). Version
+#: 2: a field was renamed to the contract's names (docs/json.md) in a document that had a version before.
 DOCUMENTS: dict[str, Document] = {d.command: d for d in (
     _doc("ca init"), _doc("ca issue"), _doc("ca sign"), _doc("ca renew"), _doc("ca revoke"), _doc("ca crl"),
     _doc("ca list"), _doc("ca show"), _doc("ca status"), _doc("selfsigned"), _doc("inspect"),
     _doc("trust add"), _doc("trust fetch"), _doc("trust list"), _doc("trust show"), _doc("trust remove"),
     _doc("trust verify"),
-    _doc("probe", 2), _doc("preflight", 2),
+    _doc("probe", 2), _doc("probe --jsonl", 1, "probe-line.schema.json"), _doc("preflight", 2),
     _doc("config exchange"), _doc("config postfix"), _doc("config partner-kit"),
     _doc("dane tlsa", 2),
     *(_doc(f"dane rollover {step}", 2, "dane-rollover.schema.json") for step in ("status", "next", "switch",
