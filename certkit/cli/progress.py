@@ -43,7 +43,8 @@ class AddressBar:
         self._last = ""
         self._bar: ProgressBar[int] = click.progressbar(
             length=self._expected(), file=sys.stderr, bar_template="[%(bar)s] %(info)s", width=20, fill_char="#",
-            empty_char="-", show_eta=eta, show_percent=False, item_show_func=lambda _item: self.info())
+            empty_char="-", show_eta=False, show_percent=False, item_show_func=lambda _item: self.info())
+        self.eta = eta
         self._bar.__enter__()
 
     def _expected(self) -> int:
@@ -54,6 +55,9 @@ class AddressBar:
         text = f"{self.done}/{plural(self.total, 'address')}"
         if self.pending:
             text += f" ({plural(self.pending, 'target')} to resolve)"
+        # click's estimate (a rolling mean, known after a second), after our counts rather than before them.
+        if self.eta and self._bar.eta_known and not self._bar.finished:
+            text += f"  eta {self._bar.format_eta()}"
         return f"{text}  {self._last}" if self._last else text
 
     def planned(self, count: int) -> None:
