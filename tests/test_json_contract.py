@@ -51,6 +51,8 @@ NO_JSON = {
     "watch add": "changes the inventory; watch list --json shows it",
     "watch remove": "changes the inventory; watch list --json shows it",
 }
+#: Documents printed one per line by an option other than ``--json`` (``probe --jsonl FILE``, ``--json-lines``).
+LINES = {"probe --jsonl"}
 #: Keys that name a fact the contract names otherwise (thumbprint_sha1, fingerprint_sha256, dns_names ...).
 FORBIDDEN_KEYS = {"sha1", "sha256", "sha1_thumbprint", "sha256_fingerprint", "thumbprint", "fingerprint", "sans",
                   "certs"}
@@ -158,6 +160,13 @@ def _net_documents(tmp: Path, w: World, home: Path, store: Path, docs: dict[str,
         str(tmp / "our-full.pem"), "--client-key", str(tmp / "our.key"), "--store", str(store), "--managed-only",
         "--timeout", "3", codes=(0, 1))
     add("probe", "127.0.0.1", "--port", "1", "--timeout", "1", "--store", str(store), codes=(3,))
+    # JSON Lines: each line is a document of its own (certkit/schemas/probe-line.schema.json).
+    lines = CliRunner().invoke(main, ["probe", "fabrikam.test", "127.0.0.1:1", "--nameserver", w.dns.address,
+                                      "--port", port, "--store", str(store), "--managed-only", "--timeout", "3",
+                                      "--json-lines"], env=ENV)
+    assert lines.exit_code in (0, 1), lines.output
+    docs.setdefault("probe --jsonl", []).extend(json.loads(x) for x in lines.stdout.splitlines())
+    assert len(docs["probe --jsonl"]) == 2
     add("preflight", "--partner", "fabrikam.test", "--our-domain", "contoso.test", *mine, "--chain",
         str(tmp / "our-chain.pem"), "--store", str(store), "--managed-only", "--nameserver", w.dns.address,
         "--port", port, "--timeout", "3", codes=(0, 1))
@@ -262,7 +271,7 @@ def _json_commands() -> dict[str, click.Command]:
 def test_every_command_that_reports_has_json_a_schema_and_a_document() -> None:
     commands = _json_commands()
     with_json = {name for name, cmd in commands.items() if any("--json" in getattr(p, "opts", ()) for p in cmd.params)}
-    assert with_json == set(DOCUMENTS), "a --json flag without a document in certkit.schemas.DOCUMENTS, or back"
+    assert with_json | LINES == set(DOCUMENTS), "a --json flag without a document in certkit.schemas.DOCUMENTS, or back"
     assert set(commands) - with_json == set(NO_JSON), "a command without --json that is not listed in NO_JSON"
     shipped = set(schema_files())
     assert {d.schema for d in DOCUMENTS.values()} | {COMMON} == shipped
