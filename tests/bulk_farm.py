@@ -77,6 +77,8 @@ class Farm:
         self.delay = delay
         self.gauges: dict[str, Gauge] = {a: Gauge() for a in self.addresses}
         self.nets: dict[str, Gauge] = {network_of(a): Gauge() for a in self.addresses}
+        #: every connection to the farm (how many servers were busy at once)
+        self.all = Gauge()
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(cert_pem), str(key_pem))
         self.ctx.sni_callback = self._sni
@@ -91,7 +93,7 @@ class Farm:
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = writer.get_extra_info("sockname")[0]
         gauge, net = self.gauges[address], self.nets[network_of(address)]
-        for g in (gauge, net):
+        for g in (gauge, net, self.all):
             g.now += 1
             g.total += 1
             g.peak = max(g.peak, g.now)
@@ -128,6 +130,7 @@ class Farm:
         finally:
             gauge.now -= 1
             net.now -= 1
+            self.all.now -= 1
             writer.close()
 
     async def serve(self, ready: threading.Event | None = None) -> None:

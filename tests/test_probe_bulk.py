@@ -135,12 +135,11 @@ def test_the_per_address_limit_is_reached_and_spread_over_free_servers(lab_of: A
     addrs = addresses(6)
     domains, hosts = spread(36, addrs)
     lab = lab_of(addrs, domains, hosts, delay=0.2)
-    t0 = time.monotonic()
     stream(lab.domains, lab.options(per_address=2, concurrency=12, share_sessions=True))
-    seconds = time.monotonic() - t0
     assert set(lab.farm.peaks().values()) == {2}  # each server saw two at once, never three
-    # 36 sessions, 12 at once over 6 servers: 3 waves of 0.2 s, not 18 (one server at a time).
-    assert seconds < 2.5
+    # Spread: while one server had its two, others were busy too (one server at a time would peak at 2).
+    # Counted at the servers, not timed: timings never decide a test.
+    assert lab.farm.all.peak >= 6
 
 
 def test_without_limits_one_server_takes_them_all(lab_of: Any) -> None:
@@ -289,10 +288,14 @@ def test_a_killed_run_resumes_and_every_target_is_there_once(lab_of: Any, store:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
         time.sleep(0.05)
+    seen = out.read_text().count("\n") if out.exists() else 0
     proc.send_signal(sig)
     proc.wait(30)
     first = out.read_text().count("\n")
-    assert 10 <= first < 60, "the run was not interrupted half-way"
+    if sig == signal.SIGINT:  # Ctrl-C stops the run wherever it lands (even inside OpenSSL's verify callback)
+        assert proc.returncode == 130, proc.stderr.read() if proc.stderr else b""
+    assert 10 <= first < 60, ("the run was not interrupted half-way", seen, proc.returncode, proc.stderr.read()
+                              if proc.stderr else b"")
     with out.open("a") as f:
         f.write('{"schema_version":1,"target":"d5')  # as if killed while writing a line
     r = CliRunner().invoke(main, ["probe", "--from", str(listing), "--jsonl", str(out), "--resume", *lab.args(store),
@@ -301,7 +304,8 @@ def test_a_killed_run_resumes_and_every_target_is_there_once(lab_of: Any, store:
     assert f"({first} already in" in r.stdout
     targets = [json.loads(x)["target"] for x in out.read_text().splitlines()]
     assert sorted(targets) == sorted(lab.domains)  # each exactly once
-    assert sum(lab.farm.totals().values()) <= 60 + 3  # at most those in flight at the kill were probed twice
+    # Probed twice at most: the 3 sessions open at the kill, and up to 3 finished whose lines were not yet written.
+    assert sum(lab.farm.totals().values()) <= 60 + 2 * 3
 
 
 # --- the terminal --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -95,15 +96,46 @@ class BulkRun:
 
 
 def _drive(make: Callable[[], Any]) -> Iterator[ProbeResult]:
-    """An async iterator's items, from synchronous code, on a loop of its own."""
+    """An async iterator's items, from synchronous code, on a loop of its own.
+
+    Ctrl-C is taken by the loop (``add_signal_handler``), which cancels the step in progress: a
+    ``KeyboardInterrupt`` raised wherever the signal happened to land -- inside OpenSSL's verify callback,
+    say -- would be swallowed there ("Exception ignored from cffi callback") and the run would go on.
+    """
     loop = asyncio.new_event_loop()
     stream = make()
+    interrupted = False
+    step: asyncio.Task[ProbeResult] | None = None
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        interrupted = True
+        if step is not None:
+            step.cancel()
+
+    async def next_item() -> ProbeResult:
+        item: ProbeResult = await stream.__anext__()
+        return item
+
+    handled = False
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, not POSIX
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        handled = True
     try:
-        while True:
+        while not interrupted:
+            step = loop.create_task(next_item())
             try:
-                yield loop.run_until_complete(stream.__anext__())
+                item = loop.run_until_complete(step)
             except StopAsyncIteration:
                 return
+            except asyncio.CancelledError:
+                if interrupted:
+                    break
+                raise
+            yield item
+        raise KeyboardInterrupt
     finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGINT)
         loop.run_until_complete(stream.aclose())
         loop.close()
