@@ -38,7 +38,6 @@ client certificate, we judge their server certificate) and ``inbound`` (they sen
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,7 +68,7 @@ from certkit.core.jsonfacts import certificate_facts, rfc3339
 from certkit.core.keys import PrivateKey, public_key_matches
 from certkit.core.lint import lint_certificate
 from certkit.core.mtasts import StsReport, sts_owner, tlsrpt_owner
-from certkit.core.names import dns_name
+from certkit.core.names import dns_name, is_ip_address
 from certkit.core.text import plural
 from certkit.core.trust import AnchorSet, as_anchor_set, is_ca, is_self_signed
 from certkit.errors import InputError, UsageError
@@ -598,7 +597,7 @@ def _given_routing(report: PreflightReport, options: PreflightOptions) -> None:
     hosts: list[MailHost] = []
     for text in options.mx:
         host = parse_target(text).host
-        if _is_ip(host):
+        if is_ip_address(host):
             hosts.append(MailHost(host, None, (host,)))
             continue
         found = resolve_host(host, nameserver=options.nameserver, timeout=options.timeout)
@@ -607,14 +606,6 @@ def _given_routing(report: PreflightReport, options: PreflightOptions) -> None:
             failure = found.failure or DnsFailure("dns.failure", f"{host} has no A or AAAA record")
             report.items.append(Item("routing", (OUTBOUND,), dns_finding(failure, host)))
     report.route = MailRoute(report.partner, tuple(hosts))
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _our_identity(cert: x509.Certificate, key: PrivateKey | None,
