@@ -33,9 +33,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
-from certkit.core.extensions import san_dns_names
+from certkit.core.extensions import san_dns_identifiers
 from certkit.core.findings import Finding
-from certkit.core.names import dns_name
+from certkit.core.names import dns_name, wildcard_covers
 from certkit.core.trust import is_ca
 from certkit.errors import InputError, MalformedInputError
 
@@ -212,24 +212,10 @@ class DaneResult:
         return self.matched is not None
 
 
-def _dns_sans(cert: x509.Certificate) -> list[str] | None:
-    names = [n.lower().rstrip(".") for n in san_dns_names(cert)]
-    return names or None
-
-
-def _name_covers(pattern: str, host: str) -> bool:
-    if pattern == host:
-        return True
-    if not pattern.startswith("*.") or pattern.count("*") != 1 or pattern[2:].count(".") < 1:
-        return False
-    head, sep, rest = host.partition(".")
-    return bool(sep) and bool(head) and rest == pattern[2:]
-
-
 def _names(cert: x509.Certificate) -> list[str]:
     """The identifiers of ``cert`` for DANE-TA: its DNS SANs, else (no DNS SAN) its CNs."""
-    sans = _dns_sans(cert)
-    if sans is not None:
+    sans = san_dns_identifiers(cert)
+    if sans:
         return sans
     return [str(a.value).lower().rstrip(".") for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
@@ -305,7 +291,7 @@ def _check_ta(record: TlsaRecord, chain: Sequence[x509.Certificate], hosts: Sequ
             problems.append("; ".join(lapsed))
             continue
         names = _names(leaf)
-        if not any(_name_covers(n, h) for n in names for h in hosts):
+        if not any(n == h or wildcard_covers(n, h) for n in names for h in hosts):
             problems.append(f"the server's certificate names {', '.join(names) or 'nothing'}, not "
                             f"{' or '.join(hosts) or 'the MX host'}")
             continue

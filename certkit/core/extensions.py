@@ -18,6 +18,7 @@ __all__ = [
     "eku_of",
     "extension_value",
     "key_usage_of",
+    "san_dns_identifiers",
     "san_dns_names",
     "san_ip_addresses",
     "san_names",
@@ -45,6 +46,11 @@ def san_dns_names(holder: _HasExtensions) -> list[str]:
     """The DNS names of the subjectAltName, as carried (no SAN = no names)."""
     san = extension_value(holder, x509.SubjectAlternativeName)
     return [] if san is None else list(san.get_values_for_type(x509.DNSName))
+
+
+def san_dns_identifiers(holder: _HasExtensions) -> list[str]:
+    """The DNS names of the subjectAltName as names are compared: lower case, no trailing dot."""
+    return [n.lower().rstrip(".") for n in san_dns_names(holder)]
 
 
 def san_ip_addresses(holder: _HasExtensions) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:

@@ -27,7 +27,8 @@ from cryptography import x509
 
 from certkit.errors import InputError
 
-__all__ = ["dns_name", "domain_rank", "general_name", "is_ip_address", "parse_san", "unicode_name"]
+__all__ = ["dns_name", "domain_rank", "general_name", "is_ip_address", "parse_san", "unicode_name",
+           "wildcard_covers"]
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -251,3 +252,18 @@ def domain_rank(name: str, domain: str) -> int | None:
     if n.startswith("*."):
         return 2 if n[2:] == d or n[2:].endswith("." + d) else None
     return 1 if n.endswith("." + d) else None
+
+
+def wildcard_covers(pattern: str, host: str) -> bool:
+    """Whether the wildcard ``pattern`` (``*.example.com``) covers ``host`` (both compared as given).
+
+    RFC 6125 6.4.3 as browsers and Postfix apply it: ``*`` is the whole left-most label and stands for
+    exactly one label; no partial-label wildcards, no wildcard over a bare public suffix.
+    """
+    if not pattern.startswith("*.") or pattern.count("*") != 1:
+        return False
+    base = pattern[2:]
+    if base.count(".") < 1:
+        return False
+    head, sep, rest = host.partition(".")
+    return bool(sep) and bool(head) and rest == base

@@ -41,11 +41,11 @@ from cryptography.x509.verification import (
 )
 
 from certkit.clock import aware, utcnow
-from certkit.core.extensions import eku_of, extension_value, key_usage_of, san_dns_names, san_ip_addresses
+from certkit.core.extensions import eku_of, extension_value, key_usage_of, san_dns_identifiers, san_ip_addresses
 from certkit.core.findings import Finding, Severity
 from certkit.core.formats import sha256_fingerprint
 from certkit.core.jsonfacts import certificate_facts, rfc3339, rfc3339_or_none, serial_hex
-from certkit.core.names import dns_name, domain_rank, is_ip_address
+from certkit.core.names import dns_name, domain_rank, is_ip_address, wildcard_covers
 from certkit.core.text import duration_text, utc_text
 from certkit.core.trust import (
     Anchor,
@@ -156,30 +156,13 @@ def _cert_crl_urls(cert: x509.Certificate) -> tuple[str, ...]:
                  if isinstance(gn, x509.UniformResourceIdentifier) and gn.value.lower().startswith("http://"))
 
 
-def _dns_sans(cert: x509.Certificate) -> list[str]:
-    """The DNS subjectAltNames in the form names are compared in (lower case, no trailing dot)."""
-    return [n.lower().rstrip(".") for n in san_dns_names(cert)]
-
-
 def _common_names(cert: x509.Certificate) -> list[str]:
     return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
 def _names_text(cert: x509.Certificate) -> list[str]:
-    names = [f"DNS:{n}" for n in _dns_sans(cert)] + [f"IP:{ip}" for ip in san_ip_addresses(cert)]
+    names = [f"DNS:{n}" for n in san_dns_identifiers(cert)] + [f"IP:{ip}" for ip in san_ip_addresses(cert)]
     return names or [f"CN={cn} (no subjectAltName)" for cn in _common_names(cert)] or ["(no names)"]
-
-
-def _wildcard_covers(pattern: str, host: str) -> bool:
-    # RFC 6125 6.4.3 as browsers and Postfix apply it: '*' is the whole left-most label and stands
-    # for exactly one label; no partial-label wildcards, no wildcard over a bare public suffix.
-    if not pattern.startswith("*.") or pattern.count("*") != 1:
-        return False
-    base = pattern[2:]
-    if base.count(".") < 1:
-        return False
-    head, sep, rest = host.partition(".")
-    return bool(sep) and bool(head) and rest == base
 
 
 def host_matches(cert: x509.Certificate, host: str) -> bool:
@@ -190,7 +173,7 @@ def host_matches(cert: x509.Certificate, host: str) -> bool:
         want = ipaddress.ip_address(host.strip("[]"))
         return any(ip == want for ip in san_ip_addresses(cert))
     h = host.lower().rstrip(".")
-    return any(n == h or _wildcard_covers(n, h) for n in _dns_sans(cert))
+    return any(n == h or wildcard_covers(n, h) for n in san_dns_identifiers(cert))
 
 
 def domain_matches(cert: x509.Certificate, domain: str) -> str | None:
@@ -203,14 +186,15 @@ def domain_matches(cert: x509.Certificate, domain: str) -> str | None:
     no wildcards). Comparison is case-insensitive on A-labels; the CN is not consulted; a name
     that merely ends in ``D`` without the dot (``evilfabrikam.com``) does not match.
     """
-    ranked = [(rank, i, n) for i, n in enumerate(_dns_sans(cert)) if (rank := domain_rank(n, domain)) is not None]
+    ranked = [(rank, i, n) for i, n in enumerate(san_dns_identifiers(cert))
+              if (rank := domain_rank(n, domain)) is not None]
     return min(ranked)[2] if ranked else None
 
 
 def certificate_names(cert: x509.Certificate) -> list[str]:
     """The names an Exchange Online connector compares: the subject CNs, then the DNS subjectAltNames (lower case)."""
     out: list[str] = []
-    for n in [c.lower().rstrip(".") for c in _common_names(cert)] + _dns_sans(cert):
+    for n in [c.lower().rstrip(".") for c in _common_names(cert)] + san_dns_identifiers(cert):
         if n not in out:
             out.append(n)
     return out
@@ -228,7 +212,7 @@ def certificate_name_matches(cert: x509.Certificate, reference: str) -> bool:
             base = ref[2:]
             if n == base or n.endswith("." + base):
                 return True
-        elif n == ref or _wildcard_covers(n, ref):
+        elif n == ref or wildcard_covers(n, ref):
             return True
     return False
 
@@ -581,7 +565,7 @@ def _subject_for(leaf: x509.Certificate, rule: _Rule, reference: str | None) -> 
             return x509.DNSName(reference)
         # A wildcard SAN covers any one label: check the path for a representative host of it.
         return x509.DNSName(matched.replace("*", "certkit-domain-check", 1))
-    dns = _dns_sans(leaf)
+    dns = san_dns_identifiers(leaf)
     if dns:
         return x509.DNSName(dns[0].replace("*", "certkit-any-host", 1))
     ips = san_ip_addresses(leaf)
