@@ -41,6 +41,7 @@ from certkit.adapters.fs import (
     PRIVATE,
     PRIVATE_DIR,
     PUBLIC,
+    LockBusy,
     Staged,
     atomic_write,
     atomic_write_many,
@@ -923,9 +924,10 @@ class CertificateAuthority:
         try:
             with self._writing(wait=False):
                 pass
-        except CertkitError as exc:
-            # Busy: the files in flight belong to a live process. Otherwise the home cannot be changed.
-            return [] if "held by another process" in exc.message else self.pending_leftovers()
+        except LockBusy:
+            return []  # the files in flight belong to a live process
+        except CertkitError:
+            return self.pending_leftovers()  # the home cannot be changed
         return list(self.leftovers)
 
 

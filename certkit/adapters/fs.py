@@ -21,8 +21,8 @@ from pathlib import Path
 from certkit.adapters.inputs import os_error, read_input
 from certkit.errors import AlreadyExistsError, InputError, StoreError
 
-__all__ = ["PRIVATE", "PRIVATE_DIR", "PUBLIC", "Staged", "atomic_write", "atomic_write_many", "file_lock", "make_dirs",
-           "os_error", "read_input", "sha256_file", "wipe"]
+__all__ = ["PRIVATE", "PRIVATE_DIR", "PUBLIC", "LockBusy", "Staged", "atomic_write", "atomic_write_many", "file_lock",
+           "make_dirs", "os_error", "read_input", "sha256_file", "wipe"]
 
 PRIVATE = 0o600
 PUBLIC = 0o644
@@ -282,6 +282,10 @@ def atomic_write_many(files: list[tuple[Path, bytes, int]], *, overwrite: bool =
     return published
 
 
+class LockBusy(StoreError):
+    """A lock taken with ``wait=False`` is held by another process (a live one: the OS frees a dead one's)."""
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike[str], *, folder_mode: int | None = None,
               wait: bool = True) -> Iterator[None]:
@@ -289,7 +293,7 @@ def file_lock(path: str | os.PathLike[str], *, folder_mode: int | None = None,
     ``msvcrt.locking`` on Windows; the operating system releases it when the holder dies).
 
     Not re-entrant across calls: a process must not take the same lock twice. With ``wait=False`` a lock
-    held by another process raises :class:`~certkit.errors.StoreError` at once.
+    held by another process raises :class:`LockBusy` (a :class:`~certkit.errors.StoreError`) at once.
     """
     import warnings
 
@@ -305,7 +309,7 @@ def file_lock(path: str | os.PathLike[str], *, folder_mode: int | None = None,
             str(lock_path))
         lock.acquire(timeout=-1 if wait else 0)
     except filelock.Timeout:
-        raise StoreError(f"{lock_path} is held by another process.", "Try again when it has finished.") from None
+        raise LockBusy(f"{lock_path} is held by another process.", "Try again when it has finished.") from None
     except OSError as exc:
         raise os_error(exc, f"the lock file {lock_path}") from None
     try:
