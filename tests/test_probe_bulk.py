@@ -351,3 +351,18 @@ def test_dask_local_cluster_keeps_the_limits_global_and_every_target_once(lab_of
     assert results[0].addresses[0].session is not None and results[0].addresses[0].session.tls is not None
     workers = ["tcp://a", "tcp://b", "tcp://c"]
     assert owner_of("127.1.0.1", workers) == owner_of("127.1.0.200", workers)  # one owner per /24
+
+
+def test_dask_local_cluster_answers_a_target_given_twice_twice(lab_of: Any) -> None:
+    """A library caller may list a target twice (the CLI drops repeats): each gets its result, none is lost."""
+    pytest.importorskip("distributed")
+    from certkit.adapters.executor import parse_executor, probe_distributed
+
+    addrs = addresses(2)
+    domains, hosts = spread(4, addrs)
+    lab = lab_of(addrs, domains, hosts)
+    twice = [*lab.domains, lab.domains[0]]
+    results = list(probe_distributed(twice, parse_executor("dask-local:2"), anchors=[ROOT.cert],
+                                     options=lab.options(share_sessions=False), window=8, batch=2))
+    assert sorted(r.target for r in results) == sorted(twice)
+    assert all(r.addresses and r.addresses[0].reached for r in results)

@@ -177,7 +177,8 @@ def _resolve_task(spec: _RunSpec, texts: list[str]) -> list[_Resolved]:
     return engine.call(batch())
 
 
-_Part = tuple[str, list[tuple[str, str]], bool]
+#: (the run's number for the target, the target, its (host, address) pairs here, DNSSEC-secure MX)
+_Part = tuple[int, str, list[tuple[str, str]], bool]
 
 
 def _probe_task(spec: _RunSpec, parts: list[_Part]) -> list[list[AddressResult]]:
@@ -187,7 +188,7 @@ def _probe_task(spec: _RunSpec, parts: list[_Part]) -> list[list[AddressResult]]
     async def batch() -> list[list[AddressResult]]:
         run = await engine.run_of(spec)
         return list(await asyncio.gather(*(run.addresses(parse_target(text, spec.options.port), pairs, secure)
-                                           for text, pairs, secure in parts)))
+                                           for _number, text, pairs, secure in parts)))
 
     return engine.call(batch())
 
@@ -271,7 +272,9 @@ class _Pipeline:
         self.options, self.progress, self.window, self.batch = options, progress, window, batch
         self.flying = 0
         self.what: dict[Any, tuple[str, Any]] = {}
-        self.pending: dict[str, _Pending] = {}
+        #: targets waiting for their sessions, by a number of their own (a target may be given twice)
+        self.pending: dict[int, _Pending] = {}
+        self._numbers = itertools.count()
 
     def submit(self, kind: str, payload: Any, fn: Any, *args: Any, worker: str | None = None) -> None:
         future = self.client.submit(fn, self.spec, *args, pure=False,
@@ -312,24 +315,25 @@ class _Pipeline:
             owners: dict[str, list[tuple[str, str]]] = {}
             for pair in pairs:
                 owners.setdefault(owner_of(pair[1], self.workers), []).append(pair)
-            self.pending[result.target] = _Pending(result, pairs, len(owners))
+            number = next(self._numbers)
+            self.pending[number] = _Pending(result, pairs, len(owners))
             for worker, mine in owners.items():
-                by_owner.setdefault(worker, []).append((result.target, mine, secure))
+                by_owner.setdefault(worker, []).append((number, result.target, mine, secure))
         for worker, parts in by_owner.items():
             self.submit("probe", parts, _probe_task, parts, worker=worker)
         return finished
 
     def probed(self, parts: list[_Part], value: list[list[AddressResult]]) -> list[ProbeResult]:
         finished: list[ProbeResult] = []
-        for (text, _pairs, _secure), addresses in zip(parts, value, strict=True):
-            p = self.pending[text]
+        for (number, _text, _pairs, _secure), addresses in zip(parts, value, strict=True):
+            p = self.pending[number]
             for a in addresses:
                 p.found[(a.host, a.address)] = a
                 if self.progress is not None:
                     self.progress(a)
             p.parts_left -= 1
             if not p.parts_left:
-                del self.pending[text]
+                del self.pending[number]
                 p.result.addresses = [p.found[pair] for pair in p.pairs]
                 finished.extend(self.complete(p.result))
         return finished
