@@ -300,9 +300,8 @@ def test_a_slow_client_does_not_block_a_second_scrape(lab: Lab, tmp_path: Path) 
             for _ in range(5):  # clients that send half a request line and wait
                 slow = stack.enter_context(socket.create_connection(("127.0.0.1", server.port)))
                 slow.sendall(b"GET /metr")
-            started = time.monotonic()
-            status, content_type, body = _get(base + "/metrics", timeout=3)
-            assert status == 200 and time.monotonic() - started < 2
+            status, content_type, body = _get(base + "/metrics", timeout=3)  # a blocked server fails here
+            assert status == 200
         assert content_type.startswith("text/plain") and "version=" in content_type
         fams = _families(body)
         [success] = fams["certkit_probe_success"].samples
@@ -385,3 +384,14 @@ def test_nagios_check_warns_about_a_change_since_the_last_cycle(lab: Lab, tmp_pa
         result = check(target, anchors=lab.anchors, clock=clock, history=history)
     assert result.status is NagiosStatus.WARNING and "changed (issuer" in result.text
     assert any("smtp_tls_CAfile" in line for line in result.details)
+
+
+def test_a_damaged_history_is_named_as_the_watch_history_not_the_ca(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "watch.db").write_bytes(b"this is not an SQLite database" * 100)
+    result = CliRunner().invoke(main, ["watch", "list", "--home", str(home)])
+    assert result.exit_code == 1, result.output  # a damaged store, as for the CA index
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in result.output
+    assert "watch history" in line and "damaged" in line and "CA index" not in line, line

@@ -32,7 +32,7 @@ from certkit.core.extensions import san_names
 from certkit.core.formats import cert_der, sha1_thumbprint, sha256_fingerprint
 from certkit.core.jsonfacts import rfc3339
 from certkit.core.names import dns_name, is_ip_address
-from certkit.errors import InputError, NotFoundError, StoreError, UsageError
+from certkit.errors import CertkitError, InputError, NotFoundError, StoreError, UsageError
 
 __all__ = ["SCHEMA_VERSION", "CAIndex", "CertRecord"]
 
@@ -181,40 +181,48 @@ def full_disk_error(folder: Path, what: str) -> StoreError:
                       "(nothing half-recorded, no files without a record).")
 
 
-def db_error(exc: sqlite3.Error, path: Path, doing: str = "written") -> InputError | StoreError:
-    """One line for an SQLite failure: a full disk, a read-only home, a busy index, or a damaged one."""
+def db_error(exc: sqlite3.Error, path: Path, doing: str = "written", *, what: str = "The CA index",
+             folder: str = "the CA home",
+             damaged: str = "Restore the CA home from a backup (certkit ca status checks the index).",
+             ) -> InputError | StoreError:
+    """One line for an SQLite failure: a full disk, a read-only home, a busy database, or a damaged one.
+
+    ``what`` names the database (the CA index, the watch history), ``folder`` the folder it lives in;
+    ``damaged`` is the fix for a damaged one.
+    """
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     text = str(exc)
     if code == _SQLITE_FULL or "disk is full" in text:
-        return full_disk_error(path.parent, f"The CA index {path} cannot be {doing}")
+        return full_disk_error(path.parent, f"{what} {path} cannot be {doing}")
     io_error = code in (_SQLITE_IOERR, _SQLITE_CANTOPEN)
     if code == _SQLITE_READONLY or "readonly" in text or (io_error and read_only_folder(path.parent)):
-        return InputError(f"The CA index {path} cannot be {doing}: the CA home is read-only ({text}).",
-                          "Run the command on a writable copy of the CA home, as the user who owns it.")
+        return InputError(f"{what} {path} cannot be {doing}: {folder} is read-only ({text}).",
+                          f"Run the command on a writable copy of {folder}, as the user who owns it.")
     if io_error and disk_full(path.parent):
-        return full_disk_error(path.parent, f"The CA index {path} cannot be {doing}")
+        return full_disk_error(path.parent, f"{what} {path} cannot be {doing}")
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        return StoreError(f"The CA index {path} is locked ({text}).",
-                          "Another certkit process is busy with this CA; try again.")
+        return StoreError(f"{what} {path} is locked ({text}).", "Another certkit process is busy with it; try again.")
     if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or type(exc) is sqlite3.DatabaseError:
-        return StoreError(f"The CA index {path} is damaged ({text}).",
-                          "Restore the CA home from a backup (certkit ca status checks the index).")
-    return StoreError(f"The CA index {path} cannot be {doing} ({text}).",
-                      "Check the disk and the permissions of the CA home, then run the command again.")
+        return StoreError(f"{what} {path} is damaged ({text}).", damaged)
+    return StoreError(f"{what} {path} cannot be {doing} ({text}).",
+                      f"Check the disk and the permissions of {folder}, then run the command again.")
 
 
 @contextlib.contextmanager
-def immediate_transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
+def immediate_transaction(db: sqlite3.Connection, path: Path,
+                          error: Callable[[sqlite3.Error, Path], CertkitError] | None = None,
+                          ) -> Iterator[sqlite3.Connection]:
     """One all-or-nothing write transaction on ``db`` (the CA index's, the watch history's).
 
     ``BEGIN IMMEDIATE`` takes the write lock first, so concurrent writers queue instead of failing; an
     exception in the block, or a ``COMMIT`` that fails (a full disk), rolls back. SQLite errors become
-    :class:`StoreError` naming ``path``.
+    one-line errors naming ``path`` (``error``, default :func:`db_error`).
     """
+    error = error or db_error
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
-        raise db_error(exc, path) from None
+        raise error(exc, path) from None
     try:
         yield db
     except BaseException:
@@ -224,7 +232,7 @@ def immediate_transaction(db: sqlite3.Connection, path: Path) -> Iterator[sqlite
         db.execute("COMMIT")
     except sqlite3.Error as exc:
         _rollback(db)
-        raise db_error(exc, path) from None
+        raise error(exc, path) from None
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -23,7 +23,7 @@ from certkit.adapters.castore import db_error, immediate_transaction
 from certkit.adapters.fs import PRIVATE_DIR, make_dirs
 from certkit.core.jsonfacts import rfc3339
 from certkit.core.watch import CertFacts, Change, Setting, WatchTarget
-from certkit.errors import StoreError
+from certkit.errors import CertkitError, StoreError
 
 __all__ = ["FILE", "SCHEMA_VERSION", "StateRow", "WatchHistory"]
 
@@ -77,6 +77,12 @@ CREATE INDEX IF NOT EXISTS changes_at ON changes(at);
 """
 
 
+def _db_error(exc: sqlite3.Error, path: Path, doing: str = "written") -> CertkitError:
+    """castore's one-line SQLite errors, naming the watch history (not the CA index)."""
+    return db_error(exc, path, doing, what="The watch history", folder="the certkit home",
+                    damaged="Move it aside: the next certkit watch run starts a new history.")
+
+
 def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -116,7 +122,7 @@ class WatchHistory:
             raise StoreError(f"The watch history {path} cannot be opened ({exc.strerror}).",
                              "Check the home folder and its permissions.") from None
         except sqlite3.Error as exc:
-            raise db_error(exc, path, "opened") from None
+            raise _db_error(exc, path, "opened") from None
         history = cls(path, db)
         try:
             db.row_factory = sqlite3.Row
@@ -135,7 +141,7 @@ class WatchHistory:
                                      "Use the certkit version that wrote it, or move the file away.")
         except sqlite3.Error as exc:
             db.close()
-            raise db_error(exc, path, "opened") from None
+            raise _db_error(exc, path, "opened") from None
         except BaseException:
             db.close()
             raise
@@ -152,14 +158,14 @@ class WatchHistory:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with immediate_transaction(self._db, self.path) as db:
+        with immediate_transaction(self._db, self.path, _db_error) as db:
             yield db
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         try:
             return list(self._db.execute(sql, args))
         except sqlite3.Error as exc:
-            raise db_error(exc, self.path, "read") from None
+            raise _db_error(exc, self.path, "read") from None
 
     # --- the inventory -----------------------------------------------------------------------------------------
 
