@@ -12,7 +12,7 @@ import pytest
 from certkit.ca import CertificateAuthority
 from certkit.clock import FixedClock
 
-pytest_plugins = ["tests.fixtures_net", "tests.lab_fixtures", "tests.dnssec_lab"]
+pytest_plugins = ["tests.fixtures_net", "tests.lab_fixtures", "tests.dnssec_lab", "tests.preflight_fixtures"]
 
 PASS = b"correct horse battery staple"
 T0 = dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=dt.UTC)

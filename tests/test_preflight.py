@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +27,10 @@ from certkit.cli.preflight import COMMANDS
 from certkit.errors import InputError
 from certkit.tlsrpt import tlsrpt_report
 from tests.pki import NOW, SERVER, make_crl, make_leaf, make_self_signed
-from tests.test_preflight_world import World, pem, world
+from tests.test_preflight_world import World, pem
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "certkit/schemas/preflight.schema.json").read_text())
 DAY = dt.timedelta(days=1)
-
-
-@pytest.fixture(scope="module")
-def base() -> Iterator[World]:
-    with world() as w:
-        yield w
-
-
-@pytest.fixture
-def w(base: World) -> Iterator[World]:
-    """The world with Fabrikam's MX started (trusting our issuing CA); stopped after the test."""
-    base.serve()
-    yield base
-    assert base.server is not None
-    base.server.close()
-    base.server = None
 
 
 def run(w: World, partner: str = "fabrikam.test", **overrides: Any) -> PreflightReport:

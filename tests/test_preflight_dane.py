@@ -8,7 +8,7 @@ that Fabrikam's MX host can publish TLSA records at ``_PORT._tcp.mx1.fabrikam.te
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +21,12 @@ from certkit.core.dane import tlsa_for
 from certkit.errors import InputError
 from certkit.tlsrpt import tlsrpt_report
 from tests.test_preflight import cli, files
-from tests.test_preflight_world import ZONES, World, world
+from tests.test_preflight_world import ZONES, World
 from tests.test_probe_dane import AdDnsServer
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "certkit/schemas/preflight.schema.json").read_text())
 WRONG = "3 1 1 " + "ab" * 32
 MATCHED = "1 secure TLSA record, 3 1 1 matched (Domain Security still needs the trust store)"
-
-
-@pytest.fixture(scope="module")
-def base() -> Iterator[World]:
-    with world() as w:
-        yield w
-
-
-@pytest.fixture
-def w(base: World) -> Iterator[World]:
-    """Fabrikam's MX started; the world's DNS put back after the test."""
-    plain = base.dns
-    base.serve()
-    yield base
-    assert base.server is not None
-    base.server.close()
-    base.server = None
-    if base.dns is not plain:
-        base.dns.close()
-        base.dns = plain
 
 
 def owner(w: World) -> str:

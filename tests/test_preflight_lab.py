@@ -3,23 +3,16 @@ server: a ready pair, and the partner's Edge refusing our certificate with 454 4
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
-import pytest
 from cryptography import x509
 
 from certkit.checks.preflight import PreflightReport, render_text
 from certkit.core.trust import AnchorSet
 from certkit.lab.server import EXCHANGE_REJECT, LabConfig, LabServer, Personality, run_in_thread
 from tests.pki import Issued, make_leaf
-from tests.test_preflight_world import World, world
-
-
-@pytest.fixture(scope="module")
-def base() -> Iterator[World]:
-    with world() as w:
-        yield w
+from tests.test_preflight_world import World
 
 
 def fabrikam_edge(w: World, trusted: Sequence[x509.Certificate]) -> AbstractContextManager[LabServer]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,25 +11,10 @@ from click.testing import CliRunner
 from certkit.checks.preflight import PreflightOptions, render_html, render_text
 from certkit.errors import InputError
 from tests.test_preflight import SCHEMA, cli, files
-from tests.test_preflight_world import World, world
+from tests.test_preflight_world import World
 
 #: A DNS server that never answers: any lookup the pre-flight made would fail.
 NO_DNS = "127.0.0.1:1"
-
-
-@pytest.fixture(scope="module")
-def base() -> Iterator[World]:
-    with world() as w:
-        yield w
-
-
-@pytest.fixture
-def w(base: World) -> Iterator[World]:
-    base.serve()
-    yield base
-    assert base.server is not None
-    base.server.close()
-    base.server = None
 
 
 def without_dns(w: World, tmp_path: Path) -> list[str]:

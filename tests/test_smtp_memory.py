@@ -40,6 +40,7 @@ from certkit.core.trust import AnchorSet
 from certkit.lab.receiver import CLOSED, NEED_DATA, START_TLS, Deliver, NeedVerdict, Receiver, SessionRecord
 from certkit.lab.server import LabConfig, client_verdict
 from tests.pki import NOW, Issued, make_leaf, make_root, make_self_signed
+from tests.smtp_servers import without_starttls
 
 HOST = "mx.lab.test"
 PEER_IP = "192.0.2.25"
@@ -70,13 +71,6 @@ def whole(data: bytes) -> list[bytes]:
 def lab_config(personality: Personality) -> LabConfig:
     return LabConfig(SERVER.cert, SERVER.key, anchors=ANCHORS, domain_secure=("contoso.test",),
                      personality=personality, validator=Personality.POSTFIX, hostname=HOST)
-
-
-def without_starttls(reply: bytes) -> bytes:
-    """An EHLO reply with its STARTTLS line removed (a STARTTLS-stripping middlebox)."""
-    lines = [line for line in reply.split(b"\r\n")[:-1] if line[4:].upper() != b"STARTTLS"]
-    last = len(lines) - 1
-    return b"".join(line[:3] + (b" " if i == last else b"-") + line[4:] + b"\r\n" for i, line in enumerate(lines))
 
 
 @dataclass(frozen=True)
