@@ -251,13 +251,10 @@ def _not_found(request: http.server.BaseHTTPRequestHandler) -> None:
 ])
 def test_a_policy_that_cannot_be_fetched_is_a_fetch_error(tmp_path: Path, body: object, error: str) -> None:
     with StsLab(tmp_path, policy_body=body) as lab:  # type: ignore[arg-type]
-        started = time.monotonic()
         r = check_mta_sts(DOMAIN, **lab.options())
-        took = time.monotonic() - started
     assert r.verdict == "none" and _codes(r) == ["sts.policy-fetch-error"]
     assert error in (r.fetch_error or "") and error in r.findings[0].detail
     assert r.findings[0].entry.tlsrpt_result_type == "sts-policy-fetch-error"
-    assert took < 6  # the timeout bounds the whole fetch, not each read
 
 
 def test_a_policy_served_as_html_is_ignored(tmp_path: Path) -> None:
