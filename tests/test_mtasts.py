@@ -525,3 +525,11 @@ def test_the_preflight_command_reports_mta_sts_without_changing_the_verdict(tmp_
     assert json.loads(off.stdout)["mta_sts"] is None
     written = json.loads((tmp_path / "tlsrpt.json").read_text())
     assert [p["policy"]["policy-type"] for p in written["policies"]] == ["no-policy-found"]  # the --mta-sts off run
+
+
+def test_the_mx_web_pki_checks_wait_for_a_policy_that_needs_them(tmp_path: Path) -> None:
+    """Most domains publish no MTA-STS record: the probe's default (--mta-sts auto) then checks no MX chain
+    against the Web PKI at all -- here roots that cannot even be read are never read."""
+    with StsLab(tmp_path, txt=()) as lab:
+        r = mta_sts_of_sessions(DOMAIN, [], nameserver=lab.dns.address, cadata="not a PEM file", timeout=3.0)
+    assert r.verdict == "none" and "sts.not-published" in [f.code for f in r.findings]

@@ -14,7 +14,7 @@ the policy host and the MX hosts -- for a lab or tests, where the Web PKI is out
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -137,11 +137,13 @@ def fetch_policy(domain: str, *, nameserver: str | None = None, timeout: float =
 
 def check_mta_sts(domain: str, *, nameserver: str | None = None, timeout: float = 10.0, cadata: str | None = None,
                   port: int = 25, policy_port: int = 443, clock: Clock | None = None,
-                  mx: Sequence[MxFacts] | None = None, helo_name: str = "localhost") -> StsReport:
+                  mx: Sequence[MxFacts] | Callable[[], Sequence[MxFacts]] | None = None,
+                  helo_name: str = "localhost") -> StsReport:
     """MTA-STS and TLS-RPT for ``domain`` (see the module docstring).
 
-    ``mx``: the MX facts the caller already has (the probe); else each MX host of the domain is reached on
-    ``port`` for its certificate. ``policy_port``: the policy host's port (443; another for a lab).
+    ``mx``: the MX facts the caller already has (the probe), or a function that makes them, called only when
+    a policy in mode testing or enforce needs them; else each MX host of the domain is reached on ``port``
+    for its certificate. ``policy_port``: the policy host's port (443; another for a lab).
     """
     domain = _domain(domain)
     if nameserver is not None:
@@ -157,7 +159,9 @@ def check_mta_sts(domain: str, *, nameserver: str | None = None, timeout: float 
     first = judge(domain, **facts)
     if first.policy is None or first.policy.mode == "none":
         return first
-    if mx is None:
+    if callable(mx):
+        mx = mx()
+    elif mx is None:
         at = (clock or SystemClock()).now()
         mx = _reach_mx(domain, nameserver=nameserver, timeout=timeout, port=port, anchors=webpki_anchors(cadata),
                        at=at, helo_name=helo_name)
@@ -198,18 +202,21 @@ def mta_sts_of_sessions(domain: str, addresses: Sequence[AddressResult], *, name
 
     ``at`` (else ``clock``'s time) is when the chains are judged; ``anchors`` the Web PKI's roots made once by
     the caller (else from ``cadata``)."""
-    if at is None:
-        at = (clock or SystemClock()).now()
-    if anchors is None:
-        anchors = webpki_anchors(cadata)
-    hosts: dict[str, list[AddressResult]] = {}
-    for a in addresses:
-        hosts.setdefault(a.host, []).append(a)
-    mx = []
-    for host, results in hosts.items():
-        dane = next((d for d in map(_dane_of, results) if d is not None), None)
-        if any(_dane_of(r) == "fail" for r in results):
-            dane = "fail"
-        mx.append(mx_facts(host, [r.session for r in results if r.session is not None], anchors, at, dane))
+    judged_at = at if at is not None else (clock or SystemClock()).now()
+
+    def mx() -> list[MxFacts]:  # the Web PKI checks, only for a policy that needs them (most domains have none)
+        roots = anchors if anchors is not None else webpki_anchors(cadata)
+        hosts: dict[str, list[AddressResult]] = {}
+        for a in addresses:
+            hosts.setdefault(a.host, []).append(a)
+        facts = []
+        for host, results in hosts.items():
+            dane = next((d for d in map(_dane_of, results) if d is not None), None)
+            if any(_dane_of(r) == "fail" for r in results):
+                dane = "fail"
+            facts.append(mx_facts(host, [r.session for r in results if r.session is not None], roots, judged_at,
+                                  dane))
+        return facts
+
     return check_mta_sts(domain, nameserver=nameserver, timeout=timeout, cadata=cadata, policy_port=policy_port,
                          clock=clock, mx=mx)
